@@ -1,0 +1,45 @@
+// Host-side argument checks shared by every op's CPU and CUDA entry points. Each check names
+// the argument, so torch.ops.kdops.* called directly fails as clearly as the Python API.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace kdops {
+
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name,
+                   " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
+                   t.scalar_type());
+}
+
+inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* shape) {
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", shape, ", got a tensor of shape ", t.sizes());
+}
+
+inline void check_same_shape(const at::Tensor& t, const at::Tensor& ref, const char* name,
+                             const char* ref_name) {
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), name, " must have the shape of ", ref_name, " ",
+                    ref.sizes(), ", got ", t.sizes());
+}
+
+inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* name,
+                             const char* ref_name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have the dtype of ", ref_name,
+                   " (", ref.scalar_type(), "), got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* name,
+                              const char* ref_name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " must be on the device of ", ref_name, " (",
+                    ref.device(), "), got ", t.device());
+}
+
+// Masks are bool, or 0/1 numbers that are converted (True = real token / item).
+inline at::Tensor as_bool_mask(const at::Tensor& mask, const char* name) {
+  TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), name, " must be bool or real, got ",
+                   mask.scalar_type());
+  return mask.scalar_type() == at::kBool ? mask.contiguous() : mask.ne(0).contiguous();
+}
+
+}  // namespace kdops

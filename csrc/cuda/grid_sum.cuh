@@ -1,0 +1,47 @@
+// Deterministic sums across a whole grid in one launch: each block reduces its values with
+// cub::BlockReduce, writes its partial, and the last block to finish adds the partials in
+// block order. The result depends only on the launch shape, never on scheduling (no float
+// atomics), so repeated runs are bit-identical.
+#pragma once
+
+#include <cub/block/block_reduce.cuh>
+
+namespace kdops::cuda {
+
+// Sum of v over the block; the result is valid in thread 0.
+template <int kThreads, typename T>
+__device__ T block_sum(T v) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage storage;
+  const T total = Reduce(storage).Sum(v);
+  __syncthreads();  // storage is reused by the next call
+  return total;
+}
+
+// Call from every thread of every block with the block's totals (valid in thread 0, from
+// block_sum). Returns true in exactly one block, the last to arrive, whose thread 0 then holds
+// the grid totals in *sum and *count. `done` must be zero before the launch.
+template <int kThreads, typename acc_t>
+__device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long long* partial_count,
+                         unsigned int* done) {
+  __shared__ bool is_last;
+  if (threadIdx.x == 0) {
+    partial_sum[blockIdx.x] = sum;
+    partial_count[blockIdx.x] = count;
+    __threadfence();  // partials visible to the last block before it is counted
+    is_last = atomicAdd(done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!is_last) return false;
+  acc_t s = 0;
+  long long c = 0;
+  for (unsigned int i = threadIdx.x; i < gridDim.x; i += kThreads) {
+    s += __ldcg(partial_sum + i);  // bypass L1: written by other blocks
+    c += __ldcg(partial_count + i);
+  }
+  sum = block_sum<kThreads>(s);
+  count = block_sum<kThreads>(c);
+  return true;
+}
+
+}  // namespace kdops::cuda

@@ -1,0 +1,43 @@
+// Every kdops op schema, in one place. Kernels register per backend in csrc/cpu and csrc/cuda;
+// fake (meta) kernels and autograd are registered from Python in kdops/ops.py.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifdef KDOPS_WITH_CUDA
+namespace kdops::cuda {
+const char* compiled_arch_list();  // csrc/cuda/build_info.cu
+}
+#endif
+
+TORCH_LIBRARY(kdops, m) {
+  // Margin-MSE. The multi-negative form returns (loss, count): count is the number of valid
+  // (unmasked) terms, the normaliser of reduction='mean', saved for backward.
+  m.def("margin_mse(Tensor student, Tensor teacher, Tensor? mask, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "margin_mse_backward(Tensor grad, Tensor student, Tensor teacher, Tensor? mask, "
+      "Tensor count, str reduction) -> Tensor");
+  m.def(
+      "margin_mse_pairwise(Tensor student_pos, Tensor student_neg, Tensor teacher_pos, "
+      "Tensor teacher_neg, str reduction) -> Tensor");
+  m.def(
+      "margin_mse_pairwise_backward(Tensor grad, Tensor student_pos, Tensor student_neg, "
+      "Tensor teacher_pos, Tensor teacher_neg, str reduction) -> (Tensor, Tensor)");
+}
+
+// The Python module only reports how the library was built; the ops live in torch.ops.kdops.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def(
+      "build_info",
+      [] {
+        pybind11::dict info;
+#ifdef KDOPS_WITH_CUDA
+        info["cuda"] = true;
+        info["cuda_archs"] = std::string(kdops::cuda::compiled_arch_list());
+#else
+        info["cuda"] = false;
+        info["cuda_archs"] = std::string();
+#endif
+        return info;
+      },
+      "How kdops._C was built: {'cuda': bool, 'cuda_archs': the device archs compiled in}.");
+}

@@ -1,0 +1,16 @@
+"""kdops: fused C++/CUDA kernels for knowledge distillation in neural ranking.
+
+Margin-MSE, Plackett-Luce listwise losses and ColBERT MaxSim as torch.ops.kdops.* ops with
+autograd and torch.compile support. ``kdops.reference`` holds the plain PyTorch spec of each.
+"""
+
+import torch  # noqa: F401  (must load before kdops._C: _C links against libtorch)
+
+from kdops import reference
+from kdops.functional import margin_mse
+from kdops.losses import MarginMSELoss
+from kdops.ops import build_info
+
+__version__ = "0.1.0"
+
+__all__ = ["MarginMSELoss", "build_info", "margin_mse", "reference"]

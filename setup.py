@@ -1,0 +1,104 @@
+"""Build kdops._C: CPU kernels always, CUDA kernels when a CUDA toolkit and a CUDA torch are present.
+
+Environment:
+  KDOPS_CUDA=0|1          force the CUDA kernels off / on (default: on iff CUDA_HOME and torch.version.cuda)
+  TORCH_CUDA_ARCH_LIST    archs to build for (default "9.0": Hopper; e.g. "8.0;9.0" to add Ampere)
+  MAX_JOBS                parallel compile jobs (torch's ninja build reads it)
+  DEBUG=1                 -O0 -g, no fast-math
+"""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import torch
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("DEBUG", "0") == "1"
+
+
+def _cuda_home() -> str | None:
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home is None and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        # torch guesses CUDA_HOME from `which nvcc`, which on some machines is a wrapper in
+        # /usr/local/bin, and then links against /usr/local/lib64: point it at the real toolkit.
+        home = "/usr/local/cuda"
+    return home
+
+
+def _want_cuda() -> bool:
+    forced = os.environ.get("KDOPS_CUDA")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            sys.exit(f"KDOPS_CUDA must be 0 or 1, got {forced!r}")
+        if forced == "1" and (torch.version.cuda is None or _cuda_home() is None):
+            sys.exit(
+                "KDOPS_CUDA=1 but "
+                + ("this torch is a CPU build" if torch.version.cuda is None else "no CUDA toolkit was found")
+                + ": install a CUDA build of torch and set CUDA_HOME to the toolkit (e.g. /usr/local/cuda)."
+            )
+        return forced == "1"
+    # Never torch.cuda.is_available(): build machines often have a toolkit but no GPU.
+    return torch.version.cuda is not None and _cuda_home() is not None
+
+
+def _check_nvcc(cuda_home: str) -> None:
+    out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "-V"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", out)
+    if found is None:
+        sys.exit(f"could not read the nvcc version from {cuda_home}/bin/nvcc -V")
+    nvcc_major = int(found.group(1))
+    torch_major = int(torch.version.cuda.split(".")[0])
+    if nvcc_major != torch_major:
+        sys.exit(
+            f"nvcc {found.group(1)}.{found.group(2)} (in {cuda_home}) does not match torch's CUDA "
+            f"{torch.version.cuda}: set CUDA_HOME to a CUDA {torch_major}.x toolkit, install a torch "
+            f"built for CUDA {nvcc_major}, or build CPU-only with KDOPS_CUDA=0."
+        )
+
+
+def _nvidia_include_dirs() -> list[str]:
+    # ATen's CUDA headers include cusparse.h & co, which pip-installed torch ships in
+    # site-packages/nvidia/cu<major>/include rather than in the toolkit.
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    dirs = []
+    for base in nvidia.__path__:
+        dirs += glob.glob(os.path.join(base, "cu[0-9]*", "include"))
+    return sorted(set(dirs))
+
+
+def extensions():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+    cxx = opt + ["-std=c++20", "-fopenmp"]
+    common = dict(include_dirs=[os.path.join(ROOT, "csrc")], define_macros=[])
+    if not _want_cuda():
+        return [cpp_extension.CppExtension("kdops._C", sources, extra_compile_args={"cxx": cxx}, **common)]
+
+    cuda_home = _cuda_home()
+    os.environ["CUDA_HOME"] = cuda_home
+    cpp_extension.CUDA_HOME = cuda_home
+    _check_nvcc(cuda_home)
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    common["include_dirs"] += _nvidia_include_dirs()
+    common["define_macros"] += [("KDOPS_WITH_CUDA", None)]
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    return [
+        cpp_extension.CUDAExtension(
+            "kdops._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common
+        )
+    ]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+)
