@@ -1,0 +1,115 @@
+"""What every benchmark case shares: a case is one op at one shape and dtype, run by several
+implementations (the eager reference, torch.compile of it, kdops, installed peers) over the
+same inputs. Each implementation is timed with torch.utils.benchmark (median, p20, p80) and
+its peak extra memory during one pass is measured."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch.utils import benchmark as tbench
+
+Tensors = Sequence[torch.Tensor]
+
+
+@dataclass
+class Impl:
+    """One implementation of a case: `fn` runs one pass (forward, or forward and backward)."""
+
+    name: str  # "reference" | "compile" | "kdops" | a peer's name
+    fn: Callable[[], object]
+
+
+@dataclass
+class Case:
+    op: str
+    case: str
+    shape: str
+    dtype: torch.dtype
+    pass_: str  # "fwd" | "fwd+bwd"
+    impls: list[Impl] = field(default_factory=list)
+    flops: float | None = None  # useful multiply-adds x 2 of one pass, for GFLOP/s
+
+
+def forward_backward(loss_fn: Callable[..., torch.Tensor], inputs: Tensors) -> Callable[[], object]:
+    """A pass that computes loss_fn(*inputs) and the gradients of all inputs that require grad
+    (torch.autograd.grad, so nothing accumulates across repeats). Non-scalar outputs are summed."""
+    leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+
+    def run():
+        out = loss_fn(*inputs)
+        out = out if out.dim() == 0 else out.sum()
+        return torch.autograd.grad(out, leaves)
+
+    return run
+
+
+def forward_only(fn: Callable[..., torch.Tensor], inputs: Tensors) -> Callable[[], object]:
+    def run():
+        with torch.no_grad():
+            return fn(*inputs)
+
+    return run
+
+
+def compiled(fn: Callable) -> Callable:
+    """torch.compile of a reference, as a user would write it (default mode, dynamic=False)."""
+    return torch.compile(fn, dynamic=False)
+
+
+# --- measurement ------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pass(fn: Callable[[], object], min_run_time: float) -> tuple[float, float, float]:
+    """(median, p20, p80) in milliseconds over blocks of repeats; handles CUDA sync."""
+    fn()  # warm-up (and compilation)
+    m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    times = torch.tensor(m.times) * 1e3
+    return float(times.median()), float(times.quantile(0.2)), float(times.quantile(0.8))
+
+
+def _fix_malloc() -> None:
+    """Make CPU peak memory visible in the resident-set high-water mark: glibc otherwise raises
+    its mmap threshold after the first large free and keeps freed blocks mapped."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 64 * 1024)
+
+
+def _status_kib(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field_name}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak memory allocated during one pass beyond what was held before it (its outputs
+    included). CUDA: the caching allocator's peak. CPU: growth of the process's resident-set
+    high-water mark (page granularity; reset through /proc/self/clear_refs)."""
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        _sync(device)
+        del out
+        return torch.cuda.max_memory_allocated(device) - before
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    before = _status_kib("VmRSS")
+    out = fn()
+    del out
+    return max(0, _status_kib("VmHWM") - before) * 1024
+
+
+_fix_malloc()
