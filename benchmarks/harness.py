@@ -57,7 +57,11 @@ def forward_only(fn: Callable[..., torch.Tensor], inputs: Tensors) -> Callable[[
 
 
 def compiled(fn: Callable) -> Callable:
-    """torch.compile of a reference, as a user would write it (default mode, dynamic=False)."""
+    """torch.compile of a reference, as a user would write it (default mode, dynamic=False).
+    Every case recompiles the same function for its shapes: allow that, rather than let dynamo
+    fall back to eager after its default limit of 8 and time eager under the name 'compile'."""
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 4096
     return torch.compile(fn, dynamic=False)
 
 
@@ -73,17 +77,24 @@ def time_pass(fn: Callable[[], object], min_run_time: float) -> tuple[float, flo
     """(median, p20, p80) in milliseconds over blocks of repeats; handles CUDA sync."""
     fn()  # warm-up (and compilation)
     m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-    times = torch.tensor(m.times) * 1e3
-    return float(times.median()), float(times.quantile(0.2)), float(times.quantile(0.8))
+    times = torch.tensor(m.times, dtype=torch.float64) * 1e3
+    return tuple(float(times.quantile(q)) for q in (0.5, 0.2, 0.8))
 
 
-def _fix_malloc() -> None:
-    """Make CPU peak memory visible in the resident-set high-water mark: glibc otherwise raises
-    its mmap threshold after the first large free and keeps freed blocks mapped."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 * 1024)
-    libc.mallopt(m_trim_threshold, 64 * 1024)
+_libc = ctypes.CDLL("libc.so.6")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _malloc_returns_memory(eager: bool) -> None:
+    """While measuring memory, make glibc map every large block fresh and unmap it on free,
+    so that peak use shows in the resident-set high-water mark; while timing, let it reuse
+    blocks as a long-running training process does (fresh mappings cost a page fault per 4 KiB
+    and would distort the times of everything that allocates)."""
+    threshold = 64 * 1024 if eager else 32 * 1024 * 1024
+    _libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    _libc.mallopt(_M_TRIM_THRESHOLD, threshold)
+    if eager:
+        _libc.malloc_trim(0)
 
 
 def _status_kib(field_name: str) -> int:
@@ -104,12 +115,16 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
         _sync(device)
         del out
         return torch.cuda.max_memory_allocated(device) - before
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set
-    before = _status_kib("VmRSS")
-    out = fn()
-    del out
-    return max(0, _status_kib("VmHWM") - before) * 1024
+    _malloc_returns_memory(True)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        before = _status_kib("VmRSS")
+        out = fn()
+        del out
+        return max(0, _status_kib("VmHWM") - before) * 1024
+    finally:
+        _malloc_returns_memory(False)
 
 
-_fix_malloc()
+_malloc_returns_memory(False)

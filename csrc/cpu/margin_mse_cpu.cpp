@@ -1,5 +1,9 @@
 // Margin-MSE CPU kernels: one pass over the terms forward (loss and valid-term count together),
 // one pass over the rows backward. Math: common/margin_mse.h.
+//
+// Rows of one negative (the pairwise form) are vectorised across rows, wider rows across their
+// negatives; the reductions are `omp simd` reductions inside fixed-size chunks, so the float
+// sum order is fixed whatever the thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -14,6 +18,44 @@
 namespace kdops::cpu {
 namespace {
 
+// The loss term of (b, j), written to per_term[b * N + j] when given.
+template <typename scalar_t, typename acc_t>
+inline acc_t forward_term(const MarginMSEView<scalar_t>& v, int64_t b, int64_t j, bool valid,
+                          scalar_t* per_term) {
+  const acc_t r = v.template residual<acc_t>(b, j);
+  const acc_t value = valid ? r * r : acc_t(0);
+  if (per_term != nullptr) per_term[b * v.N + j] = static_cast<scalar_t>(value);
+  return value;
+}
+
+template <typename scalar_t>
+SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& v,
+                                                 scalar_t* per_term) {
+  using acc_t = at::opmath_type<scalar_t>;
+  return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
+    acc_t sum = 0;
+    int64_t valid_terms = 0;
+    if (v.N == 1) {
+#pragma omp simd reduction(+ : sum, valid_terms)
+      for (int64_t b = b0; b < b1; ++b) {
+        const bool valid = v.valid(b, 0);
+        sum += forward_term<scalar_t, acc_t>(v, b, 0, valid, per_term);
+        valid_terms += valid;
+      }
+    } else {
+      for (int64_t b = b0; b < b1; ++b) {
+#pragma omp simd reduction(+ : sum, valid_terms)
+        for (int64_t j = 0; j < v.N; ++j) {
+          const bool valid = v.valid(b, j);
+          sum += forward_term<scalar_t, acc_t>(v, b, j, valid, per_term);
+          valid_terms += valid;
+        }
+      }
+    }
+    return SumCount<acc_t>{sum, valid_terms};
+  });
+}
+
 // Returns (loss, count): count is the number of valid terms, the normaliser of 'mean'.
 std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction reduction) {
   const auto opts = a.student_pos.options();
@@ -25,22 +67,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "margin_mse_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto v = a.view<scalar_t>();
-    scalar_t* out = per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr;
-    const auto total = deterministic_sum<SumCount<acc_t>>(a.B, [&](int64_t b0, int64_t b1) {
-      SumCount<acc_t> acc;
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t j = 0; j < v.N; ++j) {
-          const bool valid = v.valid(b, j);
-          const acc_t r = v.template residual<acc_t>(b, j);
-          const acc_t term = valid ? r * r : acc_t(0);
-          if (out != nullptr) out[b * v.N + j] = static_cast<scalar_t>(term);
-          acc.sum += term;
-          acc.count += valid;
-        }
-      }
-      return acc;
-    });
+    const auto total = forward_impl<scalar_t>(
+        a.view<scalar_t>(), per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr);
     count = at::scalar_tensor(total.count, opts.dtype(at::kLong));
     if (reduction == Reduction::None) {
       loss = per_term;
@@ -54,6 +82,45 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   return {loss, count};
 }
 
+// d loss / d s_neg of term (b, j), written to grad_neg; returns its negative, d / d s_pos.
+template <typename scalar_t, typename acc_t>
+inline acc_t backward_term(const MarginMSEView<scalar_t>& v, int64_t b, int64_t j,
+                           acc_t upstream, scalar_t* grad_neg, int64_t stride) {
+  const acc_t d = v.valid(b, j) ? margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream)
+                                : acc_t(0);
+  grad_neg[b * stride + j] = static_cast<scalar_t>(-d);
+  return d;
+}
+
+template <typename scalar_t>
+void backward_impl(const MarginMSEView<scalar_t>& v, Reduction reduction, const scalar_t* grad,
+                   int64_t count, scalar_t* grad_pos, scalar_t* grad_neg, int64_t stride) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const bool per_term = reduction == Reduction::None;
+  acc_t shared = static_cast<acc_t>(grad[0]);
+  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(std::max<int64_t>(count, 1));
+  at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
+    if (v.N == 1) {
+#pragma omp simd
+      for (int64_t b = b0; b < b1; ++b) {
+        const acc_t upstream = per_term ? static_cast<acc_t>(grad[b]) : shared;
+        grad_pos[b * stride] = static_cast<scalar_t>(
+            backward_term<scalar_t, acc_t>(v, b, 0, upstream, grad_neg, stride));
+      }
+      return;
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      acc_t pos = 0;
+#pragma omp simd reduction(+ : pos)
+      for (int64_t j = 0; j < v.N; ++j) {
+        const acc_t upstream = per_term ? static_cast<acc_t>(grad[b * v.N + j]) : shared;
+        pos += backward_term<scalar_t, acc_t>(v, b, j, upstream, grad_neg, stride);
+      }
+      grad_pos[b * stride] = static_cast<scalar_t>(pos);
+    }
+  });
+}
+
 // Writes d loss / d student into grad_pos (the positives) and grad_neg (the negatives); the
 // teacher's gradients are their negatives.
 void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& grad,
@@ -62,30 +129,9 @@ void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& gra
   const at::Tensor g = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
                                   "margin_mse_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto v = a.view<scalar_t>();
-    const scalar_t* g_terms = g.data_ptr<scalar_t>();
-    acc_t shared = static_cast<acc_t>(g_terms[0]);
-    if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(std::max<int64_t>(count, 1));
-    scalar_t* gp = grad_pos.data_ptr<scalar_t>();
-    scalar_t* gn = grad_neg.data_ptr<scalar_t>() + a.neg_offset();
-    const int64_t stride = a.row_stride();
-    at::parallel_for(0, a.B, 1024, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        acc_t pos = 0;
-        for (int64_t j = 0; j < v.N; ++j) {
-          const acc_t upstream = reduction == Reduction::None
-                                     ? static_cast<acc_t>(g_terms[b * v.N + j])
-                                     : shared;
-          const acc_t d = v.valid(b, j)
-                              ? margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream)
-                              : acc_t(0);
-          gn[b * stride + j] = static_cast<scalar_t>(-d);
-          pos += d;
-        }
-        gp[b * stride] = static_cast<scalar_t>(pos);
-      }
-    });
+    backward_impl<scalar_t>(a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count,
+                            grad_pos.data_ptr<scalar_t>(),
+                            grad_neg.data_ptr<scalar_t>() + a.neg_offset(), a.row_stride());
   });
 }
 

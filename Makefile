@@ -1,0 +1,34 @@
+# The two commands of the README. Each sets up everything it needs on a fresh machine
+# (Python 3.11, gcc, nvcc under /usr/local/cuda): a virtualenv with the pinned torch, then
+# kdops built in place (CPU kernels, and CUDA kernels when the toolkit is there).
+#   make bench   the benchmark table (results under benchmarks/results/<device>/)
+#   make test    the whole test suite
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+
+# torch guesses CUDA_HOME from `which nvcc`, which may be a wrapper outside the toolkit.
+export CUDA_HOME ?= /usr/local/cuda
+
+.PHONY: bench test build clean
+
+bench: build
+	$(PY) -m benchmarks.run
+
+test: build
+	$(PY) -m pytest -q
+
+build: $(DEPS)
+	$(PY) -m pip install -q --no-build-isolation -e .
+	$(PY) -m kdops.info
+
+$(DEPS): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf build kdops/*.so *.egg-info

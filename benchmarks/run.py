@@ -1,0 +1,170 @@
+"""Run every op's benchmark and print one table per op: median time of each implementation,
+its ratio to kdops, and peak extra memory. Records JSON (flat records, see DESIGN.md), a
+markdown table and a plot under benchmarks/results/<device>/.
+
+    python -m benchmarks.run [--device cpu|cuda] [--ops margin_mse,...] [--min-run-time S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+import kdops
+from benchmarks.harness import Case, peak_bytes, time_pass
+
+FAMILIES = ["margin_mse"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).lower().replace("nvidia ", "").replace(" ", "-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict) -> list[dict]:
+    records = []
+    for impl in case.impls:
+        try:
+            median, p20, p80 = time_pass(impl.fn, min_run_time)
+            peak = peak_bytes(impl.fn, device)
+        except Exception as err:  # a peer that cannot run this case is reported, not fatal
+            print(f"  {impl.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            continue
+        records.append(
+            {
+                "op": case.op,
+                "case": case.case,
+                "shape": case.shape,
+                "dtype": str(case.dtype).removeprefix("torch."),
+                "pass": case.pass_,
+                "impl": impl.name,
+                "median_ms": median,
+                "p20_ms": p20,
+                "p80_ms": p80,
+                "peak_bytes": peak,
+                "gflops": case.flops / median / 1e6 if case.flops else None,
+                **stamp,
+            }
+        )
+    return records
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f}"
+
+
+def markdown(records: list[dict], header: str) -> str:
+    """One table per op; each row an implementation at a case, with time and memory ratios to
+    kdops at the same case (>1 means kdops is faster / leaner)."""
+    lines = [header, ""]
+    by_op: dict[str, list[dict]] = {}
+    for r in records:
+        by_op.setdefault(r["op"], []).append(r)
+    for op, rows in by_op.items():
+        lines += [f"### {op}", "", "| case | shape | pass | impl | median ms (p20-p80) | vs kdops | peak MiB | mem vs kdops |",
+                  "|---|---|---|---|---|---|---|---|"]
+        ours = {(r["case"], r["shape"]): r for r in rows if r["impl"] == "kdops"}
+        for r in rows:
+            k = ours.get((r["case"], r["shape"]))
+            speed = f"{r['median_ms'] / k['median_ms']:.2f}x" if k else "-"
+            mem = f"{r['peak_bytes'] / k['peak_bytes']:.1f}x" if k and k["peak_bytes"] > 0 else "-"
+            gf = f", {r['gflops']:.0f} GFLOP/s" if r.get("gflops") else ""
+            lines.append(
+                f"| {r['case']} | {r['shape']} | {r['pass']} | {r['impl']} | "
+                f"{r['median_ms']:.3f} ({r['p20_ms']:.3f}-{r['p80_ms']:.3f}){gf} | {speed} | "
+                f"{_mib(r['peak_bytes'])} | {mem} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: Path, title: str) -> None:
+    """Bar chart: each implementation's time relative to kdops, per case (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = []
+    for r in records:
+        key = (r["op"], r["case"], r["shape"])
+        if key not in keys:
+            keys.append(key)
+    impls = sorted({r["impl"] for r in records}, key=lambda n: (n != "kdops", n))
+    kd = {(r["op"], r["case"], r["shape"]): r["median_ms"] for r in records if r["impl"] == "kdops"}
+    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 0.9), 5))
+    width = 0.8 / len(impls)
+    for i, impl in enumerate(impls):
+        xs, ys = [], []
+        for j, key in enumerate(keys):
+            match = [r for r in records if (r["op"], r["case"], r["shape"]) == key and r["impl"] == impl]
+            if match and key in kd:
+                xs.append(j + i * width)
+                ys.append(match[0]["median_ms"] / kd[key])
+        ax.bar(xs, ys, width, label=impl)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+    ax.set_xticklabels([f"{op}\n{case}\n{shape}" for op, case, shape in keys], fontsize=7, rotation=45, ha="right")
+    ax.set_ylabel("time / kdops time (higher: kdops faster)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ops", default=",".join(FAMILIES), help="comma-separated op families")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per implementation")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<device>)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    stamp = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "kdops_version": kdops.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    header = (
+        f"kdops {kdops.__version__} | torch {torch.__version__} (CUDA {torch.version.cuda}) | "
+        f"device: {stamp['device']} | {stamp['date']}"
+    )
+    print(header)
+    records = []
+    for family in args.ops.split(","):
+        module = importlib.import_module(f"benchmarks.cases_{family}")
+        for case in module.cases(device):
+            print(f"{case.op} {case.case} {case.shape} {case.pass_}", flush=True)
+            records += run_case(case, device, args.min_run_time, stamp)
+    table = markdown(records, header)
+    print()
+    print(table)
+    out = args.out or RESULTS / device_slug(device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    (out / "results.md").write_text(table + "\n")
+    plot(records, out / "results.png", header)
+    print(f"wrote {out}/results.json, results.md, results.png")
+
+
+if __name__ == "__main__":
+    main()
