@@ -14,3 +14,8 @@ from kdops.ops import build_info
 __version__ = "0.1.0"
 
 __all__ = ["MarginMSELoss", "build_info", "margin_mse", "reference"]
+
+from kdops.functional import maxsim, maxsim_packed  # noqa: E402
+from kdops.losses import MaxSim  # noqa: E402
+
+__all__ += ["MaxSim", "maxsim", "maxsim_packed"]

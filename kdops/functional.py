@@ -71,3 +71,71 @@ def margin_mse(*scores: Tensor, mask: Tensor | None = None, reduction: str = "me
         "margin_mse takes (student_pos, student_neg, teacher_pos, teacher_neg) or "
         f"(student, teacher), got {len(scores)} positional arguments"
     )
+
+
+# --- MaxSim (ColBERT late interaction) --------------------------------------------------------
+
+__all__ += ["maxsim", "maxsim_packed"]
+
+
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def maxsim(
+    Q: Tensor,
+    D: Tensor,
+    q_mask: Tensor | None = None,
+    d_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """ColBERT MaxSim (Khattab & Zaharia 2020): ``score(q, k) = sum_i max_j <Q[q, i], D_k[j]>``
+    over the valid query tokens i and valid doc tokens j.
+
+    - ``D[Nd, Ld, d]``: all pairs (in-batch negatives, one query against many docs) -> ``[Nq, Nd]``.
+    - ``D[Nq, K, Ld, d]``: each query against its own K candidates -> ``[Nq, K]``.
+
+    ``Q`` is ``[Nq, Lq, d]``. ``q_mask [Nq, Lq]`` and ``d_mask`` (``D.shape[:-1]``) are bool or
+    0/1, True = real token: a masked query token adds 0, a masked doc token never wins a max, and
+    a doc with no valid token adds 0 for every query token. ``length_normalize=True`` divides
+    each score by the query's number of valid tokens (MeanMaxSim; 0 valid tokens gives 0).
+
+    Scores are float32 for fp16/bf16 inputs (accumulated in float32), the input dtype otherwise.
+    Gradients flow to Q and D through the first maximal doc token of each query token; the
+    ``Nq x Nd x Lq x Ld`` similarity tensor is never materialised.
+    """
+    check_tensor(Q, "Q")
+    check_tensor(D, "D")
+    for mask, name in ((q_mask, "q_mask"), (d_mask, "d_mask")):
+        if mask is not None:
+            check_tensor(mask, name)
+    _check_flag(length_normalize, "length_normalize")
+    check_backend(Q, "kdops.maxsim")
+    return torch.ops.kdops.maxsim.default(Q, D, q_mask, d_mask, None, length_normalize)[0]
+
+
+def maxsim_packed(
+    Q: Tensor,
+    D_tokens: Tensor,
+    doc_offsets: Tensor,
+    q_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """MaxSim of every query against variable-length docs stored without padding -> ``[Nq, Nd]``.
+
+    ``D_tokens[T, d]`` holds the docs' tokens back to back; doc k is
+    ``D_tokens[doc_offsets[k]:doc_offsets[k + 1]]``, with ``doc_offsets`` int64 ``[Nd + 1]``,
+    non-decreasing, from 0 to T (an empty doc scores 0). Otherwise as :func:`maxsim`.
+    """
+    check_tensor(Q, "Q")
+    check_tensor(D_tokens, "D_tokens")
+    check_tensor(doc_offsets, "doc_offsets")
+    if q_mask is not None:
+        check_tensor(q_mask, "q_mask")
+    _check_flag(length_normalize, "length_normalize")
+    check_backend(Q, "kdops.maxsim_packed")
+    return torch.ops.kdops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize)[0]

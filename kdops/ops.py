@@ -140,3 +140,64 @@ torch.library.register_autograd(
     "kdops::margin_mse_pairwise", _margin_mse_pairwise_backward, setup_context=_margin_mse_pairwise_setup
 )
 _no_double_backward("margin_mse_pairwise_backward")
+
+
+# --- MaxSim -----------------------------------------------------------------------------------
+
+
+def _maxsim_columns(Q, D, doc_offsets) -> int:
+    if doc_offsets is not None:
+        torch._check(D.dim() == 2, lambda: "D_tokens must be [T, d] when doc_offsets is given")
+        torch._check(doc_offsets.dim() == 1, lambda: "doc_offsets must be [Nd + 1]")
+        return doc_offsets.shape[0] - 1
+    torch._check(D.dim() in (3, 4), lambda: "D must be [Nd, Ld, d] or [Nq, K, Ld, d]")
+    if D.dim() == 4:
+        torch._check(D.shape[0] == Q.shape[0], lambda: "D must be [Nq, K, Ld, d] with Nq of Q")
+        return D.shape[1]
+    return D.shape[0]
+
+
+def _maxsim_score_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@torch.library.register_fake("kdops::maxsim")
+def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
+    torch._check(Q.dim() == 3, lambda: "Q must be [Nq, Lq, d]")
+    torch._check(D.dtype == Q.dtype, lambda: "D must have the dtype of Q")
+    torch._check(D.shape[-1] == Q.shape[-1], lambda: "D must have the embedding size d of Q")
+    columns = _maxsim_columns(Q, D, doc_offsets)
+    torch._check(q_mask is None or q_mask.shape == Q.shape[:2], lambda: "q_mask must be [Nq, Lq]")
+    torch._check(d_mask is None or (doc_offsets is None and d_mask.shape == D.shape[:-1]),
+                 lambda: "d_mask must be D.shape[:-1] (and is not accepted with doc_offsets)")
+    nq, lq = Q.shape[0], Q.shape[1]
+    scores = Q.new_empty((nq, columns), dtype=_maxsim_score_dtype(Q.dtype))
+    return scores, Q.new_empty((nq, columns, lq), dtype=torch.int32)
+
+
+@torch.library.register_fake("kdops::maxsim_backward")
+def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize):
+    contiguous = torch.contiguous_format
+    return torch.empty_like(Q, memory_format=contiguous), torch.empty_like(D, memory_format=contiguous)
+
+
+def _maxsim_setup(ctx, inputs, output):
+    Q, D, q_mask, _d_mask, doc_offsets, length_normalize = inputs
+    ctx.length_normalize = length_normalize
+    ctx.mark_non_differentiable(output[1])
+    if _needs(ctx, 0, 1):
+        # The doc mask is not needed: it is encoded in argmax (-1 where no valid token won).
+        ctx.save_for_backward(Q, D, q_mask, doc_offsets, output[1])
+
+
+def _maxsim_backward(ctx, grad_scores, _grad_argmax):
+    Q, D, q_mask, doc_offsets, argmax = ctx.saved_tensors
+    grad_q, grad_d = torch.ops.kdops.maxsim_backward.default(
+        grad_scores, argmax, Q, D, q_mask, doc_offsets, ctx.length_normalize
+    )
+    needs = ctx.needs_input_grad
+    return grad_q if needs[0] else None, grad_d if needs[1] else None, None, None, None, None
+
+
+torch.library.register_autograd("kdops::maxsim", _maxsim_backward, setup_context=_maxsim_setup)
+_no_double_backward("maxsim_backward")

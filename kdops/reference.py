@@ -42,3 +42,68 @@ def margin_mse(*scores: Tensor, mask: Tensor | None = None, reduction: str = "me
     valid = mask[:, :1].bool() & mask[:, 1:].bool()
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return _reduce(loss, reduction, valid.sum())
+
+
+# --- MaxSim (ColBERT, Khattab & Zaharia 2020) -------------------------------------------------
+
+
+def maxsim(
+    Q: Tensor,
+    D: Tensor,
+    q_mask: Tensor | None = None,
+    d_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """score(q, k) = sum_i max_j <Q[q, i], D_k[j]>, by einsum over the full similarity tensor.
+
+    D is [Nd, Ld, d] (all pairs -> [Nq, Nd]) or [Nq, K, Ld, d] (per query -> [Nq, K]). Masked doc
+    tokens are set to -inf before the max (so they never win); a doc with no valid token adds 0;
+    masked query tokens add 0. length_normalize divides by the query's valid token count (at
+    least 1). Scores are float32 for half inputs."""
+    if D.dim() == 3:
+        sim = torch.einsum("qid,njd->qnij", Q, D)  # [Nq, Nd, Lq, Ld]
+        doc_valid = None if d_mask is None else d_mask.bool()[None, :, None, :]
+    else:
+        sim = torch.einsum("qid,qnjd->qnij", Q, D)  # [Nq, K, Lq, Ld]
+        doc_valid = None if d_mask is None else d_mask.bool()[:, :, None, :]
+    if Q.dtype in (torch.float16, torch.bfloat16):
+        sim = sim.float()
+    if doc_valid is None:
+        best = sim.max(dim=-1).values
+    else:
+        best = sim.masked_fill(~doc_valid, float("-inf")).max(dim=-1).values
+        best = torch.where(doc_valid.any(dim=-1), best, torch.zeros_like(best))
+    if q_mask is not None:
+        best = torch.where(q_mask.bool()[:, None, :], best, torch.zeros_like(best))
+    scores = best.sum(dim=-1)
+    if length_normalize:
+        lengths = Q.shape[1] if q_mask is None else q_mask.bool().sum(dim=1, keepdim=True)
+        scores = scores / torch.clamp(torch.as_tensor(lengths, device=scores.device), min=1)
+    return scores
+
+
+def pad_packed(D_tokens: Tensor, doc_offsets: Tensor) -> tuple[Tensor, Tensor]:
+    """Packed docs (D_tokens[T, d], doc k = rows doc_offsets[k]..doc_offsets[k+1]) as padded
+    D[Nd, Lmax, d] and its d_mask[Nd, Lmax]."""
+    lengths = (doc_offsets[1:] - doc_offsets[:-1]).tolist()
+    longest = max(lengths, default=0)
+    D = D_tokens.new_zeros((len(lengths), longest, D_tokens.shape[1]))
+    d_mask = torch.zeros((len(lengths), longest), dtype=torch.bool, device=D_tokens.device)
+    for k, (start, length) in enumerate(zip(doc_offsets[:-1].tolist(), lengths)):
+        D[k, :length] = D_tokens[start : start + length]
+        d_mask[k, :length] = True
+    return D, d_mask
+
+
+def maxsim_packed(
+    Q: Tensor,
+    D_tokens: Tensor,
+    doc_offsets: Tensor,
+    q_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """MaxSim against packed variable-length docs: pad them, then :func:`maxsim` (all pairs)."""
+    D, d_mask = pad_packed(D_tokens, doc_offsets)
+    return maxsim(Q, D, q_mask, d_mask, length_normalize=length_normalize)

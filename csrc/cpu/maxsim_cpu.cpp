@@ -1,0 +1,247 @@
+// MaxSim CPU kernels. Math and layouts: common/maxsim.h.
+//
+// Forward: the (query, doc) pairs are cut into work items, each a block of whole queries against
+// a run of consecutive docs (whose token rows are consecutive too). An item multiplies a chunk
+// of doc token rows by its query token rows with one BLAS GEMM into a per-thread scratch block of
+// at most kScratchElems similarities, then folds each token row into the running max of every
+// query token. Memory beyond the outputs is that bounded scratch: never Nq x Nd x Lq x Ld.
+//
+// Backward, from the saved argmax (deterministic, no atomics):
+//   dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]]      (a gather per query)
+//   dD_u[j]  = sum over readers (q, k) of doc u, and i with argmax[q, k, i] == j, of w[q, k] * Q[q, i]
+// where w = upstream gradient (/ query length when length_normalize); each doc is owned by one
+// thread, which visits its readers in a fixed order.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "common/maxsim_inputs.h"
+
+namespace kdops::cpu {
+namespace {
+
+constexpr int64_t kScratchElems = int64_t(1) << 16;  // similarities per GEMM block (256 KiB fp32)
+constexpr int64_t kRowsPerItem = 256;    // query token rows per item (whole queries, at least one)
+constexpr int64_t kTokensPerItem = 4096;  // doc token rows per item (whole docs, at least one)
+
+// How the [Nq, K] pairs are cut into items: query blocks x column blocks. A per-query item holds
+// one query (its docs are its own); an all-pairs or packed item shares its docs across queries.
+struct WorkPlan {
+  int64_t queries_per_item, columns_per_item, query_items, column_items;
+
+  WorkPlan(const MaxSimLayout& l, int64_t Nq, int64_t Lq, int64_t T) {
+    queries_per_item = l.per_query ? 1 : std::max<int64_t>(1, kRowsPerItem / std::max<int64_t>(Lq, 1));
+    const int64_t mean_length = std::max<int64_t>(1, T / std::max<int64_t>(l.num_docs, 1));
+    columns_per_item = std::clamp<int64_t>(kTokensPerItem / mean_length, 1, std::max<int64_t>(l.K, 1));
+    query_items = (Nq + queries_per_item - 1) / queries_per_item;
+    column_items = (l.K + columns_per_item - 1) / columns_per_item;
+  }
+  int64_t items() const { return query_items * column_items; }
+};
+
+// A GEMM operand in the accumulation type: the input itself, or (half inputs) a converted copy.
+template <typename scalar_t, typename acc_t>
+const acc_t* as_acc(const scalar_t* x, int64_t n, std::vector<acc_t>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return x;
+  } else {
+    buffer.resize(n);
+    for (int64_t e = 0; e < n; ++e) buffer[e] = static_cast<acc_t>(x[e]);
+    return buffer.data();
+  }
+}
+
+// sim[t, r] = <tokens[t], rows[r]>: [n_tokens, R] row-major, by BLAS (at::cpu::mm_out skips the
+// dispatcher; inside at::parallel_for the BLAS runs single-threaded).
+template <typename acc_t>
+void similarity_block(const acc_t* tokens, int64_t n_tokens, const acc_t* rows, int64_t R,
+                      int64_t dim, acc_t* sim) {
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor a = at::from_blob(const_cast<acc_t*>(tokens), {n_tokens, dim}, opts);
+  at::Tensor b = at::from_blob(const_cast<acc_t*>(rows), {R, dim}, opts);
+  at::Tensor c = at::from_blob(sim, {n_tokens, R}, opts);
+  at::cpu::mm_out(c, a, b.t());
+}
+
+// Folds doc token j (its similarities with R query token rows) into their running maxima. The
+// same rule as RunningMax::update, written over arrays so the compiler vectorises it.
+template <typename acc_t>
+void fold_token(const acc_t* sim_row, int32_t j, acc_t* best, int32_t* arg, int64_t R) {
+  for (int64_t r = 0; r < R; ++r) {
+    const acc_t v = sim_row[r];
+    const bool take = takes_max(v, best[r], arg[r]);
+    best[r] = take ? v : best[r];
+    arg[r] = take ? j : arg[r];
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct ForwardScratch {
+  std::vector<acc_t> rows, tokens, sim, best;
+  std::vector<int32_t> arg;
+};
+
+// Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and argmax.
+template <typename scalar_t, typename acc_t>
+void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
+                  ForwardScratch<scalar_t, acc_t>& s, acc_t* scores, int32_t* argmax) {
+  const MaxSimLayout& l = v.layout;
+  const int64_t R = (q1 - q0) * v.Lq, columns = k1 - k0, dim = v.dim;
+  s.best.assign(columns * R, acc_t(0));
+  s.arg.assign(columns * R, -1);
+  // Every query of the item reads the same docs (one query when per_query): doc(q0, k).
+  const int64_t first_row = l.start(l.doc(q0, k0));
+  const int64_t last_doc = l.doc(q0, k1 - 1);
+  const int64_t end_row = l.start(last_doc) + l.length(last_doc);
+  if (R > 0 && end_row > first_row) {
+    const acc_t* rows = as_acc<scalar_t, acc_t>(v.Q + q0 * v.Lq * dim, R * dim, s.rows);
+    const int64_t chunk = std::max<int64_t>(1, kScratchElems / R);
+    s.sim.resize(std::min(chunk, end_row - first_row) * R);
+    for (int64_t t0 = first_row; t0 < end_row; t0 += chunk) {
+      const int64_t t1 = std::min(end_row, t0 + chunk);
+      const acc_t* tokens = as_acc<scalar_t, acc_t>(v.D + t0 * dim, (t1 - t0) * dim, s.tokens);
+      similarity_block(tokens, t1 - t0, rows, R, dim, s.sim.data());
+      for (int64_t c = 0; c < columns; ++c) {
+        const int64_t doc = l.doc(q0, k0 + c), start = l.start(doc);
+        const int64_t lo = std::max(start, t0), hi = std::min(start + l.length(doc), t1);
+        for (int64_t t = lo; t < hi; ++t) {
+          if (!v.doc_token_valid(t)) continue;
+          fold_token(s.sim.data() + (t - t0) * R, static_cast<int32_t>(t - start),
+                     s.best.data() + c * R, s.arg.data() + c * R, R);
+        }
+      }
+    }
+  }
+  for (int64_t q = q0; q < q1; ++q) {
+    for (int64_t c = 0; c < columns; ++c) {
+      acc_t score = 0;
+      for (int64_t i = 0; i < v.Lq; ++i) {
+        const int64_t r = c * R + (q - q0) * v.Lq + i;
+        const RunningMax<acc_t> m{s.best[r], v.query_token_valid(q, i) ? s.arg[r] : -1};
+        argmax[v.argmax_index(q, k0 + c, i)] = m.index;
+        score += m.contribution();
+      }
+      scores[q * l.K + k0 + c] = score;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Tensor& D,
+                                              const c10::optional<at::Tensor>& q_mask,
+                                              const c10::optional<at::Tensor>& d_mask,
+                                              const c10::optional<at::Tensor>& doc_offsets,
+                                              bool length_normalize) {
+  const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
+  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
+  at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
+  const WorkPlan plan(a.layout, a.Nq, a.Lq, a.tokens.size(0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.view<scalar_t>();
+    acc_t* out = scores.data_ptr<acc_t>();
+    int32_t* idx = argmax.data_ptr<int32_t>();
+    at::parallel_for(0, plan.items(), 1, [&](int64_t begin, int64_t end) {
+      ForwardScratch<scalar_t, acc_t> scratch;  // one per thread, reused across its items
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t qi = item / plan.column_items, ci = item % plan.column_items;
+        const int64_t q0 = qi * plan.queries_per_item, k0 = ci * plan.columns_per_item;
+        forward_item(v, q0, std::min(a.Nq, q0 + plan.queries_per_item), k0,
+                     std::min(a.layout.K, k0 + plan.columns_per_item), scratch, out, idx);
+      }
+    });
+  });
+  if (length_normalize) scores.div_(query_lengths(a));
+  return {scores, argmax};
+}
+
+// dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]], summed over k in order.
+template <typename scalar_t, typename acc_t>
+void query_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax,
+                scalar_t* dQ) {
+  const MaxSimLayout& l = v.layout;
+  const int64_t dim = v.dim, n = v.Lq * dim;
+  at::parallel_for(0, v.Nq, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(n);
+    for (int64_t q = begin; q < end; ++q) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = 0; k < l.K; ++k) {
+        const acc_t weight = w[q * l.K + k];
+        const scalar_t* doc = v.D + l.start(l.doc(q, k)) * dim;
+        for (int64_t i = 0; i < v.Lq; ++i) {
+          const int32_t j = argmax[v.argmax_index(q, k, i)];
+          if (j < 0) continue;
+          const scalar_t* token = doc + int64_t(j) * dim;
+          acc_t* out = acc.data() + i * dim;
+          for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);
+        }
+      }
+      scalar_t* dst = dQ + q * n;
+      for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(acc[e]);
+    }
+  });
+}
+
+// dD_u[j] = sum over the readers (q, k) of doc u in order, and i with argmax == j, of w * Q[q, i].
+template <typename scalar_t, typename acc_t>
+void doc_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dD) {
+  const MaxSimLayout& l = v.layout;
+  const int64_t dim = v.dim;
+  at::parallel_for(0, l.num_docs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = l.length(u) * dim;
+      acc.assign(n, acc_t(0));
+      for (int64_t reader = 0; reader < l.num_readers(u, v.Nq); ++reader) {
+        int64_t q, k;
+        l.reader(u, reader, q, k);
+        const acc_t weight = w[q * l.K + k];
+        for (int64_t i = 0; i < v.Lq; ++i) {
+          const int32_t j = argmax[v.argmax_index(q, k, i)];
+          if (j < 0) continue;
+          const scalar_t* token = v.Q + (q * v.Lq + i) * dim;
+          acc_t* out = acc.data() + int64_t(j) * dim;
+          for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);
+        }
+      }
+      scalar_t* dst = dD + l.start(u) * dim;
+      for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(acc[e]);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> maxsim_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& argmax, const at::Tensor& Q, const at::Tensor& D,
+    const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& doc_offsets,
+    bool length_normalize) {
+  const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
+  check_maxsim_grad(grad, argmax, a);
+  const at::Tensor w = backward_weights(grad, a, length_normalize);
+  const at::Tensor idx = argmax.contiguous();
+  at::Tensor dQ = at::empty_like(a.Q);
+  at::Tensor dD = at::empty_like(a.D);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.view<scalar_t>();
+    query_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
+    doc_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dD.data_ptr<scalar_t>());
+  });
+  return {dQ, dD};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdops, CPU, m) {
+  m.impl("maxsim", &maxsim_cpu);
+  m.impl("maxsim_backward", &maxsim_backward_cpu);
+}
+
+}  // namespace kdops::cpu
