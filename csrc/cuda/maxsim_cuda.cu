@@ -1,0 +1,222 @@
+// MaxSim CUDA kernels. Math and layouts: common/maxsim.h, shared with the CPU kernels.
+//
+// Forward: one block per (query, column) pair (grid-stride). The block loads kTile query tokens
+// into shared memory, streams the doc's tokens through shared memory kTile at a time, and each
+// thread keeps the running max (and first argmax) of one query token over its share of the doc
+// tokens; the kSplit threads of a query token then merge their maxima with warp shuffles.
+// Accumulation is in acc_t (fp32 for half inputs). No similarity tensor is written.
+//
+// Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
+//   dQ: one block per query token row, threads over d, summing over the columns k in order.
+//   dD: one block per doc, threads over d: thread c owns column c of every row of the doc and
+//       adds the contributions of the doc's readers (q, k) and query tokens i in order.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "common/maxsim_inputs.h"
+#include "cuda/grid_sum.cuh"
+
+namespace kdops::cuda {
+namespace {
+
+constexpr int kTile = 32;                   // query tokens and doc tokens per shared-memory tile
+constexpr int kSplit = 8;                   // threads sharing one query token (divides 32)
+constexpr int kThreads = kTile * kSplit;    // 256
+constexpr int kGradThreads = 128;
+
+// Shared-memory rows are padded by one element so the kSplit threads reading different doc
+// tokens at the same feature hit different banks.
+KDOPS_HD int64_t padded_dim(int64_t dim) { return dim + 1; }
+
+// Copies rows [first, first + count) of a [*, dim] matrix into tile (row stride dim + 1) as
+// acc_t, zero-filling up to kTile rows.
+template <typename scalar_t, typename acc_t>
+__device__ void load_tile(const scalar_t* src, int64_t first, int64_t count, int64_t dim,
+                          acc_t* tile) {
+  const int64_t stride = padded_dim(dim);
+  for (int64_t e = threadIdx.x; e < kTile * dim; e += kThreads) {
+    const int64_t r = e / dim, c = e - r * dim;
+    tile[r * stride + c] = r < count ? static_cast<acc_t>(src[(first + r) * dim + c]) : acc_t(0);
+  }
+}
+
+template <typename acc_t>
+__device__ acc_t dot_tile_rows(const acc_t* a, const acc_t* b, int64_t dim) {
+  acc_t s = 0;
+  for (int64_t c = 0; c < dim; ++c) s += a[c] * b[c];
+  return s;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    maxsim_forward_kernel(MaxSimView<scalar_t> v, acc_t* scores, int32_t* argmax) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* d_tile = q_tile + kTile * padded_dim(v.dim);
+  const MaxSimLayout& l = v.layout;
+  const int row = threadIdx.x / kSplit, part = threadIdx.x % kSplit;
+  const int64_t stride = padded_dim(v.dim);
+  for (int64_t pair = blockIdx.x; pair < v.Nq * l.K; pair += gridDim.x) {
+    const int64_t q = pair / l.K, k = pair - q * l.K;
+    const int64_t doc = l.doc(q, k), start = l.start(doc), length = l.length(doc);
+    acc_t score = 0;  // this thread's query tokens' contributions (part 0 only)
+    for (int64_t i0 = 0; i0 < v.Lq; i0 += kTile) {
+      __syncthreads();  // the previous tiles are no longer read
+      load_tile(v.Q + q * v.Lq * v.dim, i0, std::min<int64_t>(kTile, v.Lq - i0), v.dim, q_tile);
+      RunningMax<acc_t> m = empty_running_max<acc_t>();
+      for (int64_t j0 = 0; j0 < length; j0 += kTile) {
+        __syncthreads();
+        load_tile(v.D, start + j0, std::min<int64_t>(kTile, length - j0), v.dim, d_tile);
+        __syncthreads();
+        // Each thread visits its doc tokens in increasing j: update keeps the first maximum.
+        for (int jj = part; jj < kTile; jj += kSplit) {
+          const int64_t j = j0 + jj;
+          if (j >= length || !v.doc_token_valid(start + j)) continue;
+          m.update(dot_tile_rows(q_tile + row * stride, d_tile + jj * stride, v.dim),
+                   static_cast<int32_t>(j));
+        }
+      }
+      // Merge the kSplit partial maxima of each query token (consecutive lanes of one warp).
+      for (int offset = kSplit / 2; offset > 0; offset /= 2) {
+        const acc_t other_value = __shfl_down_sync(0xffffffffu, m.value, offset, kSplit);
+        const int32_t other_index = __shfl_down_sync(0xffffffffu, m.index, offset, kSplit);
+        m.merge(other_value, other_index);
+      }
+      const int64_t i = i0 + row;
+      if (part == 0 && i < v.Lq) {
+        if (!v.query_token_valid(q, i)) m.index = -1;
+        argmax[v.argmax_index(q, k, i)] = m.index;
+        score += m.contribution();
+      }
+    }
+    // Fixed-shape block reduction: the sum does not depend on scheduling.
+    score = block_sum<kThreads>(score);
+    if (threadIdx.x == 0) scores[pair] = score;
+  }
+}
+
+// dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]].
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kGradThreads)
+    maxsim_query_grad_kernel(MaxSimView<scalar_t> v, const acc_t* w, const int32_t* argmax,
+                             scalar_t* dQ) {
+  const MaxSimLayout& l = v.layout;
+  for (int64_t r = blockIdx.x; r < v.Nq * v.Lq; r += gridDim.x) {
+    const int64_t q = r / v.Lq, i = r - q * v.Lq;
+    for (int64_t c = threadIdx.x; c < v.dim; c += kGradThreads) {
+      acc_t acc = 0;
+      for (int64_t k = 0; k < l.K; ++k) {
+        const int32_t j = argmax[v.argmax_index(q, k, i)];
+        if (j < 0) continue;
+        const int64_t token = l.start(l.doc(q, k)) + j;
+        acc += w[q * l.K + k] * static_cast<acc_t>(v.D[token * v.dim + c]);
+      }
+      dQ[r * v.dim + c] = static_cast<scalar_t>(acc);
+    }
+  }
+}
+
+// dD_u[j] += w[q, k] * Q[q, i] for the readers (q, k) of doc u and i with argmax == j, in order.
+// grad_tokens ([T, dim] acc_t) must be zero on entry.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kGradThreads)
+    maxsim_doc_grad_kernel(MaxSimView<scalar_t> v, const acc_t* w, const int32_t* argmax,
+                           acc_t* grad_tokens) {
+  const MaxSimLayout& l = v.layout;
+  for (int64_t u = blockIdx.x; u < l.num_docs; u += gridDim.x) {
+    const int64_t start = l.start(u);
+    for (int64_t n = 0; n < l.num_readers(u, v.Nq); ++n) {
+      int64_t q, k;
+      l.reader(u, n, q, k);
+      const acc_t weight = w[q * l.K + k];
+      for (int64_t i = 0; i < v.Lq; ++i) {
+        const int32_t j = argmax[v.argmax_index(q, k, i)];
+        if (j < 0) continue;
+        const scalar_t* token = v.Q + (q * v.Lq + i) * v.dim;
+        acc_t* out = grad_tokens + (start + j) * v.dim;
+        for (int64_t c = threadIdx.x; c < v.dim; c += kGradThreads) {
+          out[c] += weight * static_cast<acc_t>(token[c]);
+        }
+      }
+    }
+  }
+}
+
+int blocks_for(int64_t n) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, sms * 32)));
+}
+
+std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,
+                                               const c10::optional<at::Tensor>& q_mask,
+                                               const c10::optional<at::Tensor>& d_mask,
+                                               const c10::optional<at::Tensor>& doc_offsets,
+                                               bool length_normalize) {
+  const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
+  const c10::cuda::CUDAGuard guard(a.Q.device());
+  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
+  at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
+  if (scores.numel() == 0) return {scores, argmax};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto kernel = maxsim_forward_kernel<scalar_t, acc_t>;
+    const int64_t smem = 2 * kTile * padded_dim(a.dim) * int64_t(sizeof(acc_t));
+    const int64_t smem_max = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+    TORCH_CHECK_VALUE(smem <= smem_max, "kdops.maxsim on CUDA supports d up to ",
+                      smem_max / (2 * kTile * int64_t(sizeof(acc_t))) - 1, " for ",
+                      a.Q.scalar_type(), ", got d = ", a.dim);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)));
+    kernel<<<blocks_for(scores.numel()), kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
+        a.view<scalar_t>(), scores.data_ptr<acc_t>(), argmax.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  if (length_normalize) scores.div_(query_lengths(a));
+  return {scores, argmax};
+}
+
+std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& argmax, const at::Tensor& Q, const at::Tensor& D,
+    const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& doc_offsets,
+    bool length_normalize) {
+  const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
+  check_maxsim_grad(grad, argmax, a);
+  const c10::cuda::CUDAGuard guard(a.Q.device());
+  const at::Tensor w = backward_weights(grad, a, length_normalize);
+  const at::Tensor idx = argmax.contiguous();
+  at::Tensor dQ = at::empty_like(a.Q);
+  // dD accumulates in the score dtype (fp32 for half inputs), then is cast once.
+  at::Tensor grad_tokens = at::zeros(a.tokens.sizes(), a.Q.options().dtype(a.score_type()));
+  if (dQ.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto v = a.view<scalar_t>();
+      const auto stream = at::cuda::getCurrentCUDAStream();
+      maxsim_query_grad_kernel<scalar_t, acc_t><<<blocks_for(a.Nq * a.Lq), kGradThreads, 0, stream>>>(
+          v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (a.layout.num_docs > 0) {
+        maxsim_doc_grad_kernel<scalar_t, acc_t><<<blocks_for(a.layout.num_docs), kGradThreads, 0, stream>>>(
+            v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), grad_tokens.data_ptr<acc_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+  }
+  return {dQ, grad_tokens.to(a.Q.scalar_type()).view(a.D.sizes())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdops, CUDA, m) {
+  m.impl("maxsim", &maxsim_cuda);
+  m.impl("maxsim_backward", &maxsim_backward_cuda);
+}
+
+}  // namespace kdops::cuda

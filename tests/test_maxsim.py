@@ -1,0 +1,375 @@
+"""MaxSim against kdops.reference: the three layouts (all pairs, per-query candidates, packed)
+with masks, ties and non-contiguous inputs (hypothesis), gradients of Q and D, gradcheck,
+opcheck, torch.compile and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kdops
+from kdops import reference
+from tests.helpers import DEVICES, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _embeddings(shape, dtype, device, seed, integer=False):
+    """Random token embeddings; integer-valued ones (exact in every dtype) make ties common."""
+    g = _generator(seed)
+    x = torch.randint(-2, 3, shape, generator=g).double() if integer else torch.randn(shape, generator=g, dtype=torch.float64)
+    return x.to(device=device, dtype=dtype)
+
+
+def _mask(shape, device, seed, keep):
+    """Random bool mask with P(True) = keep; keep = 0 masks everything."""
+    return (torch.rand(shape, generator=_generator(seed)) < keep).to(device)
+
+
+def _score_dtype(dtype):
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def _check_against_reference(ours_fn, ref_fn, Q, D, seed, dtype):
+    """Scores and the gradients of Q and D (for a random upstream gradient) against the float64
+    reference run on the same (rounded) inputs."""
+    Q, D = leaf(Q), leaf(D)
+    Qr, Dr = as_reference(Q), as_reference(D)
+    out = ours_fn(Q, D)
+    expected = ref_fn(Qr, Dr)
+    assert out.dtype == _score_dtype(dtype)
+    lq, dim = Q.shape[1], Q.shape[2]
+    # A score sums Lq dot products over d features, accumulated in the score dtype.
+    assert_close(out, expected, _score_dtype(dtype), scale=max(1, lq * dim))
+    upstream = torch.rand(expected.shape, generator=_generator(seed), dtype=torch.float64) + 0.5
+    (out * upstream.to(out)).sum().backward()
+    (expected * upstream).sum().backward()
+    # A gradient row sums at most (number of scores) terms g * embedding.
+    terms = max(1, expected.numel())
+    assert Q.grad.dtype == dtype and D.grad.dtype == dtype
+    assert_close(Q.grad, Qr.grad, dtype, scale=2 * terms)
+    assert_close(D.grad, Dr.grad, dtype, scale=2 * terms)
+
+
+mask_keep = st.sampled_from([None, 0.0, 0.5, 0.9])
+shared = dict(
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    nq=st.integers(1, 4),
+    lq=st.integers(1, 9),
+    dim=st.sampled_from([1, 3, 8, 33]),
+    q_keep=mask_keep,
+    integer=st.booleans(),
+    length_normalize=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(nd=st.integers(1, 6), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
+def test_all_pairs_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, nd, ld, d_keep):
+    Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
+    D = _embeddings((nd, ld, dim), dtype, device, seed + 1, integer)
+    q_mask = None if q_keep is None else _mask((nq, lq), device, seed + 2, q_keep)
+    d_mask = None if d_keep is None else _mask((nd, ld), device, seed + 3, d_keep)
+    _check_against_reference(
+        lambda q, d: kdops.maxsim(q, d, q_mask, d_mask, length_normalize=length_normalize),
+        lambda q, d: reference.maxsim(q, d, as_reference(q_mask), as_reference(d_mask), length_normalize=length_normalize),
+        Q, D, seed + 4, dtype,
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(k=st.integers(1, 5), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
+def test_per_query_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, k, ld, d_keep):
+    Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
+    D = _embeddings((nq, k, ld, dim), dtype, device, seed + 1, integer)
+    q_mask = None if q_keep is None else _mask((nq, lq), device, seed + 2, q_keep)
+    d_mask = None if d_keep is None else _mask((nq, k, ld), device, seed + 3, d_keep)
+    _check_against_reference(
+        lambda q, d: kdops.maxsim(q, d, q_mask, d_mask, length_normalize=length_normalize),
+        lambda q, d: reference.maxsim(q, d, as_reference(q_mask), as_reference(d_mask), length_normalize=length_normalize),
+        Q, D, seed + 4, dtype,
+    )
+
+
+def _offsets(lengths, device):
+    return torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(device)
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(0, 14), min_size=1, max_size=6), **shared)
+def test_packed_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, lengths):
+    Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
+    D_tokens = _embeddings((sum(lengths), dim), dtype, device, seed + 1, integer)
+    offsets = _offsets(lengths, device)
+    q_mask = None if q_keep is None else _mask((nq, lq), device, seed + 2, q_keep)
+    _check_against_reference(
+        lambda q, d: kdops.maxsim_packed(q, d, offsets, q_mask, length_normalize=length_normalize),
+        lambda q, d: reference.maxsim_packed(q, d, offsets.cpu(), as_reference(q_mask), length_normalize=length_normalize),
+        Q, D_tokens, seed + 4, dtype,
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    device=st.sampled_from(DEVICES),
+    lengths=st.lists(st.integers(0, 20), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_packed_equals_padded(device, lengths, seed):
+    """Packed docs score and differentiate exactly like the same docs padded and masked."""
+    Q = leaf(_embeddings((3, 7, 16), torch.float32, device, seed))
+    D_tokens = leaf(_embeddings((sum(lengths), 16), torch.float32, device, seed + 1))
+    offsets = _offsets(lengths, device)
+    D, d_mask = reference.pad_packed(D_tokens.detach(), offsets)
+    D = leaf(D)
+    Q2 = leaf(Q)
+    packed = kdops.maxsim_packed(Q, D_tokens, offsets)
+    padded = kdops.maxsim(Q2, D, None, d_mask)
+    torch.testing.assert_close(packed, padded)
+    upstream = torch.rand(packed.shape, generator=_generator(seed), device=device)
+    (packed * upstream).sum().backward()
+    (padded * upstream).sum().backward()
+    torch.testing.assert_close(Q.grad, Q2.grad)
+    torch.testing.assert_close(D_tokens.grad, D.grad[d_mask])
+    assert torch.all(D.grad[~d_mask] == 0)
+
+
+@devices
+def test_ties_take_the_first_maximal_doc_token(device):
+    # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
+    Q = torch.tensor([[[1.0, 0.0]]], device=device, requires_grad=True)
+    D = torch.tensor([[[2.0, 1.0], [1.0, 0.0], [2.0, 1.0]]], device=device, requires_grad=True)
+    score = kdops.maxsim(Q, D)
+    score.backward()
+    assert score.item() == 2.0
+    assert D.grad.tolist() == [[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
+    # Masking the first one hands the tie to the other.
+    D.grad = None
+    kdops.maxsim(Q, D, None, torch.tensor([[False, True, True]], device=device)).backward()
+    assert D.grad.tolist() == [[[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]]
+
+
+@devices
+def test_masked_queries_and_docs_add_zero_and_get_no_gradient(device):
+    Q = torch.randn(2, 4, 8, device=device, requires_grad=True)
+    D = torch.randn(3, 5, 8, device=device, requires_grad=True)
+    q_mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], device=device)  # 0/1 numbers are accepted
+    d_mask = torch.ones(3, 5, dtype=torch.bool, device=device)
+    d_mask[1] = False
+    scores = kdops.maxsim(Q, D, q_mask, d_mask, length_normalize=True)
+    scores.sum().backward()
+    assert torch.all(scores[1] == 0) and torch.all(scores[:, 1] == 0)  # no NaN from 0 / 0
+    assert torch.all(Q.grad[0, 2:] == 0) and torch.all(Q.grad[1] == 0)
+    assert torch.all(D.grad[1] == 0)
+    expected = reference.maxsim(Q, D, q_mask, d_mask, length_normalize=True)
+    torch.testing.assert_close(scores, expected)
+
+
+@devices
+def test_non_contiguous_inputs(device):
+    Q = torch.randn(16, 9, 3, device=device).permute(2, 1, 0)  # [3, 9, 16], not contiguous
+    D = torch.randn(5, 22, 16, device=device)[:, ::2]  # [5, 11, 16], strided
+    D4 = torch.randn(16, 4, 3, 6, device=device).permute(2, 1, 3, 0)  # [3, 4, 6, 16]
+    d_mask = (torch.rand(11, 5, device=device) > 0.3).t()
+    assert not (Q.is_contiguous() or D.is_contiguous() or D4.is_contiguous() or d_mask.is_contiguous())
+    torch.testing.assert_close(kdops.maxsim(Q, D, None, d_mask), kdops.maxsim(Q.contiguous(), D.contiguous(), None, d_mask.contiguous()))
+    torch.testing.assert_close(kdops.maxsim(Q, D4), reference.maxsim(Q, D4))
+    tokens = torch.randn(16, 30, device=device).t()
+    offsets = torch.tensor([0, 10, 30], device=device)
+    torch.testing.assert_close(kdops.maxsim_packed(Q, tokens, offsets), kdops.maxsim_packed(Q, tokens.contiguous(), offsets))
+
+
+@devices
+def test_large_shapes_cross_work_item_and_chunk_boundaries(device):
+    """Long queries (more rows than one CPU work item), many long docs (several token chunks)."""
+    g = _generator(0)
+    Q = torch.randn(3, 300, 16, generator=g).to(device)
+    D = torch.randn(24, 400, 16, generator=g).to(device)
+    d_mask = (torch.rand(24, 400, generator=g) > 0.1).to(device)
+    Q, D = leaf(Q), leaf(D)
+    _check_against_reference(
+        lambda q, d: kdops.maxsim(q, d, None, d_mask),
+        lambda q, d: reference.maxsim(q, d, None, d_mask.cpu()),
+        Q, D, 1, torch.float32,
+    )
+
+
+@devices
+def test_empty_sizes(device):
+    Q = torch.randn(2, 3, 4, device=device, requires_grad=True)
+    assert kdops.maxsim(Q, torch.randn(0, 5, 4, device=device)).shape == (2, 0)
+    assert torch.all(kdops.maxsim(Q, torch.randn(3, 0, 4, device=device)) == 0)
+    no_tokens = torch.randn(2, 0, 4, device=device, requires_grad=True)
+    scores = kdops.maxsim(no_tokens, torch.randn(3, 5, 4, device=device), length_normalize=True)
+    assert scores.shape == (2, 3) and torch.all(scores == 0)
+    empty_docs = kdops.maxsim_packed(Q, torch.randn(0, 4, device=device), torch.zeros(3, dtype=torch.int64, device=device))
+    assert empty_docs.shape == (2, 2) and torch.all(empty_docs == 0)
+
+
+@devices
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_gradcheck(device, length_normalize):
+    opts = dict(dtype=torch.float64, device=device, requires_grad=True)
+    Q = torch.randn(3, 4, 5, **opts)
+    q_mask = torch.tensor([[1, 1, 0, 1], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool, device=device)
+    D3, D4 = torch.randn(4, 6, 5, **opts), torch.randn(3, 2, 6, 5, **opts)
+    d_mask3 = torch.rand(4, 6, device=device) > 0.3
+    d_mask4 = torch.rand(3, 2, 6, device=device) > 0.3
+    tokens, offsets = torch.randn(11, 5, **opts), torch.tensor([0, 4, 4, 11], device=device)
+    ln = dict(length_normalize=length_normalize)
+    assert torch.autograd.gradcheck(lambda q, d: kdops.maxsim(q, d, q_mask, d_mask3, **ln), (Q, D3))
+    assert torch.autograd.gradcheck(lambda q, d: kdops.maxsim(q, d, q_mask, d_mask4, **ln), (Q, D4))
+    assert torch.autograd.gradcheck(lambda q, d: kdops.maxsim_packed(q, d, offsets, q_mask, **ln), (Q, tokens))
+
+
+@devices
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, requires_grad):
+    opts = dict(device=device, requires_grad=requires_grad)
+    Q = torch.randn(2, 5, 8, **opts)
+    q_mask = torch.rand(2, 5, device=device) > 0.3
+    op = torch.ops.kdops.maxsim.default
+    D3 = torch.randn(3, 6, 8, **opts)
+    torch.library.opcheck(op, (Q, D3, q_mask, torch.rand(3, 6, device=device) > 0.3, None, True))
+    torch.library.opcheck(op, (Q, D3, None, None, None, False))
+    torch.library.opcheck(op, (Q, torch.randn(2, 4, 6, 8, **opts), None, torch.rand(2, 4, 6, device=device) > 0.3, None, False))
+    offsets = torch.tensor([0, 3, 3, 9], device=device)
+    torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False))
+
+
+@devices
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+
+    def step(Q, D, q_mask, d_mask, tokens, offsets):
+        padded = kdops.maxsim(Q, D, q_mask, d_mask, length_normalize=True)
+        return padded.sum() + kdops.maxsim_packed(Q, tokens, offsets, q_mask).sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    args = [
+        torch.randn(3, 5, 8, device=device, requires_grad=True),
+        torch.randn(4, 6, 8, device=device, requires_grad=True),
+        torch.rand(3, 5, device=device) > 0.2,
+        torch.rand(4, 6, device=device) > 0.2,
+        torch.randn(10, 8, device=device, requires_grad=True),
+        torch.tensor([0, 2, 7, 10], device=device),
+    ]
+    out = compiled(*args)
+    out.backward()
+    eager_args = [leaf(a, a.requires_grad) if a.is_floating_point() else a for a in args]
+    expected = step(*eager_args)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for a, e in zip(args, eager_args):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, e.grad)
+
+
+@dtypes
+def test_score_and_gradient_dtypes(dtype):
+    Q = torch.randn(2, 3, 4, dtype=dtype, requires_grad=True)
+    D = torch.randn(5, 6, 4, dtype=dtype, requires_grad=True)
+    scores = kdops.maxsim(Q, D)
+    assert scores.dtype == _score_dtype(dtype)
+    scores.sum().backward()
+    assert Q.grad.dtype == dtype and D.grad.dtype == dtype
+
+
+def test_module_matches_functional():
+    Q, D = torch.randn(2, 3, 4), torch.randn(5, 6, 4)
+    q_mask = torch.rand(2, 3) > 0.3
+    module = kdops.MaxSim(length_normalize=True)
+    assert torch.equal(module(Q, D, q_mask), kdops.maxsim(Q, D, q_mask, length_normalize=True))
+    tokens, offsets = torch.randn(7, 4), torch.tensor([0, 3, 7])
+    assert torch.equal(module(Q, tokens, doc_offsets=offsets), kdops.maxsim_packed(Q, tokens, offsets, length_normalize=True))
+    assert "length_normalize=True" in repr(module)
+    with pytest.raises(ValueError, match="d_mask is not accepted"):
+        module(Q, tokens, d_mask=torch.ones(7, dtype=torch.bool), doc_offsets=offsets)
+
+
+def test_double_backward_is_refused():
+    Q = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    scores = kdops.maxsim(Q, torch.randn(5, 6, 4, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(scores.sum(), Q, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        grad.sum().backward()
+
+
+def test_backward_is_deterministic():
+    Q = torch.randn(8, 16, 32, requires_grad=True)
+    D = torch.randn(20, 40, 32, requires_grad=True)
+    grads = [torch.autograd.grad(kdops.maxsim(Q, D).sum(), (Q, D)) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+Q_ = torch.randn(2, 3, 4)
+BAD = [
+    (dict(Q=torch.randn(3, 4)), "Q must be \\[Nq, Lq, d\\]", ValueError),
+    (dict(D=torch.randn(5, 6, 7)), "D must have the embedding size d = 4", ValueError),
+    (dict(D=torch.randn(5, 4)), "D must be \\[Nd, Ld, d\\]", ValueError),
+    (dict(D=torch.randn(3, 2, 6, 4)), "D must be \\[Nq, K, Ld, d\\] with Nq = 2", ValueError),
+    (dict(D=torch.randn(5, 6, 4, dtype=torch.float64)), "D must have the dtype of Q", TypeError),
+    (dict(Q=torch.randint(0, 3, (2, 3, 4))), "Q must be a floating-point", TypeError),
+    (dict(q_mask=torch.ones(2, 4, dtype=torch.bool)), "q_mask must be \\[Nq, Lq\\]", ValueError),
+    (dict(d_mask=torch.ones(5, 7, dtype=torch.bool)), "d_mask must be D.shape\\[:-1\\]", ValueError),
+]
+
+
+def _call(direct, Q=None, D=None, q_mask=None, d_mask=None):
+    Q = Q_ if Q is None else Q
+    D = torch.randn(5, 6, 4) if D is None else D
+    if direct:
+        return torch.ops.kdops.maxsim(Q, D, q_mask, d_mask, None, False)
+    return kdops.maxsim(Q, D, q_mask, d_mask)
+
+
+@pytest.mark.parametrize("kwargs,message,error", BAD)
+@pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
+def test_bad_input(kwargs, message, error, direct):
+    with pytest.raises(error, match=message):
+        _call(direct, **kwargs)
+
+
+BAD_OFFSETS = [
+    (torch.tensor([0, 4, 2, 6]), "doc_offsets must be non-decreasing, got offsets\\[1\\] = 4 > offsets\\[2\\] = 2", ValueError),
+    (torch.tensor([1, 3, 6]), "doc_offsets must start at 0", ValueError),
+    (torch.tensor([0, 3, 7]), "doc_offsets must end at the number of tokens T = 6", ValueError),
+    (torch.tensor([0, 3, 6], dtype=torch.int32), "doc_offsets must be int64", TypeError),
+    (torch.tensor([[0, 3, 6]]), "doc_offsets must be \\[Nd \\+ 1\\]", ValueError),
+]
+
+
+@pytest.mark.parametrize("offsets,message,error", BAD_OFFSETS)
+@pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
+def test_bad_doc_offsets(offsets, message, error, direct):
+    tokens = torch.randn(6, 4)
+    with pytest.raises(error, match=message):
+        if direct:
+            torch.ops.kdops.maxsim(Q_, tokens, None, None, offsets, False)
+        else:
+            kdops.maxsim_packed(Q_, tokens, offsets)
+
+
+def test_bad_packed_arguments():
+    with pytest.raises(ValueError, match="d_mask is not accepted with doc_offsets"):
+        torch.ops.kdops.maxsim(Q_, torch.randn(6, 4), None, torch.ones(6, dtype=torch.bool), torch.tensor([0, 6]), False)
+    with pytest.raises(ValueError, match="D_tokens must be \\[T, d\\]"):
+        kdops.maxsim_packed(Q_, torch.randn(1, 6, 4), torch.tensor([0, 6]))
+    with pytest.raises(TypeError, match="doc_offsets must be a torch.Tensor"):
+        kdops.maxsim_packed(Q_, torch.randn(6, 4), [0, 6])
+    with pytest.raises(TypeError, match="length_normalize must be a bool"):
+        kdops.maxsim(Q_, torch.randn(5, 6, 4), length_normalize=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_mixed_devices():
+    with pytest.raises(ValueError, match="D must be on the device of Q"):
+        kdops.maxsim(Q_.cuda(), torch.randn(5, 6, 4))
+    with pytest.raises(ValueError, match="q_mask must be on the device of Q"):
+        kdops.maxsim(Q_.cuda(), torch.randn(5, 6, 4).cuda(), torch.ones(2, 3, dtype=torch.bool))
