@@ -69,7 +69,9 @@ def maxsim(
         doc_valid = None if d_mask is None else d_mask.bool()[:, :, None, :]
     if Q.dtype in (torch.float16, torch.bfloat16):
         sim = sim.float()
-    if doc_valid is None:
+    if sim.shape[-1] == 0:  # docs without tokens: every max is empty and adds 0 (an empty sum)
+        best = sim.sum(dim=-1)
+    elif doc_valid is None:
         best = sim.max(dim=-1).values
     else:
         best = sim.masked_fill(~doc_valid, float("-inf")).max(dim=-1).values
