@@ -5,6 +5,7 @@
 # OUT_DIR (at most two levels deep, so the device tool can bring them back).
 #
 #   benchmarks/gpu_check.sh OUT_DIR
+#   KDOPS_CHECK_DEVICE=cpu benchmarks/gpu_check.sh OUT_DIR    # dry run of the same steps on a CPU
 #
 # Peers that pip cannot reach there travel as wheels in .whl/ (flash-maxsim,
 # late-interaction-kernels); they are installed into a private target, not the system.
@@ -13,6 +14,7 @@ out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+device=${KDOPS_CHECK_DEVICE:-cuda}
 status=0
 
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -25,14 +27,16 @@ if ! python3 -m pip install -q --no-build-isolation -e . > "$out/build.log" 2>&1
   tail -40 "$out/build.log"; echo "build failed" >> "$out/summary.txt"; exit 1
 fi
 python3 -m kdops.info | tee -a "$out/summary.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$out/summary.txt"
+if [ "$device" = cuda ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$out/summary.txt"
+fi
 
 echo "== tests" | tee -a "$out/summary.txt"
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.log" | tail -5
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 tail -1 "$out/tests.log" >> "$out/summary.txt"
 
-if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
+if [ "$device" = cuda ] && { command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; }; then
   sanitizer=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool" | tee -a "$out/summary.txt"
@@ -44,6 +48,6 @@ if command -v compute-sanitizer > /dev/null || [ -x "$CUDA_HOME/bin/compute-sani
 fi
 
 echo "== benchmarks" | tee -a "$out/summary.txt"
-python3 -m benchmarks.run --device cuda --out "$out/bench" 2>&1 | tee "$out/bench.log" | tail -3
+python3 -m benchmarks.run --device "$device" --out "$out/bench" 2>&1 | tee "$out/bench.log" | tail -3
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status
