@@ -1,0 +1,9 @@
+"""Drop-in replacements for the losses and scoring functions of the libraries people train
+rankers with. Each submodule imports its library and fails with an ImportError naming the
+package when it is missing; nothing here is imported by ``import kdops``.
+
+- ``kdops.integrations.sentence_transformers``: dense ``MarginMSELoss``; multi-vector
+  (ColBERT) scoring functions and losses for ``MultiVectorEncoder``.
+- ``kdops.integrations.pylate``: ColBERT scoring and distillation with PyLate's conventions.
+- ``kdops.integrations.transformers``: a loss hook for ``transformers.Trainer``.
+"""

@@ -1,0 +1,115 @@
+"""Properties every op must have in long training runs: bit-identical results run to run and
+whatever the thread count, correct results when called from several threads at once, the same
+results for non-contiguous and expanded (stride 0) inputs, and agreement with the reference
+on random calls (a fuzz test with a fixed example budget)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices
+from tests.op_cases import OP_CASES
+
+cases = pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.name)
+
+
+def _run(case, args, kwargs, backward=True):
+    """Loss value and the gradients of every float input (detach keeps the input's strides)."""
+    leaves = [a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a for a in args]
+    out = case.kdops_fn(*leaves, **kwargs)
+    grads = []
+    if backward:
+        wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+        grads = torch.autograd.grad(out.float().sum(), wrt)
+    return out.detach(), [g.detach() for g in grads]
+
+
+def _same_bits(a, b):
+    (out_a, grads_a), (out_b, grads_b) = a, b
+    assert torch.equal(out_a, out_b)
+    for x, y in zip(grads_a, grads_b):
+        assert torch.equal(x, y)
+
+
+@cases
+@devices
+def test_deterministic_run_to_run_and_across_thread_counts(case, device):
+    args, kwargs = case.make(torch.Generator().manual_seed(1), 5000, device, torch.float32)
+    torch.use_deterministic_algorithms(True)
+    threads = torch.get_num_threads()
+    try:
+        first = _run(case, args, kwargs)
+        _same_bits(first, _run(case, args, kwargs))
+        torch.set_num_threads(1)
+        _same_bits(first, _run(case, args, kwargs))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+
+
+@cases
+def test_concurrent_calls_from_python_threads(case):
+    inputs = [case.make(torch.Generator().manual_seed(s), 300 + s, "cpu", torch.float32) for s in range(8)]
+    expected = [_run(case, a, k) for a, k in inputs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda ak: _run(case, *ak), inputs * 3))
+    for i, result in enumerate(results):
+        _same_bits(expected[i % len(inputs)], result)
+
+
+def _strided_copy(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (every other element of a wider buffer)."""
+    if t.dim() == 0:
+        return t
+    wide = torch.empty(*t.shape[:-1], t.shape[-1] * 2, dtype=t.dtype, device=t.device)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+@cases
+@devices
+def test_non_contiguous_and_expanded_inputs(case, device):
+    args, kwargs = case.make(torch.Generator().manual_seed(3), 40, device, torch.float32)
+    expected = _run(case, args, kwargs)
+    strided = [_strided_copy(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    assert any(isinstance(a, torch.Tensor) and not a.is_contiguous() for a in strided)
+    out, grads = _run(case, strided, kwargs)
+    torch.testing.assert_close(out, expected[0])
+    for g, e in zip(grads, expected[1]):
+        torch.testing.assert_close(g, e)
+    # Stride-0 inputs: a row broadcast over the batch gives the result of its materialised copy.
+    first = args[0]
+    expanded = first[:1].expand_as(first)
+    assert expanded.stride(0) == 0
+    out_expanded, grads_expanded = _run(case, [expanded, *args[1:]], kwargs)
+    out_copy, grads_copy = _run(case, [expanded.contiguous(), *args[1:]], kwargs)
+    torch.testing.assert_close(out_expanded, out_copy)
+    for g, e in zip(grads_expanded, grads_copy):
+        torch.testing.assert_close(g, e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    case=st.sampled_from(OP_CASES),
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    size=st.integers(1, 64),
+    seed=st.integers(0, 2**20),
+)
+def test_fuzz_against_reference(case, device, dtype, size, seed):
+    args, kwargs = case.make(torch.Generator().manual_seed(seed), size, device, dtype)
+    out, grads = _run(case, args, kwargs)
+    ref_args = [as_reference(a).requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else (as_reference(a) if isinstance(a, torch.Tensor) else a) for a in args]
+    ref_kwargs = {k: as_reference(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    expected = case.reference_fn(*ref_args, **ref_kwargs)
+    wrt = [a for a in ref_args if isinstance(a, torch.Tensor) and a.requires_grad]
+    expected_grads = torch.autograd.grad(expected.sum(), wrt)
+    magnitude = max(1.0, expected.detach().abs().max().item())
+    assert_close(out, expected.detach(), dtype, scale=magnitude)
+    for g, e in zip(grads, expected_grads):
+        assert_close(g, e, dtype, scale=max(1.0, e.abs().max().item()))
