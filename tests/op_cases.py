@@ -40,3 +40,48 @@ OP_CASES = [
     OpCase("margin_mse", _margin_multi, kdops.margin_mse, reference.margin_mse),
     OpCase("margin_mse_pairwise", _margin_pairwise, kdops.margin_mse, reference.margin_mse),
 ]
+
+
+# --- MaxSim -----------------------------------------------------------------------------------
+# Embeddings are multiples of 1/2 in [-1, 1]: every dot product is exact in every dtype, so ties
+# are common and the argmax (hence the gradient) never depends on rounding.
+
+
+def _half_steps(gen, shape, device, dtype):
+    return (torch.randint(-2, 3, shape, generator=gen).double() / 2).to(device=device, dtype=dtype)
+
+
+def _maxsim_sizes(size):
+    return 2 + size % 3, 1 + size % 13, 1 + size % 9, 1 + size % 17, 1 + size % 31  # nq, lq, nd, ld, d
+
+
+def _maxsim_all_pairs(gen, size, device, dtype):
+    nq, lq, nd, ld, dim = _maxsim_sizes(size)
+    q_mask = (torch.rand(nq, lq, generator=gen) > 0.2).to(device)
+    d_mask = (torch.rand(nd, ld, generator=gen) > 0.3).to(device)
+    args = [_half_steps(gen, (nq, lq, dim), device, dtype), _half_steps(gen, (nd, ld, dim), device, dtype)]
+    return args, {"q_mask": q_mask, "d_mask": d_mask, "length_normalize": size % 2 == 0}
+
+
+def _maxsim_per_query(gen, size, device, dtype):
+    nq, lq, k, ld, dim = _maxsim_sizes(size)
+    d_mask = (torch.rand(nq, k, ld, generator=gen) > 0.3).to(device)
+    args = [_half_steps(gen, (nq, lq, dim), device, dtype), _half_steps(gen, (nq, k, ld, dim), device, dtype)]
+    return args, {"d_mask": d_mask}
+
+
+def _maxsim_packed(gen, size, device, dtype):
+    nq, lq, nd, ld, dim = _maxsim_sizes(size)
+    lengths = torch.randint(0, ld + 1, (nd,), generator=gen)  # empty docs included
+    lengths[0] += 1  # but some token: the fuzz test takes the max of every gradient
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]).to(device)
+    q_mask = (torch.rand(nq, lq, generator=gen) > 0.2).to(device)
+    args = [_half_steps(gen, (nq, lq, dim), device, dtype), _half_steps(gen, (int(lengths.sum()), dim), device, dtype), offsets]
+    return args, {"q_mask": q_mask}
+
+
+OP_CASES += [
+    OpCase("maxsim", _maxsim_all_pairs, kdops.maxsim, reference.maxsim),
+    OpCase("maxsim_per_query", _maxsim_per_query, kdops.maxsim, reference.maxsim),
+    OpCase("maxsim_packed", _maxsim_packed, kdops.maxsim_packed, reference.maxsim_packed),
+]
