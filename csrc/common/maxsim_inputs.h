@@ -4,7 +4,6 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/full.h>
 #include <c10/util/Optional.h>

@@ -84,7 +84,7 @@ void fold_token(const acc_t* sim_row, int32_t j, acc_t* best, int32_t* arg, int6
   }
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename acc_t>
 struct ForwardScratch {
   std::vector<acc_t> rows, tokens, sim, best;
   std::vector<int32_t> arg;
@@ -93,7 +93,7 @@ struct ForwardScratch {
 // Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and argmax.
 template <typename scalar_t, typename acc_t>
 void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
-                  ForwardScratch<scalar_t, acc_t>& s, acc_t* scores, int32_t* argmax) {
+                  ForwardScratch<acc_t>& s, acc_t* scores, int32_t* argmax) {
   const MaxSimLayout& l = v.layout;
   const int64_t R = (q1 - q0) * v.Lq, columns = k1 - k0, dim = v.dim;
   s.best.assign(columns * R, acc_t(0));
@@ -150,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
     acc_t* out = scores.data_ptr<acc_t>();
     int32_t* idx = argmax.data_ptr<int32_t>();
     at::parallel_for(0, plan.items(), 1, [&](int64_t begin, int64_t end) {
-      ForwardScratch<scalar_t, acc_t> scratch;  // one per thread, reused across its items
+      ForwardScratch<acc_t> scratch;  // one per thread, reused across its items
       for (int64_t item = begin; item < end; ++item) {
         const int64_t qi = item / plan.column_items, ci = item % plan.column_items;
         const int64_t q0 = qi * plan.queries_per_item, k0 = ci * plan.columns_per_item;
