@@ -176,9 +176,11 @@ def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
 
 
 @torch.library.register_fake("kdops::maxsim_backward")
-def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize):
+def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D):
     contiguous = torch.contiguous_format
-    return torch.empty_like(Q, memory_format=contiguous), torch.empty_like(D, memory_format=contiguous)
+    dQ = torch.empty_like(Q, memory_format=contiguous) if grad_Q else Q.new_empty(0)
+    dD = torch.empty_like(D, memory_format=contiguous) if grad_D else D.new_empty(0)
+    return dQ, dD
 
 
 def _maxsim_setup(ctx, inputs, output):
@@ -192,10 +194,10 @@ def _maxsim_setup(ctx, inputs, output):
 
 def _maxsim_backward(ctx, grad_scores, _grad_argmax):
     Q, D, q_mask, doc_offsets, argmax = ctx.saved_tensors
-    grad_q, grad_d = torch.ops.kdops.maxsim_backward.default(
-        grad_scores, argmax, Q, D, q_mask, doc_offsets, ctx.length_normalize
-    )
     needs = ctx.needs_input_grad
+    grad_q, grad_d = torch.ops.kdops.maxsim_backward.default(
+        grad_scores, argmax, Q, D, q_mask, doc_offsets, ctx.length_normalize, needs[0], needs[1]
+    )
     return grad_q if needs[0] else None, grad_d if needs[1] else None, None, None, None, None
 
 

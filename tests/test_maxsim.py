@@ -141,6 +141,29 @@ def test_packed_equals_padded(device, lengths, seed):
 
 
 @devices
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_only_the_gradients_asked_for(layout, device):
+    """Frozen docs (or queries): backward computes one gradient, equal to the one of a full pass."""
+    Q = torch.randn(3, 5, 8, device=device)
+    D = {"all-pairs": (4, 6, 8), "per-query": (3, 2, 6, 8), "packed": (9, 8)}[layout]
+    D = torch.randn(D, device=device)
+    offsets = torch.tensor([0, 2, 9], device=device) if layout == "packed" else None
+
+    def run(q, d):
+        return kdops.maxsim_packed(q, d, offsets) if offsets is not None else kdops.maxsim(q, d)
+
+    full_q, full_d = leaf(Q), leaf(D)
+    run(full_q, full_d).sum().backward()
+    only_q, only_d = leaf(Q), leaf(D)
+    run(only_q, D).sum().backward()
+    run(Q, only_d).sum().backward()
+    assert torch.equal(only_q.grad, full_q.grad) and torch.equal(only_d.grad, full_d.grad)
+    argmax = torch.ops.kdops.maxsim(Q, D, None, None, offsets, False)[1]
+    grads = torch.ops.kdops.maxsim_backward(torch.ones(argmax.shape[:2], device=device), argmax, Q, D, None, offsets, False, True, False)
+    assert grads[0].shape == Q.shape and grads[1].shape == (0,)
+
+
+@devices
 def test_ties_take_the_first_maximal_doc_token(device):
     # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
     Q = torch.tensor([[[1.0, 0.0]]], device=device, requires_grad=True)
@@ -241,6 +264,8 @@ def test_opcheck(device, requires_grad):
     torch.library.opcheck(op, (Q, torch.randn(2, 4, 6, 8, **opts), None, torch.rand(2, 4, 6, device=device) > 0.3, None, False))
     offsets = torch.tensor([0, 3, 3, 9], device=device)
     torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False))
+    frozen_docs = torch.randn(3, 6, 8, device=device)
+    torch.library.opcheck(op, (Q, frozen_docs, None, None, None, False))
 
 
 @devices

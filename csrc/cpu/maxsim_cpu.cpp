@@ -221,18 +221,18 @@ void doc_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argm
 std::tuple<at::Tensor, at::Tensor> maxsim_backward_cpu(
     const at::Tensor& grad, const at::Tensor& argmax, const at::Tensor& Q, const at::Tensor& D,
     const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& doc_offsets,
-    bool length_normalize) {
+    bool length_normalize, bool grad_Q, bool grad_D) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
   check_maxsim_grad(grad, argmax, a);
   const at::Tensor w = backward_weights(grad, a, length_normalize);
   const at::Tensor idx = argmax.contiguous();
-  at::Tensor dQ = at::empty_like(a.Q);
-  at::Tensor dD = at::empty_like(a.D);
+  at::Tensor dQ = grad_Q ? at::empty_like(a.Q) : a.Q.new_empty({0});
+  at::Tensor dD = grad_D ? at::empty_like(a.D) : a.D.new_empty({0});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.view<scalar_t>();
-    query_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
-    doc_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dD.data_ptr<scalar_t>());
+    if (grad_Q) query_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
+    if (grad_D) doc_grad(v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dD.data_ptr<scalar_t>());
   });
   return {dQ, dD};
 }

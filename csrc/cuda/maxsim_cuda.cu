@@ -185,31 +185,36 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
 std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
     const at::Tensor& grad, const at::Tensor& argmax, const at::Tensor& Q, const at::Tensor& D,
     const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& doc_offsets,
-    bool length_normalize) {
+    bool length_normalize, bool grad_Q, bool grad_D) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
   check_maxsim_grad(grad, argmax, a);
   const c10::cuda::CUDAGuard guard(a.Q.device());
   const at::Tensor w = backward_weights(grad, a, length_normalize);
   const at::Tensor idx = argmax.contiguous();
-  at::Tensor dQ = at::empty_like(a.Q);
+  at::Tensor dQ = grad_Q ? at::empty_like(a.Q) : a.Q.new_empty({0});
   // dD accumulates in the score dtype (fp32 for half inputs), then is cast once.
-  at::Tensor grad_tokens = at::zeros(a.tokens.sizes(), a.Q.options().dtype(a.score_type()));
-  if (dQ.numel() > 0) {
+  at::Tensor grad_tokens = grad_D ? at::zeros(a.tokens.sizes(), a.Q.options().dtype(a.score_type()))
+                                  : at::Tensor();
+  // Nothing to scatter when there are no query tokens (dD stays zero) or no docs.
+  if (a.Nq * a.Lq > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto v = a.view<scalar_t>();
       const auto stream = at::cuda::getCurrentCUDAStream();
-      maxsim_query_grad_kernel<scalar_t, acc_t><<<blocks_for(a.Nq * a.Lq), kGradThreads, 0, stream>>>(
-          v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (a.layout.num_docs > 0) {
+      if (grad_Q) {
+        maxsim_query_grad_kernel<scalar_t, acc_t><<<blocks_for(a.Nq * a.Lq), kGradThreads, 0, stream>>>(
+            v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      if (grad_D && a.layout.num_docs > 0) {
         maxsim_doc_grad_kernel<scalar_t, acc_t><<<blocks_for(a.layout.num_docs), kGradThreads, 0, stream>>>(
             v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), grad_tokens.data_ptr<acc_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     });
   }
-  return {dQ, grad_tokens.to(a.Q.scalar_type()).view(a.D.sizes())};
+  at::Tensor dD = grad_D ? grad_tokens.to(a.Q.scalar_type()).view(a.D.sizes()) : a.D.new_empty({0});
+  return {dQ, dD};
 }
 
 }  // namespace
