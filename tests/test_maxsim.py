@@ -179,6 +179,24 @@ def test_ties_take_the_first_maximal_doc_token(device):
 
 
 @devices
+def test_nan_similarity_propagates_unless_masked(device):
+    """A NaN doc token makes the max NaN, as in the reference (not silently skipped), wherever it
+    stands in the doc; masked, it takes no part."""
+    Q = torch.randn(2, 3, 4, device=device)
+    D = torch.randn(3, 5, 4, device=device)
+    D[0, 3, 1] = float("nan")
+    D[1, 0, 2] = float("nan")
+    d_mask = torch.ones(3, 5, dtype=torch.bool, device=device)
+    scores = kdops.maxsim(Q, D)
+    torch.testing.assert_close(scores, reference.maxsim(Q, D), equal_nan=True)
+    assert torch.isnan(scores[:, :2]).all() and not torch.isnan(scores[:, 2]).any()
+    d_mask[0, 3] = d_mask[1, 0] = False
+    masked = kdops.maxsim(Q, D, None, d_mask)
+    assert not torch.isnan(masked).any()
+    torch.testing.assert_close(masked, reference.maxsim(Q, D, None, d_mask))
+
+
+@devices
 def test_masked_queries_and_docs_add_zero_and_get_no_gradient(device):
     Q = torch.randn(2, 4, 8, device=device, requires_grad=True)
     D = torch.randn(3, 5, 8, device=device, requires_grad=True)

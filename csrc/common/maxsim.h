@@ -60,13 +60,24 @@ struct MaxSimView {
   }
 };
 
+// The order of the max: NaN ranks above every number (as in torch.max, a NaN similarity makes
+// the max NaN instead of being skipped and hiding a diverged model), and NaNs tie with each other.
+template <typename acc_t>
+KDOPS_HD bool ranks_above(acc_t v, acc_t value) {
+  return v > value || (v != v && value == value);
+}
+template <typename acc_t>
+KDOPS_HD bool ranks_equal(acc_t v, acc_t value) {
+  return v == value || (v != v && value != value);
+}
+
 // The running max of one query token over the doc tokens seen so far, and the first token that
-// reached it: scanning tokens in increasing j with a strict '>' keeps the first maximal index,
-// the tie rule backward relies on. index -1 = no valid token yet.
-// Whether token value v replaces the running (value, index): the first valid token always does.
+// reached it: scanning tokens in increasing j, only a token that ranks strictly above replaces
+// it, which keeps the first maximal index, the tie rule backward relies on. index -1 = no valid
+// token yet; the first valid token always takes it.
 template <typename acc_t>
 KDOPS_HD bool takes_max(acc_t v, acc_t value, int32_t index) {
-  return index < 0 || v > value;
+  return index < 0 || ranks_above(v, value);
 }
 
 template <typename acc_t>
@@ -84,7 +95,7 @@ struct RunningMax {
   // index on a tie, so splitting the tokens among threads gives the sequential answer.
   KDOPS_HD void merge(acc_t v, int32_t j) {
     if (j < 0) return;
-    if (index < 0 || v > value || (v == value && j < index)) {
+    if (index < 0 || ranks_above(v, value) || (ranks_equal(v, value) && j < index)) {
       value = v;
       index = j;
     }
