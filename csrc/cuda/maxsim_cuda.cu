@@ -47,11 +47,21 @@ __device__ void load_tile(const scalar_t* src, int64_t first, int64_t count, int
   }
 }
 
+constexpr int kTokensPerThread = kTile / kSplit;
+
+// The similarities of one query token row with this thread's doc tokens part, part + kSplit,
+// ... of the tile: each query feature is read once from shared memory for all of them.
 template <typename acc_t>
-__device__ acc_t dot_tile_rows(const acc_t* a, const acc_t* b, int64_t dim) {
-  acc_t s = 0;
-  for (int64_t c = 0; c < dim; ++c) s += a[c] * b[c];
-  return s;
+__device__ void dot_tile_rows(const acc_t* q_row, const acc_t* d_tile, int part, int64_t dim,
+                              acc_t (&sims)[kTokensPerThread]) {
+  const int64_t stride = padded_dim(dim);
+#pragma unroll
+  for (int u = 0; u < kTokensPerThread; ++u) sims[u] = 0;
+  for (int64_t c = 0; c < dim; ++c) {
+    const acc_t qc = q_row[c];
+#pragma unroll
+    for (int u = 0; u < kTokensPerThread; ++u) sims[u] += qc * d_tile[(part + u * kSplit) * stride + c];
+  }
 }
 
 template <typename scalar_t, typename acc_t>
@@ -75,12 +85,14 @@ __global__ void __launch_bounds__(kThreads)
         __syncthreads();
         load_tile(v.D, start + j0, std::min<int64_t>(kTile, length - j0), v.dim, d_tile);
         __syncthreads();
+        // Rows past the doc's end are zero-filled: their similarities are computed and dropped.
+        acc_t sims[kTokensPerThread];
+        dot_tile_rows(q_tile + row * stride, d_tile, part, v.dim, sims);
         // Each thread visits its doc tokens in increasing j: update keeps the first maximum.
-        for (int jj = part; jj < kTile; jj += kSplit) {
-          const int64_t j = j0 + jj;
-          if (j >= length || !v.doc_token_valid(start + j)) continue;
-          m.update(dot_tile_rows(q_tile + row * stride, d_tile + jj * stride, v.dim),
-                   static_cast<int32_t>(j));
+#pragma unroll
+        for (int u = 0; u < kTokensPerThread; ++u) {
+          const int64_t j = j0 + part + u * kSplit;
+          if (j < length && v.doc_token_valid(start + j)) m.update(sims[u], static_cast<int32_t>(j));
         }
       }
       // Merge the kSplit partial maxima of each query token (consecutive lanes of one warp).
