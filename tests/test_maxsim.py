@@ -242,6 +242,23 @@ def test_large_shapes_cross_work_item_and_chunk_boundaries(device):
 
 
 @devices
+@dtypes
+@pytest.mark.parametrize("dim", [128, 256])
+def test_wide_embeddings_and_tile_edges(device, dtype, dim):
+    """d up to 256 (on CUDA, tiles past the default 48 KiB of shared memory) with query and doc
+    lengths that end mid-tile."""
+    g = _generator(dim)
+    Q = _embeddings((2, 41, dim), dtype, device, dim)
+    D = _embeddings((3, 70, dim), dtype, device, dim + 1)
+    d_mask = (torch.rand(3, 70, generator=g) > 0.2).to(device)
+    _check_against_reference(
+        lambda q, d: kdops.maxsim(q, d, None, d_mask),
+        lambda q, d: reference.maxsim(q, d, None, d_mask.cpu()),
+        Q, D, 2, dtype,
+    )
+
+
+@devices
 def test_empty_sizes(device):
     Q = torch.randn(2, 3, 4, device=device, requires_grad=True)
     assert kdops.maxsim(Q, torch.randn(0, 5, 4, device=device)).shape == (2, 0)
