@@ -4,7 +4,9 @@ long queries and docs (fwd), and packed docs of skewed lengths (fwd+bwd). Embedd
 L2-normalised per token, as ColBERT's are (and as maxsim-cpu expects).
 
 Peers, each only when installed: sentence-transformers' ``util.similarity.maxsim`` /
-``maxsim_pairwise`` (its chunked eager MaxSim) and maxsim-cpu (forward only, CPU, float32).
+``maxsim_pairwise`` (its chunked eager MaxSim), maxsim-cpu (forward only, CPU, float32), and on
+CUDA flash-maxsim (``flash_maxsim_batched_train`` / ``flash_maxsim_batched``) and
+late-interaction-kernels (``maxsim``), both Triton wheels carried to the GPU machine.
 The padded implementations (reference, compile, sentence-transformers) get the packed case's
 docs padded to the longest with a doc mask, as a user without a packed kernel would run them.
 """
@@ -28,7 +30,31 @@ try:
 except ImportError:
     _maxsim_cpu = None
 
+try:
+    import flash_maxsim as _flash_maxsim
+except ImportError:
+    _flash_maxsim = None
+
+try:
+    import late_interaction_kernels as _lik
+except ImportError:
+    _lik = None
+
 D = 128
+
+
+def _gpu_peers(device, train: bool, per_query: bool, Q, Dd) -> list[Impl]:
+    """flash-maxsim and late-interaction-kernels on the same tensors (CUDA only)."""
+    if device.type != "cuda":
+        return []
+    run = forward_backward if train else forward_only
+    impls = []
+    if _flash_maxsim is not None:
+        fn = _flash_maxsim.flash_maxsim_batched_train if train else _flash_maxsim.flash_maxsim_batched
+        impls.append(Impl("flash-maxsim", run(lambda q, d: fn(q, d, shared_docs=not per_query), [Q, Dd])))
+    if _lik is not None:
+        impls.append(Impl("late-interaction-kernels", run(_lik.maxsim, [Q, Dd])))
+    return impls
 
 
 def _tokens(shape, generator, device, dtype, requires_grad=False) -> torch.Tensor:
@@ -59,6 +85,7 @@ def _in_batch(device, dtype, gen) -> Case:
     ]
     if _st_similarity is not None:
         impls.append(Impl("sentence-transformers", forward_backward(_st_similarity.maxsim, [Q, Dd])))
+    impls += _gpu_peers(device, True, False, Q, Dd)
     return Case("maxsim", "in-batch", f"Nq={nq} Nd={nd} Lq={lq} Ld={ld} d={D}", dtype, "fwd+bwd",
                 impls, _flops(nq, nd, lq, ld))
 
@@ -74,6 +101,7 @@ def _distillation(device, dtype, gen) -> Case:
     ]
     if _st_similarity is not None:
         impls.append(Impl("sentence-transformers", forward_backward(_st_per_query, [Q, Dc])))
+    impls += _gpu_peers(device, True, True, Q, Dc)
     return Case("maxsim", "distillation (per-query K)", f"Nq={nq} K={k} Lq={lq} Ld={ld} d={D}", dtype,
                 "fwd+bwd", impls, _flops(nq, k, lq, ld))
 
@@ -92,6 +120,7 @@ def _forward_case(name, device, dtype, gen, nd, lq, ld) -> Case:
     if _maxsim_cpu is not None and device.type == "cpu" and dtype == torch.float32:
         q_np, d_np = Q[0].numpy(), Dd.numpy()
         impls.append(Impl("maxsim-cpu", forward_only(_maxsim_cpu.maxsim_scores, [q_np, d_np])))
+    impls += _gpu_peers(device, False, False, Q, Dd)
     return Case("maxsim", name, f"Nq=1 Nd={nd} Lq={lq} Ld={ld} d={D}", dtype, "fwd", impls,
                 _flops(1, nd, lq, ld))
 

@@ -20,7 +20,7 @@ import torch
 import kdops
 from benchmarks.harness import Case, peak_bytes, time_pass
 
-FAMILIES = ["margin_mse"]
+FAMILIES = ["margin_mse", "maxsim"]
 RESULTS = Path(__file__).parent / "results"
 
 
