@@ -113,3 +113,29 @@ def test_fuzz_against_reference(case, device, dtype, size, seed):
     assert_close(out, expected.detach(), dtype, scale=magnitude)
     for g, e in zip(grads, expected_grads):
         assert_close(g, e, dtype, scale=max(1.0, e.abs().max().item()))
+
+
+def _free_memory_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+@pytest.mark.skipif(_free_memory_bytes() < 12 * 2**30, reason="needs ~5 GiB for a D of 2^31 elements")
+def test_maxsim_indexes_past_2_31_elements():
+    """D holds more than 2^31 elements (bf16, 4 GiB): the docs whose tokens start past that
+    offset must score as the same docs scored alone, so no index wraps at 32 bits."""
+    import kdops
+    from kdops import reference
+
+    nd, ld, dim = 2**17 + 2, 2**11, 8
+    assert nd * ld * dim > 2**31
+    D = torch.empty(nd, ld, dim, dtype=torch.bfloat16)
+    D[:-2].fill_(-1.0)
+    tail = torch.randn(2, ld, dim, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    D[-2:] = tail
+    Q = torch.randn(1, 3, dim, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    scores = kdops.maxsim(Q, D)
+    assert scores.shape == (1, nd)
+    # bf16 inputs, float32 products and sums: the same values as the float32 reference.
+    torch.testing.assert_close(scores[:, -2:], reference.maxsim(Q.float(), tail.float()), rtol=1e-5, atol=1e-5)
