@@ -14,3 +14,12 @@ from kdops.ops import build_info
 __version__ = "0.1.0"
 
 __all__ = ["MarginMSELoss", "build_info", "margin_mse", "reference"]
+
+# Plackett-Luce family (listwise losses).
+from kdops.functional import listmle, listwise_kd_loss, plackett_luce_loss, pld_loss  # noqa: E402
+from kdops.losses import ListMLELoss, ListwiseKDLoss, PlackettLuceLoss, PLDLoss  # noqa: E402
+
+__all__ += [
+    "ListMLELoss", "ListwiseKDLoss", "PLDLoss", "PlackettLuceLoss",
+    "listmle", "listwise_kd_loss", "plackett_luce_loss", "pld_loss",
+]
