@@ -211,12 +211,15 @@ def _listmle_setup(ctx, inputs, output):
     scores, relevance, lengths, top_k, reduction = inputs
     ctx.top_k, ctx.reduction = top_k, reduction
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
     if _needs(ctx, 0):
         ctx.save_for_backward(scores, lengths, output[1])
 
 
 def _listmle_backward(ctx, grad, _grad_ranking):
     # The ranking is piecewise constant in the relevance: relevance gets no gradient.
+    if grad is None:  # only the ranking was used downstream
+        return None, None, None, None, None
     scores, lengths, ranking = ctx.saved_tensors
     grad_scores, _ = torch.ops.kdops.plackett_luce_loss_backward.default(
         grad, scores, ranking, None, lengths, ctx.top_k, ctx.reduction, False
@@ -249,11 +252,14 @@ def _pld_setup(ctx, inputs, output):
     student, teacher, target, temperature, reduction = inputs
     ctx.temperature, ctx.reduction = temperature, reduction
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
     if _needs(ctx, 0, 1):
         ctx.save_for_backward(student, teacher, output[1])
 
 
 def _pld_backward(ctx, grad, _grad_ranking):
+    if grad is None:  # only the ranking was used downstream
+        return None, None, None, None, None
     student, teacher, ranking = ctx.saved_tensors
     grad_student, grad_teacher = torch.ops.kdops.pld_loss_backward.default(
         grad, student, teacher, ranking, ctx.temperature, ctx.reduction, ctx.needs_input_grad[1]

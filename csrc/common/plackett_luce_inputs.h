@@ -11,6 +11,7 @@
 #include <c10/util/Optional.h>
 
 #include <cmath>
+#include <limits>
 
 #include "common/checks.h"
 #include "common/plackett_luce.h"
@@ -50,6 +51,9 @@ inline PLRowsArgs pl_rows_args(const at::Tensor& scores, const c10::optional<at:
   check_floating(scores, name);
   check_dim(scores, 2, name, "[B, n]");
   const int64_t B = scores.size(0), n = scores.size(1);
+  // Rank keys pack an item's index in 32 bits (the CPU sort; the CUDA kernels' int32 offsets).
+  TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max(), name,
+                    " rows must hold fewer than 2^31 items, got ", n);
   TORCH_CHECK_VALUE(!top_k.has_value() || *top_k >= 1, "top_k must be at least 1, got ",
                     top_k.value_or(0));
   at::Tensor len;

@@ -16,19 +16,19 @@
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
+#include "cpu/radix_rank.h"
 
 namespace kdops::cpu {
 namespace {
 
-// Rows per parallel task: about 32k items of work each.
-int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1)); }
+// Rows per parallel task: about 4k items, tens of microseconds of work (a sort, exps, logs).
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)); }
 
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
 struct RowScratch {
-  using image_t = decltype(rank_image(acc_t{}));
   std::vector<acc_t> p, q, terms;
-  std::vector<RankKey<image_t>> keys;
+  std::vector<typename CpuRankKey<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
 };
 
@@ -73,12 +73,12 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   auto& keys = scratch.keys;
   keys.clear();
   for (int64_t i = 0; i < len; ++i) {
-    if (i != first) keys.push_back({rank_image(static_cast<acc_t>(key[i])), i});
+    if (i != first) keys.push_back(CpuRankKey<acc_t>::make(static_cast<acc_t>(key[i]), i));
   }
-  std::sort(keys.begin(), keys.end());
+  sort_rank_keys<acc_t>(keys, scratch.keys_tmp);
   int64_t k = 0;
   if (first >= 0) out[k++] = first;
-  for (const auto& rk : keys) out[k++] = rk.index;
+  for (const auto& rk : keys) out[k++] = CpuRankKey<acc_t>::index(rk);
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
