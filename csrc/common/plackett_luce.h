@@ -20,14 +20,29 @@
 #include <cstring>
 #include <limits>
 
+#include "common/fast_math.h"
 #include "common/macros.h"
 
 namespace kdops {
 
-KDOPS_HD float fast_exp(float x) { return expf(x); }
-KDOPS_HD double fast_exp(double x) { return exp(x); }
-KDOPS_HD float fast_log(float x) { return logf(x); }
-KDOPS_HD double fast_log(double x) { return log(x); }
+// float: the device's expf/logf on the GPU, the vectorisable polynomials of fast_math.h on the
+// CPU (arguments: exp of x <= 0, log of sums >= 1). double: the C library.
+KDOPS_MATH float fast_exp(float x) {
+#ifdef __CUDA_ARCH__
+  return expf(x);
+#else
+  return poly_expf(x);
+#endif
+}
+KDOPS_MATH float fast_log(float x) {
+#ifdef __CUDA_ARCH__
+  return logf(x);
+#else
+  return poly_logf(x);
+#endif
+}
+KDOPS_MATH double fast_exp(double x) { return exp(x); }
+KDOPS_MATH double fast_log(double x) { return log(x); }
 
 template <typename acc_t>
 KDOPS_HD acc_t neg_inf() {
@@ -92,6 +107,14 @@ struct Affine {
   KDOPS_HD Affine then(const Affine& o) const { return {a * o.a, b * o.a + o.b}; }
 };
 
+// The exponent of a term exp(x - m) against a max m >= x: equal values (-inf included) give 0,
+// so an all -inf suffix never computes -inf - -inf.
+// (float blends with a bit mask, so that CPU loops over it stay branch-free and vectorise.)
+KDOPS_MATH float shifted(float x, float m) {
+  return float_from_bits(bits_of_float(x - m) & ~mask(x == m));
+}
+KDOPS_MATH double shifted(double x, double m) { return x == m ? 0.0 : x - m; }
+
 // d loss / d s[pi_j] = C_j * p_j - w_j [j<K]
 template <typename acc_t>
 KDOPS_HD acc_t pl_score_grad(acc_t c, acc_t p, acc_t w_here) {
@@ -150,45 +173,24 @@ struct PLRowsView {
   KDOPS_HD const scalar_t* row(int64_t b) const { return scores + b * n; }
 };
 
-// softmax(x / T)_i = exp(x_i / T - lse), lse = log sum_j exp(x_j / T): PLD's position weights and
-// the distributions of listwise KD.
+// Listwise KD per item, from p_i, q_i and their logs (log p_i = t_i / Tt - lse_t, likewise q):
+// the term p_i (log p_i - log q_i), 0 where p_i = 0 (the limit), and its gradients given the
+// row's KL = sum of the terms.
 template <typename acc_t>
-KDOPS_HD acc_t log_softmax_at(acc_t x, acc_t inv_t, acc_t lse) {
-  return x * inv_t - lse;
+KDOPS_HD acc_t kl_term(acc_t p, acc_t log_p, acc_t log_q) {
+  return p == 0 ? acc_t(0) : p * (log_p - log_q);
 }
 
-// log sum_i exp(x_i * scale) over a row of len items (scale > 0): a max pass, then a sum pass.
-// -inf for an empty or all -inf row.
-template <typename acc_t, typename scalar_t>
-KDOPS_HD acc_t scaled_row_logsumexp(const scalar_t* x, int64_t len, acc_t scale) {
-  acc_t max = neg_inf<acc_t>();
-  for (int64_t i = 0; i < len; ++i) {
-    const acc_t v = static_cast<acc_t>(x[i]) * scale;
-    max = v > max ? v : max;
-  }
-  if (max == neg_inf<acc_t>()) return max;
-  acc_t sum = 0;
-  for (int64_t i = 0; i < len; ++i) sum += fast_exp(static_cast<acc_t>(x[i]) * scale - max);
-  return max + fast_log(sum);
+// d (Ts^2 KL) / d s_i = Ts (q_i - p_i)
+template <typename acc_t>
+KDOPS_HD acc_t kl_student_grad(acc_t p, acc_t q, acc_t ts) {
+  return ts * (q - p);
 }
 
-// Listwise KD for one item, from log p_i and log q_i: its term p_i (log p_i - log q_i) (0 where
-// p_i = 0, the limit) and its gradients given the row's KL and the upstream gradient g.
+// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (log p_i - log q_i - KL)
 template <typename acc_t>
-struct KLItem {
-  acc_t log_p, log_q;
-  KDOPS_HD acc_t p() const { return fast_exp(log_p); }
-  KDOPS_HD acc_t term() const {
-    const acc_t pi = p();
-    return pi == 0 ? acc_t(0) : pi * (log_p - log_q);
-  }
-  // d (Ts^2 KL) / d s_i = Ts (q_i - p_i)
-  KDOPS_HD acc_t student_grad(acc_t ts) const { return ts * (fast_exp(log_q) - p()); }
-  // d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (log p_i - log q_i - KL)
-  KDOPS_HD acc_t teacher_grad(acc_t ts, acc_t tt, acc_t kl) const {
-    const acc_t pi = p();
-    return pi == 0 ? acc_t(0) : ts * ts / tt * pi * (log_p - log_q - kl);
-  }
-};
+KDOPS_HD acc_t kl_teacher_grad(acc_t p, acc_t log_p, acc_t log_q, acc_t kl, acc_t ts, acc_t tt) {
+  return p == 0 ? acc_t(0) : ts * ts / tt * p * (log_p - log_q - kl);
+}
 
 }  // namespace kdops

@@ -18,6 +18,15 @@
 #include "common/reduction.h"
 #include "cpu/radix_rank.h"
 
+// Loops over a row's items that the compiler must vectorise: the polynomial exp/log have
+// selects (if-converted only under omp simd), and float sums need the reduction clause. The
+// summation order then depends on the vector width, fixed at build time, so results stay
+// independent of the thread count.
+#define KDOPS_SIMD _Pragma("omp simd")
+#define KDOPS_SIMD_SUM(var) _Pragma(KDOPS_STR(omp simd reduction(+ : var)))
+#define KDOPS_SIMD_MAX(var) _Pragma(KDOPS_STR(omp simd reduction(max : var)))
+#define KDOPS_STR(x) #x
+
 namespace kdops::cpu {
 namespace {
 
@@ -27,7 +36,7 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
 struct RowScratch {
-  std::vector<acc_t> p, q, terms;
+  std::vector<acc_t> x, m, e, rest, sum, terms, weights;
   std::vector<typename CpuRankKey<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
 };
@@ -82,7 +91,69 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
-// Position weights w_k, for one row.
+// softmax(x * scale) over a row of len items into prob; returns its log normaliser
+// lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
+// loops the compiler vectorises.
+template <typename acc_t, typename scalar_t>
+acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
+  acc_t max = neg_inf<acc_t>();
+  KDOPS_SIMD_MAX(max)
+  for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
+  if (len == 0 || max == neg_inf<acc_t>()) {
+    std::fill(prob, prob + len, acc_t(1) / static_cast<acc_t>(std::max<int64_t>(len, 1)));
+    return max;
+  }
+  // max is finite here, so -inf items give exp(-inf) = 0, no -inf - -inf.
+  for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);
+  acc_t total = 0;
+  KDOPS_SIMD_SUM(total)
+  for (int64_t i = 0; i < len; ++i) total += prob[i];
+  const acc_t inv = acc_t(1) / total;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
+  return max + fast_log(total);
+}
+
+// The reversed log-sum-exp scan of one row, in array passes (the exps vectorise; one sequential
+// multiply-add loop). For the ranked scores x_k = s[pi_k], k < len:
+//   m_k = max_{j>=k} x_j,  e_k = exp(x_k - m_k),
+//   S_k = sum_{j>=k} exp(x_j - m_k) = rest_k + e_k,  rest_k = S_{k+1} exp(m_{k+1} - m_k),
+// so lse_k = m_k + log S_k, p_k = e_k / S_k and 1 - p_k = rest_k / S_k without cancellation.
+// S_k >= 1 (the max's own term): no division by 0, no overflow for scores of any magnitude.
+template <typename acc_t, typename scalar_t>
+void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
+  for (auto* v : {&b.x, &b.m, &b.e, &b.rest, &b.sum}) v->resize(len);
+  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data(), *rest = b.rest.data(),
+        *sum = b.sum.data();
+  for (int64_t k = 0; k < len; ++k) x[k] = static_cast<acc_t>(s[pi[k]]);
+  acc_t run = neg_inf<acc_t>();
+  for (int64_t k = len - 1; k >= 0; --k) m[k] = run = std::max(run, x[k]);
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len; ++k) e[k] = fast_exp(shifted(x[k], m[k]));
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len - 1; ++k) rest[k] = fast_exp(shifted(m[k + 1], m[k]));
+  acc_t total = 0;
+  for (int64_t k = len - 1; k >= 0; --k) {
+    rest[k] = k + 1 < len ? total * rest[k] : acc_t(0);
+    total = rest[k] + e[k];
+    sum[k] = total;
+  }
+}
+
+// After scan_row: terms[k] = lse_k - x_k for k < K (the gradient of the loss in w_k).
+template <typename acc_t>
+acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
+  b.terms.resize(K);
+  acc_t* t = b.terms.data();
+  const acc_t *x = b.x.data(), *m = b.m.data(), *sum = b.sum.data();
+  KDOPS_SIMD
+  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(sum[k]) - x[k];
+  return t;
+}
+
+// Position weights w_k of one row: all ones, or a row of per-position values.
 template <typename acc_t>
 struct UnitWeights {
   acc_t operator()(int64_t) const { return 1; }
@@ -90,55 +161,35 @@ struct UnitWeights {
 
 template <typename acc_t, typename scalar_t>
 struct PositionWeights {
-  const scalar_t* w;  // the row of weights[B, n]
+  const scalar_t* w;
   acc_t operator()(int64_t k) const { return static_cast<acc_t>(w[k]); }
 };
 
-// PLD: w_k = softmax(teacher / T)[pi_k].
-template <typename acc_t, typename scalar_t>
-struct TeacherSoftmaxWeights {
-  const scalar_t* teacher;  // the row
-  const int64_t* pi;
-  acc_t inv_t, lse;
-  acc_t operator()(int64_t k) const {
-    return fast_exp(log_softmax_at(static_cast<acc_t>(teacher[pi[k]]), inv_t, lse));
-  }
-};
-
-// loss = sum_{k<K} w_k (lse_k - s[pi_k]), by the reversed scan.
+// loss = sum_{k<K} w_k (lse_k - s[pi_k]).
 template <typename acc_t, typename scalar_t, typename Weights>
-acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, const Weights& w) {
-  LogSumExp<acc_t> lse;
+acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, const Weights& w,
+                  RowScratch<acc_t>& scratch) {
+  scan_row(s, pi, len, scratch);
+  const acc_t* terms = row_terms(K, scratch);
   acc_t loss = 0;
-  for (int64_t k = len - 1; k >= 0; --k) {
-    const acc_t x = static_cast<acc_t>(s[pi[k]]);
-    lse.push(x);
-    if (k < K) loss += w(k) * (lse.value() - x);
-  }
+  KDOPS_SIMD_SUM(loss)
+  for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
   return loss;
 }
 
-// grad_row[pi_j] = g * (C_j p_j - w_j [j<K]); padding columns get 0. When `terms` is given it
-// receives term_k = lse_k - s[pi_k] for k < K (the gradient of the loss in w_k).
+// grad_row[pi_j] = g * (C_j p_j - w_j [j<K]) with C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K];
+// padding columns get 0. Call after scan_row.
 template <typename acc_t, typename scalar_t, typename Weights>
-void pl_row_backward(const scalar_t* s, const int64_t* pi, int64_t len, int64_t n, int64_t K,
-                     const Weights& w, acc_t g, scalar_t* grad_row, RowScratch<acc_t>& scratch,
-                     acc_t* terms) {
-  scratch.p.resize(len);
-  scratch.q.resize(len);
-  acc_t* p = scratch.p.data();
-  acc_t* q = scratch.q.data();
-  LogSumExp<acc_t> lse;
-  for (int64_t k = len - 1; k >= 0; --k) {
-    const acc_t x = static_cast<acc_t>(s[pi[k]]);
-    lse.push(x, p[k], q[k]);
-    if (terms != nullptr && k < K) terms[k] = lse.value() - x;
-  }
-  acc_t c = 0;
+void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Weights& w, acc_t g,
+                 const RowScratch<acc_t>& b, scalar_t* grad_row) {
+  const acc_t *e = b.e.data(), *rest = b.rest.data(), *sum = b.sum.data();
+  acc_t c = 0, q_prev = 0;
   for (int64_t j = 0; j < len; ++j) {
     const acc_t wj = j < K ? w(j) : acc_t(0);
-    c = (j == 0 ? acc_t(0) : c * q[j - 1]) + wj;
-    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, p[j], wj));
+    const acc_t inv = acc_t(1) / sum[j];
+    c = c * q_prev + wj;
+    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, e[j] * inv, wj));
+    q_prev = rest[j] * inv;
   }
   for (int64_t i = len; i < n; ++i) grad_row[i] = scalar_t(0);
 }
@@ -192,6 +243,17 @@ auto with_row_weights(const scalar_t* weights, int64_t b, int64_t n, const F& f)
   return f(PositionWeights<acc_t, scalar_t>{weights + b * n});
 }
 
+// PLD's position weights w_k = softmax(teacher / T)[pi_k], gathered into the row's buffer.
+template <typename acc_t, typename scalar_t>
+PositionWeights<acc_t, acc_t> teacher_weights(const scalar_t* teacher, const int64_t* pi,
+                                              int64_t n, acc_t inv_t, RowScratch<acc_t>& b) {
+  b.weights.resize(2 * n);
+  acc_t* prob = b.weights.data() + n;
+  softmax_row(teacher, n, inv_t, prob);
+  for (int64_t k = 0; k < n; ++k) b.weights[k] = prob[pi[k]];
+  return {b.weights.data()};
+}
+
 // --- plackett_luce_loss / listmle -------------------------------------------------------------
 
 at::Tensor plackett_luce_loss_cpu(const at::Tensor& scores, const at::Tensor& ranking,
@@ -219,7 +281,7 @@ at::Tensor plackett_luce_loss_cpu(const at::Tensor& scores, const at::Tensor& ra
         return 0;
       }
       return with_row_weights<acc_t>(w_p, b, v.n, [&](const auto& wt) {
-        return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), wt);
+        return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), wt, scratch);
       });
     });
   });
@@ -257,12 +319,12 @@ std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cpu(
         bad.report(b);
         return;
       }
-      scratch.terms.resize(K);
-      acc_t* terms = gw != nullptr ? scratch.terms.data() : nullptr;
+      scan_row(v.row(b), row_pi, len, scratch);
       with_row_weights<acc_t>(w_p, b, v.n, [&](const auto& wt) {
-        pl_row_backward<acc_t>(v.row(b), row_pi, len, v.n, K, wt, g, gs + b * v.n, scratch, terms);
+        pl_row_grad<acc_t>(row_pi, len, v.n, K, wt, g, scratch, gs + b * v.n);
       });
       if (gw == nullptr) return;
+      const acc_t* terms = row_terms(K, scratch);
       for (int64_t k = 0; k < v.n; ++k) {
         gw[b * v.n + k] = static_cast<scalar_t>(k < K ? g * terms[k] : acc_t(0));
       }
@@ -292,7 +354,8 @@ std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores,
                                  [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       int64_t* row_pi = pi_p + b * v.n;
       rank_by_key(rel_p + b * v.n, v.length(b), v.n, -1, row_pi, scratch);
-      return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), UnitWeights<acc_t>{});
+      return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), UnitWeights<acc_t>{},
+                                scratch);
     });
   });
   return {loss, ranking};
@@ -321,9 +384,8 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student,
       const scalar_t* t_row = t_p + b * v.n;
       int64_t* row_pi = pi_p + b * v.n;
       rank_by_key(t_row, v.n, v.n, target_p[b], row_pi, scratch);
-      const TeacherSoftmaxWeights<acc_t, scalar_t> w{
-          t_row, row_pi, inv_t, scaled_row_logsumexp<acc_t>(t_row, v.n, inv_t)};
-      return pl_row_loss<acc_t>(v.row(b), row_pi, v.n, v.n, w);
+      return pl_row_loss<acc_t>(v.row(b), row_pi, v.n, v.n,
+                                teacher_weights(t_row, row_pi, v.n, inv_t, scratch), scratch);
     });
   });
   return {loss, ranking};
@@ -358,12 +420,11 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
         bad.report(b);
         return;
       }
-      const TeacherSoftmaxWeights<acc_t, scalar_t> w{
-          t_row, row_pi, inv_t, scaled_row_logsumexp<acc_t>(t_row, v.n, inv_t)};
-      scratch.terms.resize(v.n);
-      acc_t* terms = gt != nullptr ? scratch.terms.data() : nullptr;
-      pl_row_backward<acc_t>(v.row(b), row_pi, v.n, v.n, v.n, w, g, gs + b * v.n, scratch, terms);
+      const auto w = teacher_weights(t_row, row_pi, v.n, inv_t, scratch);
+      scan_row(v.row(b), row_pi, v.n, scratch);
+      pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);
       if (gt == nullptr) return;
+      const acc_t* terms = row_terms(v.n, scratch);
       // d loss / d t_c = (1/T) w_c (term_c - loss), through the softmax weights.
       acc_t loss = 0;
       for (int64_t k = 0; k < v.n; ++k) loss += w(k) * terms[k];
@@ -378,29 +439,37 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
 
 // --- listwise_kd_loss -------------------------------------------------------------------------
 
-// The row's (log softmax(t/Tt), log softmax(s/Ts)) at item i, and the row's KL, over len items.
-template <typename acc_t, typename scalar_t>
+// One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
+// the scratch buffers (p in x, q in e), with their log normalisers.
+template <typename acc_t>
 struct KDRow {
-  const scalar_t* s;
-  const scalar_t* t;
-  int64_t len;
+  const acc_t *p, *q;
   acc_t inv_ts, inv_tt, lse_s, lse_t;
 
-  KDRow(const scalar_t* s_, const scalar_t* t_, int64_t len_, acc_t inv_ts_, acc_t inv_tt_)
-      : s(s_), t(t_), len(len_), inv_ts(inv_ts_), inv_tt(inv_tt_),
-        lse_s(scaled_row_logsumexp<acc_t>(s_, len_, inv_ts_)),
-        lse_t(scaled_row_logsumexp<acc_t>(t_, len_, inv_tt_)) {}
-
-  KLItem<acc_t> item(int64_t i) const {
-    return {log_softmax_at(static_cast<acc_t>(t[i]), inv_tt, lse_t),
-            log_softmax_at(static_cast<acc_t>(s[i]), inv_ts, lse_s)};
+  template <typename scalar_t>
+  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts_, acc_t inv_tt_,
+        RowScratch<acc_t>& b)
+      : inv_ts(inv_ts_), inv_tt(inv_tt_) {
+    b.x.resize(len);
+    b.e.resize(len);
+    lse_t = softmax_row(t, len, inv_tt, b.x.data());
+    lse_s = softmax_row(s, len, inv_ts, b.e.data());
+    p = b.x.data();
+    q = b.e.data();
   }
-  acc_t kl() const {
-    acc_t sum = 0;
-    for (int64_t i = 0; i < len; ++i) sum += item(i).term();
-    return sum;
-  }
+  template <typename scalar_t>
+  acc_t log_p(const scalar_t* t, int64_t i) const { return static_cast<acc_t>(t[i]) * inv_tt - lse_t; }
+  template <typename scalar_t>
+  acc_t log_q(const scalar_t* s, int64_t i) const { return static_cast<acc_t>(s[i]) * inv_ts - lse_s; }
 };
+
+// KL(p || q) of the row.
+template <typename acc_t, typename scalar_t>
+acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
+  acc_t kl = 0;
+  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
+  return kl;
+}
 
 at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
                                 const c10::optional<at::Tensor>& lengths, double ts, double tt,
@@ -416,8 +485,10 @@ at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& tea
     const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
     const acc_t scale = static_cast<acc_t>(a.ts * a.ts);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, a.rows.scores.options(),
-                                 [&](int64_t b, RowScratch<acc_t>&) -> acc_t {
-      return scale * KDRow<acc_t, scalar_t>(v.row(b), t_p + b * v.n, v.length(b), inv_ts, inv_tt).kl();
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
+      const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
+      return scale * row_kl(row, s, t, v.length(b));
     });
   });
   return loss;
@@ -441,20 +512,24 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
     scalar_t* gs = grad_student.data_ptr<scalar_t>();
     scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
     const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
-    backward_rows<scalar_t>(grad, v.B, v.n, red, [&](int64_t b, acc_t g, RowScratch<acc_t>&) {
+    backward_rows<scalar_t>(grad, v.B, v.n, red,
+                            [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
       const int64_t len = v.length(b);
-      const KDRow<acc_t, scalar_t> row(v.row(b), t_p + b * v.n, len, 1 / ts_a, 1 / tt_a);
+      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
+      const KDRow<acc_t> row(s, t, len, 1 / ts_a, 1 / tt_a, scratch);
       scalar_t* gs_row = gs + b * v.n;
-      for (int64_t i = 0; i < v.n; ++i) {
-        gs_row[i] = static_cast<scalar_t>(i < len ? g * row.item(i).student_grad(ts_a) : acc_t(0));
+      for (int64_t i = 0; i < len; ++i) {
+        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], ts_a));
       }
+      std::fill(gs_row + len, gs_row + v.n, scalar_t(0));
       if (gt == nullptr) return;
-      const acc_t kl = row.kl();
+      const acc_t kl = row_kl(row, s, t, len);
       scalar_t* gt_row = gt + b * v.n;
-      for (int64_t i = 0; i < v.n; ++i) {
-        gt_row[i] =
-            static_cast<scalar_t>(i < len ? g * row.item(i).teacher_grad(ts_a, tt_a, kl) : acc_t(0));
+      for (int64_t i = 0; i < len; ++i) {
+        gt_row[i] = static_cast<scalar_t>(
+            g * kl_teacher_grad(row.p[i], row.log_p(t, i), row.log_q(s, i), kl, ts_a, tt_a));
       }
+      std::fill(gt_row + len, gt_row + v.n, scalar_t(0));
     });
   });
   return {grad_student, grad_teacher};
