@@ -49,48 +49,31 @@ KDOPS_HD acc_t neg_inf() {
   return -std::numeric_limits<acc_t>::infinity();
 }
 
-// log sum exp over a growing set, with a running max so that no exp overflows (scores of 1e4)
-// and a set far below its max keeps its exact log (no log(0)). -inf items add nothing, so an
-// empty or all -inf set stays at -inf without NaNs.
+// The exponent of a term exp(x - m) against a max m >= x: equal values (-inf included) give 0,
+// so an all -inf suffix never computes -inf - -inf.
+// (float blends with a bit mask, so that CPU loops over it stay branch-free and vectorise.)
+KDOPS_MATH float shifted(float x, float m) {
+  return float_from_bits(bits_of_float(x - m) & ~mask(x == m));
+}
+KDOPS_MATH double shifted(double x, double m) { return x == m ? 0.0 : x - m; }
+
+// log sum exp of a set as (max, sum of exp(x - max)): a running max, so that no exp overflows
+// (scores of 1e4) and a set far below its max keeps its exact log (no log(0)). The union of two
+// sets is associative (the combine of the CUDA kernels' block scans); -inf items never compute
+// -inf - -inf (see shifted).
 template <typename acc_t>
 struct LogSumExp {
   acc_t max = neg_inf<acc_t>();
-  acc_t sum = 0;  // sum of exp(x - max)
+  acc_t sum = 0;  // 0: the empty set
 
-  // Adds x. p = exp(x - lse_new) and q = 1 - p = exp(lse_old - lse_new), both computed without
-  // cancellation (q is the ratio C_j's recurrence needs).
-  KDOPS_HD void push(acc_t x, acc_t& p, acc_t& q) {
-    if (x == neg_inf<acc_t>()) {
-      p = 0;
-      q = 1;
-      return;
-    }
-    acc_t rest, e;
-    if (x > max) {
-      rest = sum == 0 ? acc_t(0) : sum * fast_exp(max - x);
-      e = 1;
-      max = x;
-    } else {
-      rest = sum;
-      e = fast_exp(x - max);
-    }
-    sum = rest + e;
-    p = e / sum;
-    q = rest / sum;
-  }
+  KDOPS_HD static LogSumExp item(acc_t x) { return {x, acc_t(1)}; }
 
-  KDOPS_HD void push(acc_t x) {
-    acc_t p, q;
-    push(x, p, q);
-  }
-
-  // Union of two sets (associative: the combine of a parallel scan).
   KDOPS_HD LogSumExp merged(const LogSumExp& o) const {
     if (o.sum == 0) return *this;
     if (sum == 0) return o;
     LogSumExp r;
     r.max = max > o.max ? max : o.max;
-    r.sum = sum * fast_exp(max - r.max) + o.sum * fast_exp(o.max - r.max);
+    r.sum = sum * fast_exp(shifted(max, r.max)) + o.sum * fast_exp(shifted(o.max, r.max));
     return r;
   }
 
@@ -107,14 +90,6 @@ struct Affine {
   KDOPS_HD Affine then(const Affine& o) const { return {a * o.a, b * o.a + o.b}; }
 };
 
-// The exponent of a term exp(x - m) against a max m >= x: equal values (-inf included) give 0,
-// so an all -inf suffix never computes -inf - -inf.
-// (float blends with a bit mask, so that CPU loops over it stay branch-free and vectorise.)
-KDOPS_MATH float shifted(float x, float m) {
-  return float_from_bits(bits_of_float(x - m) & ~mask(x == m));
-}
-KDOPS_MATH double shifted(double x, double m) { return x == m ? 0.0 : x - m; }
-
 // d loss / d s[pi_j] = C_j * p_j - w_j [j<K]
 template <typename acc_t>
 KDOPS_HD acc_t pl_score_grad(acc_t c, acc_t p, acc_t w_here) {
@@ -122,21 +97,22 @@ KDOPS_HD acc_t pl_score_grad(acc_t c, acc_t p, acc_t w_here) {
 }
 
 // The ranking order of ListMLE (by relevance) and PLD (by teacher logit): a higher key first,
-// ties to the lower index; NaN ranks above everything (as in torch.sort) so the order is total.
-// Keys are mapped to an order-preserving unsigned image (smaller = ranked earlier; -0 ties +0),
-// so the order is the plain lexicographic (image, index) order on both CPU and GPU. Half and
-// bfloat16 keys are ranked through float, which keeps their order.
+// ties to the lower index; NaN ranks above every number (as in torch.sort) so the order is total.
+// Keys map to an order-preserving unsigned image (smaller = ranked earlier; -0 ties +0), so the
+// order is the plain lexicographic (image, index) order on CPU and GPU. Image 0 is reserved for an
+// item forced first (PLD's true class) and all-ones for padding (after every item, in index
+// order). Half and bfloat16 keys are ranked through float, which keeps their order.
 KDOPS_HD uint32_t rank_image(float x) {
-  if (x != x) return 0u;
+  if (x != x) return 1u;
   if (x == 0.0f) x = 0.0f;
   uint32_t u;
   memcpy(&u, &x, sizeof(u));
   const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ~ascending;  // never 0 for a non-NaN
+  return ~ascending;  // in [0x007fffff, 0xff800000] for a number
 }
 
 KDOPS_HD uint64_t rank_image(double x) {
-  if (x != x) return 0u;
+  if (x != x) return 1u;
   if (x == 0.0) x = 0.0;
   uint64_t u;
   memcpy(&u, &x, sizeof(u));
@@ -145,6 +121,23 @@ KDOPS_HD uint64_t rank_image(double x) {
   return ~ascending;
 }
 
+template <typename acc_t>
+struct RankKeyOf;
+
+// float: image and index packed in one uint64 (image high), so a comparison is one integer
+// compare and a key 8 bytes (rows hold fewer than 2^31 items, checked on the host).
+template <>
+struct RankKeyOf<float> {
+  using type = uint64_t;
+  static constexpr int kImageBytes = 4;
+  KDOPS_HD static type pack(uint32_t image, int64_t i) { return uint64_t(image) << 32 | uint64_t(i); }
+  KDOPS_HD static type make(float x, int64_t i) { return pack(rank_image(x), i); }
+  KDOPS_HD static type first(int64_t i) { return pack(0u, i); }
+  KDOPS_HD static type padding(int64_t i) { return pack(0xffffffffu, i); }
+  KDOPS_HD static int64_t index(type k) { return static_cast<int64_t>(k & 0xffffffffu); }
+  KDOPS_HD static unsigned digit(type k, int p) { return (k >> (32 + 8 * p)) & 0xff; }
+};
+
 template <typename image_t>
 struct RankKey {
   image_t image;
@@ -152,6 +145,17 @@ struct RankKey {
   KDOPS_HD bool operator<(const RankKey& o) const {
     return image < o.image || (image == o.image && index < o.index);
   }
+};
+
+template <>
+struct RankKeyOf<double> {
+  using type = RankKey<uint64_t>;
+  static constexpr int kImageBytes = 8;
+  KDOPS_HD static type make(double x, int64_t i) { return {rank_image(x), i}; }
+  KDOPS_HD static type first(int64_t i) { return {0u, i}; }
+  KDOPS_HD static type padding(int64_t i) { return {~uint64_t(0), i}; }
+  KDOPS_HD static int64_t index(const type& k) { return k.index; }
+  KDOPS_HD static unsigned digit(const type& k, int p) { return (k.image >> (8 * p)) & 0xff; }
 };
 
 // The rows every Plackett-Luce op reads: scores [B, n] (contiguous), each row's valid length

@@ -37,7 +37,7 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64
 template <typename acc_t>
 struct RowScratch {
   std::vector<acc_t> x, m, e, rest, sum, terms, weights;
-  std::vector<typename CpuRankKey<acc_t>::type> keys, keys_tmp;
+  std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
 };
 
@@ -82,12 +82,12 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   auto& keys = scratch.keys;
   keys.clear();
   for (int64_t i = 0; i < len; ++i) {
-    if (i != first) keys.push_back(CpuRankKey<acc_t>::make(static_cast<acc_t>(key[i]), i));
+    if (i != first) keys.push_back(RankKeyOf<acc_t>::make(static_cast<acc_t>(key[i]), i));
   }
   sort_rank_keys<acc_t>(keys, scratch.keys_tmp);
   int64_t k = 0;
   if (first >= 0) out[k++] = first;
-  for (const auto& rk : keys) out[k++] = CpuRankKey<acc_t>::index(rk);
+  for (const auto& rk : keys) out[k++] = RankKeyOf<acc_t>::index(rk);
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
