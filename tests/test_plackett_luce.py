@@ -189,6 +189,28 @@ def test_listwise_kd_matches_reference(device, dtype, batch, n, scale, padded, t
     )
 
 
+@devices
+@pytest.mark.parametrize("n", [300, 5000])
+def test_long_rows_match_reference(device, n):
+    """Rows past the CUDA in-block sort (4096 float keys) take the at::sort path; on the CPU
+    they take the radix sort. Graded keys: many ties."""
+    dtype = torch.float32
+    scores = _scores((3, n), dtype, device, 1.0, 0).requires_grad_()
+    teacher = _scores((3, n), dtype, device, 1.0, 1, ties=True)
+    lengths = torch.tensor([n, n // 2, 1], device=device)
+    target = torch.tensor([0, n - 1, n // 3], device=device)
+    _check(
+        lambda s, rel: kdops.listmle(s, rel, lengths, None, "none"),
+        lambda s, rel: reference.listmle(s, rel, lengths, None, "none"),
+        [scores, teacher], dtype, scale=n * 8, grad_seed=2,
+    )
+    _check(
+        lambda s, t: kdops.pld_loss(s, t, target, 2.0, "none"),
+        lambda s, t: reference.pld_loss(s, t, target, 2.0, "none"),
+        [scores, teacher], dtype, scale=n * 8, grad_seed=3,
+    )
+
+
 # --- gradcheck, opcheck, torch.compile --------------------------------------------------------
 
 

@@ -14,7 +14,7 @@
 namespace kdops::cpu {
 
 // Below this many keys a comparison sort is cheaper than the radix histograms.
-constexpr size_t kRadixMinKeys = 96;
+constexpr size_t kRadixMinKeys = 16;
 
 // Sorts keys ascending, i.e. by descending key value, ties to the lower index. tmp: scratch.
 template <typename acc_t>

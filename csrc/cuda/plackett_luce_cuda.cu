@@ -52,11 +52,12 @@ template <typename T, typename Op>
 __device__ T block_all_reduce(T v, Op op) {
   using Reduce = cub::BlockReduce<T, kThreads>;
   __shared__ typename Reduce::TempStorage storage;
-  __shared__ T result;
+  __shared__ alignas(T) unsigned char result_bytes[sizeof(T)];  // raw: T may have a constructor
+  T* result = reinterpret_cast<T*>(result_bytes);
   const T r = Reduce(storage).Reduce(v, op);
-  if (threadIdx.x == 0) result = r;
+  if (threadIdx.x == 0) *result = r;
   __syncthreads();
-  const T out = result;
+  const T out = *result;
   __syncthreads();  // storage and result are reused by the next call
   return out;
 }
