@@ -49,13 +49,17 @@ KDOPS_HD acc_t neg_inf() {
   return -std::numeric_limits<acc_t>::infinity();
 }
 
+// x, or 0 where c. float blends with a bit mask: CPU loops over it stay branch-free and
+// vectorise (a ?: around float arithmetic becomes a branch).
+KDOPS_MATH float zero_where(bool c, float x) { return float_from_bits(bits_of_float(x) & ~mask(c)); }
+KDOPS_MATH double zero_where(bool c, double x) { return c ? 0.0 : x; }
+
 // The exponent of a term exp(x - m) against a max m >= x: equal values (-inf included) give 0,
 // so an all -inf suffix never computes -inf - -inf.
-// (float blends with a bit mask, so that CPU loops over it stay branch-free and vectorise.)
-KDOPS_MATH float shifted(float x, float m) {
-  return float_from_bits(bits_of_float(x - m) & ~mask(x == m));
+template <typename acc_t>
+KDOPS_MATH acc_t shifted(acc_t x, acc_t m) {
+  return zero_where(x == m, x - m);
 }
-KDOPS_MATH double shifted(double x, double m) { return x == m ? 0.0 : x - m; }
 
 // log sum exp of a set as (max, sum of exp(x - max)): a running max, so that no exp overflows
 // (scores of 1e4) and a set far below its max keeps its exact log (no log(0)). The union of two
@@ -102,13 +106,12 @@ KDOPS_HD acc_t pl_score_grad(acc_t c, acc_t p, acc_t w_here) {
 // order is the plain lexicographic (image, index) order on CPU and GPU. Image 0 is reserved for an
 // item forced first (PLD's true class) and all-ones for padding (after every item, in index
 // order). Half and bfloat16 keys are ranked through float, which keeps their order.
-KDOPS_HD uint32_t rank_image(float x) {
-  if (x != x) return 1u;
-  if (x == 0.0f) x = 0.0f;
-  uint32_t u;
-  memcpy(&u, &x, sizeof(u));
-  const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ~ascending;  // in [0x007fffff, 0xff800000] for a number
+KDOPS_MATH uint32_t rank_image(float x) {
+  const uint32_t u = bits_of_float(x + 0.0f);  // -0 + 0 = +0
+  // Flip to an ascending image (negatives: all bits; positives: the sign bit), then invert.
+  const uint32_t image = ~(u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u));
+  const uint32_t m_nan = mask(x != x);
+  return (image & ~m_nan) | (1u & m_nan);  // a number: in [0x007fffff, 0xff800000]
 }
 
 KDOPS_HD uint64_t rank_image(double x) {
@@ -181,20 +184,20 @@ struct PLRowsView {
 // the term p_i (log p_i - log q_i), 0 where p_i = 0 (the limit), and its gradients given the
 // row's KL = sum of the terms.
 template <typename acc_t>
-KDOPS_HD acc_t kl_term(acc_t p, acc_t log_p, acc_t log_q) {
-  return p == 0 ? acc_t(0) : p * (log_p - log_q);
+KDOPS_MATH acc_t kl_term(acc_t p, acc_t log_p, acc_t log_q) {
+  return zero_where(p == 0, p * (log_p - log_q));
 }
 
 // d (Ts^2 KL) / d s_i = Ts (q_i - p_i)
 template <typename acc_t>
-KDOPS_HD acc_t kl_student_grad(acc_t p, acc_t q, acc_t ts) {
+KDOPS_MATH acc_t kl_student_grad(acc_t p, acc_t q, acc_t ts) {
   return ts * (q - p);
 }
 
 // d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (log p_i - log q_i - KL)
 template <typename acc_t>
-KDOPS_HD acc_t kl_teacher_grad(acc_t p, acc_t log_p, acc_t log_q, acc_t kl, acc_t ts, acc_t tt) {
-  return p == 0 ? acc_t(0) : ts * ts / tt * p * (log_p - log_q - kl);
+KDOPS_MATH acc_t kl_teacher_grad(acc_t p, acc_t log_p, acc_t log_q, acc_t kl, acc_t ts, acc_t tt) {
+  return zero_where(p == 0, ts * ts / tt * p * (log_p - log_q - kl));
 }
 
 }  // namespace kdops

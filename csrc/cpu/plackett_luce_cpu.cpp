@@ -80,10 +80,9 @@ template <typename acc_t, typename scalar_t>
 void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int64_t* out,
                  RowScratch<acc_t>& scratch) {
   auto& keys = scratch.keys;
-  keys.clear();
-  for (int64_t i = 0; i < len; ++i) {
-    if (i != first) keys.push_back(RankKeyOf<acc_t>::make(static_cast<acc_t>(key[i]), i));
-  }
+  keys.resize(len);
+  for (int64_t i = 0; i < len; ++i) keys[i] = RankKeyOf<acc_t>::make(static_cast<acc_t>(key[i]), i);
+  if (first >= 0) keys.erase(keys.begin() + first);
   sort_rank_keys<acc_t>(keys, scratch.keys_tmp);
   int64_t k = 0;
   if (first >= 0) out[k++] = first;
@@ -467,6 +466,7 @@ struct KDRow {
 template <typename acc_t, typename scalar_t>
 acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
   acc_t kl = 0;
+  KDOPS_SIMD_SUM(kl)
   for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
   return kl;
 }
@@ -518,6 +518,7 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, len, 1 / ts_a, 1 / tt_a, scratch);
       scalar_t* gs_row = gs + b * v.n;
+      KDOPS_SIMD
       for (int64_t i = 0; i < len; ++i) {
         gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], ts_a));
       }
@@ -525,6 +526,7 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
       if (gt == nullptr) return;
       const acc_t kl = row_kl(row, s, t, len);
       scalar_t* gt_row = gt + b * v.n;
+      KDOPS_SIMD
       for (int64_t i = 0; i < len; ++i) {
         gt_row[i] = static_cast<scalar_t>(
             g * kl_teacher_grad(row.p[i], row.log_p(t, i), row.log_q(s, i), kl, ts_a, tt_a));
