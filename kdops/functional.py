@@ -102,7 +102,8 @@ def plackett_luce_loss(
     ``len_b`` entries a permutation of ``0..len_b-1`` (checked; the rest is ignored);
     ``weights`` [B, n] per position (default 1); ``lengths`` [B] integers in [0, n] (default n):
     columns at or past ``len_b`` are padding and take no part; ``top_k``: only the first k
-    positions add terms, the denominators still run over the whole valid tail::
+    positions add terms (clipped to the row's length), the denominators still run over the
+    whole valid tail::
 
         loss_b = sum_{k < min(top_k, len_b)} w_bk * (logsumexp_{k <= j < len_b} s[b, pi_j] - s[b, pi_k])
 

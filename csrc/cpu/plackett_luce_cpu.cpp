@@ -1,8 +1,10 @@
-// Plackett-Luce family CPU kernels: parallel over rows, one fused pass per row. Forward builds
-// the row's ranking (checks a given one, or sorts by relevance / teacher logit), then runs the
-// reversed log-sum-exp scan and sums the weighted terms. Backward redoes the scan (saving per
-// position p_j and 1 - p_j in a per-thread buffer) and scatters d loss / d s straight back to
-// the items' own columns. Math: common/plackett_luce.h, shared with the CUDA kernels.
+// Plackett-Luce family CPU kernels: parallel over rows, one fused pass per row with per-thread
+// buffers. Forward builds the row's ranking (checks a given one with a seen-bitmap, or radix-sorts
+// by relevance / teacher logit), runs the reversed log-sum-exp scan (scan_row) and sums the
+// weighted terms. Backward redoes the scan from the saved ranking (forward keeps nothing of size
+// [B, n] but the ranking) and scatters d loss / d s straight back to the items' own columns.
+// Row loops are written so that the compiler vectorises them (common/fast_math.h). Math:
+// common/plackett_luce.h, shared with the CUDA kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
