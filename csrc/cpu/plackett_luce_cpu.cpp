@@ -29,6 +29,15 @@
 #define KDOPS_SIMD_MAX(var) _Pragma(KDOPS_STR(omp simd reduction(max : var)))
 #define KDOPS_STR(x) #x
 
+// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, and the loader picks the
+// best the machine runs (GCC / clang function multiversioning): the baseline alone (SSE2) has a
+// quarter of the vector width ATen's own kernels dispatch to.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KDOPS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
+#else
+#define KDOPS_CPU_CLONES
+#endif
+
 namespace kdops::cpu {
 namespace {
 
@@ -96,7 +105,7 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
 // lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
 // loops the compiler vectorises.
 template <typename acc_t, typename scalar_t>
-acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
+KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
   KDOPS_SIMD_MAX(max)
   for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
@@ -124,7 +133,7 @@ acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
 // so lse_k = m_k + log S_k, p_k = e_k / S_k and 1 - p_k = rest_k / S_k without cancellation.
 // S_k >= 1 (the max's own term): no division by 0, no overflow for scores of any magnitude.
 template <typename acc_t, typename scalar_t>
-void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
+KDOPS_CPU_CLONES void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
   for (auto* v : {&b.x, &b.m, &b.e, &b.rest, &b.sum}) v->resize(len);
   acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data(), *rest = b.rest.data(),
         *sum = b.sum.data();
@@ -145,7 +154,7 @@ void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_
 
 // After scan_row: terms[k] = lse_k - x_k for k < K (the gradient of the loss in w_k).
 template <typename acc_t>
-acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
+KDOPS_CPU_CLONES acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
   b.terms.resize(K);
   acc_t* t = b.terms.data();
   const acc_t *x = b.x.data(), *m = b.m.data(), *sum = b.sum.data();
@@ -466,7 +475,7 @@ struct KDRow {
 
 // KL(p || q) of the row.
 template <typename acc_t, typename scalar_t>
-acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
+KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
   acc_t kl = 0;
   KDOPS_SIMD_SUM(kl)
   for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
