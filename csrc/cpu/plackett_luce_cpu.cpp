@@ -187,19 +187,32 @@ acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, 
   return loss;
 }
 
+// After scan_row: p_k = e_k / S_k into e and 1 - p_k = rest_k / S_k into rest (vectorised, off
+// the sequential loop of pl_row_grad).
+template <typename acc_t>
+KDOPS_CPU_CLONES void row_probabilities(int64_t len, RowScratch<acc_t>& b) {
+  acc_t *e = b.e.data(), *rest = b.rest.data();
+  const acc_t* sum = b.sum.data();
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len; ++k) {
+    const acc_t inv = acc_t(1) / sum[k];
+    e[k] *= inv;
+    rest[k] *= inv;
+  }
+}
+
 // grad_row[pi_j] = g * (C_j p_j - w_j [j<K]) with C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K];
 // padding columns get 0. Call after scan_row.
 template <typename acc_t, typename scalar_t, typename Weights>
 void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Weights& w, acc_t g,
-                 const RowScratch<acc_t>& b, scalar_t* grad_row) {
-  const acc_t *e = b.e.data(), *rest = b.rest.data(), *sum = b.sum.data();
-  acc_t c = 0, q_prev = 0;
+                 RowScratch<acc_t>& b, scalar_t* grad_row) {
+  row_probabilities(len, b);
+  const acc_t *p = b.e.data(), *q = b.rest.data();
+  acc_t c = 0;
   for (int64_t j = 0; j < len; ++j) {
     const acc_t wj = j < K ? w(j) : acc_t(0);
-    const acc_t inv = acc_t(1) / sum[j];
-    c = c * q_prev + wj;
-    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, e[j] * inv, wj));
-    q_prev = rest[j] * inv;
+    c = (j == 0 ? acc_t(0) : c * q[j - 1]) + wj;
+    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, p[j], wj));
   }
   for (int64_t i = len; i < n; ++i) grad_row[i] = scalar_t(0);
 }
