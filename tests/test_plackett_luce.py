@@ -375,6 +375,24 @@ def test_extreme_magnitudes_and_inf_padding_stay_finite(device):
 
 
 @devices
+def test_ranking_order_of_nan_and_signed_zero_keys_matches_torch_sort(device):
+    """NaN relevance ranks first (as torch.sort puts it), -0 ties +0 (lower index first)."""
+    scores = torch.randn(2, 6, dtype=torch.float64, device=device)
+    relevance = torch.tensor(
+        [[0.0, float("nan"), -0.0, 2.0, float("nan"), -1.0], [-0.0, 0.0, float("-inf"), 0.0, 1.0, -0.0]],
+        dtype=torch.float64, device=device,
+    )
+    ours = kdops.listmle(scores, relevance, reduction="none")
+    torch.testing.assert_close(ours, reference.listmle(scores, relevance, reduction="none"))
+    teacher = relevance.nan_to_num(nan=5.0).flip(1)
+    target = torch.tensor([2, 5], device=device)
+    torch.testing.assert_close(
+        kdops.pld_loss(scores, teacher, target, reduction="none"),
+        reference.pld_loss(scores, teacher, target, reduction="none"),
+    )
+
+
+@devices
 def test_result_does_not_depend_on_the_thread_count(device):
     scores, teacher = torch.randn(300, 200, device=device), torch.randn(300, 200, device=device)
     target = torch.randint(0, 200, (300,), device=device)
