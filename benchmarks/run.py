@@ -20,7 +20,7 @@ import torch
 import kdops
 from benchmarks.harness import Case, peak_bytes, time_pass
 
-FAMILIES = ["margin_mse", "maxsim"]
+FAMILIES = ["margin_mse", "plackett_luce", "maxsim"]
 RESULTS = Path(__file__).parent / "results"
 
 

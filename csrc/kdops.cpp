@@ -35,6 +35,32 @@ TORCH_LIBRARY(kdops, m) {
   m.def(
       "maxsim_backward(Tensor grad, Tensor argmax, Tensor Q, Tensor D, Tensor? q_mask, "
       "Tensor? doc_offsets, bool length_normalize, bool grad_Q, bool grad_D) -> (Tensor, Tensor)");
+  // Plackett-Luce family (listwise). listmle and pld_loss also return the ranking their sort
+  // built (int64 [B, n]; padding columns hold their own index), saved for backward: listmle's
+  // backward is plackett_luce_loss_backward with that ranking. The *_backward ops return an empty
+  // tensor in place of a gradient that was not asked for (weights_grad / teacher_grad false).
+  m.def(
+      "plackett_luce_loss(Tensor scores, Tensor ranking, Tensor? weights, Tensor? lengths, "
+      "int? top_k, str reduction) -> Tensor");
+  m.def(
+      "plackett_luce_loss_backward(Tensor grad, Tensor scores, Tensor ranking, Tensor? weights, "
+      "Tensor? lengths, int? top_k, str reduction, bool weights_grad) -> (Tensor, Tensor)");
+  m.def(
+      "listmle(Tensor scores, Tensor relevance, Tensor? lengths, int? top_k, str reduction) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "pld_loss(Tensor student_logits, Tensor teacher_logits, Tensor target, float temperature, "
+      "str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "pld_loss_backward(Tensor grad, Tensor student_logits, Tensor teacher_logits, "
+      "Tensor ranking, float temperature, str reduction, bool teacher_grad) -> (Tensor, Tensor)");
+  m.def(
+      "listwise_kd_loss(Tensor student, Tensor teacher, Tensor? lengths, "
+      "float student_temperature, float teacher_temperature, str reduction) -> Tensor");
+  m.def(
+      "listwise_kd_loss_backward(Tensor grad, Tensor student, Tensor teacher, Tensor? lengths, "
+      "float student_temperature, float teacher_temperature, str reduction, bool teacher_grad) "
+      "-> (Tensor, Tensor)");
 }
 
 // The Python module only reports how the library was built; the ops live in torch.ops.kdops.

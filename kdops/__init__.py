@@ -7,15 +7,34 @@ autograd and torch.compile support. ``kdops.reference`` holds the plain PyTorch 
 import torch  # noqa: F401  (must load before kdops._C: _C links against libtorch)
 
 from kdops import reference
-from kdops.functional import margin_mse
-from kdops.losses import MarginMSELoss
+from kdops.functional import (
+    listmle,
+    listwise_kd_loss,
+    margin_mse,
+    maxsim,
+    maxsim_packed,
+    plackett_luce_loss,
+    pld_loss,
+)
+from kdops.losses import ListMLELoss, ListwiseKDLoss, MarginMSELoss, MaxSim, PlackettLuceLoss, PLDLoss
 from kdops.ops import build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["MarginMSELoss", "build_info", "margin_mse", "reference"]
-
-from kdops.functional import maxsim, maxsim_packed  # noqa: E402
-from kdops.losses import MaxSim  # noqa: E402
-
-__all__ += ["MaxSim", "maxsim", "maxsim_packed"]
+__all__ = [
+    "ListMLELoss",
+    "ListwiseKDLoss",
+    "MarginMSELoss",
+    "MaxSim",
+    "PLDLoss",
+    "PlackettLuceLoss",
+    "build_info",
+    "listmle",
+    "listwise_kd_loss",
+    "margin_mse",
+    "maxsim",
+    "maxsim_packed",
+    "plackett_luce_loss",
+    "pld_loss",
+    "reference",
+]

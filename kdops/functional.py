@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from kdops import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
-from kdops._validate import check_backend, check_reduction, check_tensor
+from kdops._validate import check_backend, check_positive, check_reduction, check_tensor
 
-__all__ = ["margin_mse"]
+__all__ = ["listmle", "listwise_kd_loss", "margin_mse", "maxsim", "maxsim_packed", "plackett_luce_loss", "pld_loss"]
 
 
 # --- Margin-MSE -------------------------------------------------------------------------------
@@ -75,9 +75,6 @@ def margin_mse(*scores: Tensor, mask: Tensor | None = None, reduction: str = "me
 
 # --- MaxSim (ColBERT late interaction) --------------------------------------------------------
 
-__all__ += ["maxsim", "maxsim_packed"]
-
-
 def _check_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -139,3 +136,120 @@ def maxsim_packed(
     _check_flag(length_normalize, "length_normalize")
     check_backend(Q, "kdops.maxsim_packed")
     return torch.ops.kdops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize)[0]
+# --- Plackett-Luce family (listwise) ----------------------------------------------------------
+
+def _check_optional(value: Tensor | None, name: str) -> None:
+    if value is not None:
+        check_tensor(value, name)
+
+
+def _check_top_k(top_k: int | None) -> None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+
+
+def plackett_luce_loss(
+    scores: Tensor,
+    ranking: Tensor,
+    weights: Tensor | None = None,
+    lengths: Tensor | None = None,
+    top_k: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Plackett-Luce negative log-likelihood of a ranking, one fused pass per row.
+
+    ``scores`` [B, n] floating; ``ranking`` [B, n] int64, row b best first, its first
+    ``len_b`` entries a permutation of ``0..len_b-1`` (checked; the rest is ignored);
+    ``weights`` [B, n] per position (default 1); ``lengths`` [B] integers in [0, n] (default n):
+    columns at or past ``len_b`` are padding and take no part; ``top_k``: only the first k
+    positions add terms (clipped to the row's length), the denominators still run over the
+    whole valid tail::
+
+        loss_b = sum_{k < min(top_k, len_b)} w_bk * (logsumexp_{k <= j < len_b} s[b, pi_j] - s[b, pi_k])
+
+    ``reduction``: 'mean' over the B rows (a row of length 0 adds 0 and still counts), 'sum',
+    or 'none' ([B]). Gradients flow to ``scores`` and ``weights``. Half inputs accumulate in
+    float32; the loss has the input dtype.
+    """
+    check_reduction(reduction)
+    check_tensor(scores, "scores")
+    check_tensor(ranking, "ranking")
+    _check_optional(weights, "weights")
+    _check_optional(lengths, "lengths")
+    _check_top_k(top_k)
+    check_backend(scores, "kdops.plackett_luce_loss")
+    return torch.ops.kdops.plackett_luce_loss.default(scores, ranking, weights, lengths, top_k, reduction)
+
+
+def listmle(
+    scores: Tensor,
+    relevance: Tensor,
+    lengths: Tensor | None = None,
+    top_k: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """ListMLE (Xia et al. 2008): :func:`plackett_luce_loss` of the ranking by descending
+    ``relevance`` ([B, n], any real dtype, compared in the scores' dtype; ties: lower index
+    first). The sort is part of the fused op. ``lengths``, ``top_k`` and ``reduction`` as in
+    :func:`plackett_luce_loss`. Only ``scores`` gets a gradient (the ranking is piecewise
+    constant in the relevance)."""
+    check_reduction(reduction)
+    check_tensor(scores, "scores")
+    check_tensor(relevance, "relevance")
+    _check_optional(lengths, "lengths")
+    _check_top_k(top_k)
+    check_backend(scores, "kdops.listmle")
+    return torch.ops.kdops.listmle.default(scores, relevance, lengths, top_k, reduction)[0]
+
+
+def pld_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Plackett-Luce Distillation: the PL loss of ``student_logits`` [B, C] on the
+    teacher-optimal ranking pi (``target`` [B] first, then the other classes by descending
+    ``teacher_logits``, ties to the lower index), position k weighted by the teacher's
+    probability of the class it holds::
+
+        loss_b = sum_k softmax(t_b / T)[pi_k] * (logsumexp_{j >= k} s[b, pi_j] - s[b, pi_k])
+
+    The sort is part of the fused op. Gradients flow to the student and, through the weights
+    (the ranking being piecewise constant), to the teacher when it requires grad.
+    """
+    check_reduction(reduction)
+    check_tensor(student_logits, "student_logits")
+    check_tensor(teacher_logits, "teacher_logits")
+    check_tensor(target, "target")
+    temperature = check_positive(temperature, "temperature")
+    check_backend(student_logits, "kdops.pld_loss")
+    return torch.ops.kdops.pld_loss.default(student_logits, teacher_logits, target, temperature, reduction)[0]
+
+
+def listwise_kd_loss(
+    student: Tensor,
+    teacher: Tensor,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    teacher_temperature: float | None = None,
+    lengths: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Listwise distillation (ColBERTv2, PyLate, sentence-transformers'
+    ``MultiVectorDistillKLDivLoss``, same scaling) over each row's valid items::
+
+        loss_b = Ts^2 * KL(softmax(teacher_b / Tt) || softmax(student_b / Ts))
+
+    ``student``, ``teacher`` [B, n]; each temperature defaults to ``temperature``; ``lengths``
+    and ``reduction`` as in :func:`plackett_luce_loss`. Gradients flow to both scores.
+    """
+    check_reduction(reduction)
+    check_tensor(student, "student")
+    check_tensor(teacher, "teacher")
+    _check_optional(lengths, "lengths")
+    ts = check_positive(temperature if student_temperature is None else student_temperature, "student_temperature")
+    tt = check_positive(temperature if teacher_temperature is None else teacher_temperature, "teacher_temperature")
+    check_backend(student, "kdops.listwise_kd_loss")
+    return torch.ops.kdops.listwise_kd_loss.default(student, teacher, lengths, ts, tt, reduction)

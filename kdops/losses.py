@@ -51,3 +51,82 @@ class MaxSim(nn.Module):
 
     def extra_repr(self) -> str:
         return f"length_normalize={self.length_normalize}"
+# --- Plackett-Luce family (listwise) ----------------------------------------------------------
+
+
+class PlackettLuceLoss(nn.Module):
+    """``PlackettLuceLoss(top_k=None)(scores, ranking, weights=None, lengths=None)``; see
+    :func:`kdops.plackett_luce_loss`."""
+
+    def __init__(self, top_k: int | None = None, reduction: str = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.top_k, self.reduction = top_k, reduction
+
+    def forward(
+        self, scores: Tensor, ranking: Tensor, weights: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        return F.plackett_luce_loss(scores, ranking, weights, lengths, self.top_k, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"top_k={self.top_k}, reduction={self.reduction!r}"
+
+
+class ListMLELoss(nn.Module):
+    """``ListMLELoss(top_k=None)(scores, relevance, lengths=None)``; see :func:`kdops.listmle`."""
+
+    def __init__(self, top_k: int | None = None, reduction: str = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.top_k, self.reduction = top_k, reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return F.listmle(scores, relevance, lengths, self.top_k, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"top_k={self.top_k}, reduction={self.reduction!r}"
+
+
+class PLDLoss(nn.Module):
+    """``PLDLoss(temperature=1.0)(student_logits, teacher_logits, target)``; see
+    :func:`kdops.pld_loss`."""
+
+    def __init__(self, temperature: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.temperature, self.reduction = temperature, reduction
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> Tensor:
+        return F.pld_loss(student_logits, teacher_logits, target, self.temperature, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+class ListwiseKDLoss(nn.Module):
+    """``ListwiseKDLoss(temperature=1.0)(student, teacher, lengths=None)``; see
+    :func:`kdops.listwise_kd_loss`."""
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        student_temperature: float | None = None,
+        teacher_temperature: float | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.temperature, self.reduction = temperature, reduction
+        self.student_temperature, self.teacher_temperature = student_temperature, teacher_temperature
+
+    def forward(self, student: Tensor, teacher: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return F.listwise_kd_loss(
+            student, teacher, self.temperature, self.student_temperature, self.teacher_temperature,
+            lengths, self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, student_temperature={self.student_temperature}, "
+            f"teacher_temperature={self.teacher_temperature}, reduction={self.reduction!r}"
+        )

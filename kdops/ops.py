@@ -203,3 +203,176 @@ def _maxsim_backward(ctx, grad_scores, _grad_argmax):
 
 torch.library.register_autograd("kdops::maxsim", _maxsim_backward, setup_context=_maxsim_setup)
 _no_double_backward("maxsim_backward")
+# --- Plackett-Luce family ---------------------------------------------------------------------
+
+
+def _check_rows(scores, name):
+    torch._check(scores.dim() == 2, lambda: f"{name} must be [B, n]")
+
+
+def _row_loss(scores, reduction):
+    _check_reduction(reduction)
+    return scores.new_empty((scores.shape[0],) if reduction == "none" else ())
+
+
+def _grad_if(scores, wanted):
+    """The second gradient of a *_backward op: [B, n], or empty [0, n] when not asked for."""
+    return scores.new_empty((scores.shape[0] if wanted else 0, scores.shape[1]))
+
+
+@torch.library.register_fake("kdops::plackett_luce_loss")
+def _(scores, ranking, weights, lengths, top_k, reduction):
+    _check_rows(scores, "scores")
+    torch._check(ranking.shape == scores.shape, lambda: "ranking must have the shape of scores")
+    torch._check(weights is None or weights.shape == scores.shape, lambda: "weights must have the shape of scores")
+    return _row_loss(scores, reduction)
+
+
+@torch.library.register_fake("kdops::plackett_luce_loss_backward")
+def _(grad, scores, ranking, weights, lengths, top_k, reduction, weights_grad):
+    return torch.empty_like(scores, memory_format=torch.contiguous_format), _grad_if(scores, weights_grad)
+
+
+def _plackett_luce_setup(ctx, inputs, output):
+    scores, ranking, weights, lengths, top_k, reduction = inputs
+    ctx.top_k, ctx.reduction = top_k, reduction
+    if _needs(ctx, 0, 2):
+        ctx.save_for_backward(scores, ranking, weights, lengths)
+
+
+def _plackett_luce_backward(ctx, grad):
+    scores, ranking, weights, lengths = ctx.saved_tensors
+    grad_scores, grad_weights = torch.ops.kdops.plackett_luce_loss_backward.default(
+        grad, scores, ranking, weights, lengths, ctx.top_k, ctx.reduction, ctx.needs_input_grad[2]
+    )
+    return (
+        grad_scores if ctx.needs_input_grad[0] else None,
+        None,
+        grad_weights if ctx.needs_input_grad[2] else None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "kdops::plackett_luce_loss", _plackett_luce_backward, setup_context=_plackett_luce_setup
+)
+_no_double_backward("plackett_luce_loss_backward")
+
+
+@torch.library.register_fake("kdops::listmle")
+def _(scores, relevance, lengths, top_k, reduction):
+    _check_rows(scores, "scores")
+    torch._check(relevance.shape == scores.shape, lambda: "relevance must have the shape of scores")
+    return _row_loss(scores, reduction), scores.new_empty(scores.shape, dtype=torch.int64)
+
+
+def _listmle_setup(ctx, inputs, output):
+    scores, relevance, lengths, top_k, reduction = inputs
+    ctx.top_k, ctx.reduction = top_k, reduction
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
+    if _needs(ctx, 0):
+        ctx.save_for_backward(scores, lengths, output[1])
+
+
+def _listmle_backward(ctx, grad, _grad_ranking):
+    # The ranking is piecewise constant in the relevance: relevance gets no gradient.
+    if grad is None:  # only the ranking was used downstream
+        return None, None, None, None, None
+    scores, lengths, ranking = ctx.saved_tensors
+    grad_scores, _ = torch.ops.kdops.plackett_luce_loss_backward.default(
+        grad, scores, ranking, None, lengths, ctx.top_k, ctx.reduction, False
+    )
+    return grad_scores, None, None, None, None
+
+
+torch.library.register_autograd("kdops::listmle", _listmle_backward, setup_context=_listmle_setup)
+
+
+@torch.library.register_fake("kdops::pld_loss")
+def _(student_logits, teacher_logits, target, temperature, reduction):
+    _check_rows(student_logits, "student_logits")
+    torch._check(
+        teacher_logits.shape == student_logits.shape, lambda: "teacher_logits must have the shape of student_logits"
+    )
+    torch._check(target.shape == student_logits.shape[:1], lambda: "target must be [B]")
+    return _row_loss(student_logits, reduction), student_logits.new_empty(student_logits.shape, dtype=torch.int64)
+
+
+@torch.library.register_fake("kdops::pld_loss_backward")
+def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, teacher_grad):
+    return (
+        torch.empty_like(student_logits, memory_format=torch.contiguous_format),
+        _grad_if(student_logits, teacher_grad),
+    )
+
+
+def _pld_setup(ctx, inputs, output):
+    student, teacher, target, temperature, reduction = inputs
+    ctx.temperature, ctx.reduction = temperature, reduction
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
+    if _needs(ctx, 0, 1):
+        ctx.save_for_backward(student, teacher, output[1])
+
+
+def _pld_backward(ctx, grad, _grad_ranking):
+    if grad is None:  # only the ranking was used downstream
+        return None, None, None, None, None
+    student, teacher, ranking = ctx.saved_tensors
+    grad_student, grad_teacher = torch.ops.kdops.pld_loss_backward.default(
+        grad, student, teacher, ranking, ctx.temperature, ctx.reduction, ctx.needs_input_grad[1]
+    )
+    return (
+        grad_student if ctx.needs_input_grad[0] else None,
+        grad_teacher if ctx.needs_input_grad[1] else None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd("kdops::pld_loss", _pld_backward, setup_context=_pld_setup)
+_no_double_backward("pld_loss_backward")
+
+
+@torch.library.register_fake("kdops::listwise_kd_loss")
+def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction):
+    _check_rows(student, "student")
+    torch._check(teacher.shape == student.shape, lambda: "teacher must have the shape of student")
+    return _row_loss(student, reduction)
+
+
+@torch.library.register_fake("kdops::listwise_kd_loss_backward")
+def _(grad, student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
+    return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
+
+
+def _listwise_kd_setup(ctx, inputs, output):
+    student, teacher, lengths, ts, tt, reduction = inputs
+    ctx.temperatures, ctx.reduction = (ts, tt), reduction
+    if _needs(ctx, 0, 1):
+        ctx.save_for_backward(student, teacher, lengths)
+
+
+def _listwise_kd_backward(ctx, grad):
+    student, teacher, lengths = ctx.saved_tensors
+    grad_student, grad_teacher = torch.ops.kdops.listwise_kd_loss_backward.default(
+        grad, student, teacher, lengths, *ctx.temperatures, ctx.reduction, ctx.needs_input_grad[1]
+    )
+    return (
+        grad_student if ctx.needs_input_grad[0] else None,
+        grad_teacher if ctx.needs_input_grad[1] else None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "kdops::listwise_kd_loss", _listwise_kd_backward, setup_context=_listwise_kd_setup
+)
+_no_double_backward("listwise_kd_loss_backward")

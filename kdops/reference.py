@@ -109,3 +109,111 @@ def maxsim_packed(
     """MaxSim against packed variable-length docs: pad them, then :func:`maxsim` (all pairs)."""
     D, d_mask = pad_packed(D_tokens, doc_offsets)
     return maxsim(Q, D, q_mask, d_mask, length_normalize=length_normalize)
+# --- Plackett-Luce family (listwise) ----------------------------------------------------------
+
+
+def _valid_columns(scores: Tensor, lengths: Tensor | None) -> Tensor:
+    """[B, n] bool: column j of row b is a real item (j < lengths[b])."""
+    columns = torch.arange(scores.shape[1], device=scores.device)
+    if lengths is None:
+        return columns.expand(scores.shape).ge(0)
+    return columns < lengths.to(scores.device)[:, None]
+
+
+def plackett_luce_loss(
+    scores: Tensor,
+    ranking: Tensor,
+    weights: Tensor | None = None,
+    lengths: Tensor | None = None,
+    top_k: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Plackett-Luce negative log-likelihood of a ranking ``pi`` (best first) per row::
+
+        loss_b = sum_{k < min(top_k, len_b)} w_k * (logsumexp_{k <= j < len_b} s[pi_j] - s[pi_k])
+
+    Columns at or past ``lengths[b]`` are padding (and ``ranking[b, len_b:]`` is ignored);
+    'mean' averages over the B rows (a row of length 0 adds 0)."""
+    batch, n = scores.shape
+    valid = _valid_columns(scores, lengths)  # position k < len_b <=> column k < len_b
+    positions = torch.arange(n, device=scores.device)
+    pi = torch.where(valid, ranking, positions.expand(batch, n))
+    ranked = scores.gather(1, pi)
+    # Padding takes the dtype's lowest finite value: exp of it adds exactly 0 next to any real
+    # score, and unlike -inf it keeps the gradients finite.
+    ranked = torch.where(valid, ranked, torch.finfo(scores.dtype).min)
+    suffix_lse = torch.logcumsumexp(ranked.flip(1), dim=1).flip(1)
+    terms = suffix_lse - ranked
+    if weights is not None:
+        terms = terms * weights
+    counted = valid if top_k is None else valid & (positions < top_k)
+    loss = torch.where(counted, terms, torch.zeros_like(terms)).sum(1)
+    return _reduce(loss, reduction)
+
+
+def listmle(
+    scores: Tensor,
+    relevance: Tensor,
+    lengths: Tensor | None = None,
+    top_k: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """ListMLE (Xia et al. 2008): the Plackett-Luce loss of the ranking by descending relevance
+    (ties: lower index first; NaN relevance ranks first, as torch.sort puts it)."""
+    valid = _valid_columns(scores, lengths)
+    # Padding goes last: at -inf it ties only with -inf items, which have lower indices.
+    key = torch.where(valid, relevance.to(scores.dtype), float("-inf"))
+    ranking = torch.sort(key, dim=1, descending=True, stable=True).indices
+    return plackett_luce_loss(scores, ranking, lengths=lengths, top_k=top_k, reduction=reduction)
+
+
+def pld_ranking(teacher_logits: Tensor, target: Tensor) -> Tensor:
+    """The teacher-optimal ranking of PLD: the true class first, then the other classes by
+    descending teacher logit (ties: lower index first)."""
+    batch, classes = teacher_logits.shape
+    order = torch.sort(teacher_logits.detach(), dim=1, descending=True, stable=True).indices
+    others = order[order != target[:, None]].view(batch, classes - 1)
+    return torch.cat([target[:, None], others], dim=1)
+
+
+def pld_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Plackett-Luce Distillation: the Plackett-Luce loss of the student's logits on the
+    teacher-optimal ranking ``pi`` (:func:`pld_ranking`), position k weighted by the teacher's
+    softmax probability (at the temperature) of the class it holds::
+
+        loss_b = sum_k softmax(t_b / T)[pi_k] * (logsumexp_{j >= k} s[pi_j] - s[pi_k])
+    """
+    ranking = pld_ranking(teacher_logits, target)
+    weights = torch.softmax(teacher_logits / temperature, dim=1).gather(1, ranking)
+    return plackett_luce_loss(student_logits, ranking, weights=weights, reduction=reduction)
+
+
+def listwise_kd_loss(
+    student: Tensor,
+    teacher: Tensor,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    teacher_temperature: float | None = None,
+    lengths: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Listwise KD (ColBERTv2, PyLate, sentence-transformers' MultiVectorDistillKLDivLoss)::
+
+        loss_b = Ts^2 * KL(softmax(teacher_b / Tt) || softmax(student_b / Ts))
+
+    over the row's valid items; each temperature defaults to ``temperature``."""
+    ts = temperature if student_temperature is None else student_temperature
+    tt = temperature if teacher_temperature is None else teacher_temperature
+    valid = _valid_columns(student, lengths)
+    lowest = torch.finfo(student.dtype).min  # as in plackett_luce_loss: finite gradients
+    log_q = torch.log_softmax(torch.where(valid, student / ts, lowest), dim=1)
+    log_p = torch.log_softmax(torch.where(valid, teacher / tt, lowest), dim=1)
+    p = log_p.exp()
+    terms = torch.where(valid & (p > 0), p * (log_p - log_q), torch.zeros_like(p))
+    return _reduce(ts * ts * terms.sum(1), reduction)

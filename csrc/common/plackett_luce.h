@@ -1,0 +1,203 @@
+// Plackett-Luce listwise losses: the per-element and per-row math shared by the CPU and CUDA
+// kernels.
+//
+// For scores s and a ranking pi (best first) of a row's L valid items, the weighted PL negative
+// log-likelihood over the first K positions (Plackett 1975, Luce 1959; ListMLE: Xia et al. 2008)
+//   loss = sum_{k<K} w_k * (lse_k - s[pi_k]),   lse_k = log sum_{j>=k} exp(s[pi_j]).
+// With p_j = exp(s[pi_j] - lse_j), the probability that pi_j is picked first among pi_j.., its
+// gradient, scattered back through pi, is
+//   d loss / d s[pi_j] = C_j * p_j - w_j [j<K],
+//   C_j = sum_{k<=min(j,K-1)} w_k exp(lse_j - lse_k) = C_{j-1} * (1 - p_{j-1}) + w_j [j<K],
+// because exp(lse_j - lse_{j-1}) = 1 - p_{j-1}; and d loss / d w_k = lse_k - s[pi_k].
+// PLD (Plackett-Luce Distillation) takes w_k = softmax(teacher / T)[pi_k]; through the weights,
+//   d loss / d teacher_c = (1/T) * w_c * (term_c - loss),  term_c the term of class c.
+// Listwise KD: loss = Ts^2 * sum_i p_i (log p_i - log q_i), p = softmax(t/Tt), q = softmax(s/Ts):
+//   d / d s_i = Ts * (q_i - p_i),   d / d t_i = (Ts^2 / Tt) * p_i * (log p_i - log q_i - KL).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "common/fast_math.h"
+#include "common/macros.h"
+
+namespace kdops {
+
+// float: the device's expf/logf on the GPU, the vectorisable polynomials of fast_math.h on the
+// CPU (arguments: exp of x <= 0, log of sums >= 1). double: the C library.
+KDOPS_MATH float fast_exp(float x) {
+#ifdef __CUDA_ARCH__
+  return expf(x);
+#else
+  return poly_expf(x);
+#endif
+}
+KDOPS_MATH float fast_log(float x) {
+#ifdef __CUDA_ARCH__
+  return logf(x);
+#else
+  return poly_logf(x);
+#endif
+}
+KDOPS_MATH double fast_exp(double x) { return exp(x); }
+KDOPS_MATH double fast_log(double x) { return log(x); }
+
+template <typename acc_t>
+KDOPS_HD acc_t neg_inf() {
+  return -std::numeric_limits<acc_t>::infinity();
+}
+
+// x, or 0 where c. float blends with a bit mask: CPU loops over it stay branch-free and
+// vectorise (a ?: around float arithmetic becomes a branch).
+KDOPS_MATH float zero_where(bool c, float x) { return float_from_bits(bits_of_float(x) & ~mask(c)); }
+KDOPS_MATH double zero_where(bool c, double x) { return c ? 0.0 : x; }
+
+// The exponent of a term exp(x - m) against a max m >= x: equal values (-inf included) give 0,
+// so an all -inf suffix never computes -inf - -inf.
+template <typename acc_t>
+KDOPS_MATH acc_t shifted(acc_t x, acc_t m) {
+  return zero_where(x == m, x - m);
+}
+
+// log sum exp of a set as (max, sum of exp(x - max)): a running max, so that no exp overflows
+// (scores of 1e4) and a set far below its max keeps its exact log (no log(0)). The union of two
+// sets is associative (the combine of the CUDA kernels' block scans); -inf items never compute
+// -inf - -inf (see shifted).
+template <typename acc_t>
+struct LogSumExp {
+  acc_t max = neg_inf<acc_t>();
+  acc_t sum = 0;  // 0: the empty set
+
+  KDOPS_HD static LogSumExp item(acc_t x) { return {x, acc_t(1)}; }
+
+  KDOPS_HD LogSumExp merged(const LogSumExp& o) const {
+    if (o.sum == 0) return *this;
+    if (sum == 0) return o;
+    LogSumExp r;
+    r.max = max > o.max ? max : o.max;
+    r.sum = sum * fast_exp(shifted(max, r.max)) + o.sum * fast_exp(shifted(o.max, r.max));
+    return r;
+  }
+
+  KDOPS_HD acc_t value() const { return sum == 0 ? neg_inf<acc_t>() : max + fast_log(sum); }
+};
+
+// The scan state of C_j (above) as an affine map C -> a * C + b; composing maps in order is
+// associative, so a block can scan them in parallel.
+template <typename acc_t>
+struct Affine {
+  acc_t a = 1;
+  acc_t b = 0;
+  // this, then o
+  KDOPS_HD Affine then(const Affine& o) const { return {a * o.a, b * o.a + o.b}; }
+};
+
+// d loss / d s[pi_j] = C_j * p_j - w_j [j<K]
+template <typename acc_t>
+KDOPS_HD acc_t pl_score_grad(acc_t c, acc_t p, acc_t w_here) {
+  return c * p - w_here;
+}
+
+// The ranking order of ListMLE (by relevance) and PLD (by teacher logit): a higher key first,
+// ties to the lower index; NaN ranks above every number (as in torch.sort) so the order is total.
+// Keys map to an order-preserving unsigned image (smaller = ranked earlier; -0 ties +0), so the
+// order is the plain lexicographic (image, index) order on CPU and GPU. Image 0 is reserved for an
+// item forced first (PLD's true class) and all-ones for padding (after every item, in index
+// order). Half and bfloat16 keys are ranked through float, which keeps their order.
+KDOPS_MATH uint32_t rank_image(float x) {
+  const uint32_t u = bits_of_float(x + 0.0f);  // -0 + 0 = +0
+  // Flip to an ascending image (negatives: all bits; positives: the sign bit), then invert.
+  const uint32_t image = ~(u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u));
+  const uint32_t m_nan = mask(x != x);
+  return (image & ~m_nan) | (1u & m_nan);  // a number: in [0x007fffff, 0xff800000]
+}
+
+KDOPS_HD uint64_t rank_image(double x) {
+  if (x != x) return 1u;
+  if (x == 0.0) x = 0.0;
+  uint64_t u;
+  memcpy(&u, &x, sizeof(u));
+  const uint64_t sign = uint64_t(1) << 63;
+  const uint64_t ascending = (u & sign) ? ~u : (u | sign);
+  return ~ascending;
+}
+
+template <typename acc_t>
+struct RankKeyOf;
+
+// float: image and index packed in one uint64 (image high), so a comparison is one integer
+// compare and a key 8 bytes (rows hold fewer than 2^31 items, checked on the host).
+template <>
+struct RankKeyOf<float> {
+  using type = uint64_t;
+  static constexpr int kImageBytes = 4;
+  KDOPS_HD static type pack(uint32_t image, int64_t i) { return uint64_t(image) << 32 | uint64_t(i); }
+  KDOPS_HD static type make(float x, int64_t i) { return pack(rank_image(x), i); }
+  KDOPS_HD static type first(int64_t i) { return pack(0u, i); }
+  KDOPS_HD static type padding(int64_t i) { return pack(0xffffffffu, i); }
+  KDOPS_HD static int64_t index(type k) { return static_cast<int64_t>(k & 0xffffffffu); }
+  KDOPS_HD static unsigned digit(type k, int p) { return (k >> (32 + 8 * p)) & 0xff; }
+};
+
+template <typename image_t>
+struct RankKey {
+  image_t image;
+  int64_t index;
+  KDOPS_HD bool operator<(const RankKey& o) const {
+    return image < o.image || (image == o.image && index < o.index);
+  }
+};
+
+template <>
+struct RankKeyOf<double> {
+  using type = RankKey<uint64_t>;
+  static constexpr int kImageBytes = 8;
+  KDOPS_HD static type make(double x, int64_t i) { return {rank_image(x), i}; }
+  KDOPS_HD static type first(int64_t i) { return {0u, i}; }
+  KDOPS_HD static type padding(int64_t i) { return {~uint64_t(0), i}; }
+  KDOPS_HD static int64_t index(const type& k) { return k.index; }
+  KDOPS_HD static unsigned digit(const type& k, int p) { return (k.image >> (8 * p)) & 0xff; }
+};
+
+// The rows every Plackett-Luce op reads: scores [B, n] (contiguous), each row's valid length
+// (columns at or past it are padding and take no part) and the number of positions that add
+// terms (top_k, clipped to the row's length).
+template <typename scalar_t>
+struct PLRowsView {
+  const scalar_t* scores;
+  const int64_t* lengths;  // [B] or nullptr: every row has n items
+  int64_t B;
+  int64_t n;
+  int64_t top_k;
+
+  KDOPS_HD int64_t length(int64_t b) const { return lengths == nullptr ? n : lengths[b]; }
+  KDOPS_HD int64_t terms(int64_t b) const {
+    const int64_t len = length(b);
+    return top_k < len ? top_k : len;
+  }
+  KDOPS_HD const scalar_t* row(int64_t b) const { return scores + b * n; }
+};
+
+// Listwise KD per item, from p_i, q_i and their logs (log p_i = t_i / Tt - lse_t, likewise q):
+// the term p_i (log p_i - log q_i), 0 where p_i = 0 (the limit), and its gradients given the
+// row's KL = sum of the terms.
+template <typename acc_t>
+KDOPS_MATH acc_t kl_term(acc_t p, acc_t log_p, acc_t log_q) {
+  return zero_where(p == 0, p * (log_p - log_q));
+}
+
+// d (Ts^2 KL) / d s_i = Ts (q_i - p_i)
+template <typename acc_t>
+KDOPS_MATH acc_t kl_student_grad(acc_t p, acc_t q, acc_t ts) {
+  return ts * (q - p);
+}
+
+// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (log p_i - log q_i - KL)
+template <typename acc_t>
+KDOPS_MATH acc_t kl_teacher_grad(acc_t p, acc_t log_p, acc_t log_q, acc_t kl, acc_t ts, acc_t tt) {
+  return zero_where(p == 0, ts * ts / tt * p * (log_p - log_q - kl));
+}
+
+}  // namespace kdops

@@ -1,0 +1,150 @@
+// Host side of the Plackett-Luce family: argument checks (each naming the argument) and the
+// raw-pointer views the CPU and CUDA kernels read.
+//
+// Value checks on index tensors (lengths in [0, n], target in [0, C)) read the values on the
+// host: on CUDA that is one device sync per call. Whether each ranking row is a permutation is
+// checked inside the kernels (the CUDA ones raise a flag that is read back after the launch).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/aminmax.h>
+#include <c10/util/Optional.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/checks.h"
+#include "common/plackett_luce.h"
+
+namespace kdops {
+
+struct PLRowsArgs {
+  at::Tensor scores;   // [B, n] contiguous
+  at::Tensor lengths;  // int64 [B] contiguous, or undefined (every row holds n items)
+  int64_t B, n, top_k;
+
+  template <typename scalar_t>
+  PLRowsView<scalar_t> view() const {
+    return {scores.data_ptr<scalar_t>(), lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
+            B, n, top_k};
+  }
+};
+
+// Integer values of t (any shape) lie in [lo, hi]; reads them on the host (a sync on CUDA).
+inline void check_index_range(const at::Tensor& t, int64_t lo, int64_t hi, const char* name,
+                              const char* what) {
+  if (t.numel() == 0) return;
+  const auto [min, max] = at::aminmax(t);
+  const int64_t mn = min.item<int64_t>(), mx = max.item<int64_t>();
+  TORCH_CHECK_INDEX(mn >= lo && mx <= hi, name, " must hold ", what, " in [", lo, ", ", hi,
+                    "], got values in [", mn, ", ", mx, "]");
+}
+
+inline void check_integer(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(at::isIntegralType(t.scalar_type(), /*includeBool=*/false), name,
+                   " must be an integer tensor, got ", t.scalar_type());
+}
+
+// scores [B, n] with optional lengths [B] (integers in [0, n]) and top_k >= 1.
+inline PLRowsArgs pl_rows_args(const at::Tensor& scores, const c10::optional<at::Tensor>& lengths,
+                               c10::optional<int64_t> top_k, const char* name) {
+  check_floating(scores, name);
+  check_dim(scores, 2, name, "[B, n]");
+  const int64_t B = scores.size(0), n = scores.size(1);
+  // Rank keys pack an item's index in 32 bits (the CPU sort; the CUDA kernels' int32 offsets).
+  TORCH_CHECK_VALUE(n <= std::numeric_limits<int32_t>::max(), name,
+                    " rows must hold fewer than 2^31 items, got ", n);
+  TORCH_CHECK_VALUE(!top_k.has_value() || *top_k >= 1, "top_k must be at least 1, got ",
+                    top_k.value_or(0));
+  at::Tensor len;
+  if (lengths.has_value()) {
+    check_integer(*lengths, "lengths");
+    check_same_device(*lengths, scores, "lengths", name);
+    TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == B, "lengths must be [B] = [", B,
+                      "], got shape ", lengths->sizes());
+    check_index_range(*lengths, 0, n, "lengths", "row lengths");
+    len = lengths->to(at::kLong).contiguous();
+  }
+  return {scores.contiguous(), len, B, n, top_k.has_value() ? std::min(*top_k, n) : n};
+}
+
+// An int64 [B, n] tensor laid out like the scores (a ranking).
+inline at::Tensor ranking_arg(const at::Tensor& ranking, const at::Tensor& scores,
+                              const char* name) {
+  TORCH_CHECK_TYPE(ranking.scalar_type() == at::kLong, name, " must be int64, got ",
+                   ranking.scalar_type());
+  check_same_shape(ranking, scores, name, "scores");
+  check_same_device(ranking, scores, name, "scores");
+  return ranking.contiguous();
+}
+
+// A floating tensor shaped, typed and placed like `ref`.
+inline at::Tensor like_arg(const at::Tensor& t, const at::Tensor& ref, const char* name,
+                           const char* ref_name) {
+  check_same_shape(t, ref, name, ref_name);
+  check_same_dtype(t, ref, name, ref_name);
+  check_same_device(t, ref, name, ref_name);
+  return t.contiguous();
+}
+
+// ListMLE relevance: any real dtype, ranked in the scores' dtype.
+inline at::Tensor relevance_arg(const at::Tensor& relevance, const at::Tensor& scores) {
+  TORCH_CHECK_TYPE(!at::isComplexType(relevance.scalar_type()) &&
+                       relevance.scalar_type() != at::kBool,
+                   "relevance must be a real tensor, got ", relevance.scalar_type());
+  check_same_shape(relevance, scores, "relevance", "scores");
+  check_same_device(relevance, scores, "relevance", "scores");
+  return relevance.to(scores.scalar_type()).contiguous();
+}
+
+inline double temperature_arg(double t, const char* name) {
+  TORCH_CHECK_VALUE(t > 0 && std::isfinite(t), name, " must be a positive finite number, got ", t);
+  return t;
+}
+
+// PLD: student_logits and teacher_logits [B, C], target [B] with classes in [0, C).
+struct PLDArgs {
+  PLRowsArgs rows;  // the student's logits
+  at::Tensor teacher;
+  at::Tensor target;  // int64 [B]
+  double temperature;
+};
+
+inline PLDArgs pld_args(const at::Tensor& student, const at::Tensor& teacher,
+                        const at::Tensor& target, double temperature) {
+  auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
+  TORCH_CHECK_VALUE(rows.n >= 1, "student_logits must hold at least one class, got shape ",
+                    student.sizes());
+  at::Tensor t = like_arg(teacher, student, "teacher_logits", "student_logits");
+  check_integer(target, "target");
+  check_same_device(target, student, "target", "student_logits");
+  TORCH_CHECK_VALUE(target.dim() == 1 && target.size(0) == rows.B, "target must be [B] = [",
+                    rows.B, "], got shape ", target.sizes());
+  check_index_range(target, 0, rows.n - 1, "target", "class indices");
+  return {rows, t, target.to(at::kLong).contiguous(), temperature_arg(temperature, "temperature")};
+}
+
+// Listwise KD: student and teacher [B, n] with optional lengths, and the two temperatures.
+struct KDArgs {
+  PLRowsArgs rows;  // the student's scores
+  at::Tensor teacher;
+  double ts, tt;
+};
+
+inline KDArgs kd_args(const at::Tensor& student, const at::Tensor& teacher,
+               const c10::optional<at::Tensor>& lengths, double ts, double tt) {
+  auto rows = pl_rows_args(student, lengths, c10::nullopt, "student");
+  return {rows, like_arg(teacher, rows.scores, "teacher", "student"),
+          temperature_arg(ts, "student_temperature"), temperature_arg(tt, "teacher_temperature")};
+}
+
+// The upstream gradient of a PL-family loss: a scalar for 'mean'/'sum', else [B].
+inline void check_row_loss_grad(const at::Tensor& grad, const at::Tensor& scores, int64_t B,
+                                bool reduced) {
+  check_same_dtype(grad, scores, "grad", "the scores");
+  check_same_device(grad, scores, "grad", "the scores");
+  TORCH_CHECK_VALUE(reduced ? grad.numel() == 1 : grad.numel() == B, "grad must be ",
+                    reduced ? "a scalar" : "[B]", ", got shape ", grad.sizes());
+}
+
+}  // namespace kdops

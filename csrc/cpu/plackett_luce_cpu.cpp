@@ -1,0 +1,576 @@
+// Plackett-Luce family CPU kernels: parallel over rows, one fused pass per row with per-thread
+// buffers. Forward builds the row's ranking (checks a given one with a seen-bitmap, or radix-sorts
+// by relevance / teacher logit), runs the reversed log-sum-exp scan (scan_row) and sums the
+// weighted terms. Backward redoes the scan from the saved ranking (forward keeps nothing of size
+// [B, n] but the ranking) and scatters d loss / d s straight back to the items' own columns.
+// Row loops are written so that the compiler vectorises them (common/fast_math.h). Math:
+// common/plackett_luce.h, shared with the CUDA kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "common/plackett_luce_inputs.h"
+#include "common/reduction.h"
+#include "cpu/radix_rank.h"
+
+// Loops over a row's items that the compiler must vectorise: the polynomial exp/log have
+// selects (if-converted only under omp simd), and float sums need the reduction clause. The
+// summation order then depends on the vector width, fixed at build time, so results stay
+// independent of the thread count.
+#define KDOPS_SIMD _Pragma("omp simd")
+#define KDOPS_SIMD_SUM(var) _Pragma(KDOPS_STR(omp simd reduction(+ : var)))
+#define KDOPS_SIMD_MAX(var) _Pragma(KDOPS_STR(omp simd reduction(max : var)))
+#define KDOPS_STR(x) #x
+
+// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, and the loader picks the
+// best the machine runs (GCC / clang function multiversioning): the baseline alone (SSE2) has a
+// quarter of the vector width ATen's own kernels dispatch to.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KDOPS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
+#else
+#define KDOPS_CPU_CLONES
+#endif
+
+namespace kdops::cpu {
+namespace {
+
+// Rows per parallel task: about 4k items, tens of microseconds of work (a sort, exps, logs).
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)); }
+
+// Buffers one thread reuses across its rows (no allocation per row).
+template <typename acc_t>
+struct RowScratch {
+  std::vector<acc_t> x, m, e, rest, sum, terms, weights;
+  std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
+  std::vector<uint8_t> seen;
+};
+
+// The first row that failed a check, over all threads (the lowest, so the message is stable).
+class FirstBadRow {
+ public:
+  explicit FirstBadRow(int64_t none) : none_(none), row_(none) {}
+  void report(int64_t b) {
+    int64_t cur = row_.load();
+    while (b < cur && !row_.compare_exchange_weak(cur, b)) {
+    }
+  }
+  void check(const char* name) const {
+    const int64_t b = row_.load();
+    TORCH_CHECK_VALUE(b == none_, name, " row ", b,
+                      " is not a permutation of 0..len-1 (len = lengths[b], or n): its first len "
+                      "entries must hold each of the row's valid items exactly once");
+  }
+
+ private:
+  int64_t none_;
+  std::atomic<int64_t> row_;
+};
+
+// Whether pi[0..len) holds each of 0..len-1 once: O(len) with a seen-bitmap.
+bool is_permutation(const int64_t* pi, int64_t len, std::vector<uint8_t>& seen) {
+  seen.assign(len, 0);
+  for (int64_t k = 0; k < len; ++k) {
+    const int64_t i = pi[k];
+    if (i < 0 || i >= len || seen[i]) return false;
+    seen[i] = 1;
+  }
+  return true;
+}
+
+// Writes into out[0..n) the ranking of the row's len valid items by descending key (ties to the
+// lower index), with `first` (or -1 for none) forced to position 0. Padding columns keep their
+// own index, so the saved ranking is a permutation of the whole row.
+template <typename acc_t, typename scalar_t>
+void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int64_t* out,
+                 RowScratch<acc_t>& scratch) {
+  auto& keys = scratch.keys;
+  keys.resize(len);
+  for (int64_t i = 0; i < len; ++i) keys[i] = RankKeyOf<acc_t>::make(static_cast<acc_t>(key[i]), i);
+  if (first >= 0) keys.erase(keys.begin() + first);
+  sort_rank_keys<acc_t>(keys, scratch.keys_tmp);
+  int64_t k = 0;
+  if (first >= 0) out[k++] = first;
+  for (const auto& rk : keys) out[k++] = RankKeyOf<acc_t>::index(rk);
+  for (int64_t i = len; i < n; ++i) out[i] = i;
+}
+
+// softmax(x * scale) over a row of len items into prob; returns its log normaliser
+// lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
+// loops the compiler vectorises.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
+  acc_t max = neg_inf<acc_t>();
+  KDOPS_SIMD_MAX(max)
+  for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
+  if (len == 0 || max == neg_inf<acc_t>()) {
+    std::fill(prob, prob + len, acc_t(1) / static_cast<acc_t>(std::max<int64_t>(len, 1)));
+    return max;
+  }
+  // max is finite here, so -inf items give exp(-inf) = 0, no -inf - -inf.
+  for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);
+  acc_t total = 0;
+  KDOPS_SIMD_SUM(total)
+  for (int64_t i = 0; i < len; ++i) total += prob[i];
+  const acc_t inv = acc_t(1) / total;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
+  return max + fast_log(total);
+}
+
+// The reversed log-sum-exp scan of one row, in array passes (the exps vectorise; one sequential
+// multiply-add loop). For the ranked scores x_k = s[pi_k], k < len:
+//   m_k = max_{j>=k} x_j,  e_k = exp(x_k - m_k),
+//   S_k = sum_{j>=k} exp(x_j - m_k) = rest_k + e_k,  rest_k = S_{k+1} exp(m_{k+1} - m_k),
+// so lse_k = m_k + log S_k, p_k = e_k / S_k and 1 - p_k = rest_k / S_k without cancellation.
+// S_k >= 1 (the max's own term): no division by 0, no overflow for scores of any magnitude.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
+  for (auto* v : {&b.x, &b.m, &b.e, &b.rest, &b.sum}) v->resize(len);
+  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data(), *rest = b.rest.data(),
+        *sum = b.sum.data();
+  for (int64_t k = 0; k < len; ++k) x[k] = static_cast<acc_t>(s[pi[k]]);
+  acc_t run = neg_inf<acc_t>();
+  for (int64_t k = len - 1; k >= 0; --k) m[k] = run = std::max(run, x[k]);
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len; ++k) e[k] = fast_exp(shifted(x[k], m[k]));
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len - 1; ++k) rest[k] = fast_exp(shifted(m[k + 1], m[k]));
+  acc_t total = 0;
+  for (int64_t k = len - 1; k >= 0; --k) {
+    rest[k] = k + 1 < len ? total * rest[k] : acc_t(0);
+    total = rest[k] + e[k];
+    sum[k] = total;
+  }
+}
+
+// After scan_row: terms[k] = lse_k - x_k for k < K (the gradient of the loss in w_k).
+template <typename acc_t>
+KDOPS_CPU_CLONES acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
+  b.terms.resize(K);
+  acc_t* t = b.terms.data();
+  const acc_t *x = b.x.data(), *m = b.m.data(), *sum = b.sum.data();
+  KDOPS_SIMD
+  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(sum[k]) - x[k];
+  return t;
+}
+
+// Position weights w_k of one row: all ones, or a row of per-position values.
+template <typename acc_t>
+struct UnitWeights {
+  acc_t operator()(int64_t) const { return 1; }
+};
+
+template <typename acc_t, typename scalar_t>
+struct PositionWeights {
+  const scalar_t* w;
+  acc_t operator()(int64_t k) const { return static_cast<acc_t>(w[k]); }
+};
+
+// loss = sum_{k<K} w_k (lse_k - s[pi_k]).
+template <typename acc_t, typename scalar_t, typename Weights>
+acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, const Weights& w,
+                  RowScratch<acc_t>& scratch) {
+  scan_row(s, pi, len, scratch);
+  const acc_t* terms = row_terms(K, scratch);
+  acc_t loss = 0;
+  KDOPS_SIMD_SUM(loss)
+  for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
+  return loss;
+}
+
+// After scan_row: p_k = e_k / S_k into e and 1 - p_k = rest_k / S_k into rest (vectorised, off
+// the sequential loop of pl_row_grad).
+template <typename acc_t>
+KDOPS_CPU_CLONES void row_probabilities(int64_t len, RowScratch<acc_t>& b) {
+  acc_t *e = b.e.data(), *rest = b.rest.data();
+  const acc_t* sum = b.sum.data();
+  KDOPS_SIMD
+  for (int64_t k = 0; k < len; ++k) {
+    const acc_t inv = acc_t(1) / sum[k];
+    e[k] *= inv;
+    rest[k] *= inv;
+  }
+}
+
+// grad_row[pi_j] = g * (C_j p_j - w_j [j<K]) with C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K];
+// padding columns get 0. Call after scan_row.
+template <typename acc_t, typename scalar_t, typename Weights>
+void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Weights& w, acc_t g,
+                 RowScratch<acc_t>& b, scalar_t* grad_row) {
+  row_probabilities(len, b);
+  const acc_t *p = b.e.data(), *q = b.rest.data();
+  acc_t c = 0;
+  for (int64_t j = 0; j < len; ++j) {
+    const acc_t wj = j < K ? w(j) : acc_t(0);
+    c = (j == 0 ? acc_t(0) : c * q[j - 1]) + wj;
+    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, p[j], wj));
+  }
+  for (int64_t i = len; i < n; ++i) grad_row[i] = scalar_t(0);
+}
+
+// Runs row_loss(b, scratch) -> acc_t for every row in parallel and reduces in row order (the
+// result does not depend on the thread count). 'mean' divides by B: every row counts, a row of
+// length 0 as a 0.
+template <typename scalar_t, typename RowLoss>
+at::Tensor reduce_rows(int64_t B, int64_t n, Reduction reduction, const at::TensorOptions& opts,
+                       const RowLoss& row_loss) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<acc_t> per_row(B);
+  at::parallel_for(0, B, row_grain(n), [&](int64_t b0, int64_t b1) {
+    RowScratch<acc_t> scratch;
+    for (int64_t b = b0; b < b1; ++b) per_row[b] = row_loss(b, scratch);
+  });
+  if (reduction == Reduction::None) {
+    at::Tensor out = at::empty({B}, opts);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) o[b] = static_cast<scalar_t>(per_row[b]);
+    return out;
+  }
+  acc_t total = 0;
+  for (const acc_t v : per_row) total += v;
+  if (reduction == Reduction::Mean) total /= static_cast<acc_t>(std::max<int64_t>(B, 1));
+  return at::scalar_tensor(static_cast<scalar_t>(total), opts);
+}
+
+// Runs row_grad(b, g_b, scratch) for every row in parallel, g_b the upstream gradient of row b's
+// loss.
+template <typename scalar_t, typename RowGrad>
+void backward_rows(const at::Tensor& grad, int64_t B, int64_t n, Reduction reduction,
+                   const RowGrad& row_grad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const at::Tensor g = grad.contiguous();
+  const scalar_t* gp = g.data_ptr<scalar_t>();
+  acc_t shared = reduction == Reduction::None ? acc_t(0) : static_cast<acc_t>(gp[0]);
+  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(std::max<int64_t>(B, 1));
+  at::parallel_for(0, B, row_grain(n), [&](int64_t b0, int64_t b1) {
+    RowScratch<acc_t> scratch;
+    for (int64_t b = b0; b < b1; ++b) {
+      row_grad(b, reduction == Reduction::None ? static_cast<acc_t>(gp[b]) : shared, scratch);
+    }
+  });
+}
+
+// Calls f with the weights functor of row b: per-position weights when given, else all ones.
+template <typename acc_t, typename scalar_t, typename F>
+auto with_row_weights(const scalar_t* weights, int64_t b, int64_t n, const F& f) {
+  if (weights == nullptr) return f(UnitWeights<acc_t>{});
+  return f(PositionWeights<acc_t, scalar_t>{weights + b * n});
+}
+
+// PLD's position weights w_k = softmax(teacher / T)[pi_k], gathered into the row's buffer.
+template <typename acc_t, typename scalar_t>
+PositionWeights<acc_t, acc_t> teacher_weights(const scalar_t* teacher, const int64_t* pi,
+                                              int64_t n, acc_t inv_t, RowScratch<acc_t>& b) {
+  b.weights.resize(2 * n);
+  acc_t* prob = b.weights.data() + n;
+  softmax_row(teacher, n, inv_t, prob);
+  for (int64_t k = 0; k < n; ++k) b.weights[k] = prob[pi[k]];
+  return {b.weights.data()};
+}
+
+// --- plackett_luce_loss / listmle -------------------------------------------------------------
+
+at::Tensor plackett_luce_loss_cpu(const at::Tensor& scores, const at::Tensor& ranking,
+                                  const c10::optional<at::Tensor>& weights,
+                                  const c10::optional<at::Tensor>& lengths,
+                                  c10::optional<int64_t> top_k, c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores")
+                                           : at::Tensor();
+  FirstBadRow bad(rows.B);
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
+                                  "plackett_luce_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = rows.view<scalar_t>();
+    const int64_t* pi_p = pi.data_ptr<int64_t>();
+    const scalar_t* w_p = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, rows.scores.options(),
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const int64_t* row_pi = pi_p + b * v.n;
+      if (!is_permutation(row_pi, v.length(b), scratch.seen)) {
+        bad.report(b);
+        return 0;
+      }
+      return with_row_weights<acc_t>(w_p, b, v.n, [&](const auto& wt) {
+        return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), wt, scratch);
+      });
+    });
+  });
+  bad.check("ranking");
+  return loss;
+}
+
+std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& scores, const at::Tensor& ranking,
+    const c10::optional<at::Tensor>& weights, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction, bool weights_grad) {
+  const auto red = parse_reduction(reduction);
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores")
+                                           : at::Tensor();
+  TORCH_CHECK_VALUE(!weights_grad || w.defined(), "weights_grad needs weights");
+  check_row_loss_grad(grad, rows.scores, rows.B, red != Reduction::None);
+  at::Tensor grad_scores = at::empty({rows.B, rows.n}, rows.scores.options());
+  at::Tensor grad_weights = at::empty({weights_grad ? rows.B : 0, rows.n}, rows.scores.options());
+  FirstBadRow bad(rows.B);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
+                                  "plackett_luce_loss_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = rows.view<scalar_t>();
+    const int64_t* pi_p = pi.data_ptr<int64_t>();
+    const scalar_t* w_p = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs = grad_scores.data_ptr<scalar_t>();
+    scalar_t* gw = weights_grad ? grad_weights.data_ptr<scalar_t>() : nullptr;
+    backward_rows<scalar_t>(grad, v.B, v.n, red,
+                            [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
+      const int64_t* row_pi = pi_p + b * v.n;
+      const int64_t len = v.length(b), K = v.terms(b);
+      if (!is_permutation(row_pi, len, scratch.seen)) {
+        bad.report(b);
+        return;
+      }
+      scan_row(v.row(b), row_pi, len, scratch);
+      with_row_weights<acc_t>(w_p, b, v.n, [&](const auto& wt) {
+        pl_row_grad<acc_t>(row_pi, len, v.n, K, wt, g, scratch, gs + b * v.n);
+      });
+      if (gw == nullptr) return;
+      const acc_t* terms = row_terms(K, scratch);
+      for (int64_t k = 0; k < v.n; ++k) {
+        gw[b * v.n + k] = static_cast<scalar_t>(k < K ? g * terms[k] : acc_t(0));
+      }
+    });
+  });
+  bad.check("ranking");
+  return {grad_scores, grad_weights};
+}
+
+std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores,
+                                               const at::Tensor& relevance,
+                                               const c10::optional<at::Tensor>& lengths,
+                                               c10::optional<int64_t> top_k,
+                                               c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor rel = relevance_arg(relevance, rows.scores);
+  at::Tensor ranking = at::empty({rows.B, rows.n}, rows.scores.options().dtype(at::kLong));
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
+                                  "listmle_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = rows.view<scalar_t>();
+    const scalar_t* rel_p = rel.data_ptr<scalar_t>();
+    int64_t* pi_p = ranking.data_ptr<int64_t>();
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, rows.scores.options(),
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      int64_t* row_pi = pi_p + b * v.n;
+      rank_by_key(rel_p + b * v.n, v.length(b), v.n, -1, row_pi, scratch);
+      return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), UnitWeights<acc_t>{},
+                                scratch);
+    });
+  });
+  return {loss, ranking};
+}
+
+// --- pld_loss ---------------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student,
+                                                const at::Tensor& teacher,
+                                                const at::Tensor& target, double temperature,
+                                                c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const auto a = pld_args(student, teacher, target, temperature);
+  at::Tensor ranking = at::empty({a.rows.B, a.rows.n}, a.rows.scores.options().dtype(at::kLong));
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
+                                  "pld_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.rows.view<scalar_t>();
+    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
+    const int64_t* target_p = a.target.data_ptr<int64_t>();
+    int64_t* pi_p = ranking.data_ptr<int64_t>();
+    const acc_t inv_t = static_cast<acc_t>(1.0 / a.temperature);
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, a.rows.scores.options(),
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const scalar_t* t_row = t_p + b * v.n;
+      int64_t* row_pi = pi_p + b * v.n;
+      rank_by_key(t_row, v.n, v.n, target_p[b], row_pi, scratch);
+      return pl_row_loss<acc_t>(v.row(b), row_pi, v.n, v.n,
+                                teacher_weights(t_row, row_pi, v.n, inv_t, scratch), scratch);
+    });
+  });
+  return {loss, ranking};
+}
+
+std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
+    const at::Tensor& ranking, double temperature, c10::string_view reduction, bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
+  const at::Tensor t = like_arg(teacher, rows.scores, "teacher_logits", "student_logits");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  temperature_arg(temperature, "temperature");
+  check_row_loss_grad(grad, rows.scores, rows.B, red != Reduction::None);
+  at::Tensor grad_student = at::empty({rows.B, rows.n}, rows.scores.options());
+  at::Tensor grad_teacher = at::empty({teacher_grad ? rows.B : 0, rows.n}, rows.scores.options());
+  FirstBadRow bad(rows.B);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
+                                  "pld_loss_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = rows.view<scalar_t>();
+    const scalar_t* t_p = t.data_ptr<scalar_t>();
+    const int64_t* pi_p = pi.data_ptr<int64_t>();
+    scalar_t* gs = grad_student.data_ptr<scalar_t>();
+    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
+    backward_rows<scalar_t>(grad, v.B, v.n, red,
+                            [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
+      const scalar_t* t_row = t_p + b * v.n;
+      const int64_t* row_pi = pi_p + b * v.n;
+      if (!is_permutation(row_pi, v.n, scratch.seen)) {
+        bad.report(b);
+        return;
+      }
+      const auto w = teacher_weights(t_row, row_pi, v.n, inv_t, scratch);
+      scan_row(v.row(b), row_pi, v.n, scratch);
+      pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);
+      if (gt == nullptr) return;
+      const acc_t* terms = row_terms(v.n, scratch);
+      // d loss / d t_c = (1/T) w_c (term_c - loss), through the softmax weights.
+      acc_t loss = 0;
+      for (int64_t k = 0; k < v.n; ++k) loss += w(k) * terms[k];
+      for (int64_t k = 0; k < v.n; ++k) {
+        gt[b * v.n + row_pi[k]] = static_cast<scalar_t>(g * inv_t * w(k) * (terms[k] - loss));
+      }
+    });
+  });
+  bad.check("ranking");
+  return {grad_student, grad_teacher};
+}
+
+// --- listwise_kd_loss -------------------------------------------------------------------------
+
+// One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
+// the scratch buffers (p in x, q in e), with their log normalisers.
+template <typename acc_t>
+struct KDRow {
+  const acc_t *p, *q;
+  acc_t inv_ts, inv_tt, lse_s, lse_t;
+
+  template <typename scalar_t>
+  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts_, acc_t inv_tt_,
+        RowScratch<acc_t>& b)
+      : inv_ts(inv_ts_), inv_tt(inv_tt_) {
+    b.x.resize(len);
+    b.e.resize(len);
+    lse_t = softmax_row(t, len, inv_tt, b.x.data());
+    lse_s = softmax_row(s, len, inv_ts, b.e.data());
+    p = b.x.data();
+    q = b.e.data();
+  }
+  template <typename scalar_t>
+  acc_t log_p(const scalar_t* t, int64_t i) const { return static_cast<acc_t>(t[i]) * inv_tt - lse_t; }
+  template <typename scalar_t>
+  acc_t log_q(const scalar_t* s, int64_t i) const { return static_cast<acc_t>(s[i]) * inv_ts - lse_s; }
+};
+
+// KL(p || q) of the row.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
+  acc_t kl = 0;
+  KDOPS_SIMD_SUM(kl)
+  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
+  return kl;
+}
+
+at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
+                                const c10::optional<at::Tensor>& lengths, double ts, double tt,
+                                c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const auto a = kd_args(student, teacher, lengths, ts, tt);
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
+                                  "listwise_kd_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.rows.view<scalar_t>();
+    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
+    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
+    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, a.rows.scores.options(),
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
+      const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
+      return scale * row_kl(row, s, t, v.length(b));
+    });
+  });
+  return loss;
+}
+
+std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
+    const c10::optional<at::Tensor>& lengths, double ts, double tt, c10::string_view reduction,
+    bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const auto a = kd_args(student, teacher, lengths, ts, tt);
+  check_row_loss_grad(grad, a.rows.scores, a.rows.B, red != Reduction::None);
+  const auto opts = a.rows.scores.options();
+  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
+                                  "listwise_kd_loss_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.rows.view<scalar_t>();
+    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
+    scalar_t* gs = grad_student.data_ptr<scalar_t>();
+    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
+    backward_rows<scalar_t>(grad, v.B, v.n, red,
+                            [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
+      const int64_t len = v.length(b);
+      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
+      const KDRow<acc_t> row(s, t, len, 1 / ts_a, 1 / tt_a, scratch);
+      scalar_t* gs_row = gs + b * v.n;
+      KDOPS_SIMD
+      for (int64_t i = 0; i < len; ++i) {
+        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], ts_a));
+      }
+      std::fill(gs_row + len, gs_row + v.n, scalar_t(0));
+      if (gt == nullptr) return;
+      const acc_t kl = row_kl(row, s, t, len);
+      scalar_t* gt_row = gt + b * v.n;
+      KDOPS_SIMD
+      for (int64_t i = 0; i < len; ++i) {
+        gt_row[i] = static_cast<scalar_t>(
+            g * kl_teacher_grad(row.p[i], row.log_p(t, i), row.log_q(s, i), kl, ts_a, tt_a));
+      }
+      std::fill(gt_row + len, gt_row + v.n, scalar_t(0));
+    });
+  });
+  return {grad_student, grad_teacher};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdops, CPU, m) {
+  m.impl("plackett_luce_loss", &plackett_luce_loss_cpu);
+  m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cpu);
+  m.impl("listmle", &listmle_cpu);
+  m.impl("pld_loss", &pld_loss_cpu);
+  m.impl("pld_loss_backward", &pld_loss_backward_cpu);
+  m.impl("listwise_kd_loss", &listwise_kd_loss_cpu);
+  m.impl("listwise_kd_loss_backward", &listwise_kd_loss_backward_cpu);
+}
+
+}  // namespace kdops::cpu

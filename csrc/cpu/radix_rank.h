@@ -1,0 +1,51 @@
+// Sorting rank keys (RankKeyOf in common/plackett_luce.h) on the CPU. Long rows use a stable LSD
+// radix sort over the image, 8 bits per pass, skipping passes whose digit every key shares: keys
+// enter in index order, so stability keeps ties in index order. Several times faster than
+// std::sort for PLD's rows (C = 100..1000), with no comparison branches to mispredict.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "common/plackett_luce.h"
+
+namespace kdops::cpu {
+
+// Below this many keys a comparison sort is cheaper than the radix histograms.
+constexpr size_t kRadixMinKeys = 16;
+
+// Sorts keys ascending, i.e. by descending key value, ties to the lower index. tmp: scratch.
+template <typename acc_t>
+void sort_rank_keys(std::vector<typename RankKeyOf<acc_t>::type>& keys,
+                    std::vector<typename RankKeyOf<acc_t>::type>& tmp) {
+  using K = RankKeyOf<acc_t>;
+  const size_t n = keys.size();
+  if (n < kRadixMinKeys) {
+    std::sort(keys.begin(), keys.end());
+    return;
+  }
+  std::array<std::array<uint32_t, 256>, K::kImageBytes> counts{};
+  for (const auto& k : keys) {
+    for (int p = 0; p < K::kImageBytes; ++p) ++counts[p][K::digit(k, p)];
+  }
+  tmp.resize(n);
+  auto* src = keys.data();
+  auto* dst = tmp.data();
+  for (int p = 0; p < K::kImageBytes; ++p) {
+    auto& count = counts[p];
+    if (count[K::digit(src[0], p)] == n) continue;  // one digit: nothing moves
+    uint32_t offset = 0;
+    for (auto& c : count) {
+      const uint32_t here = c;
+      c = offset;
+      offset += here;
+    }
+    for (size_t i = 0; i < n; ++i) dst[count[K::digit(src[i], p)]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != keys.data()) std::copy(src, src + n, keys.data());
+}
+
+}  // namespace kdops::cpu

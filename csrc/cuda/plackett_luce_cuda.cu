@@ -1,0 +1,596 @@
+// Plackett-Luce family CUDA kernels: one block per row. The ranking of ListMLE / PLD is sorted in
+// shared memory (bitonic sort of (image, index) keys, rows up to kMaxSortBytes of keys) or, for
+// longer rows, by at::sort plus a kernel that moves PLD's true class to the front. The reversed
+// log-sum-exp scan and the gradient's running C_j are cub::BlockScans over tiles of the row with a
+// carried prefix, so any row length works. Per-row losses are reduced with at::sum (no float
+// atomics: deterministic). Math: common/plackett_luce.h, shared with the CPU kernels.
+//
+// A given ranking (plackett_luce_loss, the backward ops) is checked to be a permutation inside the
+// kernel (a bitmap with integer atomicOr); the first bad row is read back on the host after the
+// launch, one device sync per call, like the lengths / target range checks.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/lt.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "common/plackett_luce_inputs.h"
+#include "common/reduction.h"
+
+namespace kdops::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxSortBytes = 32 * 1024;  // shared memory for the in-block sort
+
+// --- block-wide helpers -----------------------------------------------------------------------
+
+struct MaxOp {
+  template <typename T>
+  __device__ T operator()(const T& a, const T& b) const { return a > b ? a : b; }
+};
+
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(const T& a, const T& b) const { return a + b; }
+};
+
+// Reduction over the block, the result in every thread.
+template <typename T, typename Op>
+__device__ T block_all_reduce(T v, Op op) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage storage;
+  __shared__ alignas(T) unsigned char result_bytes[sizeof(T)];  // raw: T may have a constructor
+  T* result = reinterpret_cast<T*>(result_bytes);
+  const T r = Reduce(storage).Reduce(v, op);
+  if (threadIdx.x == 0) *result = r;
+  __syncthreads();
+  const T out = *result;
+  __syncthreads();  // storage and result are reused by the next call
+  return out;
+}
+
+struct LSEMerge {
+  template <typename acc_t>
+  __device__ LogSumExp<acc_t> operator()(const LogSumExp<acc_t>& a, const LogSumExp<acc_t>& b) const {
+    return a.merged(b);
+  }
+};
+
+struct AffineThen {
+  template <typename acc_t>
+  __device__ Affine<acc_t> operator()(const Affine<acc_t>& a, const Affine<acc_t>& b) const {
+    return a.then(b);
+  }
+};
+
+// Carries a scan across the tiles of a row: cub calls it with each tile's aggregate and seeds
+// the tile with the running total of the tiles before.
+template <typename T, typename Op>
+struct RunningPrefix {
+  T total;
+  Op op;
+  __device__ T operator()(T tile_aggregate) {
+    const T before = total;
+    total = op(total, tile_aggregate);
+    return before;
+  }
+};
+
+// The upstream gradient of row b's loss.
+template <typename scalar_t, typename acc_t>
+__device__ acc_t row_upstream(const scalar_t* grad, Reduction reduction, int64_t b, int64_t B) {
+  if (reduction == Reduction::None) return static_cast<acc_t>(grad[b]);
+  const acc_t g = static_cast<acc_t>(grad[0]);
+  return reduction == Reduction::Mean ? g / static_cast<acc_t>(B > 0 ? B : 1) : g;
+}
+
+// --- rankings ---------------------------------------------------------------------------------
+
+// ranking[b] = the row's len items by descending key (ties to the lower index), first[b] (if
+// given) forced to the front, padding columns after them in index order. In-block bitonic sort
+// of `sorted` (a power of two >= n) keys in shared memory.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    rank_rows_kernel(const scalar_t* keys, const int64_t* lengths, const int64_t* first, int64_t n,
+                     int64_t sorted, int64_t* ranking) {
+  using K = RankKeyOf<acc_t>;
+  using key_t = typename K::type;
+  extern __shared__ __align__(16) unsigned char smem[];
+  key_t* s = reinterpret_cast<key_t*>(smem);
+  const int64_t b = blockIdx.x;
+  const int64_t len = lengths == nullptr ? n : lengths[b];
+  const int64_t forced = first == nullptr ? -1 : first[b];
+  for (int64_t i = threadIdx.x; i < sorted; i += kThreads) {
+    s[i] = i >= len ? K::padding(i)
+                    : (i == forced ? K::first(i) : K::make(static_cast<acc_t>(keys[b * n + i]), i));
+  }
+  __syncthreads();
+  for (int64_t k = 2; k <= sorted; k <<= 1) {
+    for (int64_t j = k >> 1; j > 0; j >>= 1) {
+      for (int64_t i = threadIdx.x; i < sorted; i += kThreads) {
+        const int64_t partner = i ^ j;
+        if (partner > i) {
+          const key_t lo = s[i], hi = s[partner];
+          const bool ascending = (i & k) == 0;
+          if (ascending ? hi < lo : lo < hi) {
+            s[i] = hi;
+            s[partner] = lo;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) ranking[b * n + i] = K::index(s[i]);
+}
+
+// Long rows: order[b] is the row sorted by at::sort; PLD's true class moves to the front.
+__global__ void __launch_bounds__(kThreads)
+    move_to_front_kernel(const int64_t* order, const int64_t* first, int64_t n, int64_t* ranking) {
+  __shared__ int64_t position;
+  const int64_t b = blockIdx.x;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    if (order[b * n + i] == first[b]) position = i;  // exactly one i matches
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    ranking[b * n + i] =
+        i == 0 ? first[b] : (i <= position ? order[b * n + i - 1] : order[b * n + i]);
+  }
+}
+
+// The in-block sort's size: the power of two >= n.
+int64_t shared_sort_items(int64_t n) {
+  int64_t sorted = 1;
+  while (sorted < n) sorted <<= 1;
+  return sorted;
+}
+
+// The ranking of each row of `keys` [B, n] (see rank_rows_kernel); `first`: PLD's target or
+// undefined; lengths: undefined or int64 [B].
+at::Tensor rank_rows(const at::Tensor& keys, const at::Tensor& lengths, const at::Tensor& first) {
+  const int64_t B = keys.size(0), n = keys.size(1);
+  at::Tensor ranking = at::empty({B, n}, keys.options().dtype(at::kLong));
+  if (B == 0 || n == 0) return ranking;
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keys.scalar_type(), "rank_rows", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t sorted = shared_sort_items(n);
+    const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
+    if (bytes <= kMaxSortBytes) {
+      rank_rows_kernel<scalar_t, acc_t><<<B, kThreads, bytes, stream>>>(
+          keys.data_ptr<scalar_t>(), lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
+          first.defined() ? first.data_ptr<int64_t>() : nullptr, n, sorted,
+          ranking.data_ptr<int64_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    // Long rows: torch's stable sort has the same order (NaN first, -0 ties +0, ties by index);
+    // padding keyed -inf stays after the valid items, which all have lower indices.
+    at::Tensor k = keys;
+    if (lengths.defined()) {
+      const at::Tensor columns = at::arange(n, lengths.options()).unsqueeze(0);
+      k = at::where(at::lt(columns, lengths.unsqueeze(1)), keys,
+                    at::full({}, -std::numeric_limits<double>::infinity(), keys.options()));
+    }
+    at::Tensor order = std::get<1>(at::sort(k, /*stable=*/true, /*dim=*/1, /*descending=*/true));
+    if (!first.defined()) {
+      ranking.copy_(order);
+      return;
+    }
+    move_to_front_kernel<<<B, kThreads, 0, stream>>>(order.data_ptr<int64_t>(),
+                                                     first.data_ptr<int64_t>(), n,
+                                                     ranking.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return ranking;
+}
+
+// --- the weighted PL kernels ------------------------------------------------------------------
+
+enum class WeightMode { Unit, Position, Teacher };
+
+// w_k of a row: 1, weights[b, k], or softmax(teacher[b] / T)[pi_k] (PLD).
+template <typename scalar_t, typename acc_t>
+struct DeviceWeights {
+  WeightMode mode;
+  const scalar_t* values;  // weights or teacher [B, n]
+  acc_t inv_t;
+  acc_t lse_t;  // PLD: log sum exp(teacher[b] / T), set by prepare
+
+  // Block-wide: call from every thread at the start of row b.
+  __device__ void prepare(int64_t b, int64_t n) {
+    if (mode != WeightMode::Teacher) return;
+    LogSumExp<acc_t> local;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      local = local.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(values[b * n + i]) * inv_t));
+    }
+    lse_t = block_all_reduce(local, LSEMerge()).value();
+  }
+  __device__ acc_t at(int64_t b, int64_t n, int64_t k, int64_t item) const {
+    if (mode == WeightMode::Unit) return 1;
+    if (mode == WeightMode::Position) return static_cast<acc_t>(values[b * n + k]);
+    return fast_exp(static_cast<acc_t>(values[b * n + item]) * inv_t - lse_t);
+  }
+};
+
+// Block-wide: whether ranking row pi[0..len) is a permutation of 0..len-1 (bitmap: the row's
+// zeroed words). Reports a bad row into *bad_row (the lowest, by atomicMin).
+__device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap,
+                                  unsigned long long* bad_row, int64_t b) {
+  bool bad = false;
+  for (int64_t k = threadIdx.x; k < len; k += kThreads) {
+    const int64_t i = pi[k];
+    if (i < 0 || i >= len) {
+      bad = true;
+    } else {
+      const unsigned int bit = 1u << (i & 31);
+      bad |= (atomicOr(bitmap + (i >> 5), bit) & bit) != 0;
+    }
+  }
+  bad = __syncthreads_or(bad);
+  if (bad && threadIdx.x == 0) atomicMin(bad_row, static_cast<unsigned long long>(b));
+  return !bad;
+}
+
+// The reversed scan: calls visit(k, x_k, lse_k) for every position k < len of the row, tile by
+// tile from the end (lse_k = log sum_{j >= k} exp(x_j), x_j = s[pi_j]).
+template <typename acc_t, typename scalar_t, typename Visit>
+__device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t len, Visit visit) {
+  using Scan = cub::BlockScan<LogSumExp<acc_t>, kThreads>;
+  __shared__ typename Scan::TempStorage storage;
+  RunningPrefix<LogSumExp<acc_t>, LSEMerge> prefix{LogSumExp<acc_t>(), LSEMerge()};
+  for (int64_t base = 0; base < len; base += kThreads) {
+    const int64_t k = len - 1 - (base + threadIdx.x);  // thread order = descending positions
+    const acc_t x = k >= 0 ? static_cast<acc_t>(s[pi[k]]) : acc_t(0);
+    LogSumExp<acc_t> state = k >= 0 ? LogSumExp<acc_t>::item(x) : LogSumExp<acc_t>();
+    Scan(storage).InclusiveScan(state, state, LSEMerge(), prefix);
+    __syncthreads();
+    if (k >= 0) visit(k, x, state.value());
+  }
+}
+
+// Per row: loss_b = sum_{k<K} w_k (lse_k - s[pi_k]).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    pl_forward_kernel(PLRowsView<scalar_t> v, const int64_t* ranking, DeviceWeights<scalar_t, acc_t> w,
+                      unsigned int* bitmap, unsigned long long* bad_row, acc_t* row_loss) {
+  const int64_t b = blockIdx.x, len = v.length(b), K = v.terms(b);
+  const int64_t* pi = ranking + b * v.n;
+  const int64_t words = (v.n + 31) / 32;
+  if (bitmap != nullptr && !check_permutation(pi, len, bitmap + b * words, bad_row, b)) return;
+  w.prepare(b, v.n);
+  acc_t local = 0;
+  suffix_scan<acc_t>(v.row(b), pi, len, [&](int64_t k, acc_t x, acc_t lse) {
+    if (k < K) local += w.at(b, v.n, k, pi[k]) * (lse - x);
+  });
+  const acc_t total = block_all_reduce(local, SumOp());
+  if (threadIdx.x == 0) row_loss[b] = total;
+}
+
+// Per row: grad_scores[pi_j] = g (C_j p_j - w_j [j<K]), C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K]
+// as an affine scan; grad_weights[k] = g (lse_k - x_k) for k < K; PLD's teacher gradient
+// g / T * w_k (term_k - loss_b). lse: scratch [B, n].
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    pl_backward_kernel(PLRowsView<scalar_t> v, const int64_t* ranking, DeviceWeights<scalar_t, acc_t> w,
+                       const scalar_t* grad, Reduction reduction, unsigned int* bitmap,
+                       unsigned long long* bad_row, acc_t* lse_scratch, scalar_t* grad_scores,
+                       scalar_t* grad_weights, scalar_t* grad_teacher) {
+  const int64_t b = blockIdx.x, n = v.n, len = v.length(b), K = v.terms(b);
+  const int64_t* pi = ranking + b * n;
+  const int64_t words = (n + 31) / 32;
+  if (bitmap != nullptr && !check_permutation(pi, len, bitmap + b * words, bad_row, b)) return;
+  w.prepare(b, n);
+  const acc_t g = row_upstream<scalar_t, acc_t>(grad, reduction, b, v.B);
+  const scalar_t* s = v.row(b);
+  acc_t* lse = lse_scratch + b * n;
+  acc_t local_loss = 0;
+  suffix_scan<acc_t>(s, pi, len, [&](int64_t k, acc_t x, acc_t lse_k) {
+    lse[k] = lse_k;
+    if (k < K) {
+      const acc_t term = lse_k - x;
+      if (grad_weights != nullptr) grad_weights[b * n + k] = static_cast<scalar_t>(g * term);
+      local_loss += w.at(b, n, k, pi[k]) * term;
+    }
+  });
+  __syncthreads();  // lse visible to the whole block
+  using Scan = cub::BlockScan<Affine<acc_t>, kThreads>;
+  __shared__ typename Scan::TempStorage storage;
+  RunningPrefix<Affine<acc_t>, AffineThen> prefix{Affine<acc_t>(), AffineThen()};
+  for (int64_t base = 0; base < len; base += kThreads) {
+    const int64_t j = base + threadIdx.x;
+    Affine<acc_t> map;
+    acc_t wj = 0, p = 0;
+    if (j < len) {
+      wj = j < K ? w.at(b, n, j, pi[j]) : acc_t(0);
+      const acc_t q_prev = j == 0 ? acc_t(0) : fast_exp(shifted(lse[j], lse[j - 1]));
+      map = {q_prev, wj};
+      p = fast_exp(shifted(static_cast<acc_t>(s[pi[j]]), lse[j]));
+    }
+    Scan(storage).InclusiveScan(map, map, AffineThen(), prefix);
+    __syncthreads();
+    if (j < len) grad_scores[b * n + pi[j]] = static_cast<scalar_t>(g * pl_score_grad(map.b, p, wj));
+  }
+  for (int64_t i = len + threadIdx.x; i < n; i += kThreads) grad_scores[b * n + i] = scalar_t(0);
+  if (grad_weights != nullptr) {
+    for (int64_t k = K + threadIdx.x; k < n; k += kThreads) grad_weights[b * n + k] = scalar_t(0);
+  }
+  if (grad_teacher == nullptr) return;
+  // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
+  const acc_t loss = block_all_reduce(local_loss, SumOp());
+  for (int64_t k = threadIdx.x; k < n; k += kThreads) {
+    const acc_t term = lse[k] - static_cast<acc_t>(s[pi[k]]);
+    grad_teacher[b * n + pi[k]] =
+        static_cast<scalar_t>(g * w.inv_t * w.at(b, n, k, pi[k]) * (term - loss));
+  }
+}
+
+// --- host side --------------------------------------------------------------------------------
+
+// Reduces per-row losses (acc dtype) to the op's output in `dtype`.
+at::Tensor reduce_rows(const at::Tensor& row_loss, Reduction reduction, at::ScalarType dtype) {
+  if (reduction == Reduction::None) return row_loss.to(dtype);
+  at::Tensor total = row_loss.sum();
+  if (reduction == Reduction::Mean) total = at::div(total, static_cast<double>(std::max<int64_t>(row_loss.numel(), 1)));
+  return total.to(dtype);
+}
+
+// The permutation check's scratch: a zeroed bitmap and the first bad row (B = none).
+struct PermutationCheck {
+  at::Tensor bitmap, bad_row;
+  PermutationCheck(int64_t B, int64_t n, const at::TensorOptions& opts)
+      : bitmap(at::zeros({B, (n + 31) / 32}, opts.dtype(at::kInt))),
+        bad_row(at::full({}, B, opts.dtype(at::kLong))) {}
+  unsigned int* bits() { return reinterpret_cast<unsigned int*>(bitmap.data_ptr<int>()); }
+  unsigned long long* row() { return reinterpret_cast<unsigned long long*>(bad_row.data_ptr<int64_t>()); }
+  void check(int64_t B) const {  // a device sync
+    const int64_t b = bad_row.item<int64_t>();
+    TORCH_CHECK_VALUE(b == B, "ranking row ", b,
+                      " is not a permutation of 0..len-1 (len = lengths[b], or n): its first len "
+                      "entries must hold each of the row's valid items exactly once");
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+DeviceWeights<scalar_t, acc_t> weights_of(WeightMode mode, const at::Tensor& values, double temperature) {
+  return {mode, values.defined() ? values.data_ptr<scalar_t>() : nullptr,
+          static_cast<acc_t>(1.0 / temperature), acc_t(0)};
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// The forward of every PL op: per-row losses of `ranking` (checked when `check`), reduced.
+at::Tensor pl_forward(const PLRowsArgs& rows, const at::Tensor& ranking, WeightMode mode,
+                      const at::Tensor& values, double temperature, bool check, Reduction reduction) {
+  const auto opts = rows.scores.options();
+  at::Tensor row_loss = at::empty({rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
+  if (rows.B == 0) return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
+  PermutationCheck perm(check ? rows.B : 0, check ? rows.n : 0, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    pl_forward_kernel<scalar_t, acc_t><<<rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
+        check ? perm.bits() : nullptr, check ? perm.row() : nullptr, row_loss.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  if (check) perm.check(rows.B);
+  return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
+}
+
+// The backward of every PL op: (grad_scores, grad_values) with grad_values [B, n] when
+// values_grad (weights' or teacher's gradient), else empty [0, n].
+std::tuple<at::Tensor, at::Tensor> pl_backward(const PLRowsArgs& rows, const at::Tensor& ranking,
+                                               WeightMode mode, const at::Tensor& values,
+                                               double temperature, const at::Tensor& grad,
+                                               Reduction reduction, bool values_grad) {
+  check_row_loss_grad(grad, rows.scores, rows.B, reduction != Reduction::None);
+  const auto opts = rows.scores.options();
+  at::Tensor grad_scores = at::empty({rows.B, rows.n}, opts);
+  at::Tensor grad_values = at::empty({values_grad ? rows.B : 0, rows.n}, opts);
+  if (rows.B == 0 || rows.n == 0) return {grad_scores, grad_values};
+  at::Tensor lse = at::empty({rows.B, rows.n}, opts.dtype(acc_type(opts.dtype().toScalarType())));
+  PermutationCheck perm(rows.B, rows.n, opts);
+  const at::Tensor g = grad.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    scalar_t* gv = values_grad ? grad_values.data_ptr<scalar_t>() : nullptr;
+    pl_backward_kernel<scalar_t, acc_t><<<rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
+        g.data_ptr<scalar_t>(), reduction, perm.bits(), perm.row(), lse.data_ptr<acc_t>(),
+        grad_scores.data_ptr<scalar_t>(), mode == WeightMode::Position ? gv : nullptr,
+        mode == WeightMode::Teacher ? gv : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  perm.check(rows.B);
+  return {grad_scores, grad_values};
+}
+
+// --- ops --------------------------------------------------------------------------------------
+
+at::Tensor plackett_luce_loss_cuda(const at::Tensor& scores, const at::Tensor& ranking,
+                                   const c10::optional<at::Tensor>& weights,
+                                   const c10::optional<at::Tensor>& lengths,
+                                   c10::optional<int64_t> top_k, c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
+  return pl_forward(rows, pi, w.defined() ? WeightMode::Position : WeightMode::Unit, w, 1.0, true, red);
+}
+
+std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& scores, const at::Tensor& ranking,
+    const c10::optional<at::Tensor>& weights, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction, bool weights_grad) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
+  TORCH_CHECK_VALUE(!weights_grad || w.defined(), "weights_grad needs weights");
+  return pl_backward(rows, pi, w.defined() ? WeightMode::Position : WeightMode::Unit, w, 1.0, grad,
+                     red, weights_grad);
+}
+
+std::tuple<at::Tensor, at::Tensor> listmle_cuda(const at::Tensor& scores, const at::Tensor& relevance,
+                                                const c10::optional<at::Tensor>& lengths,
+                                                c10::optional<int64_t> top_k, c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor ranking = rank_rows(relevance_arg(relevance, rows.scores), rows.lengths, at::Tensor());
+  return {pl_forward(rows, ranking, WeightMode::Unit, at::Tensor(), 1.0, false, red), ranking};
+}
+
+std::tuple<at::Tensor, at::Tensor> pld_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
+                                                 const at::Tensor& target, double temperature,
+                                                 c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(student.device());
+  const auto a = pld_args(student, teacher, target, temperature);
+  const at::Tensor ranking = rank_rows(a.teacher, at::Tensor(), a.target);
+  return {pl_forward(a.rows, ranking, WeightMode::Teacher, a.teacher, a.temperature, false, red), ranking};
+}
+
+std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
+    const at::Tensor& ranking, double temperature, c10::string_view reduction, bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(student.device());
+  const auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
+  const at::Tensor t = like_arg(teacher, rows.scores, "teacher_logits", "student_logits");
+  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
+  return pl_backward(rows, pi, WeightMode::Teacher, t, temperature_arg(temperature, "temperature"),
+                     grad, red, teacher_grad);
+}
+
+// --- listwise KD ------------------------------------------------------------------------------
+
+// Per row: p = softmax(t / Tt), q = softmax(s / Ts) over the len valid items; the row's KL, and
+// in backward the gradients (see common/plackett_luce.h).
+template <typename scalar_t, typename acc_t>
+struct KDRowStats {
+  acc_t inv_ts, inv_tt, lse_s, lse_t, kl;
+
+  __device__ KDRowStats(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts_, acc_t inv_tt_)
+      : inv_ts(inv_ts_), inv_tt(inv_tt_) {
+    LogSumExp<acc_t> ls, lt;
+    for (int64_t i = threadIdx.x; i < len; i += kThreads) {
+      ls = ls.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(s[i]) * inv_ts));
+      lt = lt.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(t[i]) * inv_tt));
+    }
+    lse_s = block_all_reduce(ls, LSEMerge()).value();
+    lse_t = block_all_reduce(lt, LSEMerge()).value();
+    acc_t local = 0;
+    for (int64_t i = threadIdx.x; i < len; i += kThreads) {
+      const acc_t log_p = static_cast<acc_t>(t[i]) * inv_tt - lse_t;
+      local += kl_term(fast_exp(log_p), log_p, static_cast<acc_t>(s[i]) * inv_ts - lse_s);
+    }
+    kl = block_all_reduce(local, SumOp());
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    listwise_kd_forward_kernel(PLRowsView<scalar_t> v, const scalar_t* teacher, acc_t ts, acc_t tt,
+                               acc_t* row_loss) {
+  const int64_t b = blockIdx.x;
+  const KDRowStats<scalar_t, acc_t> row(v.row(b), teacher + b * v.n, v.length(b), 1 / ts, 1 / tt);
+  if (threadIdx.x == 0) row_loss[b] = ts * ts * row.kl;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    listwise_kd_backward_kernel(PLRowsView<scalar_t> v, const scalar_t* teacher, acc_t ts, acc_t tt,
+                                const scalar_t* grad, Reduction reduction, scalar_t* grad_student,
+                                scalar_t* grad_teacher) {
+  const int64_t b = blockIdx.x, n = v.n, len = v.length(b);
+  const scalar_t *s = v.row(b), *t = teacher + b * n;
+  const KDRowStats<scalar_t, acc_t> row(s, t, len, 1 / ts, 1 / tt);
+  const acc_t g = row_upstream<scalar_t, acc_t>(grad, reduction, b, v.B);
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    acc_t gs = 0, gt = 0;
+    if (i < len) {
+      const acc_t log_p = static_cast<acc_t>(t[i]) * row.inv_tt - row.lse_t;
+      const acc_t log_q = static_cast<acc_t>(s[i]) * row.inv_ts - row.lse_s;
+      const acc_t p = fast_exp(log_p), q = fast_exp(log_q);
+      gs = g * kl_student_grad(p, q, ts);
+      gt = g * kl_teacher_grad(p, log_p, log_q, row.kl, ts, tt);
+    }
+    grad_student[b * n + i] = static_cast<scalar_t>(gs);
+    if (grad_teacher != nullptr) grad_teacher[b * n + i] = static_cast<scalar_t>(gt);
+  }
+}
+
+at::Tensor listwise_kd_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
+                                 const c10::optional<at::Tensor>& lengths, double ts, double tt,
+                                 c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(student.device());
+  const auto a = kd_args(student, teacher, lengths, ts, tt);
+  const auto opts = a.rows.scores.options();
+  at::Tensor row_loss = at::empty({a.rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
+  if (a.rows.B > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      listwise_kd_forward_kernel<scalar_t, acc_t><<<a.rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
+          static_cast<acc_t>(a.tt), row_loss.data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return reduce_rows(row_loss, red, opts.dtype().toScalarType());
+}
+
+std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
+    const c10::optional<at::Tensor>& lengths, double ts, double tt, c10::string_view reduction,
+    bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const c10::cuda::CUDAGuard guard(student.device());
+  const auto a = kd_args(student, teacher, lengths, ts, tt);
+  check_row_loss_grad(grad, a.rows.scores, a.rows.B, red != Reduction::None);
+  const auto opts = a.rows.scores.options();
+  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  if (a.rows.B == 0 || a.rows.n == 0) return {grad_student, grad_teacher};
+  const at::Tensor g = grad.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    listwise_kd_backward_kernel<scalar_t, acc_t><<<a.rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
+        static_cast<acc_t>(a.tt), g.data_ptr<scalar_t>(), red, grad_student.data_ptr<scalar_t>(),
+        teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {grad_student, grad_teacher};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdops, CUDA, m) {
+  m.impl("plackett_luce_loss", &plackett_luce_loss_cuda);
+  m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cuda);
+  m.impl("listmle", &listmle_cuda);
+  m.impl("pld_loss", &pld_loss_cuda);
+  m.impl("pld_loss_backward", &pld_loss_backward_cuda);
+  m.impl("listwise_kd_loss", &listwise_kd_loss_cuda);
+  m.impl("listwise_kd_loss_backward", &listwise_kd_loss_backward_cuda);
+}
+
+}  // namespace kdops::cuda

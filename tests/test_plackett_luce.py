@@ -1,0 +1,545 @@
+"""Plackett-Luce family (plackett_luce_loss, listmle, pld_loss, listwise_kd_loss) against
+kdops.reference: values and gradients (hypothesis), gradcheck, opcheck, torch.compile, the
+mathematical properties the papers rely on, extreme values and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kdops
+from kdops import reference
+from tests.helpers import DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+
+REDUCTIONS = ["mean", "sum", "none"]
+SCALES = [1e-3, 1.0, 30.0, 1e4]
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _scores(shape, dtype, device, scale, seed, ties=False):
+    """Random scores; with ties, drawn from a few levels so that equal values are common."""
+    g = _gen(seed)
+    if ties:
+        values = torch.randint(-2, 3, shape, generator=g).double()
+    else:
+        values = torch.randn(shape, generator=g, dtype=torch.float64)
+    return (values * scale).to(device=device, dtype=dtype)
+
+
+def _lengths(batch, n, device, seed):
+    """Row lengths in [0, n], the extremes included."""
+    lengths = torch.randint(0, n + 1, (batch,), generator=_gen(seed))
+    lengths[0] = n
+    if batch > 1:
+        lengths[1] = min(1, n)
+    return lengths.to(device)
+
+
+def _ranking(lengths, batch, n, device, seed):
+    """Row b: a random permutation of 0..len_b-1, then arbitrary values (ignored) in the padding."""
+    g = _gen(seed)
+    rows = []
+    for b in range(batch):
+        length = n if lengths is None else int(lengths[b])
+        garbage = torch.randint(-3, 2 * n + 3, (n - length,), generator=g)
+        rows.append(torch.cat([torch.randperm(length, generator=g), garbage]))
+    return torch.stack(rows).to(device)
+
+
+def _check(ours_fn, ref_fn, inputs, dtype, scale, grad_seed):
+    """Run kdops and the float64 reference on the same inputs; compare values and the gradients
+    of every floating input that requires grad. `scale`: magnitude of the loss per row."""
+    ours = [leaf(t, t.requires_grad) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+    refs = [as_reference(t) if isinstance(t, torch.Tensor) else t for t in ours]
+    out = ours_fn(*ours)
+    expected = ref_fn(*refs)
+    assert out.dtype == dtype
+    assert_close(out, expected, dtype, scale=scale)
+    if not any(isinstance(t, torch.Tensor) and t.requires_grad for t in ours):
+        return
+    upstream = torch.rand(expected.shape, generator=_gen(grad_seed), dtype=torch.float64) + 0.5
+    (out * upstream.to(out)).sum().backward()
+    (expected * upstream).sum().backward()
+    for o, r in zip(ours, refs):
+        if isinstance(r, torch.Tensor) and r.requires_grad:
+            assert_close(o.grad, r.grad, dtype, scale=scale * 2)
+
+
+# --- values and gradients against the reference ----------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    batch=st.integers(1, 12),
+    n=st.integers(1, 40),
+    scale=st.sampled_from(SCALES),
+    ties=st.booleans(),
+    weighted=st.booleans(),
+    padded=st.booleans(),
+    top_k=st.one_of(st.none(), st.integers(1, 45)),
+    reduction=st.sampled_from(REDUCTIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_plackett_luce_matches_reference(device, dtype, batch, n, scale, ties, weighted, padded, top_k, reduction, seed):
+    scores = _scores((batch, n), dtype, device, scale, seed, ties).requires_grad_()
+    lengths = _lengths(batch, n, device, seed + 1) if padded else None
+    ranking = _ranking(lengths, batch, n, device, seed + 2)
+    weights = _scores((batch, n), dtype, device, 1.0, seed + 3).abs().requires_grad_() if weighted else None
+    _check(
+        lambda s, r, w: kdops.plackett_luce_loss(s, r, w, lengths, top_k, reduction),
+        lambda s, r, w: reference.plackett_luce_loss(s, r, w, lengths, top_k, reduction),
+        [scores, ranking, weights],
+        dtype,
+        scale=(scale + 1) * n * 4,
+        grad_seed=seed + 4,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    batch=st.integers(1, 12),
+    n=st.integers(1, 40),
+    scale=st.sampled_from(SCALES),
+    graded=st.booleans(),
+    padded=st.booleans(),
+    top_k=st.one_of(st.none(), st.integers(1, 45)),
+    reduction=st.sampled_from(REDUCTIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_listmle_matches_reference(device, dtype, batch, n, scale, graded, padded, top_k, reduction, seed):
+    scores = _scores((batch, n), dtype, device, scale, seed).requires_grad_()
+    # Graded labels (0..3) tie often: ties go to the lower index.
+    relevance = _scores((batch, n), dtype, device, 1.0, seed + 1, ties=graded)
+    lengths = _lengths(batch, n, device, seed + 2) if padded else None
+    _check(
+        lambda s, rel: kdops.listmle(s, rel, lengths, top_k, reduction),
+        lambda s, rel: reference.listmle(s, rel, lengths, top_k, reduction),
+        [scores, relevance],
+        dtype,
+        scale=(scale + 1) * n * 4,
+        grad_seed=seed + 3,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    batch=st.integers(1, 12),
+    classes=st.integers(1, 60),
+    scale=st.sampled_from(SCALES),
+    teacher_ties=st.booleans(),
+    teacher_grad=st.booleans(),
+    temperature=st.sampled_from([0.5, 1.0, 4.0]),
+    reduction=st.sampled_from(REDUCTIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_pld_matches_reference(device, dtype, batch, classes, scale, teacher_ties, teacher_grad, temperature, reduction, seed):
+    student = _scores((batch, classes), dtype, device, scale, seed).requires_grad_()
+    teacher = _scores((batch, classes), dtype, device, 3.0, seed + 1, ties=teacher_ties)
+    teacher.requires_grad_(teacher_grad)
+    target = torch.randint(0, classes, (batch,), generator=_gen(seed + 2)).to(device)
+    _check(
+        lambda s, t: kdops.pld_loss(s, t, target, temperature, reduction),
+        lambda s, t: reference.pld_loss(s, t, target, temperature, reduction),
+        [student, teacher],
+        dtype,
+        scale=(scale + 1) * classes * 4,
+        grad_seed=seed + 3,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    device=st.sampled_from(DEVICES),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+    batch=st.integers(1, 12),
+    n=st.integers(1, 40),
+    scale=st.sampled_from(SCALES),
+    padded=st.booleans(),
+    temperatures=st.sampled_from([(1.0, None, None), (2.0, None, None), (1.0, 0.5, 3.0), (4.0, 2.0, None)]),
+    reduction=st.sampled_from(REDUCTIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_listwise_kd_matches_reference(device, dtype, batch, n, scale, padded, temperatures, reduction, seed):
+    student = _scores((batch, n), dtype, device, scale, seed).requires_grad_()
+    teacher = _scores((batch, n), dtype, device, scale, seed + 1).requires_grad_()
+    lengths = _lengths(batch, n, device, seed + 2) if padded else None
+    t, ts, tt = temperatures
+    _check(
+        lambda s, te: kdops.listwise_kd_loss(s, te, t, ts, tt, lengths, reduction),
+        lambda s, te: reference.listwise_kd_loss(s, te, t, ts, tt, lengths, reduction),
+        [student, teacher],
+        dtype,
+        # Ts^2 KL grows like Ts * |scores| (the logits are divided by the temperatures).
+        scale=(scale + 1) * 16 * 4,
+        grad_seed=seed + 3,
+    )
+
+
+@devices
+@pytest.mark.parametrize("n", [300, 5000])
+def test_long_rows_match_reference(device, n):
+    """Rows past the CUDA in-block sort (4096 float keys) take the at::sort path; on the CPU
+    they take the radix sort. Graded keys: many ties."""
+    dtype = torch.float32
+    scores = _scores((3, n), dtype, device, 1.0, 0).requires_grad_()
+    teacher = _scores((3, n), dtype, device, 1.0, 1, ties=True)
+    lengths = torch.tensor([n, n // 2, 1], device=device)
+    target = torch.tensor([0, n - 1, n // 3], device=device)
+    _check(
+        lambda s, rel: kdops.listmle(s, rel, lengths, None, "none"),
+        lambda s, rel: reference.listmle(s, rel, lengths, None, "none"),
+        [scores, teacher], dtype, scale=n * 8, grad_seed=2,
+    )
+    _check(
+        lambda s, t: kdops.pld_loss(s, t, target, 2.0, "none"),
+        lambda s, t: reference.pld_loss(s, t, target, 2.0, "none"),
+        [scores, teacher], dtype, scale=n * 8, grad_seed=3,
+    )
+
+
+# --- gradcheck, opcheck, torch.compile --------------------------------------------------------
+
+
+def _fp64(*shape, device, requires_grad=True, seed=0):
+    return torch.randn(*shape, generator=_gen(seed), dtype=torch.float64).to(device).requires_grad_(requires_grad)
+
+
+@devices
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck(device, reduction):
+    batch, n = 5, 7
+    lengths = torch.tensor([7, 3, 0, 1, 5], device=device)
+    ranking, full_ranking = _ranking(lengths, batch, n, device, 0), _ranking(None, batch, n, device, 1)
+    scores, weights = _fp64(batch, n, device=device), _fp64(batch, n, device=device, seed=1)
+    teacher = _fp64(batch, n, device=device, seed=2)
+    relevance = torch.randint(0, 3, (batch, n), generator=_gen(3)).to(device)
+    target = torch.tensor([0, 6, 3, 3, 1], device=device)
+    checks = [
+        (lambda s, w: kdops.plackett_luce_loss(s, ranking, w, lengths, 3, reduction), (scores, weights)),
+        (lambda s: kdops.plackett_luce_loss(s, full_ranking, reduction=reduction), (scores,)),
+        (lambda s: kdops.listmle(s, relevance, lengths, 2, reduction), (scores,)),
+        (lambda s, t: kdops.pld_loss(s, t, target, 1.5, reduction), (scores, teacher)),
+        (lambda s, t: kdops.listwise_kd_loss(s, t, 1.5, None, 0.7, lengths, reduction), (scores, teacher)),
+    ]
+    for fn, args in checks:
+        assert torch.autograd.gradcheck(fn, args)
+
+
+@devices
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_opcheck(device, requires_grad, reduction):
+    batch, n = 4, 6
+    opts = dict(device=device, requires_grad=requires_grad)
+    scores, teacher, weights = torch.randn(batch, n, **opts), torch.randn(batch, n, **opts), torch.rand(batch, n, **opts)
+    lengths = torch.tensor([6, 2, 0, 4], device=device)
+    ranking = _ranking(lengths, batch, n, device, 1)
+    relevance = torch.randint(0, 3, (batch, n), device=device).float()
+    target = torch.tensor([5, 0, 2, 2], device=device)
+    ops = torch.ops.kdops
+    torch.library.opcheck(ops.plackett_luce_loss.default, (scores, ranking, weights, lengths, 2, reduction))
+    full_ranking = _ranking(None, batch, n, device, 2)
+    torch.library.opcheck(ops.plackett_luce_loss.default, (scores, full_ranking, None, None, None, reduction))
+    torch.library.opcheck(ops.listmle.default, (scores, relevance, lengths, None, reduction))
+    torch.library.opcheck(ops.pld_loss.default, (scores, teacher, target, 2.0, reduction))
+    torch.library.opcheck(ops.listwise_kd_loss.default, (scores, teacher, lengths, 2.0, 0.5, reduction))
+    torch.library.opcheck(ops.listwise_kd_loss.default, (scores, teacher, None, 1.0, 1.0, reduction))
+
+
+@devices
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    lengths = torch.tensor([6, 3, 1, 0, 5, 6, 2, 4], device=device)
+    ranking = _ranking(lengths, 8, 6, device, 0)
+    relevance = torch.randint(0, 3, (8, 6), device=device)
+    target = torch.randint(0, 6, (8,), device=device)
+
+    def step(scores, teacher, weights):
+        return (
+            kdops.plackett_luce_loss(scores, ranking, weights, lengths, top_k=3)
+            + kdops.listmle(scores, relevance, lengths)
+            + kdops.pld_loss(scores, teacher, target, temperature=2.0)
+            + kdops.listwise_kd_loss(scores, teacher, temperature=2.0, lengths=lengths)
+        )
+
+    compiled = torch.compile(step, fullgraph=True)
+    args = [torch.randn(8, 6, device=device, requires_grad=True) for _ in range(3)]
+    out = compiled(*args)
+    out.backward()
+    eager_args = [leaf(a) for a in args]
+    expected = step(*eager_args)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for a, e in zip(args, eager_args):
+        torch.testing.assert_close(a.grad, e.grad)
+
+
+# --- the properties the papers rely on --------------------------------------------------------
+
+
+@devices
+def test_pld_is_invariant_to_a_constant_per_row_of_student_logits(device):
+    student = torch.randn(16, 50, dtype=torch.float64, device=device)
+    teacher = torch.randn(16, 50, dtype=torch.float64, device=device)
+    target = torch.randint(0, 50, (16,), device=device)
+    shift = torch.randn(16, 1, dtype=torch.float64, device=device) * 100
+    base = kdops.pld_loss(student, teacher, target, reduction="none")
+    shifted = kdops.pld_loss(student + shift, teacher, target, reduction="none")
+    torch.testing.assert_close(shifted, base, rtol=1e-9, atol=1e-9)
+
+
+@devices
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_ranking_by_the_scores_is_the_most_likely(device, n):
+    scores = torch.randn(3, n, dtype=torch.float64, device=device)
+    best = scores.argsort(dim=1, descending=True)
+    best_loss = kdops.plackett_luce_loss(scores, best, reduction="none")
+    perms = torch.tensor(list(itertools.permutations(range(n))), device=device)
+    for b in range(3):
+        rows = scores[b].expand(len(perms), n)
+        all_losses = kdops.plackett_luce_loss(rows, perms, reduction="none")
+        assert torch.all(all_losses >= best_loss[b] - 1e-12)
+        torch.testing.assert_close(all_losses.min(), best_loss[b])
+
+
+@devices
+def test_listmle_with_two_items_is_the_logistic_pairwise_loss(device):
+    scores = torch.randn(32, 2, dtype=torch.float64, device=device) * 5
+    relevance = torch.randint(0, 2, (32, 2), device=device)
+    relevance[:, 1] = 1 - relevance[:, 0]  # one relevant item per row
+    hi = relevance.argmax(dim=1, keepdim=True)
+    s_hi, s_lo = scores.gather(1, hi), scores.gather(1, 1 - hi)
+    expected = torch.log1p(torch.exp(s_lo - s_hi)).squeeze(1)
+    torch.testing.assert_close(kdops.listmle(scores, relevance, reduction="none"), expected)
+
+
+@devices
+def test_listwise_kd_matches_the_kl_div_of_sentence_transformers(device):
+    student, teacher = torch.randn(8, 20, device=device), torch.randn(8, 20, device=device)
+    temperature = 2.0
+    expected = torch.nn.functional.kl_div(
+        torch.log_softmax(student / temperature, -1), torch.softmax(teacher / temperature, -1), reduction="batchmean"
+    ) * temperature**2
+    torch.testing.assert_close(kdops.listwise_kd_loss(student, teacher, temperature), expected)
+
+
+# --- semantics: padding, empty rows, extremes, determinism ------------------------------------
+
+
+@devices
+def test_rows_of_length_zero_add_zero_and_count_in_the_mean(device):
+    scores = torch.randn(3, 4, device=device, requires_grad=True)
+    lengths = torch.tensor([4, 0, 2], device=device)
+    ranking = _ranking(lengths, 3, 4, device, 0)
+    per_row = kdops.plackett_luce_loss(scores, ranking, lengths=lengths, reduction="none")
+    assert per_row[1].item() == 0.0
+    mean = kdops.plackett_luce_loss(scores, ranking, lengths=lengths)
+    torch.testing.assert_close(mean, per_row.sum() / 3)
+    mean.backward()
+    assert torch.equal(scores.grad[1], torch.zeros(4, device=device))
+    assert torch.equal(scores.grad[2, 2:], torch.zeros(2, device=device))
+
+
+@devices
+def test_extreme_magnitudes_and_inf_padding_stay_finite(device):
+    scores = torch.tensor([[1e4, -1e4, 3e3, float("-inf")], [-1e4, -1e4 + 1, 0.0, float("-inf")]], device=device)
+    scores.requires_grad_()
+    lengths = torch.tensor([3, 3], device=device)
+    relevance = torch.tensor([[0, 1, 2, 3], [2, 1, 0, 3]], device=device)
+    loss = kdops.listmle(scores, relevance, lengths=lengths, reduction="none")
+    expected = reference.listmle(scores.detach().double(), relevance, lengths=lengths, reduction="none")
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-2)
+    loss.sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    teacher = torch.tensor([[5e3, -1e4, 0.0, 1e4]], device=device)
+    student = torch.tensor([[1e4, -1e4, 0.0, -1e4]], device=device, requires_grad=True)
+    pld = kdops.pld_loss(student, teacher, torch.tensor([1], device=device))
+    pld.backward()
+    assert torch.isfinite(pld) and torch.isfinite(student.grad).all()
+    kd = kdops.listwise_kd_loss(scores, scores.detach() * 0.5, lengths=lengths)
+    assert torch.isfinite(kd)
+
+
+@devices
+def test_ranking_order_of_nan_and_signed_zero_keys_matches_torch_sort(device):
+    """NaN relevance ranks first (as torch.sort puts it), -0 ties +0 (lower index first)."""
+    scores = torch.randn(2, 6, dtype=torch.float64, device=device)
+    relevance = torch.tensor(
+        [[0.0, float("nan"), -0.0, 2.0, float("nan"), -1.0], [-0.0, 0.0, float("-inf"), 0.0, 1.0, -0.0]],
+        dtype=torch.float64, device=device,
+    )
+    ours = kdops.listmle(scores, relevance, reduction="none")
+    torch.testing.assert_close(ours, reference.listmle(scores, relevance, reduction="none"))
+    teacher = relevance.nan_to_num(nan=5.0).flip(1)
+    target = torch.tensor([2, 5], device=device)
+    torch.testing.assert_close(
+        kdops.pld_loss(scores, teacher, target, reduction="none"),
+        reference.pld_loss(scores, teacher, target, reduction="none"),
+    )
+
+
+@devices
+def test_result_does_not_depend_on_the_thread_count(device):
+    scores, teacher = torch.randn(300, 200, device=device), torch.randn(300, 200, device=device)
+    target = torch.randint(0, 200, (300,), device=device)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kdops.pld_loss(scores, teacher, target)
+        torch.set_num_threads(max(2, threads))
+        many = kdops.pld_loss(scores, teacher, target)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+@dtypes
+def test_output_dtype_is_input_dtype(dtype):
+    scores, teacher = torch.randn(3, 5, dtype=dtype), torch.randn(3, 5, dtype=dtype)
+    ranking = torch.arange(5).expand(3, 5)
+    assert kdops.plackett_luce_loss(scores, ranking).dtype == dtype
+    assert kdops.listmle(scores, teacher, reduction="none").dtype == dtype
+    assert kdops.pld_loss(scores, teacher, torch.tensor([0, 1, 2])).dtype == dtype
+    assert kdops.listwise_kd_loss(scores, teacher).dtype == dtype
+
+
+def test_modules_match_functional():
+    scores, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    ranking, target = torch.arange(5).flip(0).expand(4, 5), torch.tensor([1, 2, 3, 4])
+    pairs = [
+        (kdops.PlackettLuceLoss(top_k=2, reduction="sum")(scores, ranking), kdops.plackett_luce_loss(scores, ranking, top_k=2, reduction="sum")),
+        (kdops.ListMLELoss()(scores, teacher), kdops.listmle(scores, teacher)),
+        (kdops.PLDLoss(temperature=2.0)(scores, teacher, target), kdops.pld_loss(scores, teacher, target, 2.0)),
+        (kdops.ListwiseKDLoss(2.0, teacher_temperature=1.0)(scores, teacher), kdops.listwise_kd_loss(scores, teacher, 2.0, None, 1.0)),
+    ]
+    for module_loss, functional_loss in pairs:
+        assert torch.equal(module_loss, functional_loss)
+    assert "temperature=2.0" in repr(kdops.PLDLoss(temperature=2.0))
+
+
+def test_double_backward_is_refused():
+    scores = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    loss = kdops.pld_loss(scores, torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 2]))
+    (grad,) = torch.autograd.grad(loss, scores, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        grad.sum().backward()
+
+
+# --- bad input, from the Python API and from torch.ops directly -------------------------------
+
+_S = torch.randn(3, 4)
+_PERM = torch.arange(4).expand(3, 4).contiguous()
+_BAD_RANK = _PERM.clone()
+_BAD_RANK[1, 2] = 0  # a repeated item
+_OUT_RANK = _PERM.clone()
+_OUT_RANK[2, 3] = 4  # an item past the row
+
+BAD_PL = [
+    (dict(ranking=_BAD_RANK), "ranking row 1 is not a permutation", ValueError),
+    (dict(ranking=_OUT_RANK), "ranking row 2 is not a permutation", ValueError),
+    (dict(ranking=_PERM.flip(1), lengths=torch.tensor([4, 2, 2])), "ranking row 1 is not a permutation", ValueError),
+    (dict(ranking=_PERM.int()), "ranking must be int64", TypeError),
+    (dict(ranking=_PERM[:, :3]), "ranking must have the shape of scores", ValueError),
+    (dict(ranking=_PERM, lengths=torch.tensor([4, 5, 0])), "lengths must hold row lengths in \\[0, 4\\]", IndexError),
+    (dict(ranking=_PERM, lengths=torch.tensor([4, -1, 0])), "lengths must hold row lengths", IndexError),
+    (dict(ranking=_PERM, lengths=torch.tensor([4, 4])), "lengths must be \\[B\\]", ValueError),
+    (dict(ranking=_PERM, top_k=0), "top_k must be", ValueError),
+    (dict(ranking=_PERM, weights=torch.rand(3, 4, dtype=torch.float64)), "weights must have the dtype of scores", TypeError),
+    (dict(ranking=_PERM, scores=torch.randn(12)), "scores must be \\[B, n\\]", ValueError),
+]
+
+
+@pytest.mark.parametrize("kwargs,message,error", BAD_PL)
+@pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
+def test_bad_plackett_luce_input(kwargs, message, error, direct):
+    a = dict(scores=_S, weights=None, lengths=None, top_k=None) | kwargs
+    with pytest.raises(error, match=message):
+        if direct:
+            torch.ops.kdops.plackett_luce_loss(a["scores"], a["ranking"], a["weights"], a["lengths"], a["top_k"], "mean")
+        else:
+            kdops.plackett_luce_loss(a["scores"], a["ranking"], a["weights"], a["lengths"], a["top_k"])
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
+def test_bad_pld_input(direct):
+    def call(student, teacher, target, temperature=1.0):
+        if direct:
+            return torch.ops.kdops.pld_loss(student, teacher, target, temperature, "mean")
+        return kdops.pld_loss(student, teacher, target, temperature)
+
+    s, t = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(IndexError, match="target must hold class indices in \\[0, 4\\]"):
+        call(s, t, torch.tensor([0, 5, 1]))
+    with pytest.raises(IndexError, match="target must hold class indices"):
+        call(s, t, torch.tensor([0, -1, 1]))
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        call(s, t, torch.tensor([0, 1, 1]), 0.0)
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        call(s, t, torch.tensor([0, 1, 1]), -2.0)
+    with pytest.raises(ValueError, match="teacher_logits must have the shape of student_logits"):
+        call(s, torch.randn(3, 4), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="target must be \\[B\\]"):
+        call(s, t, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="target must be an integer tensor"):
+        call(s, t, torch.tensor([0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
+def test_bad_listmle_and_listwise_kd_input(direct):
+    s = torch.randn(3, 5)
+    with pytest.raises(ValueError, match="relevance must have the shape of scores"):
+        if direct:
+            torch.ops.kdops.listmle(s, torch.randn(3, 4), None, None, "mean")
+        else:
+            kdops.listmle(s, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="top_k must be"):
+        if direct:
+            torch.ops.kdops.listmle(s, s, None, -1, "mean")
+        else:
+            kdops.listmle(s, s, top_k=-1)
+    with pytest.raises(ValueError, match="teacher_temperature must be a positive finite number"):
+        if direct:
+            torch.ops.kdops.listwise_kd_loss(s, s, None, 1.0, 0.0, "mean")
+        else:
+            kdops.listwise_kd_loss(s, s, teacher_temperature=0.0)
+    with pytest.raises(IndexError, match="lengths must hold row lengths"):
+        if direct:
+            torch.ops.kdops.listwise_kd_loss(s, s, torch.tensor([1, 9, 2]), 1.0, 1.0, "mean")
+        else:
+            kdops.listwise_kd_loss(s, s, lengths=torch.tensor([1, 9, 2]))
+
+
+def test_bad_ranking_in_a_backward_op_called_directly():
+    grad = torch.tensor(1.0)
+    with pytest.raises(ValueError, match="ranking row 1 is not a permutation"):
+        torch.ops.kdops.pld_loss_backward(grad, torch.randn(3, 4), torch.randn(3, 4), _BAD_RANK, 1.0, "mean", True)
+    with pytest.raises(ValueError, match="grad must be a scalar"):
+        torch.ops.kdops.plackett_luce_loss_backward(torch.ones(3), _S, _PERM, None, None, None, "mean", False)
+
+
+def test_bad_reduction_and_types():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        kdops.listmle(_S, _S, reduction="avg")
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
+        torch.ops.kdops.pld_loss(_S, _S, torch.tensor([0, 1, 2]), 1.0, "avg")
+    with pytest.raises(TypeError, match="ranking must be a torch.Tensor"):
+        kdops.plackett_luce_loss(_S, [[0, 1, 2, 3]])
+    with pytest.raises(TypeError, match="scores must be a floating-point"):
+        kdops.listmle(_PERM, _S)
+    with pytest.raises(ValueError, match="top_k must be a positive int"):
+        kdops.plackett_luce_loss(_S, _PERM, top_k=1.5)
+    assert math.isfinite(kdops.plackett_luce_loss(_S, _PERM, top_k=99).item())  # clipped to n
