@@ -85,3 +85,52 @@ OP_CASES += [
     OpCase("maxsim_per_query", _maxsim_per_query, kdops.maxsim, reference.maxsim),
     OpCase("maxsim_packed", _maxsim_packed, kdops.maxsim_packed, reference.maxsim_packed),
 ]
+
+
+# --- Plackett-Luce family ---------------------------------------------------------------------
+
+
+def _list_sizes(gen, size):
+    b, n = 1 + size % 11, 1 + size % 17
+    lengths = torch.randint(0, n + 1, (b,), generator=gen)
+    return b, n, lengths
+
+
+def _ranking(gen, b, n, lengths, device):
+    """Row r: a permutation of its valid items first, then the padding columns."""
+    rows = [torch.cat([torch.randperm(int(k), generator=gen), torch.arange(int(k), n)]) for k in lengths]
+    return torch.stack(rows).to(device)
+
+
+def _plackett_luce(gen, size, device, dtype):
+    b, n, lengths = _list_sizes(gen, size)
+    scores, weights = _randn(gen, (b, n), device, dtype, 3.0), _randn(gen, (b, n), device, dtype).abs()
+    ranking = _ranking(gen, b, n, lengths, device)
+    return [scores, ranking, weights], {"lengths": lengths.to(device), "top_k": 1 + size % 5}
+
+
+def _listmle(gen, size, device, dtype):
+    b, n, lengths = _list_sizes(gen, size)
+    relevance = torch.randint(0, 3, (b, n), generator=gen).to(device=device, dtype=dtype)  # ties
+    return [_randn(gen, (b, n), device, dtype, 3.0)], {"relevance": relevance, "lengths": lengths.to(device)}
+
+
+def _pld(gen, size, device, dtype):
+    b, c = 1 + size % 11, 2 + size % 29
+    target = torch.randint(0, c, (b,), generator=gen).to(device)
+    return [_randn(gen, (b, c), device, dtype, 3.0), _randn(gen, (b, c), device, dtype, 3.0), target], {"temperature": 2.0}
+
+
+def _listwise_kd(gen, size, device, dtype):
+    b, n, lengths = _list_sizes(gen, size)
+    lengths = lengths.clamp(min=1)
+    args = [_randn(gen, (b, n), device, dtype, 3.0), _randn(gen, (b, n), device, dtype, 3.0)]
+    return args, {"lengths": lengths.to(device), "student_temperature": 1.5, "teacher_temperature": 0.7}
+
+
+OP_CASES += [
+    OpCase("plackett_luce_loss", _plackett_luce, kdops.plackett_luce_loss, reference.plackett_luce_loss),
+    OpCase("listmle", _listmle, kdops.listmle, reference.listmle),
+    OpCase("pld_loss", _pld, kdops.pld_loss, reference.pld_loss),
+    OpCase("listwise_kd_loss", _listwise_kd, kdops.listwise_kd_loss, reference.listwise_kd_loss),
+]

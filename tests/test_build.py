@@ -36,11 +36,13 @@ def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_when_built_with_cuda():
         assert info["cuda_archs"], "CUDA kernels built for no arch"
 
 
-def test_every_forward_op_has_a_backward_op():
-    ops = set(kdops.build_info()["ops"])
+def test_every_op_has_an_autograd_formula():
+    """Forward ops differentiate through a backward op (listmle reuses plackett_luce_loss's);
+    backward ops register one too, which refuses double backward with a clear error."""
+    ops = kdops.build_info()["ops"]
     for op in ops:
-        if not op.endswith("_backward"):
-            assert f"{op}_backward" in ops, f"{op} has no backward op"
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kdops::{op}", "Autograd"), f"{op} has no autograd"
+    assert {op for op in ops if op.endswith("_backward")} >= {"margin_mse_backward", "maxsim_backward", "plackett_luce_loss_backward"}
 
 
 def test_info_command_lists_every_op():
