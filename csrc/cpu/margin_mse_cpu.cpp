@@ -28,27 +28,29 @@ inline acc_t forward_term(const MarginMSEView<scalar_t>& v, int64_t b, int64_t j
   return value;
 }
 
-template <typename scalar_t>
+// Without a mask every term is valid and the count is B * N, so the unmasked loops are plain
+// float sums (a float-and-int64 reduction in one loop defeats the vectoriser).
+template <bool kMasked, typename scalar_t>
 SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& v,
                                                  scalar_t* per_term) {
   using acc_t = at::opmath_type<scalar_t>;
   return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
     acc_t sum = 0;
-    int64_t valid_terms = 0;
+    int64_t valid_terms = kMasked ? 0 : (b1 - b0) * v.N;
     if (v.N == 1) {
 #pragma omp simd reduction(+ : sum, valid_terms)
       for (int64_t b = b0; b < b1; ++b) {
-        const bool valid = v.valid(b, 0);
+        const bool valid = !kMasked || v.valid(b, 0);
         sum += forward_term<scalar_t, acc_t>(v, b, 0, valid, per_term);
-        valid_terms += valid;
+        if constexpr (kMasked) valid_terms += valid;
       }
     } else {
       for (int64_t b = b0; b < b1; ++b) {
 #pragma omp simd reduction(+ : sum, valid_terms)
         for (int64_t j = 0; j < v.N; ++j) {
-          const bool valid = v.valid(b, j);
+          const bool valid = !kMasked || v.valid(b, j);
           sum += forward_term<scalar_t, acc_t>(v, b, j, valid, per_term);
-          valid_terms += valid;
+          if constexpr (kMasked) valid_terms += valid;
         }
       }
     }
@@ -67,8 +69,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "margin_mse_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto total = forward_impl<scalar_t>(
-        a.view<scalar_t>(), per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr);
+    const auto v = a.view<scalar_t>();
+    scalar_t* out = per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr;
+    const auto total = a.mask.defined() ? forward_impl<true>(v, out) : forward_impl<false>(v, out);
     count = at::scalar_tensor(total.count, opts.dtype(at::kLong));
     if (reduction == Reduction::None) {
       loss = per_term;
@@ -83,29 +86,28 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
 }
 
 // d loss / d s_neg of term (b, j), written to grad_neg; returns its negative, d / d s_pos.
-template <typename scalar_t, typename acc_t>
+template <bool kMasked, typename scalar_t, typename acc_t>
 inline acc_t backward_term(const MarginMSEView<scalar_t>& v, int64_t b, int64_t j,
                            acc_t upstream, scalar_t* grad_neg, int64_t stride) {
-  const acc_t d = v.valid(b, j) ? margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream)
-                                : acc_t(0);
+  acc_t d = margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream);
+  if constexpr (kMasked) d = v.valid(b, j) ? d : acc_t(0);
   grad_neg[b * stride + j] = static_cast<scalar_t>(-d);
   return d;
 }
 
-template <typename scalar_t>
-void backward_impl(const MarginMSEView<scalar_t>& v, Reduction reduction, const scalar_t* grad,
-                   int64_t count, scalar_t* grad_pos, scalar_t* grad_neg, int64_t stride) {
+// The mask and the upstream's shape are template flags, so each loop is branch-free.
+template <bool kMasked, bool kPerTerm, typename scalar_t>
+void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
+                   at::opmath_type<scalar_t> shared, scalar_t* grad_pos, scalar_t* grad_neg,
+                   int64_t stride) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool per_term = reduction == Reduction::None;
-  acc_t shared = static_cast<acc_t>(grad[0]);
-  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(std::max<int64_t>(count, 1));
   at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
     if (v.N == 1) {
 #pragma omp simd
       for (int64_t b = b0; b < b1; ++b) {
-        const acc_t upstream = per_term ? static_cast<acc_t>(grad[b]) : shared;
+        const acc_t upstream = kPerTerm ? static_cast<acc_t>(grad[b]) : shared;
         grad_pos[b * stride] = static_cast<scalar_t>(
-            backward_term<scalar_t, acc_t>(v, b, 0, upstream, grad_neg, stride));
+            backward_term<kMasked, scalar_t, acc_t>(v, b, 0, upstream, grad_neg, stride));
       }
       return;
     }
@@ -113,12 +115,25 @@ void backward_impl(const MarginMSEView<scalar_t>& v, Reduction reduction, const 
       acc_t pos = 0;
 #pragma omp simd reduction(+ : pos)
       for (int64_t j = 0; j < v.N; ++j) {
-        const acc_t upstream = per_term ? static_cast<acc_t>(grad[b * v.N + j]) : shared;
-        pos += backward_term<scalar_t, acc_t>(v, b, j, upstream, grad_neg, stride);
+        const acc_t upstream = kPerTerm ? static_cast<acc_t>(grad[b * v.N + j]) : shared;
+        pos += backward_term<kMasked, scalar_t, acc_t>(v, b, j, upstream, grad_neg, stride);
       }
       grad_pos[b * stride] = static_cast<scalar_t>(pos);
     }
   });
+}
+
+template <typename scalar_t>
+void backward_impl(const MarginMSEView<scalar_t>& v, Reduction reduction, const scalar_t* grad,
+                   int64_t count, scalar_t* grad_pos, scalar_t* grad_neg, int64_t stride) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t shared = static_cast<acc_t>(grad[0]);
+  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(std::max<int64_t>(count, 1));
+  const bool masked = v.mask != nullptr, per_term = reduction == Reduction::None;
+  if (masked && per_term) backward_rows<true, true>(v, grad, shared, grad_pos, grad_neg, stride);
+  if (masked && !per_term) backward_rows<true, false>(v, grad, shared, grad_pos, grad_neg, stride);
+  if (!masked && per_term) backward_rows<false, true>(v, grad, shared, grad_pos, grad_neg, stride);
+  if (!masked && !per_term) backward_rows<false, false>(v, grad, shared, grad_pos, grad_neg, stride);
 }
 
 // Writes d loss / d student into grad_pos (the positives) and grad_neg (the negatives); the
