@@ -139,3 +139,70 @@ def test_maxsim_indexes_past_2_31_elements():
     assert scores.shape == (1, nd)
     # bf16 inputs, float32 products and sums: the same values as the float32 reference.
     torch.testing.assert_close(scores[:, -2:], reference.maxsim(Q.float(), tail.float()), rtol=1e-5, atol=1e-5)
+
+
+# --- the bad-input matrix: every public op, the same mistakes ----------------------------------
+
+FIRST_ARGUMENT = {
+    "margin_mse": "student",
+    "margin_mse_pairwise": "student_pos",
+    "plackett_luce_loss": "scores",
+    "listmle": "scores",
+    "pld_loss": "student_logits",
+    "listwise_kd_loss": "student",
+    "maxsim": "Q",
+    "maxsim_per_query": "Q",
+    "maxsim_packed": "Q",
+}
+
+
+def test_every_op_case_names_its_first_argument():
+    assert {case.name for case in OP_CASES} == set(FIRST_ARGUMENT)
+
+
+@cases
+@pytest.mark.parametrize("bad_dtype", [torch.int64, torch.bool, torch.complex64], ids=str)
+def test_non_floating_scores_are_refused_by_name(case, bad_dtype):
+    args, kwargs = case.make(torch.Generator().manual_seed(4), 12, "cpu", torch.float32)
+    bad = args[0].to(bad_dtype) if bad_dtype != torch.bool else args[0] > 0
+    with pytest.raises((TypeError, ValueError), match=FIRST_ARGUMENT[case.name]):
+        case.kdops_fn(bad, *args[1:], **kwargs)
+
+
+@cases
+def test_wrong_rank_is_refused_by_name(case):
+    args, kwargs = case.make(torch.Generator().manual_seed(5), 12, "cpu", torch.float32)
+    with pytest.raises(ValueError, match=FIRST_ARGUMENT[case.name]):
+        case.kdops_fn(args[0].unsqueeze(0), *args[1:], **kwargs)
+
+
+@cases
+def test_mixed_dtypes_are_refused(case):
+    args, kwargs = case.make(torch.Generator().manual_seed(6), 12, "cpu", torch.float32)
+    floats = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    if len(floats) < 2:
+        pytest.skip(f"{case.name} takes one floating tensor")
+    mixed = list(args)
+    mixed[floats[1]] = mixed[floats[1]].double()
+    with pytest.raises((TypeError, ValueError), match="dtype"):
+        case.kdops_fn(*mixed, **kwargs)
+
+
+MODULES = [
+    (lambda: __import__("kdops").MarginMSELoss(), lambda g: (torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g))),
+    (lambda: __import__("kdops").ListMLELoss(), lambda g: (torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g))),
+    (lambda: __import__("kdops").ListwiseKDLoss(temperature=2.0), lambda g: (torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g))),
+    (lambda: __import__("kdops").PLDLoss(), lambda g: (torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g), torch.tensor([0, 1, 2, 3]))),
+    (lambda: __import__("kdops").MaxSim(), lambda g: (torch.randn(2, 3, 8, generator=g), torch.randn(5, 4, 8, generator=g))),
+    (lambda: __import__("kdops").PlackettLuceLoss(top_k=3), lambda g: (torch.randn(4, 5, generator=g), torch.stack([torch.randperm(5, generator=g) for _ in range(4)]))),
+]
+
+
+@pytest.mark.parametrize("make_module,make_inputs", MODULES, ids=["MarginMSELoss", "ListMLELoss", "ListwiseKDLoss", "PLDLoss", "MaxSim", "PlackettLuceLoss"])
+def test_modules_run_and_refuse_bad_input(make_module, make_inputs):
+    module = make_module()
+    inputs = make_inputs(torch.Generator().manual_seed(7))
+    out = module(*inputs)
+    assert torch.isfinite(out).all()
+    with pytest.raises((TypeError, ValueError)):
+        module(inputs[0].long(), *inputs[1:])
