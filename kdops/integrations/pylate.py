@@ -37,8 +37,9 @@ def colbert_kd_scores(
     queries_mask: Tensor | None = None,
     documents_mask: Tensor | None = None,
 ) -> Tensor:
-    """Each query against its candidates: [B, Lq, d] x [B, K, Ld, d] -> [B, K] (PyLate's ``colbert_kd_scores``)."""
-    return kdops.maxsim(queries_embeddings, documents_embeddings, q_mask=queries_mask, d_mask=documents_mask)
+    """Each query against its candidates: [B, Lq, d] x [B, K, Ld, d] -> [B, K] (PyLate's
+    ``colbert_kd_scores``; kdops.maxsim picks the layout from D's rank)."""
+    return colbert_scores(queries_embeddings, documents_embeddings, queries_mask, documents_mask)
 
 
 def colbert_scores_pairwise(queries_embeddings: Tensor, documents_embeddings: Tensor) -> Tensor:

@@ -91,12 +91,15 @@ def _as_tensor(value, name: str) -> Tensor | None:
     return torch.as_tensor(value)
 
 
-def _queries_mask(queries: Tensor, queries_mask: Tensor | None, length_normalize: bool) -> Tensor | None:
-    """sentence-transformers counts a query's tokens, when no mask is given, as its non-zero
-    rows (zero rows are padding); a zero row adds 0 to the sum either way."""
+def _float32_maxsim(queries, documents, queries_mask, documents_mask, length_normalize: bool) -> Tensor:
+    """kdops.maxsim with sentence-transformers' conventions: float32 scores, and, when no query
+    mask is given, a query's tokens counted as its non-zero rows (zero rows are padding; a zero
+    row adds 0 to the sum either way)."""
+    queries = _as_tensor(queries, "queries_embeddings")
     if queries_mask is None and length_normalize:
-        return queries.ne(0).any(dim=-1)
-    return queries_mask
+        queries_mask = queries.ne(0).any(dim=-1)
+    documents = _as_tensor(documents, "documents_embeddings")
+    return kdops.maxsim(queries, documents, queries_mask, documents_mask, length_normalize=length_normalize).float()
 
 
 def colbert_scores(
@@ -110,18 +113,10 @@ def colbert_scores(
     """In-batch ColBERT scores: queries [Q, Lq, d] against document groups [D, N, Ld, d] ->
     [Q, D*N] float32, column j*N + n the n-th document of group j (sentence-transformers'
     query-major order), by one :func:`kdops.maxsim` call over all D*N documents."""
-    queries = _as_tensor(queries_embeddings, "queries_embeddings")
     documents = _as_tensor(documents_embeddings, "documents_embeddings")
-    groups, per_group = documents.shape[:2]
-    flat_mask = None if documents_mask is None else documents_mask.reshape(groups * per_group, -1)
-    scores = kdops.maxsim(
-        queries,
-        documents.reshape(groups * per_group, *documents.shape[2:]),
-        q_mask=_queries_mask(queries, queries_mask, length_normalize),
-        d_mask=flat_mask,
-        length_normalize=length_normalize,
-    )
-    return scores.float()
+    flat = documents.flatten(0, 1)
+    flat_mask = None if documents_mask is None else documents_mask.flatten(0, 1)
+    return _float32_maxsim(queries_embeddings, flat, queries_mask, flat_mask, length_normalize)
 
 
 def colbert_kd_scores(
@@ -134,15 +129,7 @@ def colbert_kd_scores(
 ) -> Tensor:
     """Each query against its own candidates: queries [B, Lq, d], documents [B, N, Ld, d] ->
     [B, N] float32, by :func:`kdops.maxsim`'s per-query layout (one launch, no per-column loop)."""
-    queries = _as_tensor(queries_embeddings, "queries_embeddings")
-    scores = kdops.maxsim(
-        queries,
-        _as_tensor(documents_embeddings, "documents_embeddings"),
-        q_mask=_queries_mask(queries, queries_mask, length_normalize),
-        d_mask=documents_mask,
-        length_normalize=length_normalize,
-    )
-    return scores.float()
+    return _float32_maxsim(queries_embeddings, documents_embeddings, queries_mask, documents_mask, length_normalize)
 
 
 def colbert_scores_pairwise(
