@@ -52,3 +52,18 @@ def as_reference(t: torch.Tensor | None) -> torch.Tensor | None:
     if t.is_floating_point():
         return t.detach().double().cpu().requires_grad_(t.requires_grad)
     return t.cpu()
+
+
+def assert_compiled_matches_eager(step, args: list) -> None:
+    """torch.compile(step, fullgraph=True) gives eager's value and gradients (no graph break:
+    fullgraph raises on one). `step` returns a scalar; float args that require grad get them."""
+    torch._dynamo.reset()
+    out = torch.compile(step, fullgraph=True)(*args)
+    out.backward()
+    eager_args = [leaf(a, a.requires_grad) if a.is_floating_point() else a for a in args]
+    expected = step(*eager_args)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for a, e in zip(args, eager_args):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, e.grad)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+from tests.helpers import assert_compiled_matches_eager, DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -131,23 +131,12 @@ def test_opcheck(device, requires_grad, reduction):
 
 @devices
 def test_torch_compile_fullgraph(device):
-    torch._dynamo.reset()
-
     def step(student, teacher, mask, sp, sn, tp, tn):
         return kdops.margin_mse(student, teacher, mask=mask) + kdops.margin_mse(sp, sn, tp, tn)
 
-    compiled = torch.compile(step, fullgraph=True)
     args = [torch.randn(8, 4, device=device, requires_grad=True), torch.randn(8, 4, device=device), torch.rand(8, 4, device=device) > 0.3]
     args += [torch.randn(8, device=device, requires_grad=True) for _ in range(4)]
-    out = compiled(*args)
-    out.backward()
-    eager_args = [leaf(a, a.requires_grad) if a.is_floating_point() else a for a in args]
-    expected = step(*eager_args)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    for a, e in zip(args, eager_args):
-        if a.requires_grad:
-            torch.testing.assert_close(a.grad, e.grad)
+    assert_compiled_matches_eager(step, args)
 
 
 @dtypes

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import DEVICES, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+from tests.helpers import assert_compiled_matches_eager, DEVICES, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -305,13 +305,10 @@ def test_opcheck(device, requires_grad):
 
 @devices
 def test_torch_compile_fullgraph(device):
-    torch._dynamo.reset()
-
     def step(Q, D, q_mask, d_mask, tokens, offsets):
         padded = kdops.maxsim(Q, D, q_mask, d_mask, length_normalize=True)
         return padded.sum() + kdops.maxsim_packed(Q, tokens, offsets, q_mask).sum()
 
-    compiled = torch.compile(step, fullgraph=True)
     args = [
         torch.randn(3, 5, 8, device=device, requires_grad=True),
         torch.randn(4, 6, 8, device=device, requires_grad=True),
@@ -320,15 +317,7 @@ def test_torch_compile_fullgraph(device):
         torch.randn(10, 8, device=device, requires_grad=True),
         torch.tensor([0, 2, 7, 10], device=device),
     ]
-    out = compiled(*args)
-    out.backward()
-    eager_args = [leaf(a, a.requires_grad) if a.is_floating_point() else a for a in args]
-    expected = step(*eager_args)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    for a, e in zip(args, eager_args):
-        if a.requires_grad:
-            torch.testing.assert_close(a.grad, e.grad)
+    assert_compiled_matches_eager(step, args)
 
 
 @dtypes

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+from tests.helpers import assert_compiled_matches_eager, DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
 
 REDUCTIONS = ["mean", "sum", "none"]
 SCALES = [1e-3, 1.0, 30.0, 1e4]
@@ -262,7 +262,6 @@ def test_opcheck(device, requires_grad, reduction):
 
 @devices
 def test_torch_compile_fullgraph(device):
-    torch._dynamo.reset()
     lengths = torch.tensor([6, 3, 1, 0, 5, 6, 2, 4], device=device)
     ranking = _ranking(lengths, 8, 6, device, 0)
     relevance = torch.randint(0, 3, (8, 6), device=device)
@@ -276,16 +275,7 @@ def test_torch_compile_fullgraph(device):
             + kdops.listwise_kd_loss(scores, teacher, temperature=2.0, lengths=lengths)
         )
 
-    compiled = torch.compile(step, fullgraph=True)
-    args = [torch.randn(8, 6, device=device, requires_grad=True) for _ in range(3)]
-    out = compiled(*args)
-    out.backward()
-    eager_args = [leaf(a) for a in args]
-    expected = step(*eager_args)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    for a, e in zip(args, eager_args):
-        torch.testing.assert_close(a.grad, e.grad)
+    assert_compiled_matches_eager(step, [torch.randn(8, 6, device=device, requires_grad=True) for _ in range(3)])
 
 
 # --- the properties the papers rely on --------------------------------------------------------
