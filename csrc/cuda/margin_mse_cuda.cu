@@ -5,7 +5,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -51,10 +50,13 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     margin_mse_backward_kernel(MarginMSEView<scalar_t> v, Reduction reduction,
-                               const scalar_t* grad, const int64_t* count, scalar_t* grad_pos,
+                               const scalar_t* grad, const int64_t* count, int64_t fixed_count,
+                               scalar_t* grad_pos,
                                scalar_t* grad_neg, int64_t stride) {
   acc_t shared = static_cast<acc_t>(grad[0]);
-  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(*count > 0 ? *count : 1);
+  // 'mean' divides by the valid-term count: the forward's (on the device) or a known one.
+  const int64_t terms = count != nullptr ? *count : fixed_count;
+  if (reduction == Reduction::Mean) shared /= static_cast<acc_t>(terms > 0 ? terms : 1);
   for (int64_t b = blockIdx.x * int64_t(kThreads) + threadIdx.x; b < v.B;
        b += int64_t(gridDim.x) * kThreads) {
     acc_t pos = 0;
@@ -101,11 +103,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
 }
 
 void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& grad,
-              const at::Tensor& count, const at::Tensor& grad_pos, const at::Tensor& grad_neg) {
+              const int64_t* count, int64_t fixed_count, const at::Tensor& grad_pos,
+              const at::Tensor& grad_neg) {
   check_margin_mse_grad(grad, a, reduction != Reduction::None);
-  TORCH_CHECK_VALUE(count.device() == grad.device() && count.scalar_type() == at::kLong &&
-                        count.numel() == 1,
-                    "count must be the int64 scalar returned by margin_mse on ", grad.device());
   const c10::cuda::CUDAGuard guard(a.student_pos.device());
   const at::Tensor g = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
@@ -113,7 +113,7 @@ void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& gra
     using acc_t = at::opmath_type<scalar_t>;
     margin_mse_backward_kernel<scalar_t, acc_t>
         <<<grid_size(a.B, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-            a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count.data_ptr<int64_t>(),
+            a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count, fixed_count,
             grad_pos.data_ptr<scalar_t>(), grad_neg.data_ptr<scalar_t>() + a.neg_offset(),
             a.row_stride());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -133,7 +133,11 @@ at::Tensor margin_mse_backward_cuda(const at::Tensor& grad, const at::Tensor& st
                                     const at::Tensor& count, c10::string_view reduction) {
   const auto a = margin_mse_multi_args(student, teacher, mask);
   at::Tensor grad_student = at::empty({a.B, a.N + 1}, student.options());
-  backward(a, parse_reduction(reduction), grad, count, grad_student, grad_student);
+  TORCH_CHECK_VALUE(count.device() == grad.device() && count.scalar_type() == at::kLong &&
+                        count.numel() == 1,
+                    "count must be the int64 scalar returned by margin_mse on ", grad.device());
+  backward(a, parse_reduction(reduction), grad, count.data_ptr<int64_t>(), 0, grad_student,
+           grad_student);
   return grad_student;
 }
 
@@ -150,9 +154,8 @@ std::tuple<at::Tensor, at::Tensor> margin_mse_pairwise_backward_cuda(
   const auto a = margin_mse_pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg);
   at::Tensor grad_pos = at::empty({a.B}, student_pos.options());
   at::Tensor grad_neg = at::empty({a.B}, student_pos.options());
-  // Pairwise 'mean' divides by B: pass it as the count the multi-negative form would save.
-  const at::Tensor count = at::full({}, a.B, student_pos.options().dtype(at::kLong));
-  backward(a, parse_reduction(reduction), grad, count, grad_pos, grad_neg);
+  // Pairwise 'mean' divides by B, known on the host: no count tensor (and no fill launch).
+  backward(a, parse_reduction(reduction), grad, nullptr, a.B, grad_pos, grad_neg);
   return {grad_pos, grad_neg};
 }
 
