@@ -4,6 +4,7 @@ each document.
 
 A training step on every rank (torchrun starts one process per GPU)::
 
+    import kdops
     import kdops.distributed as kd
 
     docs = kd.gather_packed(D_tokens, doc_offsets)   # or kd.gather_padded(D, d_mask)

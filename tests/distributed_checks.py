@@ -174,6 +174,22 @@ def check_losses_and_gradients(group, device, sizes, layout, dtype, length_norma
         torch.testing.assert_close(local.D.grad, factor * expected_dD * local.d_mask[..., None], **tol)
 
 
+def check_gather_rows(group, device, sizes: list[int]) -> None:
+    """gather_rows of uneven rows: every rank gets the concatenation, and each row's gradient,
+    summed over every rank's loss, returns to its owner."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    everyone = [torch.randn(n, 3, 2, generator=torch.Generator().manual_seed(r), dtype=torch.float64) for r, n in enumerate(sizes)]
+    x = everyone[rank].to(device).requires_grad_()
+    gathered, counts = kd.gather_rows(x, group=group)
+    assert counts == sizes, counts
+    torch.testing.assert_close(gathered, torch.cat(everyone).to(device), rtol=0, atol=0)
+    weights = torch.arange(gathered.numel(), dtype=torch.float64, device=device).view_as(gathered)
+    ((rank + 1) * weights * gathered).sum().backward()  # rank r's loss weighs every row by (r + 1)
+    start = sum(sizes[:rank])
+    expected = world * (world + 1) / 2 * weights[start : start + sizes[rank]]
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+
+
 def check_mismatched_dims_raise_everywhere(group, device) -> None:
     """A rank whose embedding dim differs is reported on every rank (no rank hangs)."""
     rank = dist.get_rank(group)
@@ -350,6 +366,8 @@ def _checks() -> list[Check]:
                            check_losses_and_gradients(g, dev, s, lay, dt, ln, seed))
                     checks.append(Check(name, ranks, run))
         checks.append(Check(f"mismatched-dims-{ranks}ranks", ranks, check_mismatched_dims_raise_everywhere))
+        row_sizes = [3, 0, 2][:ranks] if ranks == 3 else [0, 4]
+        checks.append(Check(f"gather-rows-{ranks}ranks", ranks, lambda g, dev, s=row_sizes: check_gather_rows(g, dev, s)))
     checks.append(Check("ddp-2ranks", 2, lambda g, dev: check_ddp_matches_single_process(g, dev, [3, 1])))
     checks.append(Check("ddp-3ranks-empty-rank", 3, lambda g, dev: check_ddp_matches_single_process(g, dev, [2, 0, 3])))
     checks.append(Check("sentence-transformers-gather", 3, check_sentence_transformers_gather, needs_world=True))
