@@ -62,6 +62,7 @@ _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.re
 
 __all__ = ["GatheredDocs", "gather_packed", "gather_padded", "gather_rows", "global_mean", "in_batch_cross_entropy"]
 
+
 def _rank_and_world(group: dist.ProcessGroup | None) -> tuple[int, int]:
     """(rank, world size) in ``group``; (0, 1) without an initialised process group."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -202,7 +203,7 @@ def gather_padded(D: Tensor, d_mask: Tensor | None = None, *, group: dist.Proces
     if needs_mask:
         mask = D.new_ones((n, length), dtype=torch.bool) if d_mask is None else d_mask.bool()
         mask = F.pad(mask, (0, max_length - length), value=False)
-    if length < max_length:
+    if length != max_length:  # pads, or crops an empty rank's D (its length does not count)
         D = F.pad(D, (0, 0, 0, max_length - length))
     docs, _ = _gather_with_counts(D, counts, group)
     if mask is not None:

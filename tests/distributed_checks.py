@@ -422,5 +422,6 @@ def run_rank(rank: int, world: int, port: int, backend: str, out_dir: str, timeo
             print(f"rank {rank}: {check.name} {time.perf_counter() - start:.2f} s", file=sys.stderr, flush=True)
         except Exception:  # recorded, reported by the parent test
             results[check.name] = traceback.format_exc()
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+        # after every check, so that a rank that dies later still reports what it saw
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     dist.destroy_process_group()
