@@ -37,7 +37,9 @@ The collectives are ``all_gather_single`` (forward) and ``reduce_scatter_single`
 SUM (backward), on the tensors' own device, so the same code runs with ``gloo`` on the CPU and
 ``nccl`` on GPUs. Each rank's rows travel padded to the largest rank's row count (the
 collectives need equal sizes per rank; this transient buffer is ``W * max_r rows``); what is
-returned, scored and kept for backward holds the real rows only. Every rank must call these
+returned, scored and kept for backward holds the real rows only. (``torch.distributed.nn``'s
+``all_gather``, which sentence-transformers and PyLate use, needs equal shapes on every rank,
+and torch 2.14 deprecates it.) Every rank must call these
 functions in the same order and run backward, since the backward is a collective too. Without
 an initialised process group they act as a single process (``W = 1``, nothing is
 communicated). Not traceable by ``torch.compile`` (the per-rank sizes are read on the host).
