@@ -224,7 +224,9 @@ class MultiVectorDistillKLDivLoss(_mv_losses.MultiVectorDistillKLDivLoss):
 class MultiVectorMultipleNegativesRankingLoss(_mv_losses.MultiVectorMultipleNegativesRankingLoss):
     """sentence-transformers' ``MultiVectorMultipleNegativesRankingLoss`` (in-batch negatives)
     with kdops MaxSim scoring (:func:`colbert_scores`) by default: the [Q, Q*N] in-batch score
-    matrix comes from one fused MaxSim that never builds the Q x Q*N x Lq x Ld similarity tensor."""
+    matrix comes from one fused MaxSim that never builds the Q x Q*N x Lq x Ld similarity tensor.
+    ``gather_across_devices=True`` works as in the original (same loss and gradients, tested on
+    3 ranks); for packed documents or uneven per-rank batches, see :mod:`kdops.distributed`."""
 
     def __init__(self, model, *, similarity_fct=None, **kwargs) -> None:
         super().__init__(model, similarity_fct=similarity_fct or colbert_scores, **kwargs)
