@@ -221,11 +221,11 @@ def test_half_precision_accumulates_in_float32():
 def test_errors_name_the_argument_as_passed():
     q, d, q_mask, d_mask = _token_batch(2, dim=128)
     flat = d.flatten(0, 1)  # [12, 11, 128]: a 3-D batch given where groups are expected
-    with pytest.raises(ValueError, match=r"documents_embeddings must be \[batch, n_docs, tokens, dim\].*\[12, 11, 128\]"):
+    with pytest.raises(ValueError, match=r"`documents_embeddings` must be \[batch, n_docs, tokens, dim\].*\[12, 11, 128\]"):
         kd_st.colbert_scores(q, flat)
-    with pytest.raises(ValueError, match=r"documents_mask must have shape \[3, 4, 11\].*got \[3, 11\]"):
+    with pytest.raises(ValueError, match=r"`documents_mask` must have shape \[3, 4, 11\].*got \[3, 11\]"):
         kd_st.colbert_kd_scores(q, d, documents_mask=d_mask[:, 0])
-    with pytest.raises(ValueError, match=r"a\[1\] must be a \[tokens, dim\] tensor, got shape \[2, 3, 4\]"):
+    with pytest.raises(ValueError, match=r"`a\[1\]` must be a \[tokens, dim\] tensor, got shape \[2, 3, 4\]"):
         kd_st.maxsim([torch.randn(3, 4), torch.randn(2, 3, 4)], [torch.randn(3, 4)])
     with pytest.raises(ValueError, match="same embedding size, got 128 and 64"):
         kd_st.colbert_scores_pairwise(q, torch.randn(3, 5, 64))

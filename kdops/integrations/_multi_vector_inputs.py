@@ -48,7 +48,7 @@ def _as_float_tensor(value, name: str) -> Tensor:
         value = torch.from_numpy(value)
     if not isinstance(value, Tensor):
         raise TypeError(
-            f"{name} must be a tensor, a numpy array or a list of [tokens, dim] tensors, got {type(value).__name__}"
+            f"`{name}` must be a tensor, a numpy array or a list of [tokens, dim] tensors, got {type(value).__name__}"
         )
     # Quantized (integer) embeddings score as float32, as in sentence-transformers.
     return value if value.is_floating_point() else value.float()
@@ -62,7 +62,7 @@ def _as_mask(mask, name: str) -> Tensor | None:
     elif isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)
     elif not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a tensor, a numpy array or a list of per-item masks, got {type(mask).__name__}")
+        raise TypeError(f"`{name}` must be a tensor, a numpy array or a list of per-item masks, got {type(mask).__name__}")
     return mask.bool()  # nonzero = a real token
 
 
@@ -79,7 +79,7 @@ def split_side(embeddings, mask, name: str, mask_name: str) -> tuple[Tensor | li
         items = [_as_float_tensor(item, f"{name}[{i}]") for i, item in enumerate(embeddings)]
         for i, item in enumerate(items):
             if item.dim() != 2:
-                raise ValueError(f"{name}[{i}] must be a [tokens, dim] tensor, got shape {_shape(item)}")
+                raise ValueError(f"`{name}[{i}]` must be a [tokens, dim] tensor, got shape {_shape(item)}")
         return items, mask
     tensor = _as_float_tensor(embeddings, name)
     if tensor.dim() == 2:
@@ -91,7 +91,7 @@ def split_side(embeddings, mask, name: str, mask_name: str) -> tuple[Tensor | li
 
 def _check_mask(mask: Tensor, expected: list[int], mask_name: str, name: str) -> Tensor:
     if _shape(mask) != expected:
-        raise ValueError(f"{mask_name} must have shape {expected} to match {name}, got {_shape(mask)}")
+        raise ValueError(f"`{mask_name}` must have shape {expected} to match `{name}`, got {_shape(mask)}")
     return mask
 
 
@@ -100,7 +100,7 @@ def pad(items: Tensor | list[Tensor], mask: Tensor | None, name: str, mask_name:
     item lengths), a tensor kept as is (its mask from its non-zero rows)."""
     if isinstance(items, list):
         if rank != 3:
-            raise ValueError(f"{name} must be a {rank}-D tensor here, got a list of {len(items)} tensors")
+            raise ValueError(f"`{name}` must be a {rank}-D tensor here, got a list of {len(items)} tensors")
         lengths = torch.tensor([len(item) for item in items])
         embeddings = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)
         if mask is None:
@@ -108,7 +108,7 @@ def pad(items: Tensor | list[Tensor], mask: Tensor | None, name: str, mask_name:
         return Padded(embeddings, _check_mask(mask.to(embeddings.device), _shape(embeddings)[:-1], mask_name, name))
     if items.dim() != rank:
         layout = "[batch, tokens, dim]" if rank == 3 else "[batch, n_docs, tokens, dim]"
-        raise ValueError(f"{name} must be {layout} ({rank}-D), got shape {_shape(items)}")
+        raise ValueError(f"`{name}` must be {layout} ({rank}-D), got shape {_shape(items)}")
     if mask is None:
         mask = items.ne(0).any(dim=-1)
     return Padded(items, _check_mask(mask.to(items.device), _shape(items)[:-1], mask_name, name))
@@ -148,7 +148,7 @@ def check_pair(queries: Tensor, documents: Tensor, names: tuple[str, str]) -> No
     """The embedding size and dtype both sides must share, named as the caller passed them."""
     if queries.shape[-1] != documents.shape[-1]:
         raise ValueError(
-            f"{names[0]} and {names[1]} must have the same embedding size, got {queries.shape[-1]} and {documents.shape[-1]}"
+            f"`{names[0]}` and `{names[1]}` must have the same embedding size, got {queries.shape[-1]} and {documents.shape[-1]}"
         )
     if queries.dtype != documents.dtype:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same dtype, got {queries.dtype} and {documents.dtype}")
+        raise ValueError(f"`{names[0]}` and `{names[1]}` must have the same dtype, got {queries.dtype} and {documents.dtype}")

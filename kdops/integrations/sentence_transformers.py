@@ -95,7 +95,7 @@ def teacher_scores_from_labels(labels: Tensor, batch_size: int, negatives: int) 
 KDOPS_CITATION = f"""
 @software{{kdops,
     title = {{kdops: fused C++/CUDA kernels for knowledge distillation in neural ranking}},
-    note = {{computed this loss and its MaxSim scores}},
+    note = {{the fused loss and MaxSim kernels behind this loss}},
     version = {{{kdops.__version__}}},
 }}
 """
@@ -197,7 +197,7 @@ def _score(
     d_items, d_mask = _in.split_side(documents, documents_mask, names[1], names[3])
     if layout == "pairwise" and len(q_items) != len(d_items):
         raise ValueError(
-            f"{names[0]} and {names[1]} must hold the same number of items to score as pairs, "
+            f"`{names[0]}` and `{names[1]}` must hold the same number of items to score as pairs, "
             f"got {len(q_items)} and {len(d_items)}"
         )
     result_device = _in.device_of(d_items)
