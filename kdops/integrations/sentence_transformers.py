@@ -265,8 +265,9 @@ def maxsim(
     padded tensor's all-zero rows are padding. Use it as a ``score_functions`` entry of
     ``MultiVectorInformationRetrievalEvaluator`` or the ``similarity_fct`` of
     ``MultiVectorRerankingEvaluator``. ``device`` is where scoring runs (the result comes back to
-    the documents' device); ``chunk_elements`` must be None (see :data:`EMPTY_DOCUMENT_SCORE` and
-    the module docstring)."""
+    the documents' device); ``chunk_elements`` must be None, as kdops builds no similarity
+    tensor to budget; an empty document scores ``empty_document_score`` (see
+    :data:`EMPTY_DOCUMENT_SCORE`)."""
     _reject_chunk_elements(chunk_elements)
     return _score(a, b, a_mask, b_mask, layout="all_pairs", names=_AB_NAMES, length_normalize=length_normalize,
                   empty_document_score=empty_document_score, device=device)
