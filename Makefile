@@ -9,6 +9,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 
+# PyLate's environment for tests/test_integration_pylate.py (see requirements-pylate.txt): its
+# own packages first, then the main venv's site-packages through a .pth, so torch is not installed twice.
+PYLATE_VENV ?= .venv-pylate
+PYLATE_DEPS := $(PYLATE_VENV)/.deps-installed
+
 # torch guesses CUDA_HOME from `which nvcc`, which may be a wrapper outside the toolkit.
 export CUDA_HOME ?= /usr/local/cuda
 
@@ -29,11 +34,6 @@ $(DEPS): requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
-
-# PyLate's environment for tests/test_integration_pylate.py (see requirements-pylate.txt): its
-# own packages first, then the main venv's site-packages through a .pth, so torch is not installed twice.
-PYLATE_VENV ?= .venv-pylate
-PYLATE_DEPS := $(PYLATE_VENV)/.deps-installed
 
 $(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
 	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)
