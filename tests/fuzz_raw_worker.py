@@ -48,8 +48,8 @@ def _bound(name: str, args: dict) -> int:
         return s.shape[0] * (s.shape[1] - 1) + 1 if s.dim() == 2 else 1
     if name == "doc_offsets":
         return args["D"].shape[0]
-    key = "student_logits" if name == "target" else next(k for k in ("scores", "student") if k in args)
-    return args[key].shape[-1] + (1 if name == "lengths" else 0)
+    scores = next(args[k] for k in ("scores", "student_logits", "student") if k in args)
+    return scores.shape[-1] + (1 if name == "lengths" else 0)
 
 
 def _index_value(kind: str, bound: int) -> int:
