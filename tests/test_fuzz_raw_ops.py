@@ -73,7 +73,7 @@ def _last_started(stdout: str, examples: list[dict]) -> str:
 
 
 @devices
-@settings(max_examples=int(os.environ.get("KDOPS_FUZZ_BATCHES", "6")), deadline=None,
+@settings(max_examples=int(os.environ.get("KDOPS_FUZZ_BATCHES", "5")), deadline=None,
           derandomize=not os.environ.get("KDOPS_FUZZ_RANDOM"))
 @given(batch=st.lists(example, min_size=BATCH, max_size=BATCH))
 def test_raw_ops_raise_or_match_the_oracle_never_crash(device, batch):
