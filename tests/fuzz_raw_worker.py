@@ -155,7 +155,7 @@ def run_example(ex: dict, device: str) -> tuple[str, str]:
     real = dict(args)
     if ex.get("all_meta"):
         args = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
-    op = raw_calls.RAW_OP_BY_NAME[name].op
+    op = raw_calls.RAW_OP_BY_NAME[name].op(device)
     try:
         out = op(*args.values())
     except Exception as e:  # noqa: BLE001  (any Python exception is an accepted outcome)

@@ -13,7 +13,16 @@ import torch
 
 from kdops import reference
 
-OPS = torch.ops.kdops
+
+
+def ops_for(device: str):
+    """The op namespace a backend runs: the CUDA kernels on the simulator are
+    torch.ops.kdops_sim.* (same schemas, CPU tensors); cpu and cuda are torch.ops.kdops.*."""
+    return getattr(torch.ops, "kdops_sim") if device == "sim" else torch.ops.kdops
+
+
+def tensor_device(device: str) -> str:
+    return "cpu" if device == "sim" else device
 
 
 def _randn(gen, shape, device, dtype, scale=1.0):
@@ -38,7 +47,7 @@ def _margin_mse(gen, size, device, dtype):
 
 def _margin_mse_backward(gen, size, device, dtype):
     a = _margin_mse(gen, size, device, dtype)
-    loss, count = OPS.margin_mse(a["student"], a["teacher"], a["mask"], a["reduction"])
+    loss, count = torch.ops.kdops.margin_mse(a["student"], a["teacher"], a["mask"], a["reduction"])
     return {"grad": _randn(gen, loss.shape, device, dtype), **{k: a[k] for k in ("student", "teacher", "mask")},
             "count": count, "reduction": a["reduction"]}
 
@@ -76,7 +85,7 @@ def _maxsim(gen, size, device, dtype):
 
 def _maxsim_backward(gen, size, device, dtype):
     a = _maxsim(gen, size, device, dtype)
-    scores, argmax = OPS.maxsim(*a.values())
+    scores, argmax = torch.ops.kdops.maxsim(*a.values())
     return {"grad": _randn(gen, scores.shape, device, scores.dtype), "argmax": argmax, "Q": a["Q"], "D": a["D"],
             "q_mask": a["q_mask"], "doc_offsets": a["doc_offsets"], "length_normalize": a["length_normalize"],
             "grad_Q": True, "grad_D": True}
@@ -125,7 +134,7 @@ def _pld(gen, size, device, dtype):
 
 def _pld_backward(gen, size, device, dtype):
     a = _pld(gen, size, device, dtype)
-    _, ranking = OPS.pld_loss(*a.values())
+    _, ranking = torch.ops.kdops.pld_loss(*a.values())
     return {"grad": _row_grad(gen, a, "student_logits", device, dtype), "student_logits": a["student_logits"],
             "teacher_logits": a["teacher_logits"], "ranking": ranking, "temperature": a["temperature"],
             "reduction": a["reduction"], "teacher_grad": True}
@@ -380,9 +389,8 @@ class RawOp:
     build: Callable  # (gen, size, device, dtype) -> dict of arguments in schema order
     oracle: Callable  # (**arguments) -> output(s) in float64 on the CPU, or raises
 
-    @property
-    def op(self):
-        return getattr(OPS, self.name).default
+    def op(self, device: str = "cpu"):
+        return getattr(ops_for(device), self.name).default
 
 
 RAW_OPS = [
@@ -404,7 +412,8 @@ RAW_OP_BY_NAME = {r.name: r for r in RAW_OPS}
 
 
 def build(name: str, seed: int, size: int, device: str = "cpu", dtype: torch.dtype = torch.float64) -> dict:
-    return RAW_OP_BY_NAME[name].build(torch.Generator().manual_seed(seed), size, device, dtype)
+    """A valid call of raw op `name`; the saved tensors of a backward op come from its forward."""
+    return RAW_OP_BY_NAME[name].build(torch.Generator().manual_seed(seed), size, tensor_device(device), dtype)
 
 
 def _flat(out):

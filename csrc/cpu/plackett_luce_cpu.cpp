@@ -117,7 +117,8 @@ KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, 
     std::fill(prob, prob + len, std::numeric_limits<acc_t>::quiet_NaN());
     return std::numeric_limits<acc_t>::quiet_NaN();
   }
-  // max is finite here, so -inf items give exp(-inf) = 0, no -inf - -inf.
+  // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
+  // inf - inf = NaN, as torch.softmax does).
   for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);
