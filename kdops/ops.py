@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from kdops import _C
+from kdops import _fake_checks as check
 
 __all__ = ["build_info", "built_with_cuda"]
 
@@ -52,17 +53,20 @@ def _no_double_backward(op: str) -> None:
 # --- Margin-MSE -------------------------------------------------------------------------------
 
 
-def _check_reduction(reduction: str) -> None:
-    torch._check(reduction in ("mean", "sum", "none"), lambda: f"invalid reduction {reduction!r}")
+def _margin_mse_args(student, teacher, mask, reduction):
+    check.floating(student, "student")
+    check.dim(student, 2, "student", "[B, 1+N] (column 0 the positive)")
+    torch._check_value(student.shape[1] >= 2, lambda: f"student must be [B, 1+N] with N >= 1, got {list(student.shape)}")
+    check.like(teacher, student, "teacher", "student")
+    check.mask(mask, "mask")
+    check.shape(mask, student.shape, "mask", "the shape of student")
+    check.device(student, "student", mask=mask)
+    check.reduction(reduction)
 
 
 @torch.library.register_fake("kdops::margin_mse")
 def _(student, teacher, mask, reduction):
-    torch._check(student.dim() == 2 and student.shape[1] >= 2, lambda: "student must be [B, 1+N]")
-    torch._check(teacher.shape == student.shape, lambda: "teacher must have the shape of student")
-    torch._check(teacher.dtype == student.dtype, lambda: "teacher must have the dtype of student")
-    torch._check(mask is None or mask.shape == student.shape, lambda: "mask must have the shape of student")
-    _check_reduction(reduction)
+    _margin_mse_args(student, teacher, mask, reduction)
     b, n = student.shape[0], student.shape[1] - 1
     loss = student.new_empty((b, n) if reduction == "none" else ())
     return loss, student.new_empty((), dtype=torch.int64)
@@ -70,6 +74,13 @@ def _(student, teacher, mask, reduction):
 
 @torch.library.register_fake("kdops::margin_mse_backward")
 def _(grad, student, teacher, mask, count, reduction):
+    _margin_mse_args(student, teacher, mask, reduction)
+    torch._check_type(grad.dtype == student.dtype, lambda: f"grad must have the dtype of student ({student.dtype}), got {grad.dtype}")
+    terms = 1 if reduction != "none" else student.shape[0] * (student.shape[1] - 1)
+    torch._check_value(grad.numel() == terms, lambda: f"grad must be the shape of the loss, got {list(grad.shape)}")
+    check.dtype(count, torch.int64, "count")
+    check.shape(count, (), "count", "the scalar margin_mse returned")
+    check.device(student, "student", grad=grad, count=count)
     return torch.empty_like(student, memory_format=torch.contiguous_format)
 
 
@@ -100,18 +111,25 @@ torch.library.register_autograd(
 _no_double_backward("margin_mse_backward")
 
 
+def _pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
+    check.floating(student_pos, "student_pos")
+    check.dim(student_pos, 1, "student_pos", "[B]")
+    check.like(student_neg, student_pos, "student_neg", "student_pos")
+    check.like(teacher_pos, student_pos, "teacher_pos", "student_pos")
+    check.like(teacher_neg, student_pos, "teacher_neg", "student_pos")
+    check.reduction(reduction)
+
+
 @torch.library.register_fake("kdops::margin_mse_pairwise")
 def _(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
-    torch._check(student_pos.dim() == 1, lambda: "student_pos must be [B]")
-    for t in (student_neg, teacher_pos, teacher_neg):
-        torch._check(t.shape == student_pos.shape, lambda: "all four scores must be [B]")
-        torch._check(t.dtype == student_pos.dtype, lambda: "all four scores must share a dtype")
-    _check_reduction(reduction)
+    _pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg, reduction)
     return student_pos.new_empty(student_pos.shape if reduction == "none" else ())
 
 
 @torch.library.register_fake("kdops::margin_mse_pairwise_backward")
 def _(grad, student_pos, student_neg, teacher_pos, teacher_neg, reduction):
+    _pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg, reduction)
+    check.row_loss_grad(grad, student_pos, reduction != "none")
     return torch.empty_like(student_pos), torch.empty_like(student_neg)
 
 
@@ -145,14 +163,27 @@ _no_double_backward("margin_mse_pairwise_backward")
 # --- MaxSim -----------------------------------------------------------------------------------
 
 
-def _maxsim_columns(Q, D, doc_offsets) -> int:
+def _maxsim_columns(Q, D, q_mask, doc_offsets) -> int:
+    """Checks Q, D, q_mask and doc_offsets as maxsim_args (csrc/common/maxsim_inputs.h) does;
+    returns the number of output columns."""
+    check.floating(Q, "Q")
+    check.dim(Q, 3, "Q", "[Nq, Lq, d]")
+    torch._check_type(D.dtype == Q.dtype, lambda: f"D must have the dtype of Q ({Q.dtype}), got {D.dtype}")
+    check.device(Q, "Q", D=D, q_mask=q_mask, doc_offsets=doc_offsets)
+    check.mask(q_mask, "q_mask")
+    check.shape(q_mask, Q.shape[:2], "q_mask", "[Nq, Lq]")
+    torch._check_value(D.shape[-1] == Q.shape[-1] if D.dim() > 0 else False,
+                       lambda: f"D must have the embedding size d = {Q.shape[-1]} of Q in its last dimension, got shape {list(D.shape)}")
     if doc_offsets is not None:
-        torch._check(D.dim() == 2, lambda: "D_tokens must be [T, d] when doc_offsets is given")
-        torch._check(doc_offsets.dim() == 1, lambda: "doc_offsets must be [Nd + 1]")
+        check.dim(D, 2, "D_tokens", "[T, d] when doc_offsets is given")
+        check.dtype(doc_offsets, torch.int64, "doc_offsets")
+        check.dim(doc_offsets, 1, "doc_offsets", "[Nd + 1]")
+        torch._check_value(doc_offsets.shape[0] >= 1, lambda: "doc_offsets must hold at least one entry (0), got none")
         return doc_offsets.shape[0] - 1
-    torch._check(D.dim() in (3, 4), lambda: "D must be [Nd, Ld, d] or [Nq, K, Ld, d]")
+    torch._check_value(D.dim() in (3, 4), lambda: f"D must be [Nd, Ld, d] (all pairs) or [Nq, K, Ld, d] (per-query candidates), or [T, d] with doc_offsets; got shape {list(D.shape)}")
     if D.dim() == 4:
-        torch._check(D.shape[0] == Q.shape[0], lambda: "D must be [Nq, K, Ld, d] with Nq of Q")
+        torch._check_value(D.shape[0] == Q.shape[0],
+                           lambda: f"D must be [Nq, K, Ld, d] with Nq = {Q.shape[0]} (Q.shape[0]), got shape {list(D.shape)}")
         return D.shape[1]
     return D.shape[0]
 
@@ -163,13 +194,12 @@ def _maxsim_score_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @torch.library.register_fake("kdops::maxsim")
 def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
-    torch._check(Q.dim() == 3, lambda: "Q must be [Nq, Lq, d]")
-    torch._check(D.dtype == Q.dtype, lambda: "D must have the dtype of Q")
-    torch._check(D.shape[-1] == Q.shape[-1], lambda: "D must have the embedding size d of Q")
-    columns = _maxsim_columns(Q, D, doc_offsets)
-    torch._check(q_mask is None or q_mask.shape == Q.shape[:2], lambda: "q_mask must be [Nq, Lq]")
-    torch._check(d_mask is None or (doc_offsets is None and d_mask.shape == D.shape[:-1]),
-                 lambda: "d_mask must be D.shape[:-1] (and is not accepted with doc_offsets)")
+    columns = _maxsim_columns(Q, D, q_mask, doc_offsets)
+    torch._check_value(d_mask is None or doc_offsets is None,
+                       lambda: "d_mask is not accepted with doc_offsets: packed docs hold only real tokens")
+    check.mask(d_mask, "d_mask")
+    check.shape(d_mask, D.shape[:-1], "d_mask", "D.shape[:-1]")
+    check.device(Q, "Q", d_mask=d_mask)
     nq, lq = Q.shape[0], Q.shape[1]
     scores = Q.new_empty((nq, columns), dtype=_maxsim_score_dtype(Q.dtype))
     return scores, Q.new_empty((nq, columns, lq), dtype=torch.int32)
@@ -177,6 +207,13 @@ def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
 
 @torch.library.register_fake("kdops::maxsim_backward")
 def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D):
+    columns = _maxsim_columns(Q, D, q_mask, doc_offsets)
+    nq, lq = Q.shape[0], Q.shape[1]
+    check.shape(grad, (nq, columns), "grad", "the scores' shape [Nq, K]")
+    check.dtype(grad, _maxsim_score_dtype(Q.dtype), "grad")
+    check.shape(argmax, (nq, columns, lq), "argmax", "[Nq, K, Lq]")
+    check.dtype(argmax, torch.int32, "argmax")
+    check.device(Q, "Q", grad=grad, argmax=argmax)
     contiguous = torch.contiguous_format
     dQ = torch.empty_like(Q, memory_format=contiguous) if grad_Q else Q.new_empty(0)
     dD = torch.empty_like(D, memory_format=contiguous) if grad_D else D.new_empty(0)
@@ -206,12 +243,17 @@ _no_double_backward("maxsim_backward")
 # --- Plackett-Luce family ---------------------------------------------------------------------
 
 
-def _check_rows(scores, name):
-    torch._check(scores.dim() == 2, lambda: f"{name} must be [B, n]")
+def _check_rows(scores, name, lengths=None, top_k=None):
+    check.floating(scores, name)
+    check.dim(scores, 2, name, "[B, n]")
+    check.integer(lengths, "lengths")
+    check.shape(lengths, scores.shape[:1], "lengths", "[B]")
+    check.device(scores, name, lengths=lengths)
+    torch._check_value(top_k is None or top_k >= 1, lambda: f"top_k must be at least 1, got {top_k}")
 
 
 def _row_loss(scores, reduction):
-    _check_reduction(reduction)
+    check.reduction(reduction)
     return scores.new_empty((scores.shape[0],) if reduction == "none" else ())
 
 
@@ -222,14 +264,28 @@ def _grad_if(scores, wanted):
 
 @torch.library.register_fake("kdops::plackett_luce_loss")
 def _(scores, ranking, weights, lengths, top_k, reduction):
-    _check_rows(scores, "scores")
-    torch._check(ranking.shape == scores.shape, lambda: "ranking must have the shape of scores")
-    torch._check(weights is None or weights.shape == scores.shape, lambda: "weights must have the shape of scores")
+    _plackett_luce_args(scores, ranking, weights, lengths, top_k)
     return _row_loss(scores, reduction)
+
+
+def _plackett_luce_args(scores, ranking, weights, lengths, top_k):
+    _check_rows(scores, "scores", lengths, top_k)
+    _ranking_arg(ranking, scores, "scores")
+    check.like(weights, scores, "weights", "scores")
+
+
+def _ranking_arg(ranking, scores, scores_name):
+    check.dtype(ranking, torch.int64, "ranking")
+    check.shape(ranking, scores.shape, "ranking", f"the shape of {scores_name}")
+    check.device(scores, scores_name, ranking=ranking)
 
 
 @torch.library.register_fake("kdops::plackett_luce_loss_backward")
 def _(grad, scores, ranking, weights, lengths, top_k, reduction, weights_grad):
+    _plackett_luce_args(scores, ranking, weights, lengths, top_k)
+    check.reduction(reduction)
+    check.row_loss_grad(grad, scores, reduction != "none")
+    torch._check_value(not weights_grad or weights is not None, lambda: "weights_grad needs weights")
     return torch.empty_like(scores, memory_format=torch.contiguous_format), _grad_if(scores, weights_grad)
 
 
@@ -263,8 +319,11 @@ _no_double_backward("plackett_luce_loss_backward")
 
 @torch.library.register_fake("kdops::listmle")
 def _(scores, relevance, lengths, top_k, reduction):
-    _check_rows(scores, "scores")
-    torch._check(relevance.shape == scores.shape, lambda: "relevance must have the shape of scores")
+    _check_rows(scores, "scores", lengths, top_k)
+    torch._check_type(not relevance.dtype.is_complex and relevance.dtype != torch.bool,
+                      lambda: f"relevance must be a real tensor, got {relevance.dtype}")
+    check.shape(relevance, scores.shape, "relevance", "the shape of scores")
+    check.device(scores, "scores", relevance=relevance)
     return _row_loss(scores, reduction), scores.new_empty(scores.shape, dtype=torch.int64)
 
 
@@ -291,18 +350,29 @@ def _listmle_backward(ctx, grad, _grad_ranking):
 torch.library.register_autograd("kdops::listmle", _listmle_backward, setup_context=_listmle_setup)
 
 
+def _pld_args(student_logits, teacher_logits, temperature):
+    _check_rows(student_logits, "student_logits")
+    torch._check_value(student_logits.shape[1] >= 1,
+                       lambda: f"student_logits must hold at least one class, got shape {list(student_logits.shape)}")
+    check.like(teacher_logits, student_logits, "teacher_logits", "student_logits")
+    check.positive(temperature, "temperature")
+
+
 @torch.library.register_fake("kdops::pld_loss")
 def _(student_logits, teacher_logits, target, temperature, reduction):
-    _check_rows(student_logits, "student_logits")
-    torch._check(
-        teacher_logits.shape == student_logits.shape, lambda: "teacher_logits must have the shape of student_logits"
-    )
-    torch._check(target.shape == student_logits.shape[:1], lambda: "target must be [B]")
+    _pld_args(student_logits, teacher_logits, temperature)
+    check.integer(target, "target")
+    check.shape(target, student_logits.shape[:1], "target", "[B]")
+    check.device(student_logits, "student_logits", target=target)
     return _row_loss(student_logits, reduction), student_logits.new_empty(student_logits.shape, dtype=torch.int64)
 
 
 @torch.library.register_fake("kdops::pld_loss_backward")
 def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, teacher_grad):
+    _pld_args(student_logits, teacher_logits, temperature)
+    _ranking_arg(ranking, student_logits, "student_logits")
+    check.reduction(reduction)
+    check.row_loss_grad(grad, student_logits, reduction != "none")
     return (
         torch.empty_like(student_logits, memory_format=torch.contiguous_format),
         _grad_if(student_logits, teacher_grad),
@@ -340,13 +410,22 @@ _no_double_backward("pld_loss_backward")
 
 @torch.library.register_fake("kdops::listwise_kd_loss")
 def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction):
-    _check_rows(student, "student")
-    torch._check(teacher.shape == student.shape, lambda: "teacher must have the shape of student")
+    _listwise_kd_args(student, teacher, lengths, student_temperature, teacher_temperature)
     return _row_loss(student, reduction)
+
+
+def _listwise_kd_args(student, teacher, lengths, student_temperature, teacher_temperature):
+    _check_rows(student, "student", lengths)
+    check.like(teacher, student, "teacher", "student")
+    check.positive(student_temperature, "student_temperature")
+    check.positive(teacher_temperature, "teacher_temperature")
 
 
 @torch.library.register_fake("kdops::listwise_kd_loss_backward")
 def _(grad, student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
+    _listwise_kd_args(student, teacher, lengths, student_temperature, teacher_temperature)
+    check.reduction(reduction)
+    check.row_loss_grad(grad, student, reduction != "none")
     return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
 
 

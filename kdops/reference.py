@@ -144,6 +144,10 @@ def plackett_luce_loss(
     ranked = torch.where(valid, ranked, torch.finfo(scores.dtype).min)
     suffix_lse = torch.logcumsumexp(ranked.flip(1), dim=1).flip(1)
     terms = suffix_lse - ranked
+    # A term whose remaining valid items are all -inf is -inf - (-inf) = NaN: there is nothing to
+    # pick from (the padding's lowest value must not stand in for a probability).
+    suffix_max = torch.where(valid, ranked, float("-inf")).flip(1).cummax(dim=1).values.flip(1)
+    terms = torch.where(valid & (suffix_max == float("-inf")), float("nan"), terms)
     if weights is not None:
         terms = terms * weights
     counted = valid if top_k is None else valid & (positions < top_k)
@@ -215,5 +219,10 @@ def listwise_kd_loss(
     log_q = torch.log_softmax(torch.where(valid, student / ts, lowest), dim=1)
     log_p = torch.log_softmax(torch.where(valid, teacher / tt, lowest), dim=1)
     p = log_p.exp()
-    terms = torch.where(valid & (p > 0), p * (log_p - log_q), torch.zeros_like(p))
-    return _reduce(ts * ts * terms.sum(1), reduction)
+    # p = 0 adds 0 (the limit of p log p); a NaN p (a NaN or +inf teacher score) propagates.
+    terms = torch.where(valid & (p != 0), p * (log_p - log_q), torch.zeros_like(p))
+    loss = ts * ts * terms.sum(1)
+    # A side whose valid items are all -inf (or NaN) has no softmax: the row's loss is NaN.
+    no_softmax = [~torch.where(valid, x, float("-inf")).gt(float("-inf")).any(1) for x in (student, teacher)]
+    undefined = valid.any(1) & (no_softmax[0] | no_softmax[1])
+    return _reduce(torch.where(undefined, float("nan"), loss), reduction)

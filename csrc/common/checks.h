@@ -3,7 +3,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_assert_async.h>
 #include <c10/util/Exception.h>
+
+#include <string>
 
 namespace kdops {
 
@@ -35,11 +38,23 @@ inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const 
                     ref.device(), "), got ", t.device());
 }
 
-// Masks are bool, or 0/1 numbers that are converted (True = real token / item).
+// Masks are bool, or numbers holding exactly 0 and 1 that are converted (True = real token /
+// item). Any other value (2, 0.5, -1, NaN) is refused rather than read as True: a mask built
+// from scores or counts by mistake would otherwise pass. The value check reads the mask where
+// it lives; on CUDA that would be a device sync, so there it is a device-side assert instead
+// (as torch's own CUDA index checks), and a bool mask skips it.
 inline at::Tensor as_bool_mask(const at::Tensor& mask, const char* name) {
   TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), name, " must be bool or real, got ",
                    mask.scalar_type());
-  return mask.scalar_type() == at::kBool ? mask.contiguous() : mask.ne(0).contiguous();
+  if (mask.scalar_type() == at::kBool) return mask.contiguous();
+  const at::Tensor valid = mask.eq(0).logical_or_(mask.eq(1)).all();
+  const std::string message = std::string(name) + " must hold only 0 and 1 (or be bool)";
+  if (mask.is_cuda()) {
+    at::_assert_async(valid, message);
+  } else {
+    TORCH_CHECK_VALUE(valid.item<bool>(), message, ", got other values");
+  }
+  return mask.ne(0).contiguous();
 }
 
 }  // namespace kdops

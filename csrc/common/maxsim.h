@@ -104,6 +104,13 @@ struct RunningMax {
   KDOPS_HD acc_t contribution() const { return index >= 0 ? value : acc_t(0); }
 };
 
+// Whether a saved argmax entry j names a token of a doc of `length` tokens; -1 (no valid token,
+// or a masked query token) is the only other value maxsim returns. Backward trusts nothing it
+// is given: maxsim_backward is a public op, and an argmax from another call would otherwise
+// read and write outside D. The CPU kernels raise on a bad index; the CUDA kernels skip it
+// (raising there would need a device sync), so it adds nothing to the gradient.
+KDOPS_HD bool argmax_in_doc(int32_t j, int64_t length) { return j >= 0 && j < length; }
+
 template <typename acc_t>
 KDOPS_HD RunningMax<acc_t> empty_running_max() {
   return {acc_t(0), -1};

@@ -163,6 +163,7 @@ at::Tensor margin_mse_backward_cpu(const at::Tensor& grad, const at::Tensor& stu
                                    c10::string_view reduction) {
   const auto a = margin_mse_multi_args(student, teacher, mask);
   at::Tensor grad_student = at::empty({a.B, a.N + 1}, student.options());
+  check_count(count, a);
   backward(a, parse_reduction(reduction), grad, count.item<int64_t>(), grad_student, grad_student);
   return grad_student;
 }

@@ -163,6 +163,13 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
   return {scores, argmax};
 }
 
+// A saved index outside its doc (see argmax_in_doc) is refused, from inside the backward loops.
+inline void check_argmax(int32_t j, int64_t length, int64_t q, int64_t k, int64_t i) {
+  TORCH_CHECK_INDEX(argmax_in_doc(j, length), "argmax[", q, ", ", k, ", ", i, "] = ", j,
+                    " is outside its doc's ", length, " tokens (and is not -1): pass the argmax "
+                    "kdops.maxsim returned for these Q, D and masks");
+}
+
 // dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]], summed over k in order.
 template <typename scalar_t, typename acc_t>
 void query_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax,
@@ -176,9 +183,11 @@ void query_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* ar
       for (int64_t k = 0; k < l.K; ++k) {
         const acc_t weight = w[q * l.K + k];
         const scalar_t* doc = v.D + l.start(l.doc(q, k)) * dim;
+        const int64_t length = l.length(l.doc(q, k));
         for (int64_t i = 0; i < v.Lq; ++i) {
           const int32_t j = argmax[v.argmax_index(q, k, i)];
-          if (j < 0) continue;
+          if (j == -1) continue;
+          check_argmax(j, length, q, k, i);
           const scalar_t* token = doc + int64_t(j) * dim;
           acc_t* out = acc.data() + i * dim;
           for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);
@@ -206,7 +215,8 @@ void doc_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argm
         const acc_t weight = w[q * l.K + k];
         for (int64_t i = 0; i < v.Lq; ++i) {
           const int32_t j = argmax[v.argmax_index(q, k, i)];
-          if (j < 0) continue;
+          if (j == -1) continue;
+          check_argmax(j, l.length(u), q, k, i);
           const scalar_t* token = v.Q + (q * v.Lq + i) * dim;
           acc_t* out = acc.data() + int64_t(j) * dim;
           for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <vector>
 
 #include "common/plackett_luce_inputs.h"
@@ -103,17 +104,21 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
 
 // softmax(x * scale) over a row of len items into prob; returns its log normaliser
 // lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
-// loops the compiler vectorises.
+// loops the compiler vectorises. A row with no number above -inf (all -inf, or all NaN: the
+// max skips NaN) has no softmax: NaN, as torch.softmax and the CUDA kernels give, so a teacher
+// that diverged never turns into uniform weights.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
   KDOPS_SIMD_MAX(max)
   for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
-  if (len == 0 || max == neg_inf<acc_t>()) {
-    std::fill(prob, prob + len, acc_t(1) / static_cast<acc_t>(std::max<int64_t>(len, 1)));
-    return max;
+  if (len == 0) return max;
+  if (max == neg_inf<acc_t>()) {
+    std::fill(prob, prob + len, std::numeric_limits<acc_t>::quiet_NaN());
+    return std::numeric_limits<acc_t>::quiet_NaN();
   }
-  // max is finite here, so -inf items give exp(-inf) = 0, no -inf - -inf.
+  // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
+  // inf - inf = NaN, as torch.softmax does).
   for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);

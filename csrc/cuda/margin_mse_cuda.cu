@@ -133,9 +133,7 @@ at::Tensor margin_mse_backward_cuda(const at::Tensor& grad, const at::Tensor& st
                                     const at::Tensor& count, c10::string_view reduction) {
   const auto a = margin_mse_multi_args(student, teacher, mask);
   at::Tensor grad_student = at::empty({a.B, a.N + 1}, student.options());
-  TORCH_CHECK_VALUE(count.device() == grad.device() && count.scalar_type() == at::kLong &&
-                        count.numel() == 1,
-                    "count must be the int64 scalar returned by margin_mse on ", grad.device());
+  check_count(count, a);
   backward(a, parse_reduction(reduction), grad, count.data_ptr<int64_t>(), 0, grad_student,
            grad_student);
   return grad_student;

@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kGradThreads)
       acc_t acc = 0;
       for (int64_t k = 0; k < l.K; ++k) {
         const int32_t j = argmax[v.argmax_index(q, k, i)];
-        if (j < 0) continue;
+        if (!argmax_in_doc(j, l.length(l.doc(q, k)))) continue;  // -1, or a bad saved index
         const int64_t token = l.start(l.doc(q, k)) + j;
         acc += w[q * l.K + k] * static_cast<acc_t>(v.D[token * v.dim + c]);
       }
@@ -143,14 +143,14 @@ __global__ void __launch_bounds__(kGradThreads)
                            acc_t* grad_tokens) {
   const MaxSimLayout& l = v.layout;
   for (int64_t u = blockIdx.x; u < l.num_docs; u += gridDim.x) {
-    const int64_t start = l.start(u);
+    const int64_t start = l.start(u), length = l.length(u);
     for (int64_t n = 0; n < l.num_readers(u, v.Nq); ++n) {
       int64_t q, k;
       l.reader(u, n, q, k);
       const acc_t weight = w[q * l.K + k];
       for (int64_t i = 0; i < v.Lq; ++i) {
         const int32_t j = argmax[v.argmax_index(q, k, i)];
-        if (j < 0) continue;
+        if (!argmax_in_doc(j, length)) continue;  // -1, or a bad saved index
         const scalar_t* token = v.Q + (q * v.Lq + i) * v.dim;
         acc_t* out = grad_tokens + (start + j) * v.dim;
         for (int64_t c = threadIdx.x; c < v.dim; c += kGradThreads) {
