@@ -44,7 +44,9 @@ coverage:
 
 # --- the simulated kernels under sanitizers --------------------------------------------------
 # ASan + UBSan: kdops._C_sim built again with the sanitizers into a copy of the package under
-# build/asan, and the simulated tests (-m sim) run against it with fewer examples each.
+# build/asan, and the simulated tests (-m sim) run against it with fewer examples each. Python is
+# not built with ASan: its runtime is preloaded, with libstdc++ (else ASan cannot intercept C++
+# throws from a library loaded later, and the first TORCH_CHECK aborts).
 ASAN_DIR := build/asan
 sim-asan:
 	rm -rf $(ASAN_DIR)/kdops $(ASAN_DIR)/tests && mkdir -p $(ASAN_DIR)
@@ -52,7 +54,7 @@ sim-asan:
 	rm -f $(ASAN_DIR)/kdops/_C_sim*.so
 	KDOPS_SIM_SANITIZE=address KDOPS_SIM_COVERAGE=0 $(PY) setup.py -q build_ext \
 		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
-	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		KDOPS_TEST_MAX_EXAMPLES=8 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests
 
