@@ -75,7 +75,7 @@ def _nvidia_include_dirs() -> list[str]:
 
 
 def extensions():
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
     opt = ["-O0", "-g"] if DEBUG else ["-O3"]
     cxx = opt + ["-std=c++20", "-fopenmp"]
     common = dict(include_dirs=[os.path.join(ROOT, "csrc")], define_macros=[])

@@ -1,5 +1,5 @@
 // Every kdops op schema, in one place. Kernels register per backend in csrc/cpu and csrc/cuda;
-// fake (meta) kernels and autograd are registered from Python in kdops/ops.py.
+// autograd in csrc/autograd; fake (meta) kernels are registered from Python in kdops/ops.py.
 #include <torch/extension.h>
 #include <torch/library.h>
 
