@@ -7,9 +7,9 @@ Environment:
                           as C++ against csrc/sim/cuda_sim.h, ops under torch.ops.kdops_sim taking
                           CPU tensors (default 0; `make test` and CI set 1). Needs no CUDA toolkit.
   KDOPS_SIM_COVERAGE=1    compile kdops._C_sim with gcov instrumentation (--coverage)
-  KDOPS_SIM_SANITIZE=address|thread
-                          build only kdops._C_sim, with ASan+UBSan or TSan (for the sanitizer runs of
-                          `make test`; load it with the sanitizer runtime preloaded)
+  KDOPS_SIM_SANITIZE=address
+                          build only kdops._C_sim, with ASan+UBSan (for `make sim-asan`; load it
+                          with the ASan runtime preloaded). TSan: `make sim-tsan`, a standalone runner
   TORCH_CUDA_ARCH_LIST    archs to build for (default "9.0": Hopper; e.g. "8.0;9.0" to add Ampere)
   MAX_JOBS                parallel compile jobs (torch's ninja build reads it)
   DEBUG=1                 -O0 -g, no fast-math
@@ -90,10 +90,11 @@ def _flag(name: str) -> bool:
 
 
 # Sanitizer flags of the simulated build. -fno-sanitize=null: UBSan's null check misreads the
-# simulator's thread-local shared memory (notes/cuda-on-cpu.md, trap 2).
+# simulator's thread-local shared memory (notes/cuda-on-cpu.md, trap 2). -fno-sanitize-recover:
+# a UBSan report fails the run.
 _SANITIZERS = {
-    "address": ["-fsanitize=address,undefined", "-fno-sanitize=null", "-fno-omit-frame-pointer"],
-    "thread": ["-fsanitize=thread", "-fno-omit-frame-pointer"],
+    "address": ["-fsanitize=address,undefined", "-fno-sanitize=null", "-fno-sanitize-recover=all",
+                "-fno-omit-frame-pointer"],
 }
 
 
@@ -114,8 +115,9 @@ def _sim_sources() -> list[str]:
 
 
 def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExtension:
-    """kdops._C_sim: the op schemas (csrc/kdops.cpp, as torch.ops.kdops_sim) and the CUDA kernels
-    with their host launch code, built by g++ against the simulator runtime; never csrc/cpu."""
+    """kdops._C_sim: the op schemas (csrc/kdops.cpp, as torch.ops.kdops_sim), their autograd
+    (csrc/autograd) and the CUDA kernels with their host launch code, built by g++ against the
+    simulator runtime (csrc/sim); never csrc/cpu."""
     if sanitize is not None and sanitize not in _SANITIZERS:
         sys.exit(f"KDOPS_SIM_SANITIZE must be one of {sorted(_SANITIZERS)}, got {sanitize!r}")
     runtime = os.path.join(ROOT, "csrc", "sim", "cuda_sim.h")
@@ -131,7 +133,7 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
         link += _SANITIZERS[sanitize]
     return cpp_extension.CppExtension(
         "kdops._C_sim",
-        ["csrc/kdops.cpp"] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
+        ["csrc/kdops.cpp"] + sorted(glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],
         extra_compile_args={"cxx": cxx},
@@ -150,7 +152,7 @@ def extensions():
 
 def main_extension(opt: list[str]):
     """kdops._C: the CPU kernels, and the CUDA kernels when building for CUDA."""
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
     cxx = opt + ["-std=c++20", "-fopenmp"]
     common = dict(include_dirs=[os.path.join(ROOT, "csrc")], define_macros=[])
     if not _want_cuda():

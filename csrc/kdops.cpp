@@ -1,7 +1,7 @@
 // Every kdops op schema, in one place. Kernels register per backend in csrc/cpu and csrc/cuda;
-// fake (meta) kernels and autograd are registered from Python in kdops/ops.py. The same file
-// also defines torch.ops.kdops_sim (KDOPS_NS) in kdops._C_sim: the CUDA kernels run by the CUDA
-// simulator on CPU tensors, with exactly these schemas.
+// autograd in csrc/autograd; fake (meta) kernels are registered from Python in kdops/ops.py. The
+// same file also defines torch.ops.kdops_sim (KDOPS_NS) in kdops._C_sim: the CUDA kernels run by
+// the CUDA simulator on CPU tensors, with exactly these schemas and the same autograd.
 #include <torch/extension.h>
 #include <torch/library.h>
 

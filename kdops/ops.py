@@ -1,11 +1,12 @@
-"""Loads kdops._C (which defines torch.ops.kdops.*) and registers, for each op, the fake kernel
-used by torch.compile and the autograd formula. The backward of every op is an op of its own
-(``<op>_backward``), so compiled graphs keep it fused too; double backward is not supported
-and says so.
+"""Loads kdops._C (which defines torch.ops.kdops.*, their kernels and their autograd formulas,
+csrc/autograd/) and registers, for each op, the fake kernel used by torch.compile. The backward
+of every op is an op of its own (``<op>_backward``), so compiled graphs keep it fused too;
+double backward is not supported and says so.
 
 When kdops._C_sim was built (``KDOPS_SIM=1``: the CUDA kernels run on CPU tensors by the
-project's CUDA simulator, for tests), its ops torch.ops.kdops_sim.* get the same fake kernels
-and autograd: every definition below is registered once per namespace in NAMESPACES."""
+project's CUDA simulator, for tests), its ops torch.ops.kdops_sim.* get the same fake kernels:
+every fake kernel below is registered once per namespace in NAMESPACES (autograd comes with
+each library, from csrc/autograd)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,7 @@ __all__ = ["NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"
 
 NAMESPACES = ("kdops", "kdops_sim") if _C_sim is not None else ("kdops",)
 
-# Filled by the definitions below, registered for every namespace at the end of the file.
-_FAKES: dict = {}
-_AUTOGRAD: dict = {}
-_BACKWARD_OPS: list[str] = []
+_FAKES: dict = {}  # op name -> fake kernel, registered for every namespace at the end of the file
 
 
 def _fake(op: str):
@@ -34,12 +32,6 @@ def _fake(op: str):
         return fn
 
     return record
-
-
-def _autograd(op: str, backward, setup_context) -> None:
-    """backward(ctx, *grads) calls the op's backward op through ctx.ops, the namespace of the op
-    being differentiated (set by the registered setup_context)."""
-    _AUTOGRAD[op] = (backward, setup_context)
 
 _BACKENDS = ("CPU", "CUDA")
 
@@ -80,14 +72,6 @@ def build_info() -> dict:
     }
 
 
-def _needs(ctx, *index: int) -> bool:
-    return any(ctx.needs_input_grad[i] for i in index)
-
-
-def _no_double_backward(op: str) -> None:
-    _BACKWARD_OPS.append(op)
-
-
 # --- Margin-MSE -------------------------------------------------------------------------------
 
 
@@ -112,31 +96,6 @@ def _(grad, student, teacher, mask, count, reduction):
     return torch.empty_like(student, memory_format=torch.contiguous_format)
 
 
-def _margin_mse_setup(ctx, inputs, output):
-    student, teacher, mask, reduction = inputs
-    ctx.reduction = reduction
-    ctx.mark_non_differentiable(output[1])
-    if _needs(ctx, 0, 1):
-        ctx.save_for_backward(student, teacher, mask, output[1])
-
-
-def _margin_mse_backward(ctx, grad_loss, _grad_count):
-    student, teacher, mask, count = ctx.saved_tensors
-    grad_student = ctx.ops.margin_mse_backward.default(
-        grad_loss, student, teacher, mask, count, ctx.reduction
-    )
-    return (
-        grad_student if ctx.needs_input_grad[0] else None,
-        -grad_student if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-    )
-
-
-_autograd("margin_mse", _margin_mse_backward, _margin_mse_setup)
-_no_double_backward("margin_mse_backward")
-
-
 @_fake("margin_mse_pairwise")
 def _(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
     torch._check(student_pos.dim() == 1, lambda: "student_pos must be [B]")
@@ -150,31 +109,6 @@ def _(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
 @_fake("margin_mse_pairwise_backward")
 def _(grad, student_pos, student_neg, teacher_pos, teacher_neg, reduction):
     return torch.empty_like(student_pos), torch.empty_like(student_neg)
-
-
-def _margin_mse_pairwise_setup(ctx, inputs, output):
-    *scores, reduction = inputs
-    ctx.reduction = reduction
-    if _needs(ctx, 0, 1, 2, 3):
-        ctx.save_for_backward(*scores)
-
-
-def _margin_mse_pairwise_backward(ctx, grad):
-    grad_pos, grad_neg = ctx.ops.margin_mse_pairwise_backward.default(
-        grad, *ctx.saved_tensors, ctx.reduction
-    )
-    needs = ctx.needs_input_grad
-    return (
-        grad_pos if needs[0] else None,
-        grad_neg if needs[1] else None,
-        -grad_pos if needs[2] else None,
-        -grad_neg if needs[3] else None,
-        None,
-    )
-
-
-_autograd("margin_mse_pairwise", _margin_mse_pairwise_backward, _margin_mse_pairwise_setup)
-_no_double_backward("margin_mse_pairwise_backward")
 
 
 # --- MaxSim -----------------------------------------------------------------------------------
@@ -218,26 +152,6 @@ def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D)
     return dQ, dD
 
 
-def _maxsim_setup(ctx, inputs, output):
-    Q, D, q_mask, _d_mask, doc_offsets, length_normalize = inputs
-    ctx.length_normalize = length_normalize
-    ctx.mark_non_differentiable(output[1])
-    if _needs(ctx, 0, 1):
-        # The doc mask is not needed: it is encoded in argmax (-1 where no valid token won).
-        ctx.save_for_backward(Q, D, q_mask, doc_offsets, output[1])
-
-
-def _maxsim_backward(ctx, grad_scores, _grad_argmax):
-    Q, D, q_mask, doc_offsets, argmax = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grad_q, grad_d = ctx.ops.maxsim_backward.default(
-        grad_scores, argmax, Q, D, q_mask, doc_offsets, ctx.length_normalize, needs[0], needs[1]
-    )
-    return grad_q if needs[0] else None, grad_d if needs[1] else None, None, None, None, None
-
-
-_autograd("maxsim", _maxsim_backward, _maxsim_setup)
-_no_double_backward("maxsim_backward")
 # --- Plackett-Luce family ---------------------------------------------------------------------
 
 
@@ -268,60 +182,11 @@ def _(grad, scores, ranking, weights, lengths, top_k, reduction, weights_grad):
     return torch.empty_like(scores, memory_format=torch.contiguous_format), _grad_if(scores, weights_grad)
 
 
-def _plackett_luce_setup(ctx, inputs, output):
-    scores, ranking, weights, lengths, top_k, reduction = inputs
-    ctx.top_k, ctx.reduction = top_k, reduction
-    if _needs(ctx, 0, 2):
-        ctx.save_for_backward(scores, ranking, weights, lengths)
-
-
-def _plackett_luce_backward(ctx, grad):
-    scores, ranking, weights, lengths = ctx.saved_tensors
-    grad_scores, grad_weights = ctx.ops.plackett_luce_loss_backward.default(
-        grad, scores, ranking, weights, lengths, ctx.top_k, ctx.reduction, ctx.needs_input_grad[2]
-    )
-    return (
-        grad_scores if ctx.needs_input_grad[0] else None,
-        None,
-        grad_weights if ctx.needs_input_grad[2] else None,
-        None,
-        None,
-        None,
-    )
-
-
-_autograd("plackett_luce_loss", _plackett_luce_backward, _plackett_luce_setup)
-_no_double_backward("plackett_luce_loss_backward")
-
-
 @_fake("listmle")
 def _(scores, relevance, lengths, top_k, reduction):
     _check_rows(scores, "scores")
     torch._check(relevance.shape == scores.shape, lambda: "relevance must have the shape of scores")
     return _row_loss(scores, reduction), scores.new_empty(scores.shape, dtype=torch.int64)
-
-
-def _listmle_setup(ctx, inputs, output):
-    scores, relevance, lengths, top_k, reduction = inputs
-    ctx.top_k, ctx.reduction = top_k, reduction
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
-    if _needs(ctx, 0):
-        ctx.save_for_backward(scores, lengths, output[1])
-
-
-def _listmle_backward(ctx, grad, _grad_ranking):
-    # The ranking is piecewise constant in the relevance: relevance gets no gradient.
-    if grad is None:  # only the ranking was used downstream
-        return None, None, None, None, None
-    scores, lengths, ranking = ctx.saved_tensors
-    grad_scores, _ = ctx.ops.plackett_luce_loss_backward.default(
-        grad, scores, ranking, None, lengths, ctx.top_k, ctx.reduction, False
-    )
-    return grad_scores, None, None, None, None
-
-
-_autograd("listmle", _listmle_backward, _listmle_setup)
 
 
 @_fake("pld_loss")
@@ -342,35 +207,6 @@ def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, tea
     )
 
 
-def _pld_setup(ctx, inputs, output):
-    student, teacher, target, temperature, reduction = inputs
-    ctx.temperature, ctx.reduction = temperature, reduction
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # no zero-filled gradient for the int64 ranking
-    if _needs(ctx, 0, 1):
-        ctx.save_for_backward(student, teacher, output[1])
-
-
-def _pld_backward(ctx, grad, _grad_ranking):
-    if grad is None:  # only the ranking was used downstream
-        return None, None, None, None, None
-    student, teacher, ranking = ctx.saved_tensors
-    grad_student, grad_teacher = ctx.ops.pld_loss_backward.default(
-        grad, student, teacher, ranking, ctx.temperature, ctx.reduction, ctx.needs_input_grad[1]
-    )
-    return (
-        grad_student if ctx.needs_input_grad[0] else None,
-        grad_teacher if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-        None,
-    )
-
-
-_autograd("pld_loss", _pld_backward, _pld_setup)
-_no_double_backward("pld_loss_backward")
-
-
 @_fake("listwise_kd_loss")
 def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction):
     _check_rows(student, "student")
@@ -383,55 +219,6 @@ def _(grad, student, teacher, lengths, student_temperature, teacher_temperature,
     return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
 
 
-def _listwise_kd_setup(ctx, inputs, output):
-    student, teacher, lengths, ts, tt, reduction = inputs
-    ctx.temperatures, ctx.reduction = (ts, tt), reduction
-    if _needs(ctx, 0, 1):
-        ctx.save_for_backward(student, teacher, lengths)
-
-
-def _listwise_kd_backward(ctx, grad):
-    student, teacher, lengths = ctx.saved_tensors
-    grad_student, grad_teacher = ctx.ops.listwise_kd_loss_backward.default(
-        grad, student, teacher, lengths, *ctx.temperatures, ctx.reduction, ctx.needs_input_grad[1]
-    )
-    return (
-        grad_student if ctx.needs_input_grad[0] else None,
-        grad_teacher if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-_autograd("listwise_kd_loss", _listwise_kd_backward, _listwise_kd_setup)
-_no_double_backward("listwise_kd_loss_backward")
-
-
-# --- registration, once per namespace ----------------------------------------------------------
-
-
-def _refuse_double_backward(name: str):
-    def backward(ctx, *grads):
-        raise RuntimeError(f"{name} is a backward op: double backward is not supported")
-
-    return backward
-
-
-def _with_ops(setup_context, ops):
-    def setup(ctx, inputs, output):
-        ctx.ops = ops
-        setup_context(ctx, inputs, output)
-
-    return setup
-
-
 for _namespace in NAMESPACES:
-    _ops = getattr(torch.ops, _namespace)
     for _op, _fn in _FAKES.items():
         torch.library.register_fake(f"{_namespace}::{_op}", _fn)
-    for _op, (_backward, _setup) in _AUTOGRAD.items():
-        torch.library.register_autograd(f"{_namespace}::{_op}", _backward, setup_context=_with_ops(_setup, _ops))
-    for _op in _BACKWARD_OPS:
-        torch.library.register_autograd(f"{_namespace}::{_op}", _refuse_double_backward(f"{_namespace}::{_op}"))
