@@ -100,7 +100,9 @@ inline unsigned __reduce_max_sync(unsigned mask, unsigned value, KDOPS_SIM_SITE)
   return static_cast<unsigned>(
       ::kdops::sim::detail::warp_op(::kdops::sim::detail::WarpOp::kReduceMax, mask, value, 0, warpSize, KDOPS_SIM_HERE));
 }
-// Without convergence information: the lanes of the caller's warp that have not exited.
+// Without convergence information: the lanes of the caller's warp that have not exited. Lanes run
+// one after another between collectives, so this is not the set of lanes executing the call with
+// the caller; code that shuffles with this mask in divergent branches fails with an error here.
 unsigned __activemask();
 
 // ---- bit manipulation

@@ -52,15 +52,19 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // fibers of a block without synchronisation (they never run at once), so it is hidden from TSan;
 // the happens-before edges CUDA guarantees (block start and end, barriers, __syncwarp) are
 // announced explicitly.
+// Sections never nest: a fiber leaves for good (exit_to) from depth exactly 1, ending its section
+// first, since TSan objects to a fiber destroyed inside one.
 #if defined(__SANITIZE_THREAD__)
 struct RuntimeSection {
   RuntimeSection() { __tsan_ignore_thread_begin(); }
   ~RuntimeSection() { __tsan_ignore_thread_end(); }
 };
+void end_section_for_good() { __tsan_ignore_thread_end(); }
 void happens_before_release(void* object) { __tsan_release(object); }
 void happens_before_acquire(void* object) { __tsan_acquire(object); }
 #else
 struct RuntimeSection {};
+void end_section_for_good() {}
 void happens_before_release(void*) {}
 void happens_before_acquire(void*) {}
 #endif
@@ -192,6 +196,7 @@ std::string lanes(unsigned mask) {  // "0-15,17"
 }
 
 std::string kernel_name(const Launch& launch) {
+  if (launch.name != nullptr) return launch.name;
   Dl_info info;
   if (dladdr(launch.kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == launch.kernel) {
     int status = 0;
@@ -200,13 +205,21 @@ std::string kernel_name(const Launch& launch) {
     std::free(demangled);
     return name;
   }
-  return format("at %p (%s)", launch.kernel, launch.signature);
+  // A kernel with internal linkage has no dynamic symbol: name its type, "[with Kernel = ...]".
+  std::string type = launch.signature;
+  const size_t begin = type.find("Kernel = ");
+  const size_t end = type.rfind(']');
+  if (begin != std::string::npos && end != std::string::npos && end > begin) type = type.substr(begin + 9, end - begin - 9);
+  return format("of type %s at %p", type.c_str(), launch.kernel);
 }
 
 // One per OS thread: the block being run and the fibers, kept between launches.
 class Engine {
  public:
-  ~Engine() = default;
+  ~Engine() {
+    RuntimeSection section;  // fibers read their contexts after their last happens-before edge
+    fibers_.clear();
+  }
 
   void run(const Launch& launch);
 
@@ -249,6 +262,7 @@ class Engine {
   char barrier_sync_[2] = {};  // TSan happens-before objects, alternating per barrier
   char block_start_sync_ = 0, block_end_sync_ = 0;
   std::vector<Warp> warps_;
+  const Pending* completing_ = nullptr;  // the warp_call being completed
   std::string error_;
 };
 
@@ -321,21 +335,26 @@ void Engine::exit_thread() {
   if (ready_count_ == 0) {
     if (done_ < threads_) fail_deadlock();
     current_thread = nullptr;  // the block is done: back to the host
+    end_section_for_good();
     fiber::exit_to(self.context, host_);
   }
   Fiber* next = pop_ready();
   next->status = Status::kRunning;
   current_thread = &next->state;
+  end_section_for_good();
   fiber::exit_to(self.context, next->context);
 }
 
 void Engine::fail(const std::string& message) {
   if (current_thread == nullptr) throw std::runtime_error("kdops.sim: " + message);
   Fiber& self = running_fiber();
-  error_ = format("kdops.sim: %s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
-                  kernel_name(*launch_).c_str(), triple(block_idx_).c_str(), triple(self.state.thread_idx).c_str(),
+  const std::string at = completing_ != nullptr ? format(" (%s)", where(completing_->site).c_str()) : "";
+  completing_ = nullptr;
+  error_ = format("kdops.sim: %s%s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
+                  at.c_str(), kernel_name(*launch_).c_str(), triple(block_idx_).c_str(), triple(self.state.thread_idx).c_str(),
                   self.linear / 32, self.state.lane);
   current_thread = nullptr;
+  end_section_for_good();
   fiber::exit_to(self.context, host_);
 }
 
@@ -513,7 +532,9 @@ void Engine::complete(unsigned warp_index, const Pending& p) {
   } else if (p.complete != nullptr) {
     void* lane_data[32];
     for (int l = 0; l < 32; ++l) lane_data[l] = lane_fiber(warp_index, l).data;
+    completing_ = &p;  // errors raised by the completion name its site
     p.complete(lane_data);
+    completing_ = nullptr;
   }
   for (int l = 0; l < 32; ++l) {
     if (!((mask >> l) & 1)) continue;
@@ -693,8 +714,7 @@ void warp_call(const char* what, void* data, WarpCompletion complete, Site site)
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
 
-void fail(const char* message) {
-  RuntimeSection section;
+void fail(const char* message) {  // called inside a warp_call's completion: already in a section
   engine.fail(message);
 }
 
