@@ -249,9 +249,9 @@ class Engine {
   unsigned threads_ = 0, done_ = 0;
   bool shuffle_threads_ = false;
   uint64_t rng_ = 0;
-  // ready queue: a ring of at most threads_ fibers
+  // ready queue: a ring of at most threads_ fibers, its size a power of two (no division)
   std::vector<Fiber*> ready_;
-  size_t ready_head_ = 0, ready_count_ = 0;
+  size_t ready_mask_ = 0, ready_head_ = 0, ready_count_ = 0;
   // the pending barrier
   unsigned waiting_ = 0;
   BarrierKind barrier_kind_ = BarrierKind::kSync;
@@ -270,17 +270,17 @@ thread_local Engine engine;
 
 void Engine::push_ready(Fiber* fiber) {
   fiber->status = Status::kReady;
-  ready_[(ready_head_ + ready_count_) % threads_] = fiber;
+  ready_[(ready_head_ + ready_count_) & ready_mask_] = fiber;
   ++ready_count_;
 }
 
 Fiber* Engine::pop_ready() {
   if (shuffle_threads_ && ready_count_ > 1) {
-    const size_t pick = (ready_head_ + splitmix64(rng_) % ready_count_) % threads_;
+    const size_t pick = (ready_head_ + splitmix64(rng_) % ready_count_) & ready_mask_;
     std::swap(ready_[ready_head_], ready_[pick]);
   }
   Fiber* fiber = ready_[ready_head_];
-  ready_head_ = (ready_head_ + 1) % threads_;
+  ready_head_ = (ready_head_ + 1) & ready_mask_;
   --ready_count_;
   return fiber;
 }
@@ -673,7 +673,10 @@ void Engine::run(const Launch& launch) {
   launch_ = &launch;
   threads_ = static_cast<unsigned>(block_threads);
   while (fibers_.size() < threads_) fibers_.push_back(std::make_unique<Fiber>());
-  ready_.assign(threads_, nullptr);
+  size_t ring = 1;
+  while (ring < threads_) ring *= 2;
+  ready_.assign(ring, nullptr);
+  ready_mask_ = ring - 1;
   warps_.resize((threads_ + 31) / 32);
   error_.clear();
   fiber::adopt_current(host_);
