@@ -155,6 +155,21 @@ __global__ void wmma_gemm(const T* a, const T* b, float* c, float scale) {
   wmma::store_matrix_sync(c, acc, 16, wmma::mem_row_major);
 }
 
+// TF32: C (16x16) = A (16x8, row-major) * B (8x16, row-major), inputs rounded with __float_to_tf32.
+__global__ void wmma_tf32(const float* a, const float* b, float* c) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::load_matrix_sync(fa, a, 8);
+  wmma::load_matrix_sync(fb, b, 16);
+  for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+  for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(c, acc, 16, wmma::mem_row_major);
+}
+
 // Lane-dependent edit of a fragment element: depends on the hardware's fragment layout.
 __global__ void wmma_lane_edit(const half* a, const half* b, float* c) {
   using namespace nvcuda;
@@ -393,6 +408,31 @@ void case_wmma() {
   print_floats(c);
 }
 
+void case_wmma_tf32() {
+  // Odd multiples of 1/8 plus 2^-16, which rounding to tf32 removes: the product is then exact.
+  std::vector<float> a(128), b(128);
+  std::vector<double> ad(128), bd(128);
+  for (int i = 0; i < 128; ++i) {
+    ad[i] = (2 * ((i * 5) % 9) - 9) / 8.0;
+    bd[i] = (2 * ((i * 7) % 11) - 11) / 8.0;
+    a[i] = static_cast<float>(ad[i] + std::ldexp(1.0, -16));
+    b[i] = static_cast<float>(bd[i] + std::ldexp(1.0, -16));
+  }
+  std::vector<float> c(256);
+  launch(wmma_tf32, dim3(1), dim3(32), 0, nullptr, a.data(), b.data(), c.data());
+  for (int r = 0; r < 16; ++r) {
+    for (int col = 0; col < 16; ++col) {
+      double exact = 0;
+      for (int k = 0; k < 8; ++k) exact += ad[r * 8 + k] * bd[k * 16 + col];
+      expect(c[r * 16 + col] == static_cast<float>(exact), "tf32 product");
+    }
+  }
+  expect(nvcuda::wmma::__float_to_tf32(1.0f + std::ldexp(1.0f, -11)) == 1.0f + std::ldexp(1.0f, -10),
+         "__float_to_tf32 rounds ties away from zero");
+  expect(nvcuda::wmma::__float_to_tf32(-(1.0f + std::ldexp(1.0f, -12))) == -1.0f, "__float_to_tf32 rounds to nearest");
+  print_floats(c);
+}
+
 void case_wmma_lane_edit() {
   std::vector<half> a(256, half(1.0f)), b(256, half(1.0f));
   std::vector<float> c(256);
@@ -597,6 +637,7 @@ int main(int argc, char** argv) {
       {"bitonic", case_bitonic},
       {"wmma_half", case_wmma<half>},
       {"wmma_bf16", case_wmma<__nv_bfloat16>},
+      {"wmma_tf32", case_wmma_tf32},
       {"layout", case_layout},
       {"votes", case_votes},
       {"reverse_synced", case_reverse<true>},
