@@ -83,6 +83,7 @@ struct Fiber {
   fiber::Context context;
   Status status = Status::kDone;
   bool stack_dirty = true;  // abandoned mid-run or never used: unpoison all of it before reuse
+  bool started = false;     // has run in the current block
   unsigned linear = 0;
   Site site{nullptr, 0};  // where it waits
   // The lane's operands and result of the warp collective it is in.
@@ -232,7 +233,7 @@ class Engine {
 
  private:
   static void fiber_main(void* fiber);
-  bool run_block(uint64_t block_linear);
+  bool run_block(uint64_t block_linear, uint64_t seed);
   void push_ready(Fiber* fiber);
   Fiber* pop_ready();
   void resume_next(Fiber& self);
@@ -297,7 +298,7 @@ void Engine::resume_next(Fiber& self) {
 
 void Engine::fiber_main(void* arg) {
   fiber::on_start();
-  (void)arg;
+  static_cast<Fiber*>(arg)->started = true;
   happens_before_acquire(&engine.block_start_sync_);
   try {
     engine.launch_->run(engine.launch_->state);
@@ -348,6 +349,9 @@ void Engine::exit_thread() {
 void Engine::fail(const std::string& message) {
   if (current_thread == nullptr) throw std::runtime_error("kdops.sim: " + message);
   Fiber& self = running_fiber();
+  self.status = Status::kDone;  // abandoned: its section is ended below
+  self.stack_dirty = true;
+  happens_before_release(&block_end_sync_);
   const std::string at = completing_ != nullptr ? format(" (%s)", where(completing_->site).c_str()) : "";
   completing_ = nullptr;
   error_ = format("kdops.sim: %s%s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
@@ -582,7 +586,7 @@ unsigned Engine::active_mask() {
   return warp.existing & ~warp.exited;
 }
 
-bool Engine::run_block(uint64_t block_linear) {
+bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   const dim3 grid = launch_->grid, block = launch_->block;
   block_idx_ = uint3{static_cast<unsigned>(block_linear % grid.x), static_cast<unsigned>(block_linear / grid.x % grid.y),
                      static_cast<unsigned>(block_linear / grid.x / grid.y)};
@@ -601,8 +605,7 @@ bool Engine::run_block(uint64_t block_linear) {
     warps_[w].exited = 0;
     warps_[w].pending.clear();
   }
-  const Options opts = options();
-  rng_ = opts.seed ^ (block_linear * 0xd1b54a32d192ed03ull);
+  rng_ = seed ^ (block_linear * 0xd1b54a32d192ed03ull);
   for (unsigned t = 0; t < threads_; ++t) {
     Fiber& f = *fibers_[t];
     f.linear = t;
@@ -612,6 +615,7 @@ bool Engine::run_block(uint64_t block_linear) {
     f.state.grid_dim = grid;
     f.state.dynamic_smem = smem;
     f.state.lane = t % 32;
+    f.started = false;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
     fiber::prepare(f.context, &Engine::fiber_main, &f, f.stack_dirty);
     f.stack_dirty = false;
@@ -624,19 +628,27 @@ bool Engine::run_block(uint64_t block_linear) {
   fiber::switch_to(host_, first->context);
   // Back on the host: the block finished or failed.
   current_thread = nullptr;
-  happens_before_acquire(&block_end_sync_);
   std::free(smem);
   dynamic_smem_ = nullptr;
-  if (error_.empty()) return true;
+  if (error_.empty()) {
+    happens_before_acquire(&block_end_sync_);
+    return true;
+  }
   for (unsigned t = 0; t < threads_; ++t) {  // abandon the suspended fibers without unwinding
     Fiber& f = *fibers_[t];
-    if (f.status != Status::kDone) {
+    if (f.status != Status::kDone && f.started) {
       f.stack_dirty = true;
 #if defined(__SANITIZE_THREAD__)
-      fiber::destroy_tsan_fiber(f.context);  // it is inside an ignore region forever
+      // It is suspended inside a runtime section: end it on its behalf (TSan's current fiber is
+      // what the call applies to; no stack is switched).
+      __tsan_switch_to_fiber(f.context.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+      __tsan_ignore_thread_end();
+      happens_before_release(&block_end_sync_);  // what it did precedes the next launch
+      __tsan_switch_to_fiber(host_.tsan_fiber, __tsan_switch_to_fiber_no_sync);
 #endif
     }
   }
+  happens_before_acquire(&block_end_sync_);
   return false;
 }
 
@@ -692,7 +704,7 @@ void Engine::run(const Launch& launch) {
     for (uint64_t i = blocks; i > 1; --i) std::swap(order[i - 1], order[splitmix64(state) % i]);
   }
   for (uint64_t i = 0; i < blocks; ++i) {
-    if (!run_block(opts.shuffle_blocks ? order[i] : i)) {
+    if (!run_block(opts.shuffle_blocks ? order[i] : i, opts.seed)) {
       launch_ = nullptr;
       throw std::runtime_error(error_);
     }
