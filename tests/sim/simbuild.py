@@ -22,7 +22,7 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 # The flags every simulated translation unit gets (the contract with setup.py's kdops._C_sim).
 SIM_FLAGS = [
-    "-std=c++17",
+    "-std=c++20",  # as torch's headers require
     "-x", "c++",
     "-DKDOPS_SIM",
     "-include", str(SIM_DIR / "cuda_sim.h"),
