@@ -169,12 +169,14 @@ struct MmaCall {
     check_lanes_agree<FragC>(kWhat, frags);
     const MmaCall& first = *static_cast<MmaCall*>(lane_data[0]);
     constexpr int M = FragA::rows, K = FragA::cols, N = FragB::cols;
+    // Integer fragments (s8/u8 -> s32) accumulate exactly in int32, floating ones in float.
+    using Acc = std::conditional_t<std::is_integral_v<typename FragD::element_type>, int32_t, float>;
     FragD result;
     for (int i = 0; i < M; ++i) {
       for (int j = 0; j < N; ++j) {
-        float acc = static_cast<float>(first.c->x[i * N + j]);
+        Acc acc = static_cast<Acc>(first.c->x[i * N + j]);
         for (int k = 0; k < K; ++k) {
-          acc += operand<FragA>(first.a->x[i * K + k]) * operand<FragB>(first.b->x[k * N + j]);
+          acc += static_cast<Acc>(operand<FragA>(first.a->x[i * K + k])) * static_cast<Acc>(operand<FragB>(first.b->x[k * N + j]));
         }
         result.x[i * N + j] = static_cast<typename FragD::element_type>(acc);
       }

@@ -21,6 +21,7 @@ CORRECT_CASES = [
     "wmma_half",  # WMMA 16x16x16 fp16 -> fp32, equal to the exact product
     "wmma_bf16",
     "wmma_tf32",  # m16n16k8 with __float_to_tf32
+    "wmma_s8",  # int8 -> int32, exact; col-major accumulator load
     "layout",  # 3-D blocks, 2-D grid
     "votes",  # __syncthreads_count/and/or, ballot, any/all, reduce, shuffle widths and masks
     "reverse_synced",

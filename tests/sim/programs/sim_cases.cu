@@ -155,6 +155,19 @@ __global__ void wmma_gemm(const T* a, const T* b, float* c, float scale) {
   wmma::store_matrix_sync(c, acc, 16, wmma::mem_row_major);
 }
 
+// int8: C (16x16, int32) = A (16x16 s8, row-major) * B (16x16 s8, row-major), exact.
+__global__ void wmma_s8(const signed char* a, const signed char* b, int* c) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::row_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> acc;
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_col_major);  // accumulate onto C's transpose
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(fb, b, 16);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(c, acc, 16, wmma::mem_row_major);
+}
+
 // TF32: C (16x16) = A (16x8, row-major) * B (8x16, row-major), inputs rounded with __float_to_tf32.
 __global__ void wmma_tf32(const float* a, const float* b, float* c) {
   using namespace nvcuda;
@@ -408,6 +421,25 @@ void case_wmma() {
   print_floats(c);
 }
 
+void case_wmma_s8() {
+  std::vector<signed char> a(256), b(256);
+  std::vector<int> c(256), c0(256);
+  for (int i = 0; i < 256; ++i) {
+    a[i] = static_cast<signed char>((i * 37) % 255 - 127);
+    b[i] = static_cast<signed char>((i * 91) % 255 - 127);
+    c[i] = c0[i] = (i * 1000003) % 20000000 - 10000000;  // beyond float's exact integers
+  }
+  launch(wmma_s8, dim3(1), dim3(32), 0, nullptr, a.data(), b.data(), c.data());
+  for (int r = 0; r < 16; ++r) {
+    for (int col = 0; col < 16; ++col) {
+      long long exact = c0[col * 16 + r];
+      for (int k = 0; k < 16; ++k) exact += a[r * 16 + k] * b[k * 16 + col];
+      expect(c[r * 16 + col] == exact, "s8 product");
+    }
+  }
+  print_ints(c);
+}
+
 void case_wmma_tf32() {
   // Odd multiples of 1/8 plus 2^-16, which rounding to tf32 removes: the product is then exact.
   std::vector<float> a(128), b(128);
@@ -638,6 +670,7 @@ int main(int argc, char** argv) {
       {"wmma_half", case_wmma<half>},
       {"wmma_bf16", case_wmma<__nv_bfloat16>},
       {"wmma_tf32", case_wmma_tf32},
+      {"wmma_s8", case_wmma_s8},
       {"layout", case_layout},
       {"votes", case_votes},
       {"reverse_synced", case_reverse<true>},
