@@ -15,7 +15,7 @@
 // deadlock (no fiber can proceed), which names every waiting site.
 //
 // After an error the fibers still suspended are abandoned without unwinding (their stacks are
-// released), and the engine is ready for the next launch.
+// reused for the next block), and the engine is ready for the next launch.
 #include <cxxabi.h>
 #include <dlfcn.h>
 
@@ -92,7 +92,6 @@ struct Fiber {
   uint64_t in = 0, out = 0;
   int arg = 0, width = 0;
   void* data = nullptr;
-  unsigned sync_parity = 0;  // which sync object it acquires when released (TSan)
 
   ~Fiber() {
 #if defined(__SANITIZE_THREAD__)
@@ -170,12 +169,14 @@ bool same_site(Site a, Site b) {
 
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string format(const char* fmt, ...) {
-  char buffer[1024];
-  va_list args;
+  va_list args, again;
   va_start(args, fmt);
-  vsnprintf(buffer, sizeof(buffer), fmt, args);
+  va_copy(again, args);
+  std::string out(static_cast<size_t>(vsnprintf(nullptr, 0, fmt, args)), '\0');
+  vsnprintf(out.data(), out.size() + 1, fmt, again);
+  va_end(again);
   va_end(args);
-  return buffer;
+  return out;
 }
 
 std::string where(Site site) { return format("%s:%d", site.file, site.line); }
@@ -387,8 +388,14 @@ void Engine::fail_deadlock() {
     message += format("\n  %u thread(s) wait at %s (%s), e.g. thread %s", waiting_, barrier_name(barrier_kind_),
                       where(barrier_site_).c_str(), triple(first_waiter_->state.thread_idx).c_str());
   }
+  int listed = 0, unlisted = 0;
   for (unsigned w = 0; w < warps_.size(); ++w) {
     for (const Pending& p : warps_[w].pending) {
+      if (listed == 8) {
+        ++unlisted;
+        continue;
+      }
+      ++listed;
       const unsigned missing = p.mask & ~p.arrived;
       message += format("\n  warp %u: lanes %s wait at %s (%s) with mask 0x%08x; missing lanes %s", w,
                         lanes(p.arrived).c_str(), p.what, where(p.site).c_str(), p.mask, lanes(missing).c_str());
@@ -396,6 +403,7 @@ void Engine::fail_deadlock() {
       message += format(" (lane %d %s)", first_missing, whereabouts(w, first_missing).c_str());
     }
   }
+  if (unlisted > 0) message += format("\n  and %d more waiting warp collectives", unlisted);
   fail(message);
 }
 
@@ -655,7 +663,6 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
 }
 
 void Engine::run(const Launch& launch) {
-  if (current_thread != nullptr) fail("a kernel launched another kernel (device-side launches are not simulated)");
   const DeviceProperties props = device();
   const dim3 g = launch.grid, b = launch.block;
   const uint64_t block_threads = uint64_t{b.x} * b.y * b.z;
@@ -714,19 +721,29 @@ void Engine::run(const Launch& launch) {
   launch_ = nullptr;
 }
 
+// The calls below are the runtime's entry points from kernel code.
+void require_kernel(const char* what) {
+  if (current_thread == nullptr) {
+    throw std::runtime_error(std::string("kdops.sim: ") + what + " called outside a kernel launch");
+  }
+}
+
 }  // namespace
 
 int barrier(BarrierKind kind, int predicate, Site site) {
+  require_kernel(barrier_name(kind));
   RuntimeSection section;
   return engine.barrier(kind, predicate, site);
 }
 
 uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int width, Site site) {
+  require_kernel(warp_op_name(op));
   RuntimeSection section;
   return engine.collective(op, warp_op_name(op), nullptr, mask, value, arg, width, nullptr, site);
 }
 
 void warp_call(const char* what, void* data, WarpCompletion complete, Site site) {
+  require_kernel(what);
   RuntimeSection section;
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
@@ -737,12 +754,14 @@ void fail(const char* message) {  // called inside a warp_call's completion: alr
 
 void launch(const Launch& launch) {
   RuntimeSection section;
+  if (current_thread != nullptr) engine.fail("a kernel launched another kernel (device-side launches are not simulated)");
   engine.run(launch);
 }
 
 }  // namespace kdops::sim::detail
 
 unsigned __activemask() {
+  kdops::sim::detail::require_kernel("__activemask");
   kdops::sim::detail::RuntimeSection section;
   return kdops::sim::detail::engine.active_mask();
 }

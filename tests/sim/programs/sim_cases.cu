@@ -224,6 +224,12 @@ __global__ void votes(int* out) {
 
 // ---------------------------------------------------------------- planted bugs
 
+#if defined(KDOPS_SIM)
+__global__ void launches_a_kernel(int* out) {  // dynamic parallelism is not simulated
+  kdops::sim::launch(reverse_block<true>, dim3(1), dim3(32), 0, nullptr, out, out);
+}
+#endif
+
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x < 16) {
     __syncthreads();  // @divergent-a
@@ -607,6 +613,12 @@ void case_launch_checks() {
          "opt-in to 64 KiB");
   launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data());
   expect(out[0] == 31 && out[1] == 0, "64 KiB launch after opting in");
+  expect(error_of([&] { __syncthreads(); }).find("outside a kernel") != std::string::npos,
+         "__syncthreads on the host rejected");
+  expect(error_of([&] { launch(launches_a_kernel, dim3(1), dim3(32), 0, nullptr, out.data()); })
+                 .find("launched another kernel") != std::string::npos,
+         "device-side launch rejected");
+  launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data());  // still usable
   kdops::sim::set_device(kdops::sim::small_device());
   expect(kdops::sim::device().multiProcessorCount == 2, "small device selected");
   expect(error_of([&] { launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data()); })
