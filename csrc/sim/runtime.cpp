@@ -217,6 +217,52 @@ std::string kernel_name(const Launch& launch) {
   return format("of type %s at %p", type.c_str(), launch.kernel);
 }
 
+// A block's dynamic shared memory, filled with 0xFF so that reads before writes give the same
+// wrong values in every run. Under ASan it has exactly the launch's size, so ASan reports the
+// first access out of bounds with its thread and line; otherwise it lies between two canaries,
+// checked when the block ends, so every simulated run catches writes just past either end.
+class DynamicSmem {
+ public:
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr size_t kCanary = 0;
+#else
+  static constexpr size_t kCanary = 256;  // a multiple of 16: the buffer stays 16-byte aligned
+#endif
+  static constexpr unsigned char kCanaryByte = 0xa5;
+
+  explicit DynamicSmem(size_t bytes) : bytes_(bytes) {
+    if (posix_memalign(&raw_, 16, bytes + 2 * kCanary) != 0) throw std::bad_alloc();
+    unsigned char* raw = static_cast<unsigned char*>(raw_);
+    std::memset(raw, kCanaryByte, kCanary);
+    std::memset(raw + kCanary, 0xff, bytes);
+    std::memset(raw + kCanary + bytes, kCanaryByte, kCanary);
+  }
+  ~DynamicSmem() { std::free(raw_); }
+  DynamicSmem(const DynamicSmem&) = delete;
+  DynamicSmem& operator=(const DynamicSmem&) = delete;
+
+  void* data() const { return static_cast<unsigned char*>(raw_) + kCanary; }
+
+  // "" if both canaries are intact, else which bytes outside the buffer were written.
+  std::string damage() const {
+    const unsigned char* raw = static_cast<const unsigned char*>(raw_);
+    const unsigned char* after = raw + kCanary + bytes_;
+    for (size_t i = 0; i < kCanary; ++i) {
+      if (after[i] != kCanaryByte) {
+        return format("byte %zu past the end of the %zu-byte buffer was written", i, bytes_);
+      }
+    }
+    for (size_t i = kCanary; i-- > 0;) {
+      if (raw[i] != kCanaryByte) return format("byte %zu before its start was written", kCanary - i);
+    }
+    return "";
+  }
+
+ private:
+  size_t bytes_;
+  void* raw_ = nullptr;
+};
+
 // One per OS thread: the block being run and the fibers, kept between launches.
 class Engine {
  public:
@@ -249,7 +295,6 @@ class Engine {
   fiber::Context host_;
   const Launch* launch_ = nullptr;
   uint3 block_idx_{0, 0, 0};
-  void* dynamic_smem_ = nullptr;
   unsigned threads_ = 0, done_ = 0;
   bool shuffle_threads_ = false;
   uint64_t rng_ = 0;
@@ -600,11 +645,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   const dim3 grid = launch_->grid, block = launch_->block;
   block_idx_ = uint3{static_cast<unsigned>(block_linear % grid.x), static_cast<unsigned>(block_linear / grid.x % grid.y),
                      static_cast<unsigned>(block_linear / grid.x / grid.y)};
-  // Exactly the launch's size, so ASan sees overflows; 0xFF so reads before writes are wrong alike.
-  void* smem = nullptr;
-  if (posix_memalign(&smem, 16, launch_->dynamic_smem_bytes) != 0) throw std::bad_alloc();
-  std::memset(smem, 0xff, launch_->dynamic_smem_bytes);
-  dynamic_smem_ = smem;
+  const DynamicSmem smem(launch_->dynamic_smem_bytes);
 
   done_ = 0;
   waiting_ = 0;
@@ -623,7 +664,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     f.state.block_idx = block_idx_;
     f.state.block_dim = block;
     f.state.grid_dim = grid;
-    f.state.dynamic_smem = smem;
+    f.state.dynamic_smem = smem.data();
     f.state.lane = t % 32;
     f.started = false;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
@@ -638,11 +679,15 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   fiber::switch_to(host_, first->context);
   // Back on the host: the block finished or failed.
   current_thread = nullptr;
-  std::free(smem);
-  dynamic_smem_ = nullptr;
   if (error_.empty()) {
     happens_before_acquire(&block_end_sync_);
-    return true;
+    const std::string damage = smem.damage();
+    if (damage.empty()) return true;
+    error_ = format("kdops.sim: out-of-bounds write to dynamic shared memory: %s (the launch asked for %zu bytes; "
+                    "the AddressSanitizer build names the thread and line)\n  in kernel %s, block %s",
+                    damage.c_str(), launch_->dynamic_smem_bytes, kernel_name(*launch_).c_str(),
+                    triple(block_idx_).c_str());
+    return false;
   }
   for (unsigned t = 0; t < threads_; ++t) {  // abandon the suspended fibers without unwinding
     Fiber& f = *fibers_[t];

@@ -123,6 +123,16 @@ def test_uninitialised_dynamic_shared_memory_reads_poison(cases):
     assert cases.run("dynamic_smem_initialised").stdout == "".join(f"{i} " for i in range(64)) + "\n"
 
 
+def test_dynamic_shared_memory_overflow_is_caught_without_sanitizers(cases):
+    """Canaries around the buffer catch a write just past the end in every simulated run (the
+    ASan build, in test_simulator_sanitizers.py, names the thread and line)."""
+    run = cases.run("dynamic_smem_overflow")
+    assert run.returncode == 3
+    assert "out-of-bounds write to dynamic shared memory: byte 0 past the end of the 256-byte buffer" in run.error
+    assert "sim_cases::dynamic_smem_overflow" in run.error
+    assert cases.run("dynamic_smem_in_bounds").returncode == 0
+
+
 def test_launch_configuration_checks(cases):
     run = cases.run("launch_checks")
     assert run.returncode == 0, run.stdout + run.stderr
