@@ -16,12 +16,6 @@
 //
 // After an error the fibers still suspended are abandoned without unwinding (their stacks are
 // reused for the next block), and the engine is ready for the next launch.
-#include <cxxabi.h>
-#include <dlfcn.h>
-
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -29,7 +23,9 @@
 #include <vector>
 
 #include "device_state.h"
+#include "dynamic_smem.h"
 #include "fiber.h"
+#include "messages.h"
 #include "runtime_api.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -119,46 +115,6 @@ struct Warp {
   char sync_objects[2] = {};  // TSan happens-before objects of __syncwarp
 };
 
-const char* barrier_name(BarrierKind kind) {
-  switch (kind) {
-    case BarrierKind::kSync:
-      return "__syncthreads";
-    case BarrierKind::kCount:
-      return "__syncthreads_count";
-    case BarrierKind::kAnd:
-      return "__syncthreads_and";
-    case BarrierKind::kOr:
-      return "__syncthreads_or";
-  }
-  return "?";
-}
-
-const char* warp_op_name(WarpOp op) {
-  switch (op) {
-    case WarpOp::kShflIdx:
-      return "__shfl_sync";
-    case WarpOp::kShflUp:
-      return "__shfl_up_sync";
-    case WarpOp::kShflDown:
-      return "__shfl_down_sync";
-    case WarpOp::kShflXor:
-      return "__shfl_xor_sync";
-    case WarpOp::kBallot:
-      return "__ballot_sync/__any_sync/__all_sync";
-    case WarpOp::kSyncWarp:
-      return "__syncwarp";
-    case WarpOp::kReduceAdd:
-      return "__reduce_add_sync";
-    case WarpOp::kReduceMin:
-      return "__reduce_min_sync";
-    case WarpOp::kReduceMax:
-      return "__reduce_max_sync";
-    case WarpOp::kCall:
-      return "a warp-wide call";
-  }
-  return "?";
-}
-
 bool is_shuffle(WarpOp op) {
   return op == WarpOp::kShflIdx || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor;
 }
@@ -166,102 +122,6 @@ bool is_shuffle(WarpOp op) {
 bool same_site(Site a, Site b) {
   return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
 }
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  va_list args, again;
-  va_start(args, fmt);
-  va_copy(again, args);
-  std::string out(static_cast<size_t>(vsnprintf(nullptr, 0, fmt, args)), '\0');
-  vsnprintf(out.data(), out.size() + 1, fmt, again);
-  va_end(again);
-  va_end(args);
-  return out;
-}
-
-std::string where(Site site) { return format("%s:%d", site.file, site.line); }
-
-std::string triple(uint3 v) { return format("(%u,%u,%u)", v.x, v.y, v.z); }
-
-std::string lanes(unsigned mask) {  // "0-15,17"
-  std::string out;
-  for (int lane = 0; lane < 32;) {
-    if (!((mask >> lane) & 1)) {
-      ++lane;
-      continue;
-    }
-    int end = lane;
-    while (end + 1 < 32 && ((mask >> (end + 1)) & 1)) ++end;
-    if (!out.empty()) out += ",";
-    out += end == lane ? format("%d", lane) : format("%d-%d", lane, end);
-    lane = end + 1;
-  }
-  return out.empty() ? "none" : out;
-}
-
-std::string kernel_name(const Launch& launch) {
-  if (launch.name != nullptr) return launch.name;
-  Dl_info info;
-  if (dladdr(launch.kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == launch.kernel) {
-    int status = 0;
-    char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
-    std::free(demangled);
-    return name;
-  }
-  // A kernel with internal linkage has no dynamic symbol: name its type, "[with Kernel = ...]".
-  std::string type = launch.signature;
-  const size_t begin = type.find("Kernel = ");
-  const size_t end = type.rfind(']');
-  if (begin != std::string::npos && end != std::string::npos && end > begin) type = type.substr(begin + 9, end - begin - 9);
-  return format("of type %s at %p", type.c_str(), launch.kernel);
-}
-
-// A block's dynamic shared memory, filled with 0xFF so that reads before writes give the same
-// wrong values in every run. Under ASan it has exactly the launch's size, so ASan reports the
-// first access out of bounds with its thread and line; otherwise it lies between two canaries,
-// checked when the block ends, so every simulated run catches writes just past either end.
-class DynamicSmem {
- public:
-#if defined(__SANITIZE_ADDRESS__)
-  static constexpr size_t kCanary = 0;
-#else
-  static constexpr size_t kCanary = 256;  // a multiple of 16: the buffer stays 16-byte aligned
-#endif
-  static constexpr unsigned char kCanaryByte = 0xa5;
-
-  explicit DynamicSmem(size_t bytes) : bytes_(bytes) {
-    if (posix_memalign(&raw_, 16, bytes + 2 * kCanary) != 0) throw std::bad_alloc();
-    unsigned char* raw = static_cast<unsigned char*>(raw_);
-    std::memset(raw, kCanaryByte, kCanary);
-    std::memset(raw + kCanary, 0xff, bytes);
-    std::memset(raw + kCanary + bytes, kCanaryByte, kCanary);
-  }
-  ~DynamicSmem() { std::free(raw_); }
-  DynamicSmem(const DynamicSmem&) = delete;
-  DynamicSmem& operator=(const DynamicSmem&) = delete;
-
-  void* data() const { return static_cast<unsigned char*>(raw_) + kCanary; }
-
-  // "" if both canaries are intact, else which bytes outside the buffer were written.
-  std::string damage() const {
-    const unsigned char* raw = static_cast<const unsigned char*>(raw_);
-    const unsigned char* after = raw + kCanary + bytes_;
-    for (size_t i = 0; i < kCanary; ++i) {
-      if (after[i] != kCanaryByte) {
-        return format("byte %zu past the end of the %zu-byte buffer was written", i, bytes_);
-      }
-    }
-    for (size_t i = kCanary; i-- > 0;) {
-      if (raw[i] != kCanaryByte) return format("byte %zu before its start was written", kCanary - i);
-    }
-    return "";
-  }
-
- private:
-  size_t bytes_;
-  void* raw_ = nullptr;
-};
 
 // One per OS thread: the block being run and the fibers, kept between launches.
 class Engine {
@@ -709,33 +569,9 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
 
 void Engine::run(const Launch& launch) {
   const DeviceProperties props = device();
+  check_configuration(launch, props);
   const dim3 g = launch.grid, b = launch.block;
   const uint64_t block_threads = uint64_t{b.x} * b.y * b.z;
-  const std::string config = format("grid (%u,%u,%u), block (%u,%u,%u)", g.x, g.y, g.z, b.x, b.y, b.z);
-  if (b.x == 0 || b.y == 0 || b.z == 0 || g.x == 0 || g.y == 0 || g.z == 0) {
-    throw std::runtime_error("kdops.sim: invalid configuration argument: " + config + " has a zero dimension");
-  }
-  if (b.x > static_cast<unsigned>(props.maxThreadsDim[0]) || b.y > static_cast<unsigned>(props.maxThreadsDim[1]) ||
-      b.z > static_cast<unsigned>(props.maxThreadsDim[2]) || block_threads > static_cast<uint64_t>(props.maxThreadsPerBlock)) {
-    throw std::runtime_error(format("kdops.sim: invalid configuration argument: %s: a block has at most %d threads "
-                                    "and dimensions (%d,%d,%d)",
-                                    config.c_str(), props.maxThreadsPerBlock, props.maxThreadsDim[0],
-                                    props.maxThreadsDim[1], props.maxThreadsDim[2]));
-  }
-  if (g.x > static_cast<unsigned>(props.maxGridSize[0]) || g.y > static_cast<unsigned>(props.maxGridSize[1]) ||
-      g.z > static_cast<unsigned>(props.maxGridSize[2])) {
-    throw std::runtime_error(format("kdops.sim: invalid configuration argument: %s: the grid is at most (%d,%d,%d)",
-                                    config.c_str(), props.maxGridSize[0], props.maxGridSize[1], props.maxGridSize[2]));
-  }
-  const size_t smem_limit = dynamic_smem_limit(launch.kernel, props);
-  if (launch.dynamic_smem_bytes > smem_limit) {
-    throw std::runtime_error(format(
-        "kdops.sim: invalid argument: kernel %s asks for %zu bytes of dynamic shared memory, more than its limit of "
-        "%zu on the %s (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n) raises the "
-        "limit up to %zu)",
-        kernel_name(launch).c_str(), launch.dynamic_smem_bytes, smem_limit, props.name, props.sharedMemPerBlockOptin));
-  }
-
   launch_ = &launch;
   threads_ = static_cast<unsigned>(block_threads);
   while (fibers_.size() < threads_) fibers_.push_back(std::make_unique<Fiber>());
