@@ -29,6 +29,7 @@ CORRECT_CASES = [
     "layout",  # 3-D blocks, 2-D grid
     "votes",  # __syncthreads_count/and/or, ballot, any/all, reduce, shuffle widths and masks
     "reverse_synced",
+    "warp_exchange_synced",  # __syncwarp, from two sites
     "warp_sum_width32",
     "dynamic_smem_initialised",
 ]
@@ -50,6 +51,11 @@ def test_missing_barrier_gives_order_dependent_wrong_results(cases):
     assert all(r.returncode == 0 for r in runs)
     assert all(r.stdout.startswith("differs") for r in runs)
     assert len({r.stdout for r in runs}) > 1, "shuffled orders must change a racy kernel's result"
+
+
+def test_missing_syncwarp_gives_wrong_results(cases):
+    runs = [cases.run("warp_exchange_racy", seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 and r.stdout.startswith("differs") for r in runs)
 
 
 def test_divergent_barrier_names_both_lines(cases):

@@ -9,7 +9,8 @@ import pytest
 from tests.sim.simbuild import line_of
 
 CLEAN_UNDER_ASAN = ["block_sum", "bitonic", "wmma_half", "votes", "dynamic_smem_in_bounds", "recover_and_threads"]
-CLEAN_UNDER_TSAN = ["block_sum", "grid_sum", "bitonic", "wmma_bf16", "votes", "block_max_atomic", "recover_and_threads"]
+CLEAN_UNDER_TSAN = ["block_sum", "grid_sum", "bitonic", "wmma_bf16", "votes", "block_max_atomic", "recover_and_threads",
+                    "warp_exchange_synced"]
 
 
 @pytest.mark.parametrize("case", CLEAN_UNDER_ASAN)
@@ -45,3 +46,10 @@ def test_check_then_act_shared_memory_race_is_reported_by_tsan(tsan_cases):
     assert run.returncode != 0
     assert "ThreadSanitizer: data race" in run.stderr
     assert line_of("race") in run.stderr
+
+
+def test_missing_syncwarp_race_is_reported_by_tsan(tsan_cases):
+    run = tsan_cases.run("warp_exchange_racy")
+    assert run.returncode != 0
+    assert "ThreadSanitizer: data race" in run.stderr
+    assert line_of("warp-exchange-read") in run.stderr

@@ -184,6 +184,23 @@ __global__ void reverse_block(const int* in, int* out) {
   out[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
 }
 
+// Lanes exchange values through shared memory; `synced` separates the writes from the reads with
+// __syncwarp, called from two sites (allowed since Volta: it is not a per-site rendezvous).
+template <bool synced>
+__global__ void warp_exchange(int* out) {
+  alignas(16) __shared__ int s[64];
+  const int lane = threadIdx.x % 32, base = threadIdx.x / 32 * 32;
+  s[threadIdx.x] = static_cast<int>(threadIdx.x) * 3;
+  if (synced) {
+    if (lane % 2 == 0) {
+      __syncwarp();
+    } else {
+      __syncwarp();
+    }
+  }
+  out[blockIdx.x * 64 + threadIdx.x] = s[base + (lane + 1) % 32];  // @warp-exchange-read
+}
+
 // Threads of a 3-D block and 2-D grid report where they are.
 __global__ void layout(unsigned* out) {
   const unsigned block = blockIdx.x + gridDim.x * blockIdx.y;
@@ -337,6 +354,7 @@ template __global__ void wmma_gemm<__nv_bfloat16>(const __nv_bfloat16*, const __
 template __global__ void reverse_block<true>(const int*, int*);
 template __global__ void warp_sum_width<32>(const int*, int*);
 template __global__ void dynamic_smem_read<true>(int*);
+template __global__ void warp_exchange<true>(int*);
 template __global__ void block_max<true>(const int*, int*);
 template __global__ void block_max<false>(const int*, int*);
 #endif
@@ -514,6 +532,16 @@ void case_reverse() {
   for (int b = 0; b < blocks; ++b) {
     for (int t = 0; t < threads; ++t) matches &= out[b * threads + t] == in[b * threads + threads - 1 - t];
   }
+  std::printf("%s\n", matches ? "reference" : "differs");
+  print_ints(out);
+}
+
+template <bool synced>
+void case_warp_exchange() {
+  std::vector<int> out(128);
+  launch(warp_exchange<synced>, dim3(2), dim3(64), 0, nullptr, out.data());
+  bool matches = true;
+  for (int t = 0; t < 128; ++t) matches &= out[t] == (t % 64 / 32 * 32 + (t % 32 + 1) % 32) * 3;
   std::printf("%s\n", matches ? "reference" : "differs");
   print_ints(out);
 }
@@ -713,6 +741,8 @@ int main(int argc, char** argv) {
       {"layout", case_layout},
       {"votes", case_votes},
       {"reverse_synced", case_reverse<true>},
+      {"warp_exchange_synced", case_warp_exchange<true>},
+      {"warp_exchange_racy", case_warp_exchange<false>},
       {"reverse_missing_barrier", case_reverse<false>},
       {"warp_sum_width32", case_warp_sum<32>},
       {"warp_sum_width16", case_warp_sum<16>},
