@@ -1,0 +1,83 @@
+// What every op family's Autograd kernel shares (the torchvision csrc/ops/autograd pattern): a
+// forward that calls the op below autograd, a backward that calls the `<op>_backward` op, both
+// through the dispatcher of this library's namespace (KDOPS_NS), so the same source serves the
+// kdops library and any other built with another -DKDOPS_NS.
+#pragma once
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "common/macros.h"
+
+namespace kdops::autograd {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The handle of op `name` of this library, typed by its C++ signature. Looked up once per
+// call site (a function-local static at the caller), so the per-call cost is a plain call.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow((std::string(KDOPS_NS_STR "::") + name).c_str(), "")
+      .typed<Signature>();
+}
+
+using OptTensor = c10::optional<at::Tensor>;
+
+// An optional tensor argument saved for backward (saved as an undefined tensor when absent).
+inline OptTensor optional_of(const at::Tensor& saved) {
+  return saved.defined() ? OptTensor(saved) : c10::nullopt;
+}
+
+// A gradient for an input that needs one, an undefined tensor otherwise.
+inline at::Tensor if_needed(bool needed, const at::Tensor& grad) {
+  return needed ? grad : at::Tensor();
+}
+
+// The Autograd kernel of every `<op>_backward` op: runs the kernel, and when the call is itself
+// recorded (create_graph=True), gives its outputs a graph node that refuses to differentiate
+// them with a clear error, as torchvision's backward ops do. A boxed kernel, so one function
+// serves every signature.
+inline void no_double_backward(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                               torch::jit::Stack* stack) {
+  const auto& schema = op.schema();
+  const size_t n_args = schema.arguments().size();
+  std::vector<at::Tensor> inputs;
+  bool recorded = false;
+  if (torch::autograd::GradMode::is_enabled()) {
+    for (size_t i = stack->size() - n_args; i < stack->size(); ++i) {
+      const c10::IValue& value = (*stack)[i];
+      if (value.isTensor() && value.toTensor().defined()) {
+        inputs.push_back(value.toTensor());
+        recorded |= inputs.back().requires_grad();
+      }
+    }
+  }
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  }
+  if (!recorded) return;
+  auto node = c10::make_intrusive<torch::autograd::Error>(
+      schema.name() + " is a backward op: double backward is not supported",
+      torch::autograd::collect_next_edges(inputs));
+  const size_t n_returns = schema.returns().size();
+  for (size_t i = stack->size() - n_returns; i < stack->size(); ++i) {
+    const at::Tensor& out = (*stack)[i].toTensor();
+    if (out.defined() && torch::autograd::isDifferentiableType(out.scalar_type())) {
+      torch::autograd::set_history(out, node);
+    }
+  }
+}
+
+inline torch::CppFunction no_double_backward_kernel() {
+  return torch::CppFunction::makeFromBoxedFunction<&no_double_backward>();
+}
+
+}  // namespace kdops::autograd
