@@ -1,8 +1,11 @@
 // The CUDA simulator's one header: compile a .cu file with
-//   g++ -x c++ -DKDOPS_SIM -include csrc/sim/cuda_sim.h -fno-extern-tls-init ...
-// and link csrc/sim/runtime.cpp and csrc/sim/fiber.cpp. Each CUDA thread then runs as a fiber
-// on the CPU, with checks for barrier divergence, bad warp collectives and deadlocks; see
-// runtime.cpp for the execution model and the README for what it proves and what it cannot.
+//   g++ -std=c++20 -x c++ -DKDOPS_SIM -include csrc/sim/cuda_sim.h -fno-extern-tls-init \
+//       -isystem csrc/sim/include ...
+// (csrc/sim/include: empty <mma.h>, <cuda_fp16.h>, ... so that .cu files include them unchanged)
+// and link csrc/sim/*.cpp (they compile with or without these flags) and -ldl. Each CUDA thread
+// then runs as a fiber on the CPU, with checks for barrier divergence, bad warp collectives and
+// deadlocks; see runtime.cpp for the execution model, tests/sim/ for the checks at work, and the
+// README for what the simulator proves and what it cannot. x86-64 only (fiber.cpp).
 #pragma once
 
 #if defined(__CUDACC__)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 
 from tests.sim.simbuild import Builder, Program
 
 
 @pytest.fixture(scope="session")
-def sim_builder() -> Builder:
-    return Builder()
+def sim_builder() -> Iterator[Builder]:
+    builder = Builder()
+    yield builder
+    shutil.rmtree(builder.out, ignore_errors=True)
 
 
 def _program(builder: Builder, mode: str) -> Program:

@@ -42,7 +42,8 @@ MODES = {
 }
 
 SANITIZER_ENV = {
-    "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
+    # detect_stack_use_after_return: fiber switches must keep ASan's fake stacks consistent too.
+    "ASAN_OPTIONS": "detect_leaks=0:detect_stack_use_after_return=1",
     "UBSAN_OPTIONS": "print_stacktrace=1",
     "TSAN_OPTIONS": "halt_on_error=1:report_signal_unsafe=0",
 }
