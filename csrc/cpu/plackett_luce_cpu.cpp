@@ -101,29 +101,40 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
-// softmax(x * scale) over a row of len items into prob; returns its log normaliser
-// lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
-// loops the compiler vectorises.
+// A row's softmax normaliser: log sum_i exp(x_i) = max + log(sum), sum = sum_i exp(x_i - max)
+// in [1, len], accumulated in double (a float sum of 50,000 terms loses 3-4 digits).
+template <typename acc_t>
+struct SoftmaxNorm {
+  acc_t max;
+  double sum;
+};
+
+// softmax(x * scale) over a row of len items into prob, and its normaliser; the shifted logits
+// x_i * scale - max into `shifted` (may be prob), which callers reuse rather than recompute: a
+// recomputed x_i * scale - max may be contracted to a fused multiply-add and differ from the one
+// that went into the exp by half an ulp of x_i * scale. One exp per item, in loops the compiler
+// vectorises.
 template <typename acc_t, typename scalar_t>
-KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
+KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t scale,
+                                                acc_t* shifted, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
   KDOPS_SIMD_MAX(max)
   for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
   if (len == 0 || max == neg_inf<acc_t>()) {
     std::fill(prob, prob + len, acc_t(1) / static_cast<acc_t>(std::max<int64_t>(len, 1)));
-    return max;
+    return {max, 1.0};
   }
   // max is finite here, so -inf items give exp(-inf) = 0, no -inf - -inf.
-  for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
+  for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);
-  acc_t total = 0;
+  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(shifted[i]);
+  double total = 0;
   KDOPS_SIMD_SUM(total)
   for (int64_t i = 0; i < len; ++i) total += prob[i];
-  const acc_t inv = acc_t(1) / total;
+  const acc_t inv = static_cast<acc_t>(1 / total);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
-  return max + fast_log(total);
+  return {max, total};
 }
 
 // The reversed log-sum-exp scan of one row, in array passes (the exps vectorise; one sequential
@@ -144,11 +155,12 @@ KDOPS_CPU_CLONES void scan_row(const scalar_t* s, const int64_t* pi, int64_t len
   for (int64_t k = 0; k < len; ++k) e[k] = fast_exp(shifted(x[k], m[k]));
   KDOPS_SIMD
   for (int64_t k = 0; k < len - 1; ++k) rest[k] = fast_exp(shifted(m[k + 1], m[k]));
-  acc_t total = 0;
+  double total = 0;  // a sequential float sum of 50,000 terms would lose 3-4 digits
   for (int64_t k = len - 1; k >= 0; --k) {
-    rest[k] = k + 1 < len ? total * rest[k] : acc_t(0);
-    total = rest[k] + e[k];
-    sum[k] = total;
+    const double r = k + 1 < len ? total * rest[k] : 0.0;
+    total = r + e[k];
+    rest[k] = static_cast<acc_t>(r);
+    sum[k] = static_cast<acc_t>(total);
   }
 }
 
@@ -181,10 +193,10 @@ acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, 
                   RowScratch<acc_t>& scratch) {
   scan_row(s, pi, len, scratch);
   const acc_t* terms = row_terms(K, scratch);
-  acc_t loss = 0;
+  double loss = 0;
   KDOPS_SIMD_SUM(loss)
   for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
-  return loss;
+  return static_cast<acc_t>(loss);
 }
 
 // After scan_row: p_k = e_k / S_k into e and 1 - p_k = rest_k / S_k into rest (vectorised, off
@@ -208,11 +220,11 @@ void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Wei
                  RowScratch<acc_t>& b, scalar_t* grad_row) {
   row_probabilities(len, b);
   const acc_t *p = b.e.data(), *q = b.rest.data();
-  acc_t c = 0;
+  double c = 0;  // a float recurrence over 50,000 positions would drift by 1e-3 relative
   for (int64_t j = 0; j < len; ++j) {
     const acc_t wj = j < K ? w(j) : acc_t(0);
-    c = (j == 0 ? acc_t(0) : c * q[j - 1]) + wj;
-    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, p[j], wj));
+    c = (j == 0 ? 0.0 : c * q[j - 1]) + wj;
+    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad<double>(c, p[j], wj));
   }
   for (int64_t i = len; i < n; ++i) grad_row[i] = scalar_t(0);
 }
@@ -235,9 +247,9 @@ at::Tensor reduce_rows(int64_t B, int64_t n, Reduction reduction, const at::Tens
     for (int64_t b = 0; b < B; ++b) o[b] = static_cast<scalar_t>(per_row[b]);
     return out;
   }
-  acc_t total = 0;
+  double total = 0;
   for (const acc_t v : per_row) total += v;
-  if (reduction == Reduction::Mean) total /= static_cast<acc_t>(std::max<int64_t>(B, 1));
+  if (reduction == Reduction::Mean) total /= static_cast<double>(std::max<int64_t>(B, 1));
   return at::scalar_tensor(static_cast<scalar_t>(total), opts);
 }
 
@@ -272,7 +284,7 @@ PositionWeights<acc_t, acc_t> teacher_weights(const scalar_t* teacher, const int
                                               int64_t n, acc_t inv_t, RowScratch<acc_t>& b) {
   b.weights.resize(2 * n);
   acc_t* prob = b.weights.data() + n;
-  softmax_row(teacher, n, inv_t, prob);
+  softmax_row(teacher, n, inv_t, prob, prob);
   for (int64_t k = 0; k < n; ++k) b.weights[k] = prob[pi[k]];
   return {b.weights.data()};
 }
@@ -449,8 +461,9 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
       if (gt == nullptr) return;
       const acc_t* terms = row_terms(v.n, scratch);
       // d loss / d t_c = (1/T) w_c (term_c - loss), through the softmax weights.
-      acc_t loss = 0;
-      for (int64_t k = 0; k < v.n; ++k) loss += w(k) * terms[k];
+      double sum = 0;
+      for (int64_t k = 0; k < v.n; ++k) sum += w(k) * terms[k];
+      const acc_t loss = static_cast<acc_t>(sum);
       for (int64_t k = 0; k < v.n; ++k) {
         gt[b * v.n + row_pi[k]] = static_cast<scalar_t>(g * inv_t * w(k) * (terms[k] - loss));
       }
@@ -463,36 +476,38 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
 // --- listwise_kd_loss -------------------------------------------------------------------------
 
 // One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
-// the scratch buffers (p in x, q in e), with their log normalisers.
+// the scratch buffers (p in x, q in e), and r_i = log p_i - log q_i from the shifted logits (in
+// m and rest) and the two normalisers (S_t, S_s the sums of softmax_row):
+//   r_i = (t_i / Tt - max_t) - (s_i / Ts - max_s) - log(S_t / S_s),
+// never from two O(log n) log-normalisers whose float rounding (~1e-6) would swamp an r of 1e-5
+// at a high temperature.
 template <typename acc_t>
 struct KDRow {
-  const acc_t *p, *q;
-  acc_t inv_ts, inv_tt, lse_s, lse_t;
+  const acc_t *p, *q, *shifted_t, *shifted_s;
+  acc_t log_ratio;
 
   template <typename scalar_t>
-  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts_, acc_t inv_tt_,
-        RowScratch<acc_t>& b)
-      : inv_ts(inv_ts_), inv_tt(inv_tt_) {
-    b.x.resize(len);
-    b.e.resize(len);
-    lse_t = softmax_row(t, len, inv_tt, b.x.data());
-    lse_s = softmax_row(s, len, inv_ts, b.e.data());
+  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts, acc_t inv_tt,
+        RowScratch<acc_t>& b) {
+    for (auto* v : {&b.x, &b.e, &b.m, &b.rest}) v->resize(len);
+    const auto norm_t = softmax_row(t, len, inv_tt, b.m.data(), b.x.data());
+    const auto norm_s = softmax_row(s, len, inv_ts, b.rest.data(), b.e.data());
+    log_ratio = static_cast<acc_t>(std::log(norm_t.sum / norm_s.sum));
     p = b.x.data();
     q = b.e.data();
+    shifted_t = b.m.data();
+    shifted_s = b.rest.data();
   }
-  template <typename scalar_t>
-  acc_t log_p(const scalar_t* t, int64_t i) const { return static_cast<acc_t>(t[i]) * inv_tt - lse_t; }
-  template <typename scalar_t>
-  acc_t log_q(const scalar_t* s, int64_t i) const { return static_cast<acc_t>(s[i]) * inv_ts - lse_s; }
+  acc_t r(int64_t i) const { return (shifted_t[i] - shifted_s[i]) - log_ratio; }
 };
 
-// KL(p || q) of the row.
-template <typename acc_t, typename scalar_t>
-KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
-  acc_t kl = 0;
+// KL(p || q) of the row: a double sum of the non-negative terms of kl_term.
+template <typename acc_t>
+KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, int64_t len) {
+  double kl = 0;
   KDOPS_SIMD_SUM(kl)
-  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
-  return kl;
+  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.q[i], row.r(i));
+  return static_cast<acc_t>(kl);
 }
 
 at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
@@ -512,7 +527,7 @@ at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& tea
                                  [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
-      return scale * row_kl(row, s, t, v.length(b));
+      return scale * row_kl(row, v.length(b));
     });
   });
   return loss;
@@ -536,24 +551,25 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
     scalar_t* gs = grad_student.data_ptr<scalar_t>();
     scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
     const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
+    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
     backward_rows<scalar_t>(grad, v.B, v.n, red,
                             [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
       const int64_t len = v.length(b);
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
-      const KDRow<acc_t> row(s, t, len, 1 / ts_a, 1 / tt_a, scratch);
+      const KDRow<acc_t> row(s, t, len, inv_ts, inv_tt, scratch);
       scalar_t* gs_row = gs + b * v.n;
       KDOPS_SIMD
       for (int64_t i = 0; i < len; ++i) {
-        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], ts_a));
+        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], row.r(i), ts_a));
       }
       std::fill(gs_row + len, gs_row + v.n, scalar_t(0));
       if (gt == nullptr) return;
-      const acc_t kl = row_kl(row, s, t, len);
+      const acc_t kl = row_kl(row, len);
       scalar_t* gt_row = gt + b * v.n;
       KDOPS_SIMD
       for (int64_t i = 0; i < len; ++i) {
         gt_row[i] = static_cast<scalar_t>(
-            g * kl_teacher_grad(row.p[i], row.log_p(t, i), row.log_q(s, i), kl, ts_a, tt_a));
+            g * kl_teacher_grad(row.p[i], row.r(i), kl, ts_a, tt_a));
       }
       std::fill(gt_row + len, gt_row + v.n, scalar_t(0));
     });
