@@ -47,7 +47,10 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
 struct RowScratch {
-  std::vector<acc_t> x, m, e, rest, sum, terms, weights;
+  std::vector<acc_t> x, m, e, terms, weights;
+  // The scan's suffix sums and 1 - p_k in double: the gradient's recurrence multiplies 1 - p_k
+  // over the whole row, and float roundings would drift by ~1e-5 over 50,000 positions.
+  std::vector<double> rest, sum;
   std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
 };
@@ -145,22 +148,24 @@ KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, 
 // S_k >= 1 (the max's own term): no division by 0, no overflow for scores of any magnitude.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
-  for (auto* v : {&b.x, &b.m, &b.e, &b.rest, &b.sum}) v->resize(len);
-  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data(), *rest = b.rest.data(),
-        *sum = b.sum.data();
+  for (auto* v : {&b.x, &b.m, &b.e}) v->resize(len);
+  for (auto* v : {&b.rest, &b.sum}) v->resize(len);
+  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data();
+  double *rest = b.rest.data(), *sum = b.sum.data();
   for (int64_t k = 0; k < len; ++k) x[k] = static_cast<acc_t>(s[pi[k]]);
   acc_t run = neg_inf<acc_t>();
   for (int64_t k = len - 1; k >= 0; --k) m[k] = run = std::max(run, x[k]);
   KDOPS_SIMD
   for (int64_t k = 0; k < len; ++k) e[k] = fast_exp(shifted(x[k], m[k]));
-  KDOPS_SIMD
-  for (int64_t k = 0; k < len - 1; ++k) rest[k] = fast_exp(shifted(m[k + 1], m[k]));
-  double total = 0;  // a sequential float sum of 50,000 terms would lose 3-4 digits
+  // exp(m_{k+1} - m_k) in double, and only where the suffix max changes (else exactly 1): these
+  // factors multiply along the row, so their roundings would accumulate.
+  double total = 0;
   for (int64_t k = len - 1; k >= 0; --k) {
-    const double r = k + 1 < len ? total * rest[k] : 0.0;
+    const bool change = k + 1 < len && m[k + 1] != m[k];
+    const double r = change ? total * std::exp(static_cast<double>(m[k + 1]) - m[k]) : total;
+    rest[k] = r;
     total = r + e[k];
-    rest[k] = static_cast<acc_t>(r);
-    sum[k] = static_cast<acc_t>(total);
+    sum[k] = total;
   }
 }
 
@@ -169,9 +174,10 @@ template <typename acc_t>
 KDOPS_CPU_CLONES acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
   b.terms.resize(K);
   acc_t* t = b.terms.data();
-  const acc_t *x = b.x.data(), *m = b.m.data(), *sum = b.sum.data();
+  const acc_t *x = b.x.data(), *m = b.m.data();
+  const double* sum = b.sum.data();
   KDOPS_SIMD
-  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(sum[k]) - x[k];
+  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(static_cast<acc_t>(sum[k])) - x[k];
   return t;
 }
 
@@ -203,12 +209,12 @@ acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, 
 // the sequential loop of pl_row_grad).
 template <typename acc_t>
 KDOPS_CPU_CLONES void row_probabilities(int64_t len, RowScratch<acc_t>& b) {
-  acc_t *e = b.e.data(), *rest = b.rest.data();
-  const acc_t* sum = b.sum.data();
+  acc_t* e = b.e.data();
+  double *rest = b.rest.data(), *sum = b.sum.data();
   KDOPS_SIMD
   for (int64_t k = 0; k < len; ++k) {
-    const acc_t inv = acc_t(1) / sum[k];
-    e[k] *= inv;
+    const double inv = 1 / sum[k];
+    e[k] = static_cast<acc_t>(e[k] * inv);
     rest[k] *= inv;
   }
 }
@@ -219,7 +225,8 @@ template <typename acc_t, typename scalar_t, typename Weights>
 void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Weights& w, acc_t g,
                  RowScratch<acc_t>& b, scalar_t* grad_row) {
   row_probabilities(len, b);
-  const acc_t *p = b.e.data(), *q = b.rest.data();
+  const acc_t* p = b.e.data();
+  const double* q = b.rest.data();
   double c = 0;  // a float recurrence over 50,000 positions would drift by 1e-3 relative
   for (int64_t j = 0; j < len; ++j) {
     const acc_t wj = j < K ? w(j) : acc_t(0);
@@ -477,7 +484,7 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
 
 // One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
 // the scratch buffers (p in x, q in e), and r_i = log p_i - log q_i from the shifted logits (in
-// m and rest) and the two normalisers (S_t, S_s the sums of softmax_row):
+// m and terms) and the two normalisers (S_t, S_s the sums of softmax_row):
 //   r_i = (t_i / Tt - max_t) - (s_i / Ts - max_s) - log(S_t / S_s),
 // never from two O(log n) log-normalisers whose float rounding (~1e-6) would swamp an r of 1e-5
 // at a high temperature.
@@ -489,25 +496,60 @@ struct KDRow {
   template <typename scalar_t>
   KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts, acc_t inv_tt,
         RowScratch<acc_t>& b) {
-    for (auto* v : {&b.x, &b.e, &b.m, &b.rest}) v->resize(len);
+    for (auto* v : {&b.x, &b.e, &b.m, &b.terms}) v->resize(len);
     const auto norm_t = softmax_row(t, len, inv_tt, b.m.data(), b.x.data());
-    const auto norm_s = softmax_row(s, len, inv_ts, b.rest.data(), b.e.data());
+    const auto norm_s = softmax_row(s, len, inv_ts, b.terms.data(), b.e.data());
     log_ratio = static_cast<acc_t>(std::log(norm_t.sum / norm_s.sum));
     p = b.x.data();
     q = b.e.data();
     shifted_t = b.m.data();
-    shifted_s = b.rest.data();
+    shifted_s = b.terms.data();
   }
-  acc_t r(int64_t i) const { return (shifted_t[i] - shifted_s[i]) - log_ratio; }
 };
 
-// KL(p || q) of the row: a double sum of the non-negative terms of kl_term.
+// r_i of KDRow (the loops read its arrays through local pointers, which they vectorise; member
+// loads in the loop body they do not).
+template <typename acc_t>
+KDOPS_MATH acc_t kd_log_ratio(acc_t shifted_t, acc_t shifted_s, acc_t log_ratio) {
+  return (shifted_t - shifted_s) - log_ratio;
+}
+
+// KL(p || q) of the row: the non-negative terms of kl_term, summed in float over chunks of 64
+// (a loop the compiler vectorises; a double reduction in it does not) and the chunk sums in
+// double, so the error stays a few float roundings whatever the row's length.
 template <typename acc_t>
 KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, int64_t len) {
+  constexpr int64_t kChunk = 64;
+  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
   double kl = 0;
-  KDOPS_SIMD_SUM(kl)
-  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.q[i], row.r(i));
+  for (int64_t c = 0; c < len; c += kChunk) {
+    const int64_t end = std::min(len, c + kChunk);
+    acc_t part = 0;
+    KDOPS_SIMD_SUM(part)
+    for (int64_t i = c; i < end; ++i) part += kl_term(p[i], q[i], kd_log_ratio(st[i], ss[i], lr));
+    kl += part;
+  }
   return static_cast<acc_t>(kl);
+}
+
+// One row's gradients: Ts (q - p) into grad_s, and (Ts^2 / Tt) p (r - KL) into grad_t when
+// given, each times the upstream g; padding columns [len, n) get 0.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES void kd_row_grads(const KDRow<acc_t>& row, int64_t len, int64_t n, acc_t g,
+                                   acc_t ts, acc_t tt, scalar_t* grad_s, scalar_t* grad_t) {
+  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    grad_s[i] = static_cast<scalar_t>(g * kl_student_grad(p[i], q[i], kd_log_ratio(st[i], ss[i], lr), ts));
+  }
+  std::fill(grad_s + len, grad_s + n, scalar_t(0));
+  if (grad_t == nullptr) return;
+  const acc_t kl = row_kl(row, len);
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    grad_t[i] = static_cast<scalar_t>(g * kl_teacher_grad(p[i], kd_log_ratio(st[i], ss[i], lr), kl, ts, tt));
+  }
+  std::fill(grad_t + len, grad_t + n, scalar_t(0));
 }
 
 at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
@@ -557,21 +599,7 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
       const int64_t len = v.length(b);
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, len, inv_ts, inv_tt, scratch);
-      scalar_t* gs_row = gs + b * v.n;
-      KDOPS_SIMD
-      for (int64_t i = 0; i < len; ++i) {
-        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], row.r(i), ts_a));
-      }
-      std::fill(gs_row + len, gs_row + v.n, scalar_t(0));
-      if (gt == nullptr) return;
-      const acc_t kl = row_kl(row, len);
-      scalar_t* gt_row = gt + b * v.n;
-      KDOPS_SIMD
-      for (int64_t i = 0; i < len; ++i) {
-        gt_row[i] = static_cast<scalar_t>(
-            g * kl_teacher_grad(row.p[i], row.r(i), kl, ts_a, tt_a));
-      }
-      std::fill(gt_row + len, gt_row + v.n, scalar_t(0));
+      kd_row_grads(row, len, v.n, g, ts_a, tt_a, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
     });
   });
   return {grad_student, grad_teacher};
