@@ -3,7 +3,7 @@ its ratio to kdops, and peak extra memory. Records JSON (flat records, see DESIG
 markdown table and a plot under benchmarks/results/<device>/.
 
     python -m benchmarks.run [--device cpu|cuda] [--ops margin_mse,...] [--min-run-time S]
-                             [--quick] [--filter OP]
+                             [--quick] [--filter OP] [--threads N]
 
 --quick: a fast look (one shape per op and case, 0.1 s per implementation, no torch.compile,
 whose compilation would dominate); --filter OP: only the ops whose name contains OP. Either
@@ -156,7 +156,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="one shape per op and case, 0.1 s per implementation, no torch.compile; not recorded")
     parser.add_argument("--filter", default=None, metavar="OP", help="only the ops whose name contains OP; not recorded")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's). 1 keeps the comparison fair on a machine "
+                             "shared with other jobs, where a descheduled thread stalls every parallel region")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.min_run_time = min(args.min_run_time, 0.1)
     record = args.out is not None or not (args.quick or args.filter)
