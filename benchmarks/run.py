@@ -3,7 +3,7 @@ its ratio to kdops, and peak extra memory. Records JSON (flat records, see DESIG
 markdown table and a plot under benchmarks/results/<device>/.
 
     python -m benchmarks.run [--device cpu|cuda] [--ops margin_mse,...] [--min-run-time S]
-                             [--quick] [--filter OP] [--threads N]
+                             [--quick] [--filter OP] [--threads N] [--clock wall|cpu]
 
 --quick: a fast look (one shape per op and case, 0.1 s per implementation, no torch.compile,
 whose compilation would dominate); --filter OP: only the ops whose name contains OP. Either
@@ -42,11 +42,11 @@ def device_slug(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
-def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict) -> list[dict]:
+def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict, clock: str = "wall") -> list[dict]:
     records = []
     for impl in case.impls:
         try:
-            median, p20, p80 = time_pass(impl.fn, min_run_time)
+            median, p20, p80 = time_pass(impl.fn, min_run_time, clock)
             peak = peak_bytes(impl.fn, device)
         except Exception as err:  # a peer that cannot run this case is reported, not fatal
             print(f"  {impl.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
@@ -159,7 +159,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's). 1 keeps the comparison fair on a machine "
                              "shared with other jobs, where a descheduled thread stalls every parallel region")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: time the process's CPU time (with --threads 1, robust to a machine shared "
+                             "with other jobs); wall (default): elapsed time")
     args = parser.parse_args()
+    if args.clock == "cpu" and torch.device(args.device).type != "cpu":
+        parser.error("--clock cpu times CPU work only")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -172,10 +177,11 @@ def main() -> None:
         "torch": torch.__version__,
         "kdops_version": kdops.__version__,
         "date": datetime.date.today().isoformat(),
+        "clock": args.clock,
     }
     header = (
         f"kdops {kdops.__version__} | torch {torch.__version__} (CUDA {torch.version.cuda}) | "
-        f"device: {stamp['device']} | {stamp['date']}"
+        f"device: {stamp['device']} | {stamp['date']} | {args.clock} clock"
     )
     print(header)
     records = []
@@ -191,7 +197,7 @@ def main() -> None:
                 seen.add((case.op, case.case))
                 case.impls = [impl for impl in case.impls if impl.name != "compile"]
             print(f"{case.op} {case.case} {case.shape} {case.pass_}", flush=True)
-            records += run_case(case, device, args.min_run_time, stamp)
+            records += run_case(case, device, args.min_run_time, stamp, args.clock)
     table = markdown(records, header)
     print()
     print(table)
