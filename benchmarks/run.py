@@ -3,6 +3,12 @@ its ratio to kdops, and peak extra memory. Records JSON (flat records, see DESIG
 markdown table and a plot under benchmarks/results/<device>/.
 
     python -m benchmarks.run [--device cpu|cuda] [--ops margin_mse,...] [--min-run-time S]
+                             [--quick] [--filter OP] [--threads N] [--clock wall|cpu]
+
+--quick: a fast look (one shape per op and case, 0.1 s per implementation, no torch.compile,
+whose compilation would dominate); --filter OP: only the ops whose name contains OP. Either
+prints the table without recording it, unless --out is given. The default records the full
+table under benchmarks/results/<device>/.
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ def device_slug(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
-def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict) -> list[dict]:
+def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict, clock: str = "wall") -> list[dict]:
     records = []
     for impl in case.impls:
         try:
-            median, p20, p80 = time_pass(impl.fn, min_run_time)
+            median, p20, p80 = time_pass(impl.fn, min_run_time, clock)
             peak = peak_bytes(impl.fn, device)
         except Exception as err:  # a peer that cannot run this case is reported, not fatal
             print(f"  {impl.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
@@ -68,26 +74,38 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f}"
 
 
+def best_other(rows: list[dict]) -> dict | None:
+    """The fastest implementation of one case other than kdops (reference, compile or a peer)."""
+    others = [r for r in rows if r["impl"] != "kdops"]
+    return min(others, key=lambda r: r["median_ms"]) if others else None
+
+
 def markdown(records: list[dict], header: str) -> str:
     """One table per op; each row an implementation at a case, with time and memory ratios to
-    kdops at the same case (>1 means kdops is faster / leaner)."""
+    kdops at the same case (>1 means kdops is faster / leaner). The kdops row also gives its
+    ratio to the fastest other implementation of the case (>1: kdops ahead of all of them)."""
     lines = [header, ""]
     by_op: dict[str, list[dict]] = {}
     for r in records:
         by_op.setdefault(r["op"], []).append(r)
     for op, rows in by_op.items():
-        lines += [f"### {op}", "", "| case | shape | pass | impl | median ms (p20-p80) | vs kdops | peak MiB | mem vs kdops |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {op}", "", "| case | shape | pass | impl | median ms (p20-p80) | vs kdops | peak MiB | mem vs kdops | kdops vs best other |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         ours = {(r["case"], r["shape"]): r for r in rows if r["impl"] == "kdops"}
         for r in rows:
             k = ours.get((r["case"], r["shape"]))
             speed = f"{r['median_ms'] / k['median_ms']:.2f}x" if k else "-"
             mem = f"{r['peak_bytes'] / k['peak_bytes']:.1f}x" if k and k["peak_bytes"] > 0 else "-"
             gf = f", {r['gflops']:.0f} GFLOP/s" if r.get("gflops") else ""
+            lead = "-"
+            if r["impl"] == "kdops":
+                best = best_other([x for x in rows if (x["case"], x["shape"]) == (r["case"], r["shape"])])
+                if best is not None:
+                    lead = f"{best['median_ms'] / r['median_ms']:.2f}x ({best['impl']})"
             lines.append(
                 f"| {r['case']} | {r['shape']} | {r['pass']} | {r['impl']} | "
                 f"{r['median_ms']:.3f} ({r['p20_ms']:.3f}-{r['p80_ms']:.3f}){gf} | {speed} | "
-                f"{_mib(r['peak_bytes'])} | {mem} |"
+                f"{_mib(r['peak_bytes'])} | {mem} | {lead} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -135,7 +153,23 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(FAMILIES), help="comma-separated op families")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per implementation")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<device>)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one shape per op and case, 0.1 s per implementation, no torch.compile; not recorded")
+    parser.add_argument("--filter", default=None, metavar="OP", help="only the ops whose name contains OP; not recorded")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's). 1 keeps the comparison fair on a machine "
+                             "shared with other jobs, where a descheduled thread stalls every parallel region")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: time the process's CPU time (with --threads 1, robust to a machine shared "
+                             "with other jobs); wall (default): elapsed time")
     args = parser.parse_args()
+    if args.clock == "cpu" and torch.device(args.device).type != "cpu":
+        parser.error("--clock cpu times CPU work only")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.min_run_time = min(args.min_run_time, 0.1)
+    record = args.out is not None or not (args.quick or args.filter)
 
     device = torch.device(args.device)
     stamp = {
@@ -143,21 +177,32 @@ def main() -> None:
         "torch": torch.__version__,
         "kdops_version": kdops.__version__,
         "date": datetime.date.today().isoformat(),
+        "clock": args.clock,
     }
     header = (
         f"kdops {kdops.__version__} | torch {torch.__version__} (CUDA {torch.version.cuda}) | "
-        f"device: {stamp['device']} | {stamp['date']}"
+        f"device: {stamp['device']} | {stamp['date']} | {args.clock} clock"
     )
     print(header)
     records = []
+    seen: set[tuple[str, str]] = set()
     for family in args.ops.split(","):
         module = importlib.import_module(f"benchmarks.cases_{family}")
         for case in module.cases(device):
+            if args.filter and args.filter not in case.op:
+                continue
+            if args.quick:
+                if (case.op, case.case) in seen:
+                    continue
+                seen.add((case.op, case.case))
+                case.impls = [impl for impl in case.impls if impl.name != "compile"]
             print(f"{case.op} {case.case} {case.shape} {case.pass_}", flush=True)
-            records += run_case(case, device, args.min_run_time, stamp)
+            records += run_case(case, device, args.min_run_time, stamp, args.clock)
     table = markdown(records, header)
     print()
     print(table)
+    if not record:
+        return
     out = args.out or RESULTS / device_slug(device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(records, indent=1))

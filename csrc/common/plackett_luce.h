@@ -12,7 +12,8 @@
 // PLD (Plackett-Luce Distillation) takes w_k = softmax(teacher / T)[pi_k]; through the weights,
 //   d loss / d teacher_c = (1/T) * w_c * (term_c - loss),  term_c the term of class c.
 // Listwise KD: loss = Ts^2 * sum_i p_i (log p_i - log q_i), p = softmax(t/Tt), q = softmax(s/Ts):
-//   d / d s_i = Ts * (q_i - p_i),   d / d t_i = (Ts^2 / Tt) * p_i * (log p_i - log q_i - KL).
+//   d / d s_i = Ts * (q_i - p_i),   d / d t_i = (Ts^2 / Tt) * p_i * (log p_i - log q_i - KL);
+// summed as non-negative terms (kl_term, below).
 #pragma once
 
 #include <cmath>
@@ -180,24 +181,74 @@ struct PLRowsView {
   KDOPS_HD const scalar_t* row(int64_t b) const { return scores + b * n; }
 };
 
-// Listwise KD per item, from p_i, q_i and their logs (log p_i = t_i / Tt - lse_t, likewise q):
-// the term p_i (log p_i - log q_i), 0 where p_i = 0 (the limit), and its gradients given the
-// row's KL = sum of the terms.
-template <typename acc_t>
-KDOPS_MATH acc_t kl_term(acc_t p, acc_t log_p, acc_t log_q) {
-  return zero_where(p == 0, p * (log_p - log_q));
+// Listwise KD per item, from p_i, q_i and r_i = log p_i - log q_i. Because sum p = sum q = 1,
+//   KL = sum_i p_i r_i = sum_i q_i phi(r_i),   phi(r) = r e^r - e^r + 1 = (r - 1) e^r + 1 >= 0,
+// so the row's KL is a sum of terms that are each >= 0 and cannot cancel: the first form, at a
+// high temperature (p ~ q, KL ~ 1e-9), is the difference of sums of O(1e-4) terms of both signs
+// and loses every digit (negative KLs). Where |r| < 1/2, q phi(r) comes from phi's series (no
+// cancellation at all); elsewhere from p (r - 1) + q, whose parts cancel by at most 10x there.
+// A term of p = 0 is q (the limit; r may be -inf).
+constexpr double kl_factorial(int k) { return k <= 1 ? 1.0 : k * kl_factorial(k - 1); }
+
+// Series of phi(r) / r^2 = sum_{k>=2} (k - 1) r^(k-2) / k!, terms k = K..Kmax, by Horner.
+template <int K, int Kmax, typename acc_t>
+KDOPS_MATH acc_t kl_phi_series(acc_t r) {
+  constexpr double c = (K - 1) / kl_factorial(K);
+  if constexpr (K == Kmax) {
+    return acc_t(c);
+  } else {
+    return acc_t(c) + r * kl_phi_series<K + 1, Kmax>(r);
+  }
 }
 
-// d (Ts^2 KL) / d s_i = Ts (q_i - p_i)
-template <typename acc_t>
-KDOPS_MATH acc_t kl_student_grad(acc_t p, acc_t q, acc_t ts) {
-  return ts * (q - p);
+// Series of expm1(r) / r = sum_{k>=1} r^(k-1) / k!, terms k = K..Kmax, by Horner.
+template <int K, int Kmax, typename acc_t>
+KDOPS_MATH acc_t kl_expm1_series(acc_t r) {
+  constexpr double c = 1 / kl_factorial(K);
+  if constexpr (K == Kmax) {
+    return acc_t(c);
+  } else {
+    return acc_t(c) + r * kl_expm1_series<K + 1, Kmax>(r);
+  }
 }
 
-// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (log p_i - log q_i - KL)
+// Last series term for |r| < 1/2: its remainder is below the type's rounding (float 2^-24,
+// double 2^-53).
 template <typename acc_t>
-KDOPS_MATH acc_t kl_teacher_grad(acc_t p, acc_t log_p, acc_t log_q, acc_t kl, acc_t ts, acc_t tt) {
-  return zero_where(p == 0, ts * ts / tt * p * (log_p - log_q - kl));
+constexpr int kl_series_terms() {
+  return sizeof(acc_t) == sizeof(float) ? 10 : 17;
+}
+
+// c ? a : b, branch-free for float (see zero_where).
+KDOPS_MATH float pick(bool c, float a, float b) {
+  return float_from_bits((bits_of_float(a) & mask(c)) | (bits_of_float(b) & ~mask(c)));
+}
+KDOPS_MATH double pick(bool c, double a, double b) { return c ? a : b; }
+
+KDOPS_MATH bool kl_small(float r) { return (bits_of_float(r) & 0x7fffffffu) < 0x3f000000u; }
+KDOPS_MATH bool kl_small(double r) { return r > -0.5 && r < 0.5; }
+
+// The KL term q phi(r) >= 0 of one item.
+template <typename acc_t>
+KDOPS_MATH acc_t kl_term(acc_t p, acc_t q, acc_t r) {
+  const acc_t series = q * (r * r) * kl_phi_series<2, kl_series_terms<acc_t>()>(r);
+  const acc_t direct = p * (r - acc_t(1)) + q;
+  const acc_t term = pick(p == 0, q, pick(kl_small(r), series, direct));
+  return pick(term < 0, acc_t(0), term);  // only rounding makes a term < 0 (phi >= 0)
+}
+
+// d (Ts^2 KL) / d s_i = Ts (q_i - p_i) = -Ts q_i expm1(r_i): the series where |r| < 1/2, where
+// q - p from the two rounded probabilities would lose digits.
+template <typename acc_t>
+KDOPS_MATH acc_t kl_student_grad(acc_t p, acc_t q, acc_t r, acc_t ts) {
+  const acc_t series = -q * r * kl_expm1_series<1, kl_series_terms<acc_t>()>(r);
+  return ts * pick(kl_small(r), series, q - p);
+}
+
+// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (r_i - KL); 0 where p_i = 0.
+template <typename acc_t>
+KDOPS_MATH acc_t kl_teacher_grad(acc_t p, acc_t r, acc_t kl, acc_t ts, acc_t tt) {
+  return zero_where(p == 0, ts * ts / tt * p * (r - kl));
 }
 
 }  // namespace kdops

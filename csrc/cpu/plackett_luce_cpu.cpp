@@ -48,7 +48,10 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
 struct RowScratch {
-  std::vector<acc_t> x, m, e, rest, sum, terms, weights;
+  std::vector<acc_t> x, m, e, terms, weights;
+  // The scan's suffix sums and 1 - p_k in double: the gradient's recurrence multiplies 1 - p_k
+  // over the whole row, and float roundings would drift by ~1e-5 over 50,000 positions.
+  std::vector<double> rest, sum;
   std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
 };
@@ -102,33 +105,46 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
-// softmax(x * scale) over a row of len items into prob; returns its log normaliser
-// lse = log sum_i exp(x_i * scale), so log prob_i = x_i * scale - lse. One exp per item, in
-// loops the compiler vectorises. A row with no number above -inf (all -inf, or all NaN: the
-// max skips NaN) has no softmax: NaN, as torch.softmax and the CUDA kernels give, so a teacher
-// that diverged never turns into uniform weights.
+// A row's softmax normaliser: log sum_i exp(x_i) = max + log(sum), sum = sum_i exp(x_i - max)
+// in [1, len], accumulated in double (a float sum of 50,000 terms loses 3-4 digits).
+template <typename acc_t>
+struct SoftmaxNorm {
+  acc_t max;
+  double sum;
+};
+
+// softmax(x * scale) over a row of len items into prob, and its normaliser; the shifted logits
+// x_i * scale - max into `shifted` (may be prob), which callers reuse rather than recompute: a
+// recomputed x_i * scale - max may be contracted to a fused multiply-add and differ from the one
+// that went into the exp by half an ulp of x_i * scale. One exp per item, in loops the compiler
+// vectorises. A row with no number above -inf (all -inf, or all NaN: the max skips NaN) has no
+// softmax: NaN, as torch.softmax and the CUDA kernels give, so a teacher that diverged never
+// turns into uniform weights.
 template <typename acc_t, typename scalar_t>
-KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, acc_t* prob) {
+KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t scale,
+                                                acc_t* shifted, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
   KDOPS_SIMD_MAX(max)
   for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
-  if (len == 0) return max;
+  if (len == 0) return {max, 1.0};
   if (max == neg_inf<acc_t>()) {
-    std::fill(prob, prob + len, std::numeric_limits<acc_t>::quiet_NaN());
-    return std::numeric_limits<acc_t>::quiet_NaN();
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+    std::fill(shifted, shifted + len, nan);
+    std::fill(prob, prob + len, nan);
+    return {nan, std::numeric_limits<double>::quiet_NaN()};
   }
   // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
   // inf - inf = NaN, as torch.softmax does).
-  for (int64_t i = 0; i < len; ++i) prob[i] = static_cast<acc_t>(x[i]) * scale - max;
+  for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(prob[i]);
-  acc_t total = 0;
+  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(shifted[i]);
+  double total = 0;
   KDOPS_SIMD_SUM(total)
   for (int64_t i = 0; i < len; ++i) total += prob[i];
-  const acc_t inv = acc_t(1) / total;
+  const acc_t inv = static_cast<acc_t>(1 / total);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
-  return max + fast_log(total);
+  return {max, total};
 }
 
 // The reversed log-sum-exp scan of one row, in array passes (the exps vectorise; one sequential
@@ -139,20 +155,23 @@ KDOPS_CPU_CLONES acc_t softmax_row(const scalar_t* x, int64_t len, acc_t scale, 
 // S_k >= 1 (the max's own term): no division by 0, no overflow for scores of any magnitude.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES void scan_row(const scalar_t* s, const int64_t* pi, int64_t len, RowScratch<acc_t>& b) {
-  for (auto* v : {&b.x, &b.m, &b.e, &b.rest, &b.sum}) v->resize(len);
-  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data(), *rest = b.rest.data(),
-        *sum = b.sum.data();
+  for (auto* v : {&b.x, &b.m, &b.e}) v->resize(len);
+  for (auto* v : {&b.rest, &b.sum}) v->resize(len);
+  acc_t *x = b.x.data(), *m = b.m.data(), *e = b.e.data();
+  double *rest = b.rest.data(), *sum = b.sum.data();
   for (int64_t k = 0; k < len; ++k) x[k] = static_cast<acc_t>(s[pi[k]]);
   acc_t run = neg_inf<acc_t>();
   for (int64_t k = len - 1; k >= 0; --k) m[k] = run = std::max(run, x[k]);
   KDOPS_SIMD
   for (int64_t k = 0; k < len; ++k) e[k] = fast_exp(shifted(x[k], m[k]));
-  KDOPS_SIMD
-  for (int64_t k = 0; k < len - 1; ++k) rest[k] = fast_exp(shifted(m[k + 1], m[k]));
-  acc_t total = 0;
+  // exp(m_{k+1} - m_k) in double, and only where the suffix max changes (else exactly 1): these
+  // factors multiply along the row, so their roundings would accumulate.
+  double total = 0;
   for (int64_t k = len - 1; k >= 0; --k) {
-    rest[k] = k + 1 < len ? total * rest[k] : acc_t(0);
-    total = rest[k] + e[k];
+    const bool change = k + 1 < len && m[k + 1] != m[k];
+    const double r = change ? total * std::exp(static_cast<double>(m[k + 1]) - m[k]) : total;
+    rest[k] = r;
+    total = r + e[k];
     sum[k] = total;
   }
 }
@@ -162,9 +181,10 @@ template <typename acc_t>
 KDOPS_CPU_CLONES acc_t* row_terms(int64_t K, RowScratch<acc_t>& b) {
   b.terms.resize(K);
   acc_t* t = b.terms.data();
-  const acc_t *x = b.x.data(), *m = b.m.data(), *sum = b.sum.data();
+  const acc_t *x = b.x.data(), *m = b.m.data();
+  const double* sum = b.sum.data();
   KDOPS_SIMD
-  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(sum[k]) - x[k];
+  for (int64_t k = 0; k < K; ++k) t[k] = m[k] + fast_log(static_cast<acc_t>(sum[k])) - x[k];
   return t;
 }
 
@@ -186,22 +206,22 @@ acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, 
                   RowScratch<acc_t>& scratch) {
   scan_row(s, pi, len, scratch);
   const acc_t* terms = row_terms(K, scratch);
-  acc_t loss = 0;
+  double loss = 0;
   KDOPS_SIMD_SUM(loss)
   for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
-  return loss;
+  return static_cast<acc_t>(loss);
 }
 
 // After scan_row: p_k = e_k / S_k into e and 1 - p_k = rest_k / S_k into rest (vectorised, off
 // the sequential loop of pl_row_grad).
 template <typename acc_t>
 KDOPS_CPU_CLONES void row_probabilities(int64_t len, RowScratch<acc_t>& b) {
-  acc_t *e = b.e.data(), *rest = b.rest.data();
-  const acc_t* sum = b.sum.data();
+  acc_t* e = b.e.data();
+  double *rest = b.rest.data(), *sum = b.sum.data();
   KDOPS_SIMD
   for (int64_t k = 0; k < len; ++k) {
-    const acc_t inv = acc_t(1) / sum[k];
-    e[k] *= inv;
+    const double inv = 1 / sum[k];
+    e[k] = static_cast<acc_t>(e[k] * inv);
     rest[k] *= inv;
   }
 }
@@ -212,12 +232,13 @@ template <typename acc_t, typename scalar_t, typename Weights>
 void pl_row_grad(const int64_t* pi, int64_t len, int64_t n, int64_t K, const Weights& w, acc_t g,
                  RowScratch<acc_t>& b, scalar_t* grad_row) {
   row_probabilities(len, b);
-  const acc_t *p = b.e.data(), *q = b.rest.data();
-  acc_t c = 0;
+  const acc_t* p = b.e.data();
+  const double* q = b.rest.data();
+  double c = 0;  // a float recurrence over 50,000 positions would drift by 1e-3 relative
   for (int64_t j = 0; j < len; ++j) {
     const acc_t wj = j < K ? w(j) : acc_t(0);
-    c = (j == 0 ? acc_t(0) : c * q[j - 1]) + wj;
-    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad(c, p[j], wj));
+    c = (j == 0 ? 0.0 : c * q[j - 1]) + wj;
+    grad_row[pi[j]] = static_cast<scalar_t>(g * pl_score_grad<double>(c, p[j], wj));
   }
   for (int64_t i = len; i < n; ++i) grad_row[i] = scalar_t(0);
 }
@@ -240,9 +261,9 @@ at::Tensor reduce_rows(int64_t B, int64_t n, Reduction reduction, const at::Tens
     for (int64_t b = 0; b < B; ++b) o[b] = static_cast<scalar_t>(per_row[b]);
     return out;
   }
-  acc_t total = 0;
+  double total = 0;
   for (const acc_t v : per_row) total += v;
-  if (reduction == Reduction::Mean) total /= static_cast<acc_t>(std::max<int64_t>(B, 1));
+  if (reduction == Reduction::Mean) total /= static_cast<double>(std::max<int64_t>(B, 1));
   return at::scalar_tensor(static_cast<scalar_t>(total), opts);
 }
 
@@ -277,7 +298,7 @@ PositionWeights<acc_t, acc_t> teacher_weights(const scalar_t* teacher, const int
                                               int64_t n, acc_t inv_t, RowScratch<acc_t>& b) {
   b.weights.resize(2 * n);
   acc_t* prob = b.weights.data() + n;
-  softmax_row(teacher, n, inv_t, prob);
+  softmax_row(teacher, n, inv_t, prob, prob);
   for (int64_t k = 0; k < n; ++k) b.weights[k] = prob[pi[k]];
   return {b.weights.data()};
 }
@@ -454,8 +475,9 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
       if (gt == nullptr) return;
       const acc_t* terms = row_terms(v.n, scratch);
       // d loss / d t_c = (1/T) w_c (term_c - loss), through the softmax weights.
-      acc_t loss = 0;
-      for (int64_t k = 0; k < v.n; ++k) loss += w(k) * terms[k];
+      double sum = 0;
+      for (int64_t k = 0; k < v.n; ++k) sum += w(k) * terms[k];
+      const acc_t loss = static_cast<acc_t>(sum);
       for (int64_t k = 0; k < v.n; ++k) {
         gt[b * v.n + row_pi[k]] = static_cast<scalar_t>(g * inv_t * w(k) * (terms[k] - loss));
       }
@@ -468,36 +490,73 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
 // --- listwise_kd_loss -------------------------------------------------------------------------
 
 // One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
-// the scratch buffers (p in x, q in e), with their log normalisers.
+// the scratch buffers (p in x, q in e), and r_i = log p_i - log q_i from the shifted logits (in
+// m and terms) and the two normalisers (S_t, S_s the sums of softmax_row):
+//   r_i = (t_i / Tt - max_t) - (s_i / Ts - max_s) - log(S_t / S_s),
+// never from two O(log n) log-normalisers whose float rounding (~1e-6) would swamp an r of 1e-5
+// at a high temperature.
 template <typename acc_t>
 struct KDRow {
-  const acc_t *p, *q;
-  acc_t inv_ts, inv_tt, lse_s, lse_t;
+  const acc_t *p, *q, *shifted_t, *shifted_s;
+  acc_t log_ratio;
 
   template <typename scalar_t>
-  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts_, acc_t inv_tt_,
-        RowScratch<acc_t>& b)
-      : inv_ts(inv_ts_), inv_tt(inv_tt_) {
-    b.x.resize(len);
-    b.e.resize(len);
-    lse_t = softmax_row(t, len, inv_tt, b.x.data());
-    lse_s = softmax_row(s, len, inv_ts, b.e.data());
+  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts, acc_t inv_tt,
+        RowScratch<acc_t>& b) {
+    for (auto* v : {&b.x, &b.e, &b.m, &b.terms}) v->resize(len);
+    const auto norm_t = softmax_row(t, len, inv_tt, b.m.data(), b.x.data());
+    const auto norm_s = softmax_row(s, len, inv_ts, b.terms.data(), b.e.data());
+    log_ratio = static_cast<acc_t>(std::log(norm_t.sum / norm_s.sum));
     p = b.x.data();
     q = b.e.data();
+    shifted_t = b.m.data();
+    shifted_s = b.terms.data();
   }
-  template <typename scalar_t>
-  acc_t log_p(const scalar_t* t, int64_t i) const { return static_cast<acc_t>(t[i]) * inv_tt - lse_t; }
-  template <typename scalar_t>
-  acc_t log_q(const scalar_t* s, int64_t i) const { return static_cast<acc_t>(s[i]) * inv_ts - lse_s; }
 };
 
-// KL(p || q) of the row.
+// r_i of KDRow (the loops read its arrays through local pointers, which they vectorise; member
+// loads in the loop body they do not).
+template <typename acc_t>
+KDOPS_MATH acc_t kd_log_ratio(acc_t shifted_t, acc_t shifted_s, acc_t log_ratio) {
+  return (shifted_t - shifted_s) - log_ratio;
+}
+
+// KL(p || q) of the row: the non-negative terms of kl_term, summed in float over chunks of 64
+// (a loop the compiler vectorises; a double reduction in it does not) and the chunk sums in
+// double, so the error stays a few float roundings whatever the row's length.
+template <typename acc_t>
+KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, int64_t len) {
+  constexpr int64_t kChunk = 64;
+  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
+  double kl = 0;
+  for (int64_t c = 0; c < len; c += kChunk) {
+    const int64_t end = std::min(len, c + kChunk);
+    acc_t part = 0;
+    KDOPS_SIMD_SUM(part)
+    for (int64_t i = c; i < end; ++i) part += kl_term(p[i], q[i], kd_log_ratio(st[i], ss[i], lr));
+    kl += part;
+  }
+  return static_cast<acc_t>(kl);
+}
+
+// One row's gradients: Ts (q - p) into grad_s, and (Ts^2 / Tt) p (r - KL) into grad_t when
+// given, each times the upstream g; padding columns [len, n) get 0.
 template <typename acc_t, typename scalar_t>
-KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, const scalar_t* s, const scalar_t* t, int64_t len) {
-  acc_t kl = 0;
-  KDOPS_SIMD_SUM(kl)
-  for (int64_t i = 0; i < len; ++i) kl += kl_term(row.p[i], row.log_p(t, i), row.log_q(s, i));
-  return kl;
+KDOPS_CPU_CLONES void kd_row_grads(const KDRow<acc_t>& row, int64_t len, int64_t n, acc_t g,
+                                   acc_t ts, acc_t tt, scalar_t* grad_s, scalar_t* grad_t) {
+  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    grad_s[i] = static_cast<scalar_t>(g * kl_student_grad(p[i], q[i], kd_log_ratio(st[i], ss[i], lr), ts));
+  }
+  std::fill(grad_s + len, grad_s + n, scalar_t(0));
+  if (grad_t == nullptr) return;
+  const acc_t kl = row_kl(row, len);
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    grad_t[i] = static_cast<scalar_t>(g * kl_teacher_grad(p[i], kd_log_ratio(st[i], ss[i], lr), kl, ts, tt));
+  }
+  std::fill(grad_t + len, grad_t + n, scalar_t(0));
 }
 
 at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
@@ -517,7 +576,7 @@ at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& tea
                                  [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
-      return scale * row_kl(row, s, t, v.length(b));
+      return scale * row_kl(row, v.length(b));
     });
   });
   return loss;
@@ -541,26 +600,13 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
     scalar_t* gs = grad_student.data_ptr<scalar_t>();
     scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
     const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
+    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
     backward_rows<scalar_t>(grad, v.B, v.n, red,
                             [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
       const int64_t len = v.length(b);
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
-      const KDRow<acc_t> row(s, t, len, 1 / ts_a, 1 / tt_a, scratch);
-      scalar_t* gs_row = gs + b * v.n;
-      KDOPS_SIMD
-      for (int64_t i = 0; i < len; ++i) {
-        gs_row[i] = static_cast<scalar_t>(g * kl_student_grad(row.p[i], row.q[i], ts_a));
-      }
-      std::fill(gs_row + len, gs_row + v.n, scalar_t(0));
-      if (gt == nullptr) return;
-      const acc_t kl = row_kl(row, s, t, len);
-      scalar_t* gt_row = gt + b * v.n;
-      KDOPS_SIMD
-      for (int64_t i = 0; i < len; ++i) {
-        gt_row[i] = static_cast<scalar_t>(
-            g * kl_teacher_grad(row.p[i], row.log_p(t, i), row.log_q(s, i), kl, ts_a, tt_a));
-      }
-      std::fill(gt_row + len, gt_row + v.n, scalar_t(0));
+      const KDRow<acc_t> row(s, t, len, inv_ts, inv_tt, scratch);
+      kd_row_grads(row, len, v.n, g, ts_a, tt_a, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
     });
   });
   return {grad_student, grad_teacher};

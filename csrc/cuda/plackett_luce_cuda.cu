@@ -448,7 +448,8 @@ struct KDRowStats {
     acc_t local = 0;
     for (int64_t i = threadIdx.x; i < len; i += kThreads) {
       const acc_t log_p = static_cast<acc_t>(t[i]) * inv_tt - lse_t;
-      local += kl_term(fast_exp(log_p), log_p, static_cast<acc_t>(s[i]) * inv_ts - lse_s);
+      const acc_t log_q = static_cast<acc_t>(s[i]) * inv_ts - lse_s;
+      local += kl_term(fast_exp(log_p), fast_exp(log_q), log_p - log_q);
     }
     kl = block_sum<kThreads>(local);
   }
@@ -478,8 +479,8 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t log_p = static_cast<acc_t>(t[i]) * row.inv_tt - row.lse_t;
       const acc_t log_q = static_cast<acc_t>(s[i]) * row.inv_ts - row.lse_s;
       const acc_t p = fast_exp(log_p), q = fast_exp(log_q);
-      gs = g * kl_student_grad(p, q, ts);
-      gt = g * kl_teacher_grad(p, log_p, log_q, row.kl, ts, tt);
+      gs = g * kl_student_grad(p, q, log_p - log_q, ts);
+      gt = g * kl_teacher_grad(p, log_p - log_q, row.kl, ts, tt);
     }
     grad_student[b * n + i] = static_cast<scalar_t>(gs);
     if (grad_teacher != nullptr) grad_teacher[b * n + i] = static_cast<scalar_t>(gt);
