@@ -2,7 +2,9 @@
 
 Environment:
   KDOPS_CUDA=0|1          force the CUDA kernels off / on (default: on iff CUDA_HOME and torch.version.cuda)
-  TORCH_CUDA_ARCH_LIST    archs to build for (default "9.0": Hopper; e.g. "8.0;9.0" to add Ampere)
+  TORCH_CUDA_ARCH_LIST    archs to build for (default "8.0;8.6;8.9;9.0;10.0+PTX": A100/A10, L4/L40S/4090,
+                          H100/H200, B200, PTX for newer GPUs; 8.0 is the minimum: bf16 tensor cores)
+  KDOPS_NVCC_THREADS      nvcc --threads, the archs of one .cu compiled in parallel (default 2)
   MAX_JOBS                parallel compile jobs (torch's ninja build reads it)
   DEBUG=1                 -O0 -g, no fast-math
 """
@@ -61,6 +63,28 @@ def _check_nvcc(cuda_home: str) -> None:
         )
 
 
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0;10.0+PTX"
+
+
+def _arch_list() -> tuple[str, int]:
+    """TORCH_CUDA_ARCH_LIST (or the default) checked, and the arch whose PTX is embedded
+    (e.g. 100 for "10.0+PTX"; 0 when none) for kdops.info."""
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
+    ptx = 0
+    for entry in value.replace(",", ";").replace(" ", ";").split(";"):
+        if not entry:
+            continue
+        found = re.fullmatch(r"(\d+)\.(\d+)a?(\+PTX)?", entry)
+        if found is None:
+            sys.exit(f"TORCH_CUDA_ARCH_LIST entry {entry!r} is not like '9.0' or '10.0+PTX'")
+        arch = int(found.group(1)) * 10 + int(found.group(2))
+        if arch < 80:
+            sys.exit(f"TORCH_CUDA_ARCH_LIST asks for {entry}: kdops needs sm_80 or newer (bf16 tensor cores)")
+        if found.group(3):
+            ptx = max(ptx, arch)
+    return value, ptx
+
+
 def _nvidia_include_dirs() -> list[str]:
     # ATen's CUDA headers include cusparse.h & co, which pip-installed torch ships in
     # site-packages/nvidia/cu<major>/include rather than in the toolkit.
@@ -86,10 +110,14 @@ def extensions():
     os.environ["CUDA_HOME"] = cuda_home
     cpp_extension.CUDA_HOME = cuda_home
     _check_nvcc(cuda_home)
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    archs, ptx_arch = _arch_list()
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    # Each .cu is compiled once per arch: --threads runs those in parallel (ninja already runs
+    # MAX_JOBS files at once).
+    threads = os.environ.get("KDOPS_NVCC_THREADS", "2")
+    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", f"--threads={threads}"]
     common["include_dirs"] += _nvidia_include_dirs()
-    common["define_macros"] += [("KDOPS_WITH_CUDA", None)]
+    common["define_macros"] += [("KDOPS_WITH_CUDA", None), ("KDOPS_PTX_ARCH", str(ptx_arch))]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     return [
         cpp_extension.CUDAExtension(
