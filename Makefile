@@ -1,8 +1,11 @@
 # The two commands of the README. Each sets up everything it needs on a fresh machine
 # (Python 3.11, gcc, nvcc under /usr/local/cuda): a virtualenv with the pinned torch, then
-# kdops built in place (CPU kernels, and CUDA kernels when the toolkit is there).
+# kdops built in place (CPU kernels, CUDA kernels when the toolkit is there, and the CUDA
+# kernels for the CUDA simulator).
 #   make bench   the benchmark table (results under benchmarks/results/<device>/)
-#   make test    the whole test suite
+#   make test    the whole test suite, then the simulated CUDA kernels under AddressSanitizer +
+#                UBSan and ThreadSanitizer, and their line coverage
+# The parts of `make test`, for running one at a time: build, pytest, sim-asan, sim-tsan, coverage.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,24 +14,76 @@ DEPS := $(VENV)/.deps-installed
 
 # torch guesses CUDA_HOME from `which nvcc`, which may be a wrapper outside the toolkit.
 export CUDA_HOME ?= /usr/local/cuda
+# Build kdops._C_sim (torch.ops.kdops_sim: the CUDA kernels on the simulator), with gcov counters.
+export KDOPS_SIM ?= 1
+export KDOPS_SIM_COVERAGE ?= 1
 
-.PHONY: bench test build clean
+.PHONY: bench test build pytest sim-asan sim-tsan coverage clean
 
 bench: build
 	$(PY) -m benchmarks.run
 
 test: build
-	$(PY) -m pytest -q
+	$(MAKE) pytest
+	$(MAKE) coverage
+	$(MAKE) sim-asan
+	$(MAKE) -j2 sim-tsan
 
 build: $(DEPS)
 	$(PY) -m pip install -q --no-build-isolation -e .
 	$(PY) -m kdops.info
 
-$(DEPS): requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
-	touch $@
+pytest:
+	find build -name '*.gcda' -delete 2>/dev/null || true
+	$(PY) -m pytest -q
+
+# Line coverage of csrc/cuda/ by the pytest run above (gcov counters of kdops._C_sim).
+coverage:
+	$(PY) -m gcovr --root . --filter 'csrc/cuda/' --gcov-executable gcov --txt-metric line \
+		--print-summary --sort uncovered-percent build
+
+# --- the simulated kernels under sanitizers --------------------------------------------------
+# ASan + UBSan: kdops._C_sim built again with the sanitizers into a copy of the package under
+# build/asan, and the simulated tests (-m sim) run against it with fewer examples each.
+ASAN_DIR := build/asan
+sim-asan:
+	rm -rf $(ASAN_DIR)/kdops $(ASAN_DIR)/tests && mkdir -p $(ASAN_DIR)
+	cp -r kdops tests pyproject.toml $(ASAN_DIR)/
+	rm -f $(ASAN_DIR)/kdops/_C_sim*.so
+	KDOPS_SIM_SANITIZE=address KDOPS_SIM_COVERAGE=0 $(PY) setup.py -q build_ext \
+		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
+	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		KDOPS_TEST_MAX_EXAMPLES=8 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests
+
+# TSan: a standalone runner (tests/sim_tsan/run_ops.cpp) calling every kdops_sim op, linked with
+# the simulated kernels built with -fsanitize=thread; a race report fails the run.
+TSAN_DIR := build/tsan
+TORCH_DIR = $(shell $(PY) -c "import os, torch; print(os.path.dirname(torch.__file__))")
+PY_INCLUDE = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+PY_LIBDIR = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
+PY_LIB = $(shell $(PY) -c "import sysconfig; print('python' + sysconfig.get_config_var('LDVERSION'))")
+TSAN_FLAGS = -fsanitize=thread -O1 -g -std=c++20 -fPIC -DKDOPS_SIM -DKDOPS_NS=kdops_sim \
+	-DTORCH_EXTENSION_NAME=_C_sim -include csrc/sim/cuda_sim.h -fno-extern-tls-init -Icsrc \
+	-I$(TORCH_DIR)/include -I$(TORCH_DIR)/include/torch/csrc/api/include -I$(PY_INCLUDE)
+TSAN_SOURCES := csrc/kdops.cpp $(wildcard csrc/sim/*.cpp) $(wildcard csrc/cuda/*.cu) tests/sim_tsan/run_ops.cpp
+TSAN_OBJECTS := $(patsubst %,$(TSAN_DIR)/%.o,$(TSAN_SOURCES))
+TSAN_HEADERS := $(wildcard csrc/*/*.h csrc/*/*.cuh)
+
+$(TSAN_DIR)/%.cu.o: %.cu $(TSAN_HEADERS)
+	@mkdir -p $(dir $@)
+	g++ $(TSAN_FLAGS) -x c++ -c $< -o $@
+
+$(TSAN_DIR)/%.cpp.o: %.cpp $(TSAN_HEADERS)
+	@mkdir -p $(dir $@)
+	g++ $(TSAN_FLAGS) -c $< -o $@
+
+$(TSAN_DIR)/run_ops: $(TSAN_OBJECTS)
+	g++ -fsanitize=thread $^ -o $@ -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed \
+		-ltorch -ltorch_cpu -lc10 -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -l$(PY_LIB)
+
+sim-tsan: $(TSAN_DIR)/run_ops
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 $(TSAN_DIR)/run_ops
 
 clean:
 	rm -rf build kdops/*.so *.egg-info

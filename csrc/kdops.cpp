@@ -1,7 +1,11 @@
 // Every kdops op schema, in one place. Kernels register per backend in csrc/cpu and csrc/cuda;
-// fake (meta) kernels and autograd are registered from Python in kdops/ops.py.
+// fake (meta) kernels and autograd are registered from Python in kdops/ops.py. The same file
+// also defines torch.ops.kdops_sim (KDOPS_NS) in kdops._C_sim: the CUDA kernels run by the CUDA
+// simulator on CPU tensors, with exactly these schemas.
 #include <torch/extension.h>
 #include <torch/library.h>
+
+#include "common/macros.h"
 
 #ifdef KDOPS_WITH_CUDA
 namespace kdops::cuda {
@@ -9,7 +13,7 @@ const char* compiled_arch_list();  // csrc/cuda/build_info.cu
 }
 #endif
 
-TORCH_LIBRARY(kdops, m) {
+TORCH_LIBRARY(KDOPS_NS, m) {
   // Margin-MSE. The multi-negative form returns (loss, count): count is the number of valid
   // (unmasked) terms, the normaliser of reduction='mean', saved for backward.
   m.def("margin_mse(Tensor student, Tensor teacher, Tensor? mask, str reduction) -> (Tensor, Tensor)");
@@ -63,13 +67,18 @@ TORCH_LIBRARY(kdops, m) {
       "-> (Tensor, Tensor)");
 }
 
-// The Python module only reports how the library was built; the ops live in torch.ops.kdops.
+// The Python module only reports how the library was built (and, in kdops._C_sim, sets the
+// simulator's schedule and device); the ops live in torch.ops.kdops (torch.ops.kdops_sim).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def(
       "build_info",
       [] {
         pybind11::dict info;
-#ifdef KDOPS_WITH_CUDA
+#if defined(KDOPS_SIM)
+        info["cuda"] = false;
+        info["cuda_archs"] = std::string();
+        info["simulator"] = true;
+#elif defined(KDOPS_WITH_CUDA)
         info["cuda"] = true;
         info["cuda_archs"] = std::string(kdops::cuda::compiled_arch_list());
 #else
@@ -79,4 +88,29 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
         return info;
       },
       "How kdops._C was built: {'cuda': bool, 'cuda_archs': the device archs compiled in}.");
+#ifdef KDOPS_SIM
+  module.def(
+      "set_schedule",
+      [](uint64_t seed, bool shuffle_threads, bool shuffle_blocks) {
+        kdops::sim::Options options;
+        options.seed = seed;
+        options.shuffle_threads = shuffle_threads;
+        options.shuffle_blocks = shuffle_blocks;
+        kdops::sim::set_options(options);
+      },
+      pybind11::arg("seed") = 0, pybind11::arg("shuffle_threads") = false,
+      pybind11::arg("shuffle_blocks") = false,
+      "The simulator's schedule for the following launches: threads between barriers and the "
+      "blocks of a grid run in ascending order, or in an order shuffled by `seed`.");
+  module.def(
+      "set_device",
+      [](const std::string& name) {
+        TORCH_CHECK_VALUE(name == "h100" || name == "small",
+                          "device must be 'h100' or 'small', got '", name, "'");
+        kdops::sim::set_device(name == "h100" ? kdops::sim::h100() : kdops::sim::small_device());
+      },
+      pybind11::arg("name"),
+      "The simulated device the launch code sees: 'h100' (132 SMs, 227 KiB opt-in shared "
+      "memory per block, the default) or 'small' (2 SMs, 48 KiB).");
+#endif
 }

@@ -9,8 +9,13 @@ from typing import overload
 import torch
 from torch import Tensor
 
-from kdops import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
+from kdops import ops as _registrations  # noqa: F401  (registers fake kernels and autograd)
 from kdops._validate import check_backend, check_positive, check_reduction, check_tensor
+
+# The op namespace every function below calls. Always torch.ops.kdops for users; the test suite
+# swaps in torch.ops.kdops_sim (tests/helpers.py) to run the same public API on the CUDA kernels
+# executed by the simulator. A module global: no cost on the call path.
+_ops = torch.ops.kdops
 
 __all__ = ["listmle", "listwise_kd_loss", "margin_mse", "maxsim", "maxsim_packed", "plackett_luce_loss", "pld_loss"]
 
@@ -59,14 +64,14 @@ def margin_mse(*scores: Tensor, mask: Tensor | None = None, reduction: str = "me
         for value, name in zip(scores, names):
             check_tensor(value, name)
         check_backend(scores[0], "kdops.margin_mse")
-        return torch.ops.kdops.margin_mse_pairwise.default(*scores, reduction)
+        return _ops.margin_mse_pairwise.default(*scores, reduction)
     if len(scores) == 2:
         student = check_tensor(scores[0], "student")
         teacher = check_tensor(scores[1], "teacher")
         if mask is not None:
             check_tensor(mask, "mask")
         check_backend(student, "kdops.margin_mse")
-        return torch.ops.kdops.margin_mse.default(student, teacher, mask, reduction)[0]
+        return _ops.margin_mse.default(student, teacher, mask, reduction)[0]
     raise TypeError(
         "margin_mse takes (student_pos, student_neg, teacher_pos, teacher_neg) or "
         f"(student, teacher), got {len(scores)} positional arguments"
@@ -111,7 +116,7 @@ def maxsim(
             check_tensor(mask, name)
     _check_flag(length_normalize, "length_normalize")
     check_backend(Q, "kdops.maxsim")
-    return torch.ops.kdops.maxsim.default(Q, D, q_mask, d_mask, None, length_normalize)[0]
+    return _ops.maxsim.default(Q, D, q_mask, d_mask, None, length_normalize)[0]
 
 
 def maxsim_packed(
@@ -135,7 +140,7 @@ def maxsim_packed(
         check_tensor(q_mask, "q_mask")
     _check_flag(length_normalize, "length_normalize")
     check_backend(Q, "kdops.maxsim_packed")
-    return torch.ops.kdops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize)[0]
+    return _ops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize)[0]
 # --- Plackett-Luce family (listwise) ----------------------------------------------------------
 
 def _check_optional(value: Tensor | None, name: str) -> None:
@@ -178,7 +183,7 @@ def plackett_luce_loss(
     _check_optional(lengths, "lengths")
     _check_top_k(top_k)
     check_backend(scores, "kdops.plackett_luce_loss")
-    return torch.ops.kdops.plackett_luce_loss.default(scores, ranking, weights, lengths, top_k, reduction)
+    return _ops.plackett_luce_loss.default(scores, ranking, weights, lengths, top_k, reduction)
 
 
 def listmle(
@@ -199,7 +204,7 @@ def listmle(
     _check_optional(lengths, "lengths")
     _check_top_k(top_k)
     check_backend(scores, "kdops.listmle")
-    return torch.ops.kdops.listmle.default(scores, relevance, lengths, top_k, reduction)[0]
+    return _ops.listmle.default(scores, relevance, lengths, top_k, reduction)[0]
 
 
 def pld_loss(
@@ -225,7 +230,7 @@ def pld_loss(
     check_tensor(target, "target")
     temperature = check_positive(temperature, "temperature")
     check_backend(student_logits, "kdops.pld_loss")
-    return torch.ops.kdops.pld_loss.default(student_logits, teacher_logits, target, temperature, reduction)[0]
+    return _ops.pld_loss.default(student_logits, teacher_logits, target, temperature, reduction)[0]
 
 
 def listwise_kd_loss(
@@ -252,4 +257,4 @@ def listwise_kd_loss(
     ts = check_positive(temperature if student_temperature is None else student_temperature, "student_temperature")
     tt = check_positive(temperature if teacher_temperature is None else teacher_temperature, "teacher_temperature")
     check_backend(student, "kdops.listwise_kd_loss")
-    return torch.ops.kdops.listwise_kd_loss.default(student, teacher, lengths, ts, tt, reduction)
+    return _ops.listwise_kd_loss.default(student, teacher, lengths, ts, tt, reduction)

@@ -13,6 +13,7 @@ def main() -> None:
     print(f"torch {report['torch']} (CUDA {report['torch_cuda']})")
     print(f"kdops CUDA kernels compiled: {report['cuda_kernels']}  (archs: {', '.join(report['cuda_archs']) or '-'})")
     print(f"CUDA device visible: {report['cuda_available']}")
+    print(f"simulated CUDA kernels (kdops._C_sim, torch.ops.kdops_sim) built: {report['simulator']}")
     width = max(len(op) for op in report["ops"])
     for op, keys in report["ops"].items():
         print(f"  {op:<{width}}  {', '.join(keys) or 'NO KERNEL'}")

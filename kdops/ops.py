@@ -1,15 +1,45 @@
 """Loads kdops._C (which defines torch.ops.kdops.*) and registers, for each op, the fake kernel
 used by torch.compile and the autograd formula. The backward of every op is an op of its own
 (``<op>_backward``), so compiled graphs keep it fused too; double backward is not supported
-and says so."""
+and says so.
+
+When kdops._C_sim was built (``KDOPS_SIM=1``: the CUDA kernels run on CPU tensors by the
+project's CUDA simulator, for tests), its ops torch.ops.kdops_sim.* get the same fake kernels
+and autograd: every definition below is registered once per namespace in NAMESPACES."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 
 from kdops import _C
 
-__all__ = ["build_info", "built_with_cuda"]
+# Not built unless asked for; when its file exists, an import error is a real error.
+_C_sim = importlib.import_module("kdops._C_sim") if importlib.util.find_spec("kdops._C_sim") else None
+
+__all__ = ["NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"]
+
+NAMESPACES = ("kdops", "kdops_sim") if _C_sim is not None else ("kdops",)
+
+# Filled by the definitions below, registered for every namespace at the end of the file.
+_FAKES: dict = {}
+_AUTOGRAD: dict = {}
+_BACKWARD_OPS: list[str] = []
+
+
+def _fake(op: str):
+    def record(fn):
+        _FAKES[op] = fn
+        return fn
+
+    return record
+
+
+def _autograd(op: str, backward, setup_context) -> None:
+    """backward(ctx, *grads) calls the op's backward op through ctx.ops, the namespace of the op
+    being differentiated (set by the registered setup_context)."""
+    _AUTOGRAD[op] = (backward, setup_context)
 
 _BACKENDS = ("CPU", "CUDA")
 
@@ -17,6 +47,11 @@ _BACKENDS = ("CPU", "CUDA")
 def built_with_cuda() -> bool:
     """Whether kdops._C holds CUDA kernels (decided at build time, not by a visible GPU)."""
     return bool(_C.build_info()["cuda"])
+
+
+def built_with_simulator() -> bool:
+    """Whether kdops._C_sim (torch.ops.kdops_sim: the CUDA kernels on the simulator) was built."""
+    return _C_sim is not None
 
 
 def _op_backends(op: str) -> list[str]:
@@ -37,16 +72,23 @@ def _arch_names(compiled: str) -> list[str]:
 
 def build_info() -> dict:
     """How kdops was built and what it can run: torch and CUDA versions, whether CUDA kernels
-    were compiled and for which archs, and the backends with a kernel for every kdops op."""
+    were compiled and for which archs, whether the simulated CUDA kernels (kdops._C_sim) were
+    built, and the backends with a kernel for every kdops op ("sim": torch.ops.kdops_sim)."""
     build = _C.build_info()
     names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("kdops::"))
+
+    def backends(name: str) -> list[str]:
+        sim = _C_sim is not None and "CPU" in _op_backends(name.replace("kdops::", "kdops_sim::", 1))
+        return _op_backends(name) + (["sim"] if sim else [])
+
     return {
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_kernels": bool(build["cuda"]),
         "cuda_archs": _arch_names(str(build["cuda_archs"])),
         "cuda_available": torch.cuda.is_available(),
-        "ops": {name.removeprefix("kdops::"): _op_backends(name) for name in names},
+        "simulator": _C_sim is not None,
+        "ops": {name.removeprefix("kdops::"): backends(name) for name in names},
     }
 
 
@@ -55,10 +97,7 @@ def _needs(ctx, *index: int) -> bool:
 
 
 def _no_double_backward(op: str) -> None:
-    def backward(ctx, *grads):
-        raise RuntimeError(f"kdops::{op} is a backward op: double backward is not supported")
-
-    torch.library.register_autograd(f"kdops::{op}", backward)
+    _BACKWARD_OPS.append(op)
 
 
 # --- Margin-MSE -------------------------------------------------------------------------------
@@ -68,7 +107,7 @@ def _check_reduction(reduction: str) -> None:
     torch._check(reduction in ("mean", "sum", "none"), lambda: f"invalid reduction {reduction!r}")
 
 
-@torch.library.register_fake("kdops::margin_mse")
+@_fake("margin_mse")
 def _(student, teacher, mask, reduction):
     torch._check(student.dim() == 2 and student.shape[1] >= 2, lambda: "student must be [B, 1+N]")
     torch._check(teacher.shape == student.shape, lambda: "teacher must have the shape of student")
@@ -80,7 +119,7 @@ def _(student, teacher, mask, reduction):
     return loss, student.new_empty((), dtype=torch.int64)
 
 
-@torch.library.register_fake("kdops::margin_mse_backward")
+@_fake("margin_mse_backward")
 def _(grad, student, teacher, mask, count, reduction):
     return torch.empty_like(student, memory_format=torch.contiguous_format)
 
@@ -95,7 +134,7 @@ def _margin_mse_setup(ctx, inputs, output):
 
 def _margin_mse_backward(ctx, grad_loss, _grad_count):
     student, teacher, mask, count = ctx.saved_tensors
-    grad_student = torch.ops.kdops.margin_mse_backward.default(
+    grad_student = ctx.ops.margin_mse_backward.default(
         grad_loss, student, teacher, mask, count, ctx.reduction
     )
     return (
@@ -106,13 +145,11 @@ def _margin_mse_backward(ctx, grad_loss, _grad_count):
     )
 
 
-torch.library.register_autograd(
-    "kdops::margin_mse", _margin_mse_backward, setup_context=_margin_mse_setup
-)
+_autograd("margin_mse", _margin_mse_backward, _margin_mse_setup)
 _no_double_backward("margin_mse_backward")
 
 
-@torch.library.register_fake("kdops::margin_mse_pairwise")
+@_fake("margin_mse_pairwise")
 def _(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
     torch._check(student_pos.dim() == 1, lambda: "student_pos must be [B]")
     for t in (student_neg, teacher_pos, teacher_neg):
@@ -122,7 +159,7 @@ def _(student_pos, student_neg, teacher_pos, teacher_neg, reduction):
     return student_pos.new_empty(student_pos.shape if reduction == "none" else ())
 
 
-@torch.library.register_fake("kdops::margin_mse_pairwise_backward")
+@_fake("margin_mse_pairwise_backward")
 def _(grad, student_pos, student_neg, teacher_pos, teacher_neg, reduction):
     return torch.empty_like(student_pos), torch.empty_like(student_neg)
 
@@ -135,7 +172,7 @@ def _margin_mse_pairwise_setup(ctx, inputs, output):
 
 
 def _margin_mse_pairwise_backward(ctx, grad):
-    grad_pos, grad_neg = torch.ops.kdops.margin_mse_pairwise_backward.default(
+    grad_pos, grad_neg = ctx.ops.margin_mse_pairwise_backward.default(
         grad, *ctx.saved_tensors, ctx.reduction
     )
     needs = ctx.needs_input_grad
@@ -148,9 +185,7 @@ def _margin_mse_pairwise_backward(ctx, grad):
     )
 
 
-torch.library.register_autograd(
-    "kdops::margin_mse_pairwise", _margin_mse_pairwise_backward, setup_context=_margin_mse_pairwise_setup
-)
+_autograd("margin_mse_pairwise", _margin_mse_pairwise_backward, _margin_mse_pairwise_setup)
 _no_double_backward("margin_mse_pairwise_backward")
 
 
@@ -173,7 +208,7 @@ def _maxsim_score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-@torch.library.register_fake("kdops::maxsim")
+@_fake("maxsim")
 def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
     torch._check(Q.dim() == 3, lambda: "Q must be [Nq, Lq, d]")
     torch._check(D.dtype == Q.dtype, lambda: "D must have the dtype of Q")
@@ -187,7 +222,7 @@ def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
     return scores, Q.new_empty((nq, columns, lq), dtype=torch.int32)
 
 
-@torch.library.register_fake("kdops::maxsim_backward")
+@_fake("maxsim_backward")
 def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D):
     contiguous = torch.contiguous_format
     dQ = torch.empty_like(Q, memory_format=contiguous) if grad_Q else Q.new_empty(0)
@@ -207,13 +242,13 @@ def _maxsim_setup(ctx, inputs, output):
 def _maxsim_backward(ctx, grad_scores, _grad_argmax):
     Q, D, q_mask, doc_offsets, argmax = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    grad_q, grad_d = torch.ops.kdops.maxsim_backward.default(
+    grad_q, grad_d = ctx.ops.maxsim_backward.default(
         grad_scores, argmax, Q, D, q_mask, doc_offsets, ctx.length_normalize, needs[0], needs[1]
     )
     return grad_q if needs[0] else None, grad_d if needs[1] else None, None, None, None, None
 
 
-torch.library.register_autograd("kdops::maxsim", _maxsim_backward, setup_context=_maxsim_setup)
+_autograd("maxsim", _maxsim_backward, _maxsim_setup)
 _no_double_backward("maxsim_backward")
 # --- Plackett-Luce family ---------------------------------------------------------------------
 
@@ -232,7 +267,7 @@ def _grad_if(scores, wanted):
     return scores.new_empty((scores.shape[0] if wanted else 0, scores.shape[1]))
 
 
-@torch.library.register_fake("kdops::plackett_luce_loss")
+@_fake("plackett_luce_loss")
 def _(scores, ranking, weights, lengths, top_k, reduction):
     _check_rows(scores, "scores")
     torch._check(ranking.shape == scores.shape, lambda: "ranking must have the shape of scores")
@@ -240,7 +275,7 @@ def _(scores, ranking, weights, lengths, top_k, reduction):
     return _row_loss(scores, reduction)
 
 
-@torch.library.register_fake("kdops::plackett_luce_loss_backward")
+@_fake("plackett_luce_loss_backward")
 def _(grad, scores, ranking, weights, lengths, top_k, reduction, weights_grad):
     return torch.empty_like(scores, memory_format=torch.contiguous_format), _grad_if(scores, weights_grad)
 
@@ -254,7 +289,7 @@ def _plackett_luce_setup(ctx, inputs, output):
 
 def _plackett_luce_backward(ctx, grad):
     scores, ranking, weights, lengths = ctx.saved_tensors
-    grad_scores, grad_weights = torch.ops.kdops.plackett_luce_loss_backward.default(
+    grad_scores, grad_weights = ctx.ops.plackett_luce_loss_backward.default(
         grad, scores, ranking, weights, lengths, ctx.top_k, ctx.reduction, ctx.needs_input_grad[2]
     )
     return (
@@ -267,13 +302,11 @@ def _plackett_luce_backward(ctx, grad):
     )
 
 
-torch.library.register_autograd(
-    "kdops::plackett_luce_loss", _plackett_luce_backward, setup_context=_plackett_luce_setup
-)
+_autograd("plackett_luce_loss", _plackett_luce_backward, _plackett_luce_setup)
 _no_double_backward("plackett_luce_loss_backward")
 
 
-@torch.library.register_fake("kdops::listmle")
+@_fake("listmle")
 def _(scores, relevance, lengths, top_k, reduction):
     _check_rows(scores, "scores")
     torch._check(relevance.shape == scores.shape, lambda: "relevance must have the shape of scores")
@@ -294,16 +327,16 @@ def _listmle_backward(ctx, grad, _grad_ranking):
     if grad is None:  # only the ranking was used downstream
         return None, None, None, None, None
     scores, lengths, ranking = ctx.saved_tensors
-    grad_scores, _ = torch.ops.kdops.plackett_luce_loss_backward.default(
+    grad_scores, _ = ctx.ops.plackett_luce_loss_backward.default(
         grad, scores, ranking, None, lengths, ctx.top_k, ctx.reduction, False
     )
     return grad_scores, None, None, None, None
 
 
-torch.library.register_autograd("kdops::listmle", _listmle_backward, setup_context=_listmle_setup)
+_autograd("listmle", _listmle_backward, _listmle_setup)
 
 
-@torch.library.register_fake("kdops::pld_loss")
+@_fake("pld_loss")
 def _(student_logits, teacher_logits, target, temperature, reduction):
     _check_rows(student_logits, "student_logits")
     torch._check(
@@ -313,7 +346,7 @@ def _(student_logits, teacher_logits, target, temperature, reduction):
     return _row_loss(student_logits, reduction), student_logits.new_empty(student_logits.shape, dtype=torch.int64)
 
 
-@torch.library.register_fake("kdops::pld_loss_backward")
+@_fake("pld_loss_backward")
 def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, teacher_grad):
     return (
         torch.empty_like(student_logits, memory_format=torch.contiguous_format),
@@ -334,7 +367,7 @@ def _pld_backward(ctx, grad, _grad_ranking):
     if grad is None:  # only the ranking was used downstream
         return None, None, None, None, None
     student, teacher, ranking = ctx.saved_tensors
-    grad_student, grad_teacher = torch.ops.kdops.pld_loss_backward.default(
+    grad_student, grad_teacher = ctx.ops.pld_loss_backward.default(
         grad, student, teacher, ranking, ctx.temperature, ctx.reduction, ctx.needs_input_grad[1]
     )
     return (
@@ -346,18 +379,18 @@ def _pld_backward(ctx, grad, _grad_ranking):
     )
 
 
-torch.library.register_autograd("kdops::pld_loss", _pld_backward, setup_context=_pld_setup)
+_autograd("pld_loss", _pld_backward, _pld_setup)
 _no_double_backward("pld_loss_backward")
 
 
-@torch.library.register_fake("kdops::listwise_kd_loss")
+@_fake("listwise_kd_loss")
 def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction):
     _check_rows(student, "student")
     torch._check(teacher.shape == student.shape, lambda: "teacher must have the shape of student")
     return _row_loss(student, reduction)
 
 
-@torch.library.register_fake("kdops::listwise_kd_loss_backward")
+@_fake("listwise_kd_loss_backward")
 def _(grad, student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
     return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
 
@@ -371,7 +404,7 @@ def _listwise_kd_setup(ctx, inputs, output):
 
 def _listwise_kd_backward(ctx, grad):
     student, teacher, lengths = ctx.saved_tensors
-    grad_student, grad_teacher = torch.ops.kdops.listwise_kd_loss_backward.default(
+    grad_student, grad_teacher = ctx.ops.listwise_kd_loss_backward.default(
         grad, student, teacher, lengths, *ctx.temperatures, ctx.reduction, ctx.needs_input_grad[1]
     )
     return (
@@ -384,7 +417,33 @@ def _listwise_kd_backward(ctx, grad):
     )
 
 
-torch.library.register_autograd(
-    "kdops::listwise_kd_loss", _listwise_kd_backward, setup_context=_listwise_kd_setup
-)
+_autograd("listwise_kd_loss", _listwise_kd_backward, _listwise_kd_setup)
 _no_double_backward("listwise_kd_loss_backward")
+
+
+# --- registration, once per namespace ----------------------------------------------------------
+
+
+def _refuse_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{name} is a backward op: double backward is not supported")
+
+    return backward
+
+
+def _with_ops(setup_context, ops):
+    def setup(ctx, inputs, output):
+        ctx.ops = ops
+        setup_context(ctx, inputs, output)
+
+    return setup
+
+
+for _namespace in NAMESPACES:
+    _ops = getattr(torch.ops, _namespace)
+    for _op, _fn in _FAKES.items():
+        torch.library.register_fake(f"{_namespace}::{_op}", _fn)
+    for _op, (_backward, _setup) in _AUTOGRAD.items():
+        torch.library.register_autograd(f"{_namespace}::{_op}", _backward, setup_context=_with_ops(_setup, _ops))
+    for _op in _BACKWARD_OPS:
+        torch.library.register_autograd(f"{_namespace}::{_op}", _refuse_double_backward(f"{_namespace}::{_op}"))

@@ -9,3 +9,40 @@ import tempfile
 # a cached graph that calls a kdops op with an older schema fails after a rebuild. Each test
 # session compiles into a fresh folder of its own.
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdops-inductor-")
+
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from tests.helpers import on_backend  # noqa: E402
+
+# Property tests take their backend from the `device` fixture, which holds for all examples.
+settings.register_profile("kdops", suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile("kdops")
+
+
+@pytest.fixture
+def device(request):
+    """The backend a test is parametrised with (`@devices`), as the torch device of its tensors;
+    for "sim" the public API calls torch.ops.kdops_sim while the test runs."""
+    with on_backend(request.param) as torch_device:
+        yield torch_device
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sim: runs the CUDA kernels on the simulator (select with -m sim)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests that run the simulated kernels (`-m sim`: the sanitizer runs), and caps
+    every property test's example count at KDOPS_TEST_MAX_EXAMPLES when set (the sanitized
+    builds are several times slower; every case family still runs)."""
+    cap = os.environ.get("KDOPS_TEST_MAX_EXAMPLES")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if item.module.__name__.endswith("test_simulator") or (callspec and callspec.params.get("device") == "sim"):
+            item.add_marker(pytest.mark.sim)
+        test = getattr(item, "obj", None)
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if cap is not None and current is not None:
+            test._hypothesis_internal_use_settings = settings(current, max_examples=min(int(cap), current.max_examples))

@@ -1,16 +1,66 @@
-"""Shared test helpers: the devices and dtypes every op is tested on, per-dtype tolerances
-derived from the dtype's epsilon, and comparison against the float64 reference."""
+"""Shared test helpers: the backends and dtypes every op is tested on, per-dtype tolerances
+derived from the dtype's epsilon, and comparison against the float64 reference.
+
+Backends: ``cpu`` (the CPU kernels), ``sim`` (the CUDA kernels run on CPU tensors by the CUDA
+simulator, torch.ops.kdops_sim; present when kdops._C_sim was built, as in `make test`) and
+``cuda`` (the CUDA kernels on a GPU; skipped without one). A test takes the backend through the
+``device`` fixture (tests/conftest.py), which yields the torch device of its tensors and, for
+``sim``, routes the public API (kdops.maxsim, ...) to torch.ops.kdops_sim while the test runs."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import pytest
 import torch
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+import kdops.functional
+from kdops.ops import built_with_simulator
+
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
-devices = pytest.mark.parametrize("device", DEVICES)
+BACKENDS = ["cpu"] + (["sim"] if built_with_simulator() else []) + ["cuda"]
+_NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+def _params(backends: list[str]) -> list:
+    return [pytest.param(b, marks=_NO_GPU) if b == "cuda" else b for b in backends]
+
+
+# Every op test runs once per backend: `@devices` above a test taking `device`.
+devices = pytest.mark.parametrize("device", _params(BACKENDS), indirect=True)
+# The backends that run the CUDA kernels (simulated or on a GPU).
+cuda_kernel_devices = pytest.mark.parametrize("device", _params([b for b in BACKENDS if b != "cpu"]), indirect=True)
+# The backends that can run here (for tests that pick one inside).
+DEVICES = [b for b in BACKENDS if b != "cuda" or torch.cuda.is_available()]
+
+
+@contextlib.contextmanager
+def simulated() -> Iterator[None]:
+    """Routes kdops' public API to torch.ops.kdops_sim (the CUDA kernels on the simulator)."""
+    previous = kdops.functional._ops
+    kdops.functional._ops = torch.ops.kdops_sim
+    try:
+        yield
+    finally:
+        kdops.functional._ops = previous
+
+
+@contextlib.contextmanager
+def on_backend(backend: str) -> Iterator[str]:
+    """Runs the body on `backend` ("cpu", "sim", "cuda"); yields the torch device of its tensors."""
+    if backend == "sim":
+        with simulated():
+            yield "cpu"
+    else:
+        yield backend
+
+
+def ops():
+    """The op namespace the public API calls now: torch.ops.kdops, or torch.ops.kdops_sim inside
+    simulated() (for tests that call the ops directly)."""
+    return kdops.functional._ops
 dtypes = pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import assert_compiled_matches_eager, DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, as_reference, assert_close, devices, dtypes, leaf, ops
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -36,9 +36,9 @@ def _check_against_reference(inputs, call, grad_seed, dtype, scale):
             assert_close(ours_t.grad, ref_t.grad, dtype, scale=scale * upstream.abs().max().item() * 4)
 
 
+@devices
 @settings(max_examples=60, deadline=None)
 @given(
-    device=st.sampled_from(DEVICES),
     dtype=st.sampled_from(FLOAT_DTYPES),
     batch=st.integers(1, 70),
     negatives=st.integers(1, 9),
@@ -64,9 +64,9 @@ def test_multi_negative_matches_reference(device, dtype, batch, negatives, scale
     )
 
 
+@devices
 @settings(max_examples=40, deadline=None)
 @given(
-    device=st.sampled_from(DEVICES),
     dtype=st.sampled_from(FLOAT_DTYPES),
     batch=st.integers(1, 200),
     scale=st.sampled_from([1e-3, 1.0, 30.0]),
@@ -123,10 +123,10 @@ def test_opcheck(device, requires_grad, reduction):
     opts = dict(device=device, requires_grad=requires_grad)
     student, teacher = torch.randn(5, 4, **opts), torch.randn(5, 4, **opts)
     mask = torch.rand(5, 4, device=device) > 0.5
-    torch.library.opcheck(torch.ops.kdops.margin_mse.default, (student, teacher, mask, reduction))
-    torch.library.opcheck(torch.ops.kdops.margin_mse.default, (student, teacher, None, reduction))
+    torch.library.opcheck(ops().margin_mse.default, (student, teacher, mask, reduction))
+    torch.library.opcheck(ops().margin_mse.default, (student, teacher, None, reduction))
     pairs = [torch.randn(7, **opts) for _ in range(4)]
-    torch.library.opcheck(torch.ops.kdops.margin_mse_pairwise.default, (*pairs, reduction))
+    torch.library.opcheck(ops().margin_mse_pairwise.default, (*pairs, reduction))
 
 
 @devices
@@ -178,7 +178,7 @@ def test_bad_multi_negative_input(args, message, error, direct):
     teacher = args[1] if len(args) > 1 else torch.randn_like(student, dtype=torch.float32)
     with pytest.raises(error, match=message):
         if direct:
-            torch.ops.kdops.margin_mse(student, teacher, None, "mean")
+            ops().margin_mse(student, teacher, None, "mean")
         else:
             kdops.margin_mse(student, teacher)
 
@@ -188,14 +188,14 @@ def test_bad_mask_shape(direct):
     student, teacher, mask = torch.randn(4, 3), torch.randn(4, 3), torch.ones(4, 2, dtype=torch.bool)
     with pytest.raises(ValueError, match="mask must have the shape of student"):
         if direct:
-            torch.ops.kdops.margin_mse(student, teacher, mask, "mean")
+            ops().margin_mse(student, teacher, mask, "mean")
         else:
             kdops.margin_mse(student, teacher, mask=mask)
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["api", "torch.ops"])
 def test_bad_pairwise_input(direct):
-    call = (lambda *a: torch.ops.kdops.margin_mse_pairwise(*a, "mean")) if direct else kdops.margin_mse
+    call = (lambda *a: ops().margin_mse_pairwise(*a, "mean")) if direct else kdops.margin_mse
     with pytest.raises(ValueError, match="teacher_neg must have the shape of student_pos"):
         call(torch.randn(4), torch.randn(4), torch.randn(4), torch.randn(5))
     with pytest.raises(ValueError, match="student_pos must be \\[B\\]"):
@@ -208,7 +208,7 @@ def test_bad_reduction_and_arity():
     with pytest.raises(ValueError, match="reduction must be one of"):
         kdops.margin_mse(torch.randn(4, 3), torch.randn(4, 3), reduction="avg")
     with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
-        torch.ops.kdops.margin_mse(torch.randn(4, 3), torch.randn(4, 3), None, "avg")
+        ops().margin_mse(torch.randn(4, 3), torch.randn(4, 3), None, "avg")
     with pytest.raises(TypeError, match="got 3 positional arguments"):
         kdops.margin_mse(torch.randn(4), torch.randn(4), torch.randn(4))
     with pytest.raises(TypeError, match="teacher must be a torch.Tensor"):

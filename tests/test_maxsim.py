@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import assert_compiled_matches_eager, DEVICES, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf
+from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, ops
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -57,7 +57,6 @@ def _check_against_reference(ours_fn, ref_fn, Q, D, seed, dtype):
 
 mask_keep = st.sampled_from([None, 0.0, 0.5, 0.9])
 shared = dict(
-    device=st.sampled_from(DEVICES),
     dtype=st.sampled_from(FLOAT_DTYPES),
     nq=st.integers(1, 4),
     lq=st.integers(1, 9),
@@ -69,6 +68,7 @@ shared = dict(
 )
 
 
+@devices
 @settings(max_examples=50, deadline=None)
 @given(nd=st.integers(1, 6), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
 def test_all_pairs_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, nd, ld, d_keep):
@@ -83,6 +83,7 @@ def test_all_pairs_matches_reference(device, dtype, nq, lq, dim, q_keep, integer
     )
 
 
+@devices
 @settings(max_examples=50, deadline=None)
 @given(k=st.integers(1, 5), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
 def test_per_query_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, k, ld, d_keep):
@@ -101,6 +102,7 @@ def _offsets(lengths, device):
     return torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(device)
 
 
+@devices
 @settings(max_examples=50, deadline=None)
 @given(lengths=st.lists(st.integers(0, 14), min_size=1, max_size=6), **shared)
 def test_packed_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, lengths):
@@ -115,9 +117,9 @@ def test_packed_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, l
     )
 
 
+@devices
 @settings(max_examples=25, deadline=None)
 @given(
-    device=st.sampled_from(DEVICES),
     lengths=st.lists(st.integers(0, 20), min_size=1, max_size=8),
     seed=st.integers(0, 2**16),
 )
@@ -158,8 +160,8 @@ def test_only_the_gradients_asked_for(layout, device):
     run(only_q, D).sum().backward()
     run(Q, only_d).sum().backward()
     assert torch.equal(only_q.grad, full_q.grad) and torch.equal(only_d.grad, full_d.grad)
-    argmax = torch.ops.kdops.maxsim(Q, D, None, None, offsets, False)[1]
-    grads = torch.ops.kdops.maxsim_backward(torch.ones(argmax.shape[:2], device=device), argmax, Q, D, None, offsets, False, True, False)
+    argmax = ops().maxsim(Q, D, None, None, offsets, False)[1]
+    grads = ops().maxsim_backward(torch.ones(argmax.shape[:2], device=device), argmax, Q, D, None, offsets, False, True, False)
     assert grads[0].shape == Q.shape and grads[1].shape == (0,)
 
 
@@ -243,7 +245,7 @@ def test_large_shapes_cross_work_item_and_chunk_boundaries(device):
 
 @devices
 @dtypes
-@pytest.mark.parametrize("dim", [128, 256])
+@pytest.mark.parametrize("dim", [1, 7, 64, 96, 128, 256])
 def test_wide_embeddings_and_tile_edges(device, dtype, dim):
     """d up to 256 (on CUDA, tiles past the default 48 KiB of shared memory) with query and doc
     lengths that end mid-tile."""
@@ -292,7 +294,7 @@ def test_opcheck(device, requires_grad):
     opts = dict(device=device, requires_grad=requires_grad)
     Q = torch.randn(2, 5, 8, **opts)
     q_mask = torch.rand(2, 5, device=device) > 0.3
-    op = torch.ops.kdops.maxsim.default
+    op = ops().maxsim.default
     D3 = torch.randn(3, 6, 8, **opts)
     torch.library.opcheck(op, (Q, D3, q_mask, torch.rand(3, 6, device=device) > 0.3, None, True))
     torch.library.opcheck(op, (Q, D3, None, None, None, False))
@@ -374,7 +376,7 @@ def _call(direct, Q=None, D=None, q_mask=None, d_mask=None):
     Q = Q_ if Q is None else Q
     D = torch.randn(5, 6, 4) if D is None else D
     if direct:
-        return torch.ops.kdops.maxsim(Q, D, q_mask, d_mask, None, False)
+        return ops().maxsim(Q, D, q_mask, d_mask, None, False)
     return kdops.maxsim(Q, D, q_mask, d_mask)
 
 
@@ -400,14 +402,14 @@ def test_bad_doc_offsets(offsets, message, error, direct):
     tokens = torch.randn(6, 4)
     with pytest.raises(error, match=message):
         if direct:
-            torch.ops.kdops.maxsim(Q_, tokens, None, None, offsets, False)
+            ops().maxsim(Q_, tokens, None, None, offsets, False)
         else:
             kdops.maxsim_packed(Q_, tokens, offsets)
 
 
 def test_bad_packed_arguments():
     with pytest.raises(ValueError, match="d_mask is not accepted with doc_offsets"):
-        torch.ops.kdops.maxsim(Q_, torch.randn(6, 4), None, torch.ones(6, dtype=torch.bool), torch.tensor([0, 6]), False)
+        ops().maxsim(Q_, torch.randn(6, 4), None, torch.ones(6, dtype=torch.bool), torch.tensor([0, 6]), False)
     with pytest.raises(ValueError, match="D_tokens must be \\[T, d\\]"):
         kdops.maxsim_packed(Q_, torch.randn(1, 6, 4), torch.tensor([0, 6]))
     with pytest.raises(TypeError, match="doc_offsets must be a torch.Tensor"):

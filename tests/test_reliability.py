@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import DEVICES, FLOAT_DTYPES, as_reference, assert_close, devices
+from tests.helpers import FLOAT_DTYPES, as_reference, assert_close, devices
 from tests.op_cases import OP_CASES
 
 cases = pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.name)
@@ -93,10 +93,10 @@ def test_non_contiguous_and_expanded_inputs(case, device):
         torch.testing.assert_close(g, e)
 
 
+@devices
 @settings(max_examples=150, deadline=None)
 @given(
     case=st.sampled_from(OP_CASES),
-    device=st.sampled_from(DEVICES),
     dtype=st.sampled_from(FLOAT_DTYPES),
     size=st.integers(1, 64),
     seed=st.integers(0, 2**20),

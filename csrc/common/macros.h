@@ -7,3 +7,9 @@
 #else
 #define KDOPS_HD inline
 #endif
+
+// The torch.ops namespace the ops are registered under: kdops for kdops._C, kdops_sim for the
+// CUDA kernels built for the simulator (kdops._C_sim, -DKDOPS_NS=kdops_sim).
+#ifndef KDOPS_NS
+#define KDOPS_NS kdops
+#endif

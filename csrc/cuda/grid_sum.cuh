@@ -1,24 +1,14 @@
 // Deterministic sums across a whole grid in one launch: each block reduces its values with
-// cub::BlockReduce, writes its partial, and the last block to finish adds the partials in
+// block_sum (block_reduce.cuh), writes its partial, and the last block to finish adds the partials in
 // block order. The result depends only on the launch shape, never on scheduling (no float
 // atomics), so repeated runs are bit-identical.
 #pragma once
 
-#include <cub/block/block_reduce.cuh>
+#include "cuda/block_reduce.cuh"
 
 namespace kdops::cuda {
 
-// Sum of v over the block; the result is valid in thread 0.
-template <int kThreads, typename T>
-__device__ T block_sum(T v) {
-  using Reduce = cub::BlockReduce<T, kThreads>;
-  __shared__ typename Reduce::TempStorage storage;
-  const T total = Reduce(storage).Sum(v);
-  __syncthreads();  // storage is reused by the next call
-  return total;
-}
-
-// Call from every thread of every block with the block's totals (valid in thread 0, from
+// Call from every thread of every block with the block's totals (valid in thread 0, e.g. from
 // block_sum). Returns true in exactly one block, the last to arrive, whose thread 0 then holds
 // the grid totals in *sum and *count. `done` must be zero before the launch.
 template <int kThreads, typename acc_t>

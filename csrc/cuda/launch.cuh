@@ -1,15 +1,37 @@
-// Launch-shape helpers shared by the CUDA kernels.
+// Kernel launches, and the launch-shape helpers shared by the CUDA kernels. Every launch goes
+// through launch() instead of <<<>>> (the one piece of CUDA syntax g++ cannot parse), so the
+// same source also builds and runs on the simulator (see device.h).
 #pragma once
 
-#include <ATen/cuda/CUDAContext.h>
-
 #include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "cuda/device.h"
+
+#ifndef KDOPS_SIM
+#include <c10/cuda/CUDAException.h>
+#endif
 
 namespace kdops::cuda {
 
+// kernel<<<grid, block, dynamic_smem, stream>>>(args...), then the launch check. On the
+// simulator the grid runs to completion before launch returns, and errors (barrier divergence,
+// bad shuffles, ...) are thrown as RuntimeErrors naming block, thread and source line.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_smem, Stream stream,
+            Args&&... args) {
+#ifdef KDOPS_SIM
+  sim::launch(kernel, grid, block, dynamic_smem, stream, std::forward<Args>(args)...);
+#else
+  kernel<<<grid, block, dynamic_smem, stream>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+}
+
 // Blocks for a grid-stride loop over n items: enough to fill the device, no more.
 inline int grid_size(int64_t n, int threads) {
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t sms = multiprocessor_count();
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, sms * 4)));
 }
 

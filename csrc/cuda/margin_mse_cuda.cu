@@ -3,11 +3,8 @@
 // common/margin_mse.h, shared with the CPU kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "common/margin_mse_inputs.h"
@@ -74,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction reduction) {
-  const c10::cuda::CUDAGuard guard(a.student_pos.device());
+  const DeviceGuard guard(a.student_pos.device());
   const auto opts = a.student_pos.options();
   at::Tensor per_term;
   if (reduction == Reduction::None) {
@@ -89,15 +86,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
     at::Tensor partial_count = at::empty({blocks}, opts.dtype(at::kLong));
-    margin_mse_forward_kernel<scalar_t, acc_t>
-        <<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-            a.view<scalar_t>(), reduction,
-            per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
-            partial_sum.data_ptr<acc_t>(),
-            reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()),
-            reinterpret_cast<unsigned int*>(done.data_ptr<int>()), loss.data_ptr<scalar_t>(),
-            count.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(margin_mse_forward_kernel<scalar_t, acc_t>, blocks, kThreads, 0, current_stream(),
+           a.view<scalar_t>(), reduction,
+           per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
+           partial_sum.data_ptr<acc_t>(),
+           reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()),
+           reinterpret_cast<unsigned int*>(done.data_ptr<int>()), loss.data_ptr<scalar_t>(),
+           count.data_ptr<int64_t>());
   });
   return {reduction == Reduction::None ? per_term : loss, count};
 }
@@ -106,17 +101,15 @@ void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& gra
               const int64_t* count, int64_t fixed_count, const at::Tensor& grad_pos,
               const at::Tensor& grad_neg) {
   check_margin_mse_grad(grad, a, reduction != Reduction::None);
-  const c10::cuda::CUDAGuard guard(a.student_pos.device());
+  const DeviceGuard guard(a.student_pos.device());
   const at::Tensor g = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
                                   "margin_mse_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    margin_mse_backward_kernel<scalar_t, acc_t>
-        <<<grid_size(a.B, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-            a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count, fixed_count,
-            grad_pos.data_ptr<scalar_t>(), grad_neg.data_ptr<scalar_t>() + a.neg_offset(),
-            a.row_stride());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(margin_mse_backward_kernel<scalar_t, acc_t>, grid_size(a.B, kThreads), kThreads, 0,
+           current_stream(), a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count,
+           fixed_count, grad_pos.data_ptr<scalar_t>(),
+           grad_neg.data_ptr<scalar_t>() + a.neg_offset(), a.row_stride());
   });
 }
 
@@ -161,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor> margin_mse_pairwise_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kdops, CUDA, m) {
+TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
   m.impl("margin_mse", &margin_mse_cuda);
   m.impl("margin_mse_backward", &margin_mse_backward_cuda);
   m.impl("margin_mse_pairwise", &margin_mse_pairwise_cuda);

@@ -12,16 +12,15 @@
 //       adds the contributions of the doc's readers (q, k) and query tokens i in order.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "common/maxsim_inputs.h"
-#include "cuda/grid_sum.cuh"
+#include "cuda/block_reduce.cuh"
+#include "cuda/launch.cuh"
+#include "sim/portable.h"
 
 namespace kdops::cuda {
 namespace {
@@ -67,7 +66,7 @@ __device__ void dot_tile_rows(const acc_t* q_row, const acc_t* d_tile, int part,
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     maxsim_forward_kernel(MaxSimView<scalar_t> v, acc_t* scores, int32_t* argmax) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  KDOPS_DYNAMIC_SMEM(unsigned char, smem_raw);
   acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* d_tile = q_tile + kTile * padded_dim(v.dim);
   const MaxSimLayout& l = v.layout;
@@ -162,8 +161,7 @@ __global__ void __launch_bounds__(kGradThreads)
 }
 
 int blocks_for(int64_t n) {
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, sms * 32)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
 }
 
 std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,
@@ -172,7 +170,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
                                                const c10::optional<at::Tensor>& doc_offsets,
                                                bool length_normalize) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
-  const c10::cuda::CUDAGuard guard(a.Q.device());
+  const DeviceGuard guard(a.Q.device());
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
   at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
   if (scores.numel() == 0) return {scores, argmax};
@@ -180,15 +178,13 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
     using acc_t = at::opmath_type<scalar_t>;
     const auto kernel = maxsim_forward_kernel<scalar_t, acc_t>;
     const int64_t smem = 2 * kTile * padded_dim(a.dim) * int64_t(sizeof(acc_t));
-    const int64_t smem_max = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+    const int64_t smem_max = shared_memory_optin();
     TORCH_CHECK_VALUE(smem <= smem_max, "kdops.maxsim on CUDA supports d up to ",
                       smem_max / (2 * kTile * int64_t(sizeof(acc_t))) - 1, " for ",
                       a.Q.scalar_type(), ", got d = ", a.dim);
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
-    kernel<<<blocks_for(scores.numel()), kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
-        a.view<scalar_t>(), scores.data_ptr<acc_t>(), argmax.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    set_max_dynamic_shared_memory(kernel, smem);
+    launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
+           scores.data_ptr<acc_t>(), argmax.data_ptr<int32_t>());
   });
   if (length_normalize) scores.div_(query_lengths(a));
   return {scores, argmax};
@@ -200,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
     bool length_normalize, bool grad_Q, bool grad_D) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
   check_maxsim_grad(grad, argmax, a);
-  const c10::cuda::CUDAGuard guard(a.Q.device());
+  const DeviceGuard guard(a.Q.device());
   const at::Tensor w = backward_weights(grad, a, length_normalize);
   const at::Tensor idx = argmax.contiguous();
   at::Tensor dQ = grad_Q ? at::empty_like(a.Q) : a.Q.new_empty({0});
@@ -212,16 +208,15 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto v = a.view<scalar_t>();
-      const auto stream = at::cuda::getCurrentCUDAStream();
+      const Stream stream = current_stream();
       if (grad_Q) {
-        maxsim_query_grad_kernel<scalar_t, acc_t><<<blocks_for(a.Nq * a.Lq), kGradThreads, 0, stream>>>(
-            v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(maxsim_query_grad_kernel<scalar_t, acc_t>, blocks_for(a.Nq * a.Lq), kGradThreads, 0,
+               stream, v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
       }
       if (grad_D && a.layout.num_docs > 0) {
-        maxsim_doc_grad_kernel<scalar_t, acc_t><<<blocks_for(a.layout.num_docs), kGradThreads, 0, stream>>>(
-            v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), grad_tokens.data_ptr<acc_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(a.layout.num_docs), kGradThreads,
+               0, stream, v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(),
+               grad_tokens.data_ptr<acc_t>());
       }
     });
   }
@@ -231,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kdops, CUDA, m) {
+TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
   m.impl("maxsim", &maxsim_cuda);
   m.impl("maxsim_backward", &maxsim_backward_cuda);
 }

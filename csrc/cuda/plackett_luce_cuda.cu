@@ -1,8 +1,8 @@
 // Plackett-Luce family CUDA kernels: one block per row. The ranking of ListMLE / PLD is sorted in
 // shared memory (bitonic sort of (image, index) keys, rows up to kMaxSortBytes of keys) or, for
 // longer rows, by at::sort plus a kernel that moves PLD's true class to the front. The reversed
-// log-sum-exp scan and the gradient's running C_j are cub::BlockScans over tiles of the row with a
-// carried prefix, so any row length works. Per-row losses are reduced with at::sum (no float
+// log-sum-exp scan and the gradient's running C_j are block scans (block_scan.cuh) over tiles of
+// the row with a carried prefix, so any row length works. Per-row losses are reduced with at::sum (no float
 // atomics: deterministic). Math: common/plackett_luce.h, shared with the CPU kernels.
 //
 // A given ranking (plackett_luce_loss, the backward ops) is checked to be a permutation inside the
@@ -10,7 +10,6 @@
 // launch, one device sync per call, like the lengths / target range checks.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
@@ -19,15 +18,14 @@
 #include <ATen/ops/sort.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
-
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
+#include "cuda/block_reduce.cuh"
+#include "cuda/block_scan.cuh"
+#include "cuda/launch.cuh"
+#include "sim/portable.h"
 
 namespace kdops::cuda {
 namespace {
@@ -36,31 +34,6 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxSortBytes = 32 * 1024;  // shared memory for the in-block sort
 
 // --- block-wide helpers -----------------------------------------------------------------------
-
-struct MaxOp {
-  template <typename T>
-  __device__ T operator()(const T& a, const T& b) const { return a > b ? a : b; }
-};
-
-struct SumOp {
-  template <typename T>
-  __device__ T operator()(const T& a, const T& b) const { return a + b; }
-};
-
-// Reduction over the block, the result in every thread.
-template <typename T, typename Op>
-__device__ T block_all_reduce(T v, Op op) {
-  using Reduce = cub::BlockReduce<T, kThreads>;
-  __shared__ typename Reduce::TempStorage storage;
-  __shared__ alignas(T) unsigned char result_bytes[sizeof(T)];  // raw: T may have a constructor
-  T* result = reinterpret_cast<T*>(result_bytes);
-  const T r = Reduce(storage).Reduce(v, op);
-  if (threadIdx.x == 0) *result = r;
-  __syncthreads();
-  const T out = *result;
-  __syncthreads();  // storage and result are reused by the next call
-  return out;
-}
 
 struct LSEMerge {
   template <typename acc_t>
@@ -73,19 +46,6 @@ struct AffineThen {
   template <typename acc_t>
   __device__ Affine<acc_t> operator()(const Affine<acc_t>& a, const Affine<acc_t>& b) const {
     return a.then(b);
-  }
-};
-
-// Carries a scan across the tiles of a row: cub calls it with each tile's aggregate and seeds
-// the tile with the running total of the tiles before.
-template <typename T, typename Op>
-struct RunningPrefix {
-  T total;
-  Op op;
-  __device__ T operator()(T tile_aggregate) {
-    const T before = total;
-    total = op(total, tile_aggregate);
-    return before;
   }
 };
 
@@ -108,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
                      int64_t sorted, int64_t* ranking) {
   using K = RankKeyOf<acc_t>;
   using key_t = typename K::type;
-  extern __shared__ __align__(16) unsigned char smem[];
+  KDOPS_DYNAMIC_SMEM(unsigned char, smem);
   key_t* s = reinterpret_cast<key_t*>(smem);
   const int64_t b = blockIdx.x;
   const int64_t len = lengths == nullptr ? n : lengths[b];
@@ -165,17 +125,16 @@ at::Tensor rank_rows(const at::Tensor& keys, const at::Tensor& lengths, const at
   const int64_t B = keys.size(0), n = keys.size(1);
   at::Tensor ranking = at::empty({B, n}, keys.options().dtype(at::kLong));
   if (B == 0 || n == 0) return ranking;
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const Stream stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keys.scalar_type(), "rank_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t sorted = shared_sort_items(n);
     const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
     if (bytes <= kMaxSortBytes) {
-      rank_rows_kernel<scalar_t, acc_t><<<B, kThreads, bytes, stream>>>(
-          keys.data_ptr<scalar_t>(), lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
-          first.defined() ? first.data_ptr<int64_t>() : nullptr, n, sorted,
-          ranking.data_ptr<int64_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch(rank_rows_kernel<scalar_t, acc_t>, B, kThreads, bytes, stream,
+             keys.data_ptr<scalar_t>(), lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
+             first.defined() ? first.data_ptr<int64_t>() : nullptr, n, sorted,
+             ranking.data_ptr<int64_t>());
       return;
     }
     // Long rows: torch's stable sort has the same order (NaN first, -0 ties +0, ties by index);
@@ -191,10 +150,8 @@ at::Tensor rank_rows(const at::Tensor& keys, const at::Tensor& lengths, const at
       ranking.copy_(order);
       return;
     }
-    move_to_front_kernel<<<B, kThreads, 0, stream>>>(order.data_ptr<int64_t>(),
-                                                     first.data_ptr<int64_t>(), n,
-                                                     ranking.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(move_to_front_kernel, B, kThreads, 0, stream, order.data_ptr<int64_t>(),
+           first.data_ptr<int64_t>(), n, ranking.data_ptr<int64_t>());
   });
   return ranking;
 }
@@ -218,7 +175,7 @@ struct DeviceWeights {
     for (int64_t i = threadIdx.x; i < n; i += kThreads) {
       local = local.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(values[b * n + i]) * inv_t));
     }
-    lse_t = block_all_reduce(local, LSEMerge()).value();
+    lse_t = block_all_reduce<kThreads>(local, LSEMerge()).value();
   }
   __device__ acc_t at(int64_t b, int64_t n, int64_t k, int64_t item) const {
     if (mode == WeightMode::Unit) return 1;
@@ -250,15 +207,12 @@ __device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* 
 // tile from the end (lse_k = log sum_{j >= k} exp(x_j), x_j = s[pi_j]).
 template <typename acc_t, typename scalar_t, typename Visit>
 __device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t len, Visit visit) {
-  using Scan = cub::BlockScan<LogSumExp<acc_t>, kThreads>;
-  __shared__ typename Scan::TempStorage storage;
-  RunningPrefix<LogSumExp<acc_t>, LSEMerge> prefix{LogSumExp<acc_t>(), LSEMerge()};
+  LogSumExp<acc_t> carry;  // the positions after this tile (the empty set at first)
   for (int64_t base = 0; base < len; base += kThreads) {
     const int64_t k = len - 1 - (base + threadIdx.x);  // thread order = descending positions
     const acc_t x = k >= 0 ? static_cast<acc_t>(s[pi[k]]) : acc_t(0);
     LogSumExp<acc_t> state = k >= 0 ? LogSumExp<acc_t>::item(x) : LogSumExp<acc_t>();
-    Scan(storage).InclusiveScan(state, state, LSEMerge(), prefix);
-    __syncthreads();
+    state = block_inclusive_scan<kThreads>(state, LSEMerge(), carry);
     if (k >= 0) visit(k, x, state.value());
   }
 }
@@ -277,7 +231,7 @@ __global__ void __launch_bounds__(kThreads)
   suffix_scan<acc_t>(v.row(b), pi, len, [&](int64_t k, acc_t x, acc_t lse) {
     if (k < K) local += w.at(b, v.n, k, pi[k]) * (lse - x);
   });
-  const acc_t total = block_all_reduce(local, SumOp());
+  const acc_t total = block_sum<kThreads>(local);
   if (threadIdx.x == 0) row_loss[b] = total;
 }
 
@@ -308,9 +262,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   });
   __syncthreads();  // lse visible to the whole block
-  using Scan = cub::BlockScan<Affine<acc_t>, kThreads>;
-  __shared__ typename Scan::TempStorage storage;
-  RunningPrefix<Affine<acc_t>, AffineThen> prefix{Affine<acc_t>(), AffineThen()};
+  Affine<acc_t> carry;  // the composition of the positions before this tile (the identity at first)
   for (int64_t base = 0; base < len; base += kThreads) {
     const int64_t j = base + threadIdx.x;
     Affine<acc_t> map;
@@ -321,8 +273,7 @@ __global__ void __launch_bounds__(kThreads)
       map = {q_prev, wj};
       p = fast_exp(shifted(static_cast<acc_t>(s[pi[j]]), lse[j]));
     }
-    Scan(storage).InclusiveScan(map, map, AffineThen(), prefix);
-    __syncthreads();
+    map = block_inclusive_scan<kThreads>(map, AffineThen(), carry);
     if (j < len) grad_scores[b * n + pi[j]] = static_cast<scalar_t>(g * pl_score_grad(map.b, p, wj));
   }
   for (int64_t i = len + threadIdx.x; i < n; i += kThreads) grad_scores[b * n + i] = scalar_t(0);
@@ -331,7 +282,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (grad_teacher == nullptr) return;
   // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
-  const acc_t loss = block_all_reduce(local_loss, SumOp());
+  const acc_t loss = block_sum<kThreads>(local_loss);
   for (int64_t k = threadIdx.x; k < n; k += kThreads) {
     const acc_t term = lse[k] - static_cast<acc_t>(s[pi[k]]);
     grad_teacher[b * n + pi[k]] =
@@ -382,10 +333,9 @@ at::Tensor pl_forward(const PLRowsArgs& rows, const at::Tensor& ranking, WeightM
   PermutationCheck perm(check ? rows.B : 0, check ? rows.n : 0, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    pl_forward_kernel<scalar_t, acc_t><<<rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    launch(pl_forward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
         rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
         check ? perm.bits() : nullptr, check ? perm.row() : nullptr, row_loss.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   if (check) perm.check(rows.B);
   return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
@@ -408,12 +358,11 @@ std::tuple<at::Tensor, at::Tensor> pl_backward(const PLRowsArgs& rows, const at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     scalar_t* gv = values_grad ? grad_values.data_ptr<scalar_t>() : nullptr;
-    pl_backward_kernel<scalar_t, acc_t><<<rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    launch(pl_backward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
         rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
         g.data_ptr<scalar_t>(), reduction, perm.bits(), perm.row(), lse.data_ptr<acc_t>(),
         grad_scores.data_ptr<scalar_t>(), mode == WeightMode::Position ? gv : nullptr,
         mode == WeightMode::Teacher ? gv : nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   perm.check(rows.B);
   return {grad_scores, grad_values};
@@ -426,7 +375,7 @@ at::Tensor plackett_luce_loss_cuda(const at::Tensor& scores, const at::Tensor& r
                                    const c10::optional<at::Tensor>& lengths,
                                    c10::optional<int64_t> top_k, c10::string_view reduction) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(scores.device());
+  const DeviceGuard guard(scores.device());
   const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
   const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
   const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
@@ -438,7 +387,7 @@ std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cuda(
     const c10::optional<at::Tensor>& weights, const c10::optional<at::Tensor>& lengths,
     c10::optional<int64_t> top_k, c10::string_view reduction, bool weights_grad) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(scores.device());
+  const DeviceGuard guard(scores.device());
   const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
   const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
   const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
@@ -451,7 +400,7 @@ std::tuple<at::Tensor, at::Tensor> listmle_cuda(const at::Tensor& scores, const 
                                                 const c10::optional<at::Tensor>& lengths,
                                                 c10::optional<int64_t> top_k, c10::string_view reduction) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(scores.device());
+  const DeviceGuard guard(scores.device());
   const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
   const at::Tensor ranking = rank_rows(relevance_arg(relevance, rows.scores), rows.lengths, at::Tensor());
   return {pl_forward(rows, ranking, WeightMode::Unit, at::Tensor(), 1.0, false, red), ranking};
@@ -461,7 +410,7 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_cuda(const at::Tensor& student, cons
                                                  const at::Tensor& target, double temperature,
                                                  c10::string_view reduction) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   const auto a = pld_args(student, teacher, target, temperature);
   const at::Tensor ranking = rank_rows(a.teacher, at::Tensor(), a.target);
   return {pl_forward(a.rows, ranking, WeightMode::Teacher, a.teacher, a.temperature, false, red), ranking};
@@ -471,7 +420,7 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cuda(
     const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
     const at::Tensor& ranking, double temperature, c10::string_view reduction, bool teacher_grad) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   const auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
   const at::Tensor t = like_arg(teacher, rows.scores, "teacher_logits", "student_logits");
   const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
@@ -494,14 +443,14 @@ struct KDRowStats {
       ls = ls.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(s[i]) * inv_ts));
       lt = lt.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(t[i]) * inv_tt));
     }
-    lse_s = block_all_reduce(ls, LSEMerge()).value();
-    lse_t = block_all_reduce(lt, LSEMerge()).value();
+    lse_s = block_all_reduce<kThreads>(ls, LSEMerge()).value();
+    lse_t = block_all_reduce<kThreads>(lt, LSEMerge()).value();
     acc_t local = 0;
     for (int64_t i = threadIdx.x; i < len; i += kThreads) {
       const acc_t log_p = static_cast<acc_t>(t[i]) * inv_tt - lse_t;
       local += kl_term(fast_exp(log_p), log_p, static_cast<acc_t>(s[i]) * inv_ts - lse_s);
     }
-    kl = block_all_reduce(local, SumOp());
+    kl = block_sum<kThreads>(local);
   }
 };
 
@@ -541,17 +490,16 @@ at::Tensor listwise_kd_loss_cuda(const at::Tensor& student, const at::Tensor& te
                                  const c10::optional<at::Tensor>& lengths, double ts, double tt,
                                  c10::string_view reduction) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   const auto a = kd_args(student, teacher, lengths, ts, tt);
   const auto opts = a.rows.scores.options();
   at::Tensor row_loss = at::empty({a.rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
   if (a.rows.B > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      listwise_kd_forward_kernel<scalar_t, acc_t><<<a.rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      launch(listwise_kd_forward_kernel<scalar_t, acc_t>, a.rows.B, kThreads, 0, current_stream(),
           a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
           static_cast<acc_t>(a.tt), row_loss.data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return reduce_rows(row_loss, red, opts.dtype().toScalarType());
@@ -562,7 +510,7 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cuda(
     const c10::optional<at::Tensor>& lengths, double ts, double tt, c10::string_view reduction,
     bool teacher_grad) {
   const auto red = parse_reduction(reduction);
-  const c10::cuda::CUDAGuard guard(student.device());
+  const DeviceGuard guard(student.device());
   const auto a = kd_args(student, teacher, lengths, ts, tt);
   check_row_loss_grad(grad, a.rows.scores, a.rows.B, red != Reduction::None);
   const auto opts = a.rows.scores.options();
@@ -572,18 +520,17 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cuda(
   const at::Tensor g = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    listwise_kd_backward_kernel<scalar_t, acc_t><<<a.rows.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    launch(listwise_kd_backward_kernel<scalar_t, acc_t>, a.rows.B, kThreads, 0, current_stream(),
         a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
         static_cast<acc_t>(a.tt), g.data_ptr<scalar_t>(), red, grad_student.data_ptr<scalar_t>(),
         teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_student, grad_teacher};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kdops, CUDA, m) {
+TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
   m.impl("plackett_luce_loss", &plackett_luce_loss_cuda);
   m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cuda);
   m.impl("listmle", &listmle_cuda);

@@ -1,0 +1,48 @@
+// Block-wide reduction, the project's own rather than cub::BlockReduce. Why: the CUDA simulator
+// that runs these kernels in CI cannot execute CUB's internals (inline PTX, architecture
+// dispatch), and one implementation that CI actually executes beats a GPU-only one nobody
+// has run. The combination order is fixed by the block size alone (a shuffle tree in each warp,
+// then the warp totals in warp order), so results are bit-identical from run to run whatever
+// the schedule.
+#pragma once
+
+#include "cuda/warp_shuffle.cuh"
+
+namespace kdops::cuda {
+
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(const T& a, const T& b) const { return a + b; }
+};
+
+// op over v of the block's kThreads threads (all must call), the result in every thread.
+// op must be associative up to rounding; it need not be commutative (left operand = lower
+// threads).
+template <int kThreads, typename T, typename Op>
+__device__ T block_all_reduce(T v, Op op) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "kThreads: whole warps, at most 1024");
+  constexpr int kWarps = kThreads / 32;
+  alignas(T) __shared__ unsigned char partial_bytes[kWarps * sizeof(T)];  // raw: T may have a constructor
+  T* partial = reinterpret_cast<T*>(partial_bytes);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // Lane 0 ends with lanes 0..31 combined in a fixed tree (lanes past 31 only feed unused lanes).
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const T other = shfl_down(v, offset);
+    if (lane + offset < 32) v = op(v, other);
+  }
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  T total = partial[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) total = op(total, partial[w]);
+  __syncthreads();  // partial is reused by the next call
+  return total;
+}
+
+template <int kThreads, typename T>
+__device__ T block_sum(T v) {
+  return block_all_reduce<kThreads>(v, SumOp());
+}
+
+}  // namespace kdops::cuda

@@ -1,0 +1,44 @@
+// Warp shuffles of any trivially copyable value (a float, a LogSumExp, an Affine map), word by
+// word: __shfl_*_sync only move 32/64-bit scalars. Every lane of the warp must take part.
+#pragma once
+
+#include <cstring>
+#include <type_traits>
+
+namespace kdops::cuda {
+
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+template <typename T>
+struct ShuffleWords {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) % sizeof(unsigned) == 0,
+                "shuffled values must be trivially copyable and a whole number of 32-bit words");
+  static constexpr int kCount = sizeof(T) / sizeof(unsigned);
+  unsigned w[kCount];
+};
+
+// The value of lane (lane - delta), or the caller's own where that is below lane 0.
+template <typename T>
+__device__ __forceinline__ T shfl_up(const T& v, unsigned delta) {
+  ShuffleWords<T> words;
+  memcpy(words.w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_up_sync(kFullWarp, words.w[i], delta);
+  T out;
+  memcpy(&out, words.w, sizeof(T));
+  return out;
+}
+
+// The value of lane (lane + delta), or the caller's own where that is past lane 31.
+template <typename T>
+__device__ __forceinline__ T shfl_down(const T& v, unsigned delta) {
+  ShuffleWords<T> words;
+  memcpy(words.w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_down_sync(kFullWarp, words.w[i], delta);
+  T out;
+  memcpy(&out, words.w, sizeof(T));
+  return out;
+}
+
+}  // namespace kdops::cuda

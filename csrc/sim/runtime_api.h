@@ -1,0 +1,127 @@
+// The simulator's runtime interface (part of cuda_sim.h): options, the simulated device, the
+// launch, and the calls the CUDA built-ins make into runtime.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "host_api.h"
+#include "keywords.h"
+
+namespace kdops::sim {
+
+// Process-wide; each launch reads them once when it starts.
+struct Options {
+  uint64_t seed = 0;
+  bool shuffle_threads = false;  // seeded random order of ready threads at every switch
+  bool shuffle_blocks = false;   // seeded random order of the blocks
+};
+void set_options(const Options& options);
+Options options();
+
+struct DeviceProperties {
+  const char* name;
+  int multiProcessorCount;
+  size_t sharedMemPerBlock;       // dynamic shared memory a launch gets without opting in
+  size_t sharedMemPerBlockOptin;  // the most cudaFuncSetAttribute can raise that to
+  int maxThreadsPerBlock;
+  int maxThreadsDim[3];
+  int maxGridSize[3];
+  int warpSize;
+};
+DeviceProperties h100();          // 132 SMs, 48 KiB default / 227 KiB opt-in shared memory
+DeviceProperties small_device();  // 2 SMs, 48 KiB shared memory, opt-in included
+void set_device(const DeviceProperties& properties);  // process-wide; h100() until set
+DeviceProperties device();
+
+namespace detail {
+
+// Where a collective was called from (default arguments of the built-ins).
+struct Site {
+  const char* file;
+  int line;
+};
+
+// What a running CUDA thread's built-in variables read (runtime.cpp keeps it per fiber).
+struct ThreadState {
+  uint3 thread_idx;
+  uint3 block_idx;
+  dim3 block_dim;
+  dim3 grid_dim;
+  void* dynamic_smem;
+  unsigned int lane;
+};
+
+// The running CUDA thread of this OS thread; null outside a launch.
+inline thread_local ThreadState* current_thread = nullptr;
+
+inline ThreadState& current() { return *current_thread; }
+inline void* dynamic_smem() { return current_thread->dynamic_smem; }
+
+enum class BarrierKind { kSync, kCount, kAnd, kOr };
+// __syncthreads and its reducing forms; returns the count / and / or of pred over the block.
+int barrier(BarrierKind kind, int predicate, Site site);
+
+enum class WarpOp { kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kSyncWarp, kReduceAdd, kReduceMin, kReduceMax, kCall };
+// A warp collective over `mask`: blocks until every lane of mask has called the same op at the
+// same site, then returns this lane's result. value: the lane's operand (shuffle payload bits,
+// predicate, or reduce operand); arg: source lane / delta / lane mask for shuffles.
+uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int width, Site site);
+
+// A warp-wide operation implemented by the caller (WMMA): once all 32 lanes have arrived with
+// the same `complete` at the same site, the last lane calls complete(lane_data) with each
+// lane's `data`, then every lane returns. `what` names it in errors.
+using WarpCompletion = void (*)(void* const* lane_data);
+void warp_call(const char* what, void* data, WarpCompletion complete, Site site);
+
+// Aborts the running launch with `message` (plus kernel, block, thread): for checks made by
+// header code, e.g. inside a WarpCompletion. Never returns.
+[[noreturn]] void fail(const char* message);
+
+// Type-erased launch.
+struct Launch {
+  const void* kernel;        // for its name and its cudaFuncSetAttribute limits
+  const char* signature;     // the kernel's type, when no symbol name is found
+  void (*run)(const void*);  // runs the kernel in the current thread
+  const void* state;
+  dim3 grid, block;
+  size_t dynamic_smem_bytes;
+};
+void launch(const Launch& launch);  // throws std::runtime_error
+
+template <typename Kernel, typename Params>
+struct KernelCall {
+  Kernel kernel;
+  Params params;
+  static void run(const void* self) {
+    const KernelCall& call = *static_cast<const KernelCall*>(self);
+    std::apply(call.kernel, call.params);  // each thread gets its own copy of every parameter
+  }
+};
+
+template <typename Kernel>
+const char* signature() {
+  return __PRETTY_FUNCTION__;
+}
+
+}  // namespace detail
+
+// Runs kernel<<<grid, block, dynamic_smem_bytes, stream>>>(args...) to completion on the calling
+// OS thread. The arguments are converted to the kernel's parameter types once, as a CUDA launch
+// does. Throws std::runtime_error on an invalid launch configuration or on any error a check of
+// the simulator finds (barrier divergence, bad shuffles, deadlock, ...).
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_smem_bytes, cudaStream_t stream,
+            Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "kdops::sim::launch: wrong number of kernel arguments");
+  (void)stream;  // launches are synchronous
+  using Call = detail::KernelCall<void (*)(Params...), std::tuple<std::decay_t<Params>...>>;
+  const Call call{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
+  detail::launch(detail::Launch{reinterpret_cast<const void*>(kernel), detail::signature<void (*)(Params...)>(),
+                                &Call::run, &call, grid, block, dynamic_smem_bytes});
+}
+
+}  // namespace kdops::sim

@@ -1,0 +1,209 @@
+// nvcuda::wmma for the simulator (part of cuda_sim.h). Every lane holds the whole tile, in
+// logical row-major order, so `frag.x[i]` and `num_elements` differ from the hardware's (a few
+// elements per lane in an undocumented order). Code that treats the fragment element-wise and
+// uniformly across lanes works on both; code that edits elements depending on the lane (i.e.
+// on the hardware layout) makes the 32 copies differ, and every warp-wide operation checks
+// that they agree, so such code fails here instead of giving wrong results on some GPUs.
+// mma_sync multiplies exactly (16-bit products are exact in float) and accumulates in float,
+// k ascending; tensor cores sum in another order, so compare with float tolerances.
+#pragma once
+
+#include <cstring>
+#include <string>
+
+#include "half.h"
+#include "runtime_api.h"
+
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+namespace detail {
+template <typename Use, int M, int N, int K>
+struct Shape;
+template <int M, int N, int K>
+struct Shape<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct Shape<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct Shape<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+}  // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+class fragment {
+ public:
+  static constexpr int rows = detail::Shape<Use, M, N, K>::rows;
+  static constexpr int cols = detail::Shape<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  using element_type = T;
+  T x[num_elements];  // x[r * cols + c]
+};
+
+namespace detail {
+
+using kdops::sim::detail::Site;
+
+template <typename Frag>
+void check_lanes_agree(const char* what, void* const* lane_frags) {
+  for (int lane = 1; lane < 32; ++lane) {
+    if (std::memcmp(lane_frags[0], lane_frags[lane], sizeof(Frag)) != 0) {
+      const std::string message = std::string(what) + ": lane " + std::to_string(lane) +
+                                  "'s fragment differs from lane 0's. The simulator holds the whole tile in every "
+                                  "lane, so the lanes' copies differ only if code edited elements depending on the "
+                                  "lane, which depends on the hardware's fragment layout";
+      kdops::sim::detail::fail(message.c_str());
+    }
+  }
+}
+
+template <typename P>
+void check_same_argument(const char* what, const char* name, P (*get)(void*), void* const* lane_data) {
+  for (int lane = 1; lane < 32; ++lane) {
+    if (get(lane_data[lane]) != get(lane_data[0])) {
+      const std::string message = std::string(what) + ": lane " + std::to_string(lane) + " passed another " + name +
+                                  " than lane 0 (it must be the same in every lane)";
+      kdops::sim::detail::fail(message.c_str());
+    }
+  }
+}
+
+template <typename Frag, typename Src>
+struct LoadCall {
+  Frag* frag;
+  const Src* ptr;
+  unsigned ldm;
+  bool col_major;
+  static void complete(void* const* lane_data) {
+    constexpr const char* kWhat = "wmma::load_matrix_sync";
+    check_same_argument<const void*>(kWhat, "pointer", [](void* d) -> const void* { return static_cast<LoadCall*>(d)->ptr; }, lane_data);
+    check_same_argument<unsigned>(kWhat, "ldm", [](void* d) { return static_cast<LoadCall*>(d)->ldm; }, lane_data);
+    check_same_argument<bool>(kWhat, "layout", [](void* d) { return static_cast<LoadCall*>(d)->col_major; }, lane_data);
+    const LoadCall& first = *static_cast<LoadCall*>(lane_data[0]);
+    Frag loaded;
+    for (int r = 0; r < Frag::rows; ++r) {
+      for (int c = 0; c < Frag::cols; ++c) {
+        const size_t offset = first.col_major ? static_cast<size_t>(c) * first.ldm + r : static_cast<size_t>(r) * first.ldm + c;
+        loaded.x[r * Frag::cols + c] = static_cast<typename Frag::element_type>(first.ptr[offset]);
+      }
+    }
+    for (int lane = 0; lane < 32; ++lane) *static_cast<LoadCall*>(lane_data[lane])->frag = loaded;
+  }
+};
+
+template <typename Frag, typename Dst>
+struct StoreCall {
+  const Frag* frag;
+  Dst* ptr;
+  unsigned ldm;
+  bool col_major;
+  static void complete(void* const* lane_data) {
+    constexpr const char* kWhat = "wmma::store_matrix_sync";
+    check_same_argument<const void*>(kWhat, "pointer", [](void* d) -> const void* { return static_cast<StoreCall*>(d)->ptr; }, lane_data);
+    check_same_argument<unsigned>(kWhat, "ldm", [](void* d) { return static_cast<StoreCall*>(d)->ldm; }, lane_data);
+    check_same_argument<bool>(kWhat, "layout", [](void* d) { return static_cast<StoreCall*>(d)->col_major; }, lane_data);
+    void* frags[32];
+    for (int lane = 0; lane < 32; ++lane) frags[lane] = const_cast<Frag*>(static_cast<StoreCall*>(lane_data[lane])->frag);
+    check_lanes_agree<Frag>(kWhat, frags);
+    const StoreCall& first = *static_cast<StoreCall*>(lane_data[0]);
+    for (int r = 0; r < Frag::rows; ++r) {
+      for (int c = 0; c < Frag::cols; ++c) {
+        const size_t offset = first.col_major ? static_cast<size_t>(c) * first.ldm + r : static_cast<size_t>(r) * first.ldm + c;
+        first.ptr[offset] = static_cast<Dst>(first.frag->x[r * Frag::cols + c]);
+      }
+    }
+  }
+};
+
+template <typename FragD, typename FragA, typename FragB, typename FragC>
+struct MmaCall {
+  FragD* d;
+  const FragA* a;
+  const FragB* b;
+  const FragC* c;
+  static void complete(void* const* lane_data) {
+    constexpr const char* kWhat = "wmma::mma_sync";
+    void* frags[32];
+    for (int lane = 0; lane < 32; ++lane) frags[lane] = const_cast<FragA*>(static_cast<MmaCall*>(lane_data[lane])->a);
+    check_lanes_agree<FragA>(kWhat, frags);
+    for (int lane = 0; lane < 32; ++lane) frags[lane] = const_cast<FragB*>(static_cast<MmaCall*>(lane_data[lane])->b);
+    check_lanes_agree<FragB>(kWhat, frags);
+    for (int lane = 0; lane < 32; ++lane) frags[lane] = const_cast<FragC*>(static_cast<MmaCall*>(lane_data[lane])->c);
+    check_lanes_agree<FragC>(kWhat, frags);
+    const MmaCall& first = *static_cast<MmaCall*>(lane_data[0]);
+    constexpr int M = FragA::rows, K = FragA::cols, N = FragB::cols;
+    FragD result;
+    for (int i = 0; i < M; ++i) {
+      for (int j = 0; j < N; ++j) {
+        float acc = static_cast<float>(first.c->x[i * N + j]);
+        for (int k = 0; k < K; ++k) {
+          acc += static_cast<float>(first.a->x[i * K + k]) * static_cast<float>(first.b->x[k * N + j]);
+        }
+        result.x[i * N + j] = static_cast<typename FragD::element_type>(acc);
+      }
+    }
+    // d may alias c in some lanes' calls: write after every read.
+    for (int lane = 0; lane < 32; ++lane) *static_cast<MmaCall*>(lane_data[lane])->d = result;
+  }
+};
+
+template <typename Layout>
+constexpr bool is_col_major() {
+  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>,
+                "matrix_a / matrix_b fragments need a row_major or col_major layout to be loaded");
+  return std::is_same_v<Layout, col_major>;
+}
+
+}  // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename V>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& frag, const V& value) {
+  for (int i = 0; i < frag.num_elements; ++i) frag.x[i] = static_cast<T>(value);
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename Src>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& frag, const Src* ptr, unsigned ldm,
+                      const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using Call = detail::LoadCall<fragment<Use, M, N, K, T, Layout>, Src>;
+  Call call{&frag, ptr, ldm, detail::is_col_major<Layout>()};
+  kdops::sim::detail::warp_call("wmma::load_matrix_sync", &call, &Call::complete, detail::Site{file, line});
+}
+
+template <int M, int N, int K, typename T, typename Src>
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& frag, const Src* ptr, unsigned ldm, layout_t layout,
+                      const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using Call = detail::LoadCall<fragment<accumulator, M, N, K, T>, Src>;
+  Call call{&frag, ptr, ldm, layout == mem_col_major};
+  kdops::sim::detail::warp_call("wmma::load_matrix_sync", &call, &Call::complete, detail::Site{file, line});
+}
+
+template <int M, int N, int K, typename T, typename Dst>
+void store_matrix_sync(Dst* ptr, const fragment<accumulator, M, N, K, T>& frag, unsigned ldm, layout_t layout,
+                       const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using Call = detail::StoreCall<fragment<accumulator, M, N, K, T>, Dst>;
+  Call call{&frag, ptr, ldm, layout == mem_col_major};
+  kdops::sim::detail::warp_call("wmma::store_matrix_sync", &call, &Call::complete, detail::Site{file, line});
+}
+
+template <int M, int N, int K, typename TD, typename TA, typename LA, typename TB, typename LB, typename TC>
+void mma_sync(fragment<accumulator, M, N, K, TD>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, TC>& c,
+              bool satf = false, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  (void)satf;
+  using Call = detail::MmaCall<fragment<accumulator, M, N, K, TD>, fragment<matrix_a, M, N, K, TA, LA>,
+                               fragment<matrix_b, M, N, K, TB, LB>, fragment<accumulator, M, N, K, TC>>;
+  Call call{&d, &a, &b, &c};
+  kdops::sim::detail::warp_call("wmma::mma_sync", &call, &Call::complete, detail::Site{file, line});
+}
+
+}  // namespace nvcuda::wmma

@@ -1,0 +1,161 @@
+"""The CUDA kernels on the CUDA simulator (torch.ops.kdops_sim, built by `make test`): the
+properties the op test files cannot show by comparing values with the reference.
+
+- torch.ops.kdops_sim has exactly the ops and schemas of torch.ops.kdops;
+- every kernel gives bit-identical results under shuffled thread and block orders (our
+  kernels promise determinism: a missing barrier or a race shows up as a different result);
+- on a small device (2 SMs, 48 KiB shared memory) the grid-stride loops run and MaxSim's
+  shared-memory limit is reported by name.
+The op test files run all their cases on the `sim` backend too (tests/helpers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+import kdops
+from kdops import reference
+from kdops.ops import built_with_simulator
+from tests.helpers import assert_close, simulated
+from tests.op_cases import OP_CASES
+
+if not built_with_simulator():
+    # `make test` builds the simulator (KDOPS_SIM=1) and must not skip these silently.
+    assert os.environ.get("KDOPS_SIM") != "1", "KDOPS_SIM=1 but kdops._C_sim was not built"
+    pytest.skip("kdops._C_sim not built (build with KDOPS_SIM=1)", allow_module_level=True)
+
+from kdops import _C_sim  # noqa: E402
+
+cases = pytest.mark.parametrize("case", OP_CASES, ids=lambda c: c.name)
+
+
+def _schemas(namespace: str) -> dict[str, str]:
+    prefix = f"{namespace}::"
+    return {
+        str(s.name).removeprefix(prefix): str(s).replace(prefix, "", 1)
+        for s in torch._C._jit_get_all_schemas()
+        if str(s.name).startswith(prefix)
+    }
+
+
+def test_sim_ops_have_exactly_the_schemas_of_the_kdops_ops():
+    ours, sim = _schemas("kdops"), _schemas("kdops_sim")
+    assert len(ours) == 13
+    assert sim == ours
+
+
+def test_every_sim_op_has_a_cpu_kernel_and_autograd():
+    for name in _schemas("kdops_sim"):
+        op = f"kdops_sim::{name}"
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU"), op
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Autograd"), op
+    assert all("sim" in backends for backends in kdops.build_info()["ops"].values())
+
+
+@contextlib.contextmanager
+def _schedule(seed: int, threads: bool, blocks: bool):
+    _C_sim.set_schedule(seed, threads, blocks)
+    try:
+        yield
+    finally:
+        _C_sim.set_schedule(0, False, False)
+
+
+@contextlib.contextmanager
+def _device(name: str):
+    _C_sim.set_device(name)
+    try:
+        yield
+    finally:
+        _C_sim.set_device("h100")
+
+
+def _run(case, args, kwargs):
+    leaves = [a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a for a in args]
+    out = case.kdops_fn(*leaves, **kwargs)
+    wrt = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
+    grads = torch.autograd.grad((out.float() * torch.linspace(0.5, 1.5, out.numel()).view(out.shape)).sum(), wrt)
+    return [out.detach(), *grads]
+
+
+def _assert_same_bits(expected, actual, what):
+    for e, a in zip(expected, actual):
+        assert e.dtype == a.dtype and e.shape == a.shape, what
+        # Bitwise, NaN included: compare the raw bytes.
+        assert torch.equal(e.view(-1).view(torch.uint8), a.view(-1).view(torch.uint8)), what
+
+
+@cases
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_shuffled_thread_and_block_orders_give_bit_identical_results(case, dtype):
+    """Forward and backward of every kernel, under the in-order schedule and 5 seeded shuffles
+    of the threads between barriers and of the blocks of each grid."""
+    args, kwargs = case.make(torch.Generator().manual_seed(7), 40, "cpu", dtype)
+    with simulated():
+        expected = _run(case, args, kwargs)
+        for seed in range(1, 6):
+            with _schedule(seed, threads=True, blocks=True):
+                _assert_same_bits(expected, _run(case, args, kwargs), f"{case.name}, schedule seed {seed}")
+
+
+def test_shuffles_cover_multi_block_reductions_and_long_rows():
+    """The paths the small random cases do not take: Margin-MSE's grid sum over many blocks, the
+    per-row block scans over several tiles, and the at::sort path of long rows (n > 4096)."""
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(700, 9, generator=g), torch.randn(700, 9, generator=g)
+    scores, relevance = torch.randn(3, 5000, generator=g), torch.randint(0, 4, (3, 5000), generator=g).float()
+    target = torch.tensor([4999, 0, 17])
+
+    def run():
+        s, sc = student.clone().requires_grad_(), scores.clone().requires_grad_()
+        outs = [kdops.margin_mse(s, teacher, reduction="sum"), kdops.listmle(sc, relevance, top_k=700),
+                kdops.pld_loss(sc, relevance, target, temperature=0.5)]
+        grads = torch.autograd.grad(sum(o for o in outs), [s, sc])
+        return [o.detach() for o in outs] + list(grads)
+
+    with simulated():
+        expected = run()
+        for seed in range(1, 6):
+            with _schedule(seed, threads=True, blocks=True):
+                _assert_same_bits(expected, run(), f"schedule seed {seed}")
+
+
+def test_small_device_runs_the_grid_stride_loops():
+    """2 SMs: Margin-MSE's grid (8 blocks of 256) and MaxSim's (64 blocks) stride over more work
+    than they hold; the results match the reference."""
+    g = torch.Generator().manual_seed(5)
+    student, teacher = torch.randn(600, 8, generator=g, dtype=torch.float64), torch.randn(600, 8, generator=g, dtype=torch.float64)
+    Q = torch.randn(9, 5, 16, generator=g, dtype=torch.float64)
+    D = torch.randn(11, 7, 16, generator=g, dtype=torch.float64)
+    with simulated(), _device("small"):
+        s, q, d = (t.clone().requires_grad_() for t in (student, Q, D))
+        loss = kdops.margin_mse(s, teacher)
+        scores = kdops.maxsim(q, d)
+        (loss + scores.sum()).backward()
+    s_ref, q_ref, d_ref = (t.clone().requires_grad_() for t in (student, Q, D))
+    loss_ref, scores_ref = reference.margin_mse(s_ref, teacher), reference.maxsim(q_ref, d_ref)
+    (loss_ref + scores_ref.sum()).backward()
+    assert_close(loss, loss_ref, torch.float64)
+    assert_close(scores, scores_ref, torch.float64, scale=16 * 5)
+    for ours, ref in ((s, s_ref), (q, q_ref), (d, d_ref)):
+        assert_close(ours.grad, ref.grad, torch.float64, scale=100)
+
+
+@pytest.mark.parametrize("dtype,name,largest", [(torch.float32, "Float", 191), (torch.float64, "Double", 95)])
+def test_maxsim_shared_memory_limit_is_reported_by_name(dtype, name, largest):
+    """48 KiB of shared memory holds two 32-token tiles of d + 1 accumulators up to d = largest."""
+    Q = torch.randn(1, 3, largest, dtype=dtype)
+    D = torch.randn(2, 4, largest, dtype=dtype)
+    with simulated(), _device("small"):
+        assert_close(kdops.maxsim(Q, D), reference.maxsim(Q, D), dtype, scale=3 * largest)
+        with pytest.raises(ValueError, match=f"supports d up to {largest} for {name}, got d = {largest + 1}"):
+            kdops.maxsim(torch.randn(1, 3, largest + 1, dtype=dtype), torch.randn(2, 4, largest + 1, dtype=dtype))
+
+
+def test_schedule_and_device_arguments_are_checked():
+    with pytest.raises(ValueError, match="device must be 'h100' or 'small'"):
+        _C_sim.set_device("a100")
+    assert _C_sim.build_info()["simulator"] is True
