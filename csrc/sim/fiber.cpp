@@ -174,7 +174,7 @@ void switch_to(Context& from, Context& to) {
 #endif
 }
 
-void exit_to(Context& from, Context& to) {
+void exit_to([[maybe_unused]] Context& from, Context& to) {
 #if defined(__SANITIZE_ADDRESS__)
   announce_switch(nullptr, from, to);  // no fake stack to keep: this fiber is done
 #endif

@@ -100,7 +100,9 @@ inline unsigned __reduce_max_sync(unsigned mask, unsigned value, KDOPS_SIM_SITE)
   return static_cast<unsigned>(
       ::kdops::sim::detail::warp_op(::kdops::sim::detail::WarpOp::kReduceMax, mask, value, 0, warpSize, KDOPS_SIM_HERE));
 }
-// Without convergence information: the lanes of the caller's warp that have not exited.
+// Without convergence information: the lanes of the caller's warp that have not exited. Lanes run
+// one after another between collectives, so this is not the set of lanes executing the call with
+// the caller; code that shuffles with this mask in divergent branches fails with an error here.
 unsigned __activemask();
 
 // ---- bit manipulation
@@ -198,10 +200,12 @@ inline unsigned atomicDec(unsigned* address, unsigned limit) {  // ((old == 0 ||
                                              [&](unsigned old) { return old == 0 || old > limit ? limit : old - 1; });
 }
 
-// ---- fences: threads only switch at collectives, so these only matter for other OS threads.
-inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+// ---- fences: a launch's threads all run on one OS thread and switch only at collectives, so a
+// fence orders nothing the simulator could reorder; it stays a compiler barrier. (TSan does not
+// model fences at all; the blocks of a launch are ordered for it by the runtime.)
+inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 // ---- cache-hinted loads and stores are plain accesses
 template <typename T>

@@ -52,15 +52,21 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // fibers of a block without synchronisation (they never run at once), so it is hidden from TSan;
 // the happens-before edges CUDA guarantees (block start and end, barriers, __syncwarp) are
 // announced explicitly.
+// Sections never nest: a fiber leaves for good (exit_to) from depth exactly 1, ending its section
+// first, since TSan objects to a fiber destroyed inside one.
 #if defined(__SANITIZE_THREAD__)
 struct RuntimeSection {
   RuntimeSection() { __tsan_ignore_thread_begin(); }
   ~RuntimeSection() { __tsan_ignore_thread_end(); }
 };
+void end_section_for_good() { __tsan_ignore_thread_end(); }
 void happens_before_release(void* object) { __tsan_release(object); }
 void happens_before_acquire(void* object) { __tsan_acquire(object); }
 #else
-struct RuntimeSection {};
+struct [[maybe_unused]] RuntimeSection {
+  RuntimeSection() {}  // user-provided: no unused-variable warning
+};
+void end_section_for_good() {}
 void happens_before_release(void*) {}
 void happens_before_acquire(void*) {}
 #endif
@@ -79,6 +85,7 @@ struct Fiber {
   fiber::Context context;
   Status status = Status::kDone;
   bool stack_dirty = true;  // abandoned mid-run or never used: unpoison all of it before reuse
+  bool started = false;     // has run in the current block
   unsigned linear = 0;
   Site site{nullptr, 0};  // where it waits
   // The lane's operands and result of the warp collective it is in.
@@ -192,6 +199,7 @@ std::string lanes(unsigned mask) {  // "0-15,17"
 }
 
 std::string kernel_name(const Launch& launch) {
+  if (launch.name != nullptr) return launch.name;
   Dl_info info;
   if (dladdr(launch.kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == launch.kernel) {
     int status = 0;
@@ -200,13 +208,21 @@ std::string kernel_name(const Launch& launch) {
     std::free(demangled);
     return name;
   }
-  return format("at %p (%s)", launch.kernel, launch.signature);
+  // A kernel with internal linkage has no dynamic symbol: name its type, "[with Kernel = ...]".
+  std::string type = launch.signature;
+  const size_t begin = type.find("Kernel = ");
+  const size_t end = type.rfind(']');
+  if (begin != std::string::npos && end != std::string::npos && end > begin) type = type.substr(begin + 9, end - begin - 9);
+  return format("of type %s at %p", type.c_str(), launch.kernel);
 }
 
 // One per OS thread: the block being run and the fibers, kept between launches.
 class Engine {
  public:
-  ~Engine() = default;
+  ~Engine() {
+    RuntimeSection section;  // fibers read their contexts after their last happens-before edge
+    fibers_.clear();
+  }
 
   void run(const Launch& launch);
 
@@ -219,7 +235,7 @@ class Engine {
 
  private:
   static void fiber_main(void* fiber);
-  bool run_block(uint64_t block_linear);
+  bool run_block(uint64_t block_linear, uint64_t seed);
   void push_ready(Fiber* fiber);
   Fiber* pop_ready();
   void resume_next(Fiber& self);
@@ -236,9 +252,9 @@ class Engine {
   unsigned threads_ = 0, done_ = 0;
   bool shuffle_threads_ = false;
   uint64_t rng_ = 0;
-  // ready queue: a ring of at most threads_ fibers
+  // ready queue: a ring of at most threads_ fibers, its size a power of two (no division)
   std::vector<Fiber*> ready_;
-  size_t ready_head_ = 0, ready_count_ = 0;
+  size_t ready_mask_ = 0, ready_head_ = 0, ready_count_ = 0;
   // the pending barrier
   unsigned waiting_ = 0;
   BarrierKind barrier_kind_ = BarrierKind::kSync;
@@ -249,6 +265,7 @@ class Engine {
   char barrier_sync_[2] = {};  // TSan happens-before objects, alternating per barrier
   char block_start_sync_ = 0, block_end_sync_ = 0;
   std::vector<Warp> warps_;
+  const Pending* completing_ = nullptr;  // the warp_call being completed
   std::string error_;
 };
 
@@ -256,17 +273,17 @@ thread_local Engine engine;
 
 void Engine::push_ready(Fiber* fiber) {
   fiber->status = Status::kReady;
-  ready_[(ready_head_ + ready_count_) % threads_] = fiber;
+  ready_[(ready_head_ + ready_count_) & ready_mask_] = fiber;
   ++ready_count_;
 }
 
 Fiber* Engine::pop_ready() {
   if (shuffle_threads_ && ready_count_ > 1) {
-    const size_t pick = (ready_head_ + splitmix64(rng_) % ready_count_) % threads_;
+    const size_t pick = (ready_head_ + splitmix64(rng_) % ready_count_) & ready_mask_;
     std::swap(ready_[ready_head_], ready_[pick]);
   }
   Fiber* fiber = ready_[ready_head_];
-  ready_head_ = (ready_head_ + 1) % threads_;
+  ready_head_ = (ready_head_ + 1) & ready_mask_;
   --ready_count_;
   return fiber;
 }
@@ -283,7 +300,7 @@ void Engine::resume_next(Fiber& self) {
 
 void Engine::fiber_main(void* arg) {
   fiber::on_start();
-  (void)arg;
+  static_cast<Fiber*>(arg)->started = true;
   happens_before_acquire(&engine.block_start_sync_);
   try {
     engine.launch_->run(engine.launch_->state);
@@ -321,21 +338,29 @@ void Engine::exit_thread() {
   if (ready_count_ == 0) {
     if (done_ < threads_) fail_deadlock();
     current_thread = nullptr;  // the block is done: back to the host
+    end_section_for_good();
     fiber::exit_to(self.context, host_);
   }
   Fiber* next = pop_ready();
   next->status = Status::kRunning;
   current_thread = &next->state;
+  end_section_for_good();
   fiber::exit_to(self.context, next->context);
 }
 
 void Engine::fail(const std::string& message) {
   if (current_thread == nullptr) throw std::runtime_error("kdops.sim: " + message);
   Fiber& self = running_fiber();
-  error_ = format("kdops.sim: %s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
-                  kernel_name(*launch_).c_str(), triple(block_idx_).c_str(), triple(self.state.thread_idx).c_str(),
+  self.status = Status::kDone;  // abandoned: its section is ended below
+  self.stack_dirty = true;
+  happens_before_release(&block_end_sync_);
+  const std::string at = completing_ != nullptr ? format(" (%s)", where(completing_->site).c_str()) : "";
+  completing_ = nullptr;
+  error_ = format("kdops.sim: %s%s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
+                  at.c_str(), kernel_name(*launch_).c_str(), triple(block_idx_).c_str(), triple(self.state.thread_idx).c_str(),
                   self.linear / 32, self.state.lane);
   current_thread = nullptr;
+  end_section_for_good();
   fiber::exit_to(self.context, host_);
 }
 
@@ -513,7 +538,9 @@ void Engine::complete(unsigned warp_index, const Pending& p) {
   } else if (p.complete != nullptr) {
     void* lane_data[32];
     for (int l = 0; l < 32; ++l) lane_data[l] = lane_fiber(warp_index, l).data;
+    completing_ = &p;  // errors raised by the completion name its site
     p.complete(lane_data);
+    completing_ = nullptr;
   }
   for (int l = 0; l < 32; ++l) {
     if (!((mask >> l) & 1)) continue;
@@ -561,7 +588,7 @@ unsigned Engine::active_mask() {
   return warp.existing & ~warp.exited;
 }
 
-bool Engine::run_block(uint64_t block_linear) {
+bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   const dim3 grid = launch_->grid, block = launch_->block;
   block_idx_ = uint3{static_cast<unsigned>(block_linear % grid.x), static_cast<unsigned>(block_linear / grid.x % grid.y),
                      static_cast<unsigned>(block_linear / grid.x / grid.y)};
@@ -580,8 +607,7 @@ bool Engine::run_block(uint64_t block_linear) {
     warps_[w].exited = 0;
     warps_[w].pending.clear();
   }
-  const Options opts = options();
-  rng_ = opts.seed ^ (block_linear * 0xd1b54a32d192ed03ull);
+  rng_ = seed ^ (block_linear * 0xd1b54a32d192ed03ull);
   for (unsigned t = 0; t < threads_; ++t) {
     Fiber& f = *fibers_[t];
     f.linear = t;
@@ -591,6 +617,7 @@ bool Engine::run_block(uint64_t block_linear) {
     f.state.grid_dim = grid;
     f.state.dynamic_smem = smem;
     f.state.lane = t % 32;
+    f.started = false;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
     fiber::prepare(f.context, &Engine::fiber_main, &f, f.stack_dirty);
     f.stack_dirty = false;
@@ -603,19 +630,27 @@ bool Engine::run_block(uint64_t block_linear) {
   fiber::switch_to(host_, first->context);
   // Back on the host: the block finished or failed.
   current_thread = nullptr;
-  happens_before_acquire(&block_end_sync_);
   std::free(smem);
   dynamic_smem_ = nullptr;
-  if (error_.empty()) return true;
+  if (error_.empty()) {
+    happens_before_acquire(&block_end_sync_);
+    return true;
+  }
   for (unsigned t = 0; t < threads_; ++t) {  // abandon the suspended fibers without unwinding
     Fiber& f = *fibers_[t];
-    if (f.status != Status::kDone) {
+    if (f.status != Status::kDone && f.started) {
       f.stack_dirty = true;
 #if defined(__SANITIZE_THREAD__)
-      fiber::destroy_tsan_fiber(f.context);  // it is inside an ignore region forever
+      // It is suspended inside a runtime section: end it on its behalf (TSan's current fiber is
+      // what the call applies to; no stack is switched).
+      __tsan_switch_to_fiber(f.context.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+      __tsan_ignore_thread_end();
+      happens_before_release(&block_end_sync_);  // what it did precedes the next launch
+      __tsan_switch_to_fiber(host_.tsan_fiber, __tsan_switch_to_fiber_no_sync);
 #endif
     }
   }
+  happens_before_acquire(&block_end_sync_);
   return false;
 }
 
@@ -652,7 +687,10 @@ void Engine::run(const Launch& launch) {
   launch_ = &launch;
   threads_ = static_cast<unsigned>(block_threads);
   while (fibers_.size() < threads_) fibers_.push_back(std::make_unique<Fiber>());
-  ready_.assign(threads_, nullptr);
+  size_t ring = 1;
+  while (ring < threads_) ring *= 2;
+  ready_.assign(ring, nullptr);
+  ready_mask_ = ring - 1;
   warps_.resize((threads_ + 31) / 32);
   error_.clear();
   fiber::adopt_current(host_);
@@ -668,7 +706,7 @@ void Engine::run(const Launch& launch) {
     for (uint64_t i = blocks; i > 1; --i) std::swap(order[i - 1], order[splitmix64(state) % i]);
   }
   for (uint64_t i = 0; i < blocks; ++i) {
-    if (!run_block(opts.shuffle_blocks ? order[i] : i)) {
+    if (!run_block(opts.shuffle_blocks ? order[i] : i, opts.seed)) {
       launch_ = nullptr;
       throw std::runtime_error(error_);
     }
@@ -693,8 +731,7 @@ void warp_call(const char* what, void* data, WarpCompletion complete, Site site)
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
 
-void fail(const char* message) {
-  RuntimeSection section;
+void fail(const char* message) {  // called inside a warp_call's completion: already in a section
   engine.fail(message);
 }
 

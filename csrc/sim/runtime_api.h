@@ -77,14 +77,15 @@ uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int widt
 using WarpCompletion = void (*)(void* const* lane_data);
 void warp_call(const char* what, void* data, WarpCompletion complete, Site site);
 
-// Aborts the running launch with `message` (plus kernel, block, thread): for checks made by
-// header code, e.g. inside a WarpCompletion. Never returns.
+// Aborts the running launch with `message` (plus the warp_call's site, kernel, block, thread):
+// for checks inside a WarpCompletion, the only place header code may call it. Never returns.
 [[noreturn]] void fail(const char* message);
 
 // Type-erased launch.
 struct Launch {
   const void* kernel;        // for its name and its cudaFuncSetAttribute limits
-  const char* signature;     // the kernel's type, when no symbol name is found
+  const char* name;          // or null
+  const char* signature;     // __PRETTY_FUNCTION__ of signature<kernel type>()
   void (*run)(const void*);  // runs the kernel in the current thread
   const void* state;
   dim3 grid, block;
@@ -112,16 +113,24 @@ const char* signature() {
 // Runs kernel<<<grid, block, dynamic_smem_bytes, stream>>>(args...) to completion on the calling
 // OS thread. The arguments are converted to the kernel's parameter types once, as a CUDA launch
 // does. Throws std::runtime_error on an invalid launch configuration or on any error a check of
-// the simulator finds (barrier divergence, bad shuffles, deadlock, ...).
+// the simulator finds (barrier divergence, bad shuffles, deadlock, ...). Errors name the kernel
+// by `name` if given (a launch macro can pass #kernel), else by its symbol if it has a dynamic
+// one, else by its type.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_smem_bytes, cudaStream_t stream,
-            Args&&... args) {
+void launch_named(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_smem_bytes,
+                  cudaStream_t stream, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "kdops::sim::launch: wrong number of kernel arguments");
   (void)stream;  // launches are synchronous
   using Call = detail::KernelCall<void (*)(Params...), std::tuple<std::decay_t<Params>...>>;
   const Call call{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
-  detail::launch(detail::Launch{reinterpret_cast<const void*>(kernel), detail::signature<void (*)(Params...)>(),
+  detail::launch(detail::Launch{reinterpret_cast<const void*>(kernel), name, detail::signature<void (*)(Params...)>(),
                                 &Call::run, &call, grid, block, dynamic_smem_bytes});
+}
+
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t dynamic_smem_bytes, cudaStream_t stream,
+            Args&&... args) {
+  launch_named(nullptr, kernel, grid, block, dynamic_smem_bytes, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace kdops::sim

@@ -8,8 +8,10 @@
 // k ascending; tensor cores sum in another order, so compare with float tolerances.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "half.h"
 #include "runtime_api.h"
@@ -18,6 +20,9 @@ namespace nvcuda::wmma {
 
 struct matrix_a {};
 struct matrix_b {};
+namespace precision {
+struct tf32 {};  // fragments of it hold floats; mma_sync uses their top 19 bits, as tensor cores do
+}  // namespace precision
 struct accumulator {};
 struct row_major {};
 struct col_major {};
@@ -38,6 +43,14 @@ template <int M, int N, int K>
 struct Shape<accumulator, M, N, K> {
   static constexpr int rows = M, cols = N;
 };
+template <typename T>
+struct Storage {
+  using type = T;
+};
+template <>
+struct Storage<precision::tf32> {
+  using type = float;
+};
 }  // namespace detail
 
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
@@ -46,8 +59,9 @@ class fragment {
   static constexpr int rows = detail::Shape<Use, M, N, K>::rows;
   static constexpr int cols = detail::Shape<Use, M, N, K>::cols;
   static constexpr int num_elements = rows * cols;
-  using element_type = T;
-  T x[num_elements];  // x[r * cols + c]
+  static constexpr bool is_tf32 = std::is_same_v<T, precision::tf32>;
+  using element_type = typename detail::Storage<T>::type;
+  element_type x[num_elements];  // x[r * cols + c]
 };
 
 namespace detail {
@@ -125,6 +139,19 @@ struct StoreCall {
   }
 };
 
+// An operand as the tensor core reads it: tf32 keeps the sign, exponent and top 10 mantissa bits.
+template <typename Frag>
+float operand(typename Frag::element_type v) {
+  float f = static_cast<float>(v);
+  if constexpr (Frag::is_tf32) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bits &= 0xffffe000u;
+    std::memcpy(&f, &bits, 4);
+  }
+  return f;
+}
+
 template <typename FragD, typename FragA, typename FragB, typename FragC>
 struct MmaCall {
   FragD* d;
@@ -142,12 +169,14 @@ struct MmaCall {
     check_lanes_agree<FragC>(kWhat, frags);
     const MmaCall& first = *static_cast<MmaCall*>(lane_data[0]);
     constexpr int M = FragA::rows, K = FragA::cols, N = FragB::cols;
+    // Integer fragments (s8/u8 -> s32) accumulate exactly in int32, floating ones in float.
+    using Acc = std::conditional_t<std::is_integral_v<typename FragD::element_type>, int32_t, float>;
     FragD result;
     for (int i = 0; i < M; ++i) {
       for (int j = 0; j < N; ++j) {
-        float acc = static_cast<float>(first.c->x[i * N + j]);
+        Acc acc = static_cast<Acc>(first.c->x[i * N + j]);
         for (int k = 0; k < K; ++k) {
-          acc += static_cast<float>(first.a->x[i * K + k]) * static_cast<float>(first.b->x[k * N + j]);
+          acc += static_cast<Acc>(operand<FragA>(first.a->x[i * K + k])) * static_cast<Acc>(operand<FragB>(first.b->x[k * N + j]));
         }
         result.x[i * N + j] = static_cast<typename FragD::element_type>(acc);
       }
@@ -166,9 +195,19 @@ constexpr bool is_col_major() {
 
 }  // namespace detail
 
+// cvt.rna.tf32.f32: round to the nearest tf32 value, ties away from zero (kept in a float).
+inline float __float_to_tf32(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;  // inf and NaN stay
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename V>
 void fill_fragment(fragment<Use, M, N, K, T, Layout>& frag, const V& value) {
-  for (int i = 0; i < frag.num_elements; ++i) frag.x[i] = static_cast<T>(value);
+  using Element = typename fragment<Use, M, N, K, T, Layout>::element_type;
+  for (int i = 0; i < frag.num_elements; ++i) frag.x[i] = static_cast<Element>(value);
 }
 
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename Src>

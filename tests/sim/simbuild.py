@@ -1,0 +1,114 @@
+"""Builds the CUDA simulator's test programs with g++, once per test session and build mode.
+
+The programs compile exactly as the kdops.sim extension does (one .cu file plus csrc/sim's
+sources, all with the simulator's flags), and need only g++ and this repository: no torch,
+so each build takes seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_DIR = REPO / "csrc" / "sim"
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+# The flags every simulated translation unit gets (the contract with setup.py's kdops._C_sim).
+SIM_FLAGS = [
+    "-std=c++20",  # as torch's headers require
+    "-x", "c++",
+    "-DKDOPS_SIM",
+    "-include", str(SIM_DIR / "cuda_sim.h"),
+    "-fno-extern-tls-init",  # g++ 12 calls a null TLS init function through the PLT without it
+    f"-I{REPO}",
+    "-isystem", str(SIM_DIR / "include"),
+]
+RUNTIME_SOURCES = sorted(SIM_DIR.glob("*.cpp"))
+
+MODES = {
+    "plain": ["-O2", "-g"],
+    # UBSan's null check misfires on TLS accesses in executables (the linker relaxes the
+    # instruction it tests); bounds is the check that sees static __shared__ arrays.
+    "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize=null",
+             "-fno-sanitize-recover=all"],
+    "tsan": ["-O1", "-g", "-fsanitize=thread"],
+}
+
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
+    "UBSAN_OPTIONS": "print_stacktrace=1",
+    "TSAN_OPTIONS": "halt_on_error=1:report_signal_unsafe=0",
+}
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error(self) -> str:
+        """The simulator's error message ("" if the case did not raise)."""
+        return self.stdout.split("ERROR: ", 1)[1] if self.returncode == 3 and "ERROR: " in self.stdout else ""
+
+
+class Program:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def run(self, case: str, seed: int = 0, shuffle: str = "", timeout: float = 120) -> Run:
+        env = dict(os.environ, **SANITIZER_ENV)
+        proc = subprocess.run([str(self.path), case, str(seed), shuffle], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Builder:
+    """Compiles programs/<name>.cu per mode into a session temporary directory."""
+
+    def __init__(self):
+        self.out = Path(tempfile.mkdtemp(prefix="kdops-sim-tests-"))
+
+    @functools.lru_cache(maxsize=None)
+    def supported(self, mode: str) -> str:
+        """"" if g++ can build and run `mode` here, else why not."""
+        if shutil.which("g++") is None:
+            return "g++ is not installed"
+        if mode == "plain":
+            return ""
+        probe = self.out / f"probe-{mode}"
+        source = self.out / "probe.cpp"
+        source.write_text("int main() { return 0; }\n")
+        proc = subprocess.run(["g++", *MODES[mode], str(source), "-o", str(probe)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return f"g++ cannot build with {' '.join(MODES[mode])}: {proc.stderr.strip()[:200]}"
+        run = subprocess.run([str(probe)], capture_output=True, text=True, env=dict(os.environ, **SANITIZER_ENV))
+        if run.returncode != 0:
+            return f"a {mode} program does not run here: {run.stderr.strip()[:200]}"
+        return ""
+
+    @functools.lru_cache(maxsize=None)
+    def program(self, name: str, mode: str) -> Program:
+        exe = self.out / f"{name}-{mode}"
+        cmd = ["g++", *MODES[mode], *SIM_FLAGS, str(PROGRAMS / f"{name}.cu"), *map(str, RUNTIME_SOURCES),
+               "-o", str(exe), "-pthread", "-ldl", "-rdynamic"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {name} ({mode}) failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        return Program(exe)
+
+
+def line_of(marker: str, name: str = "sim_cases") -> str:
+    """ "sim_cases.cu:<n>" for the source line tagged `// @marker`."""
+    lines = (PROGRAMS / f"{name}.cu").read_text().splitlines()
+    hits = [i + 1 for i, line in enumerate(lines) if re.search(rf"// @{re.escape(marker)}(?![\w-])", line)]
+    assert len(hits) == 1, f"marker @{marker} must tag exactly one line, found {hits}"
+    return f"{name}.cu:{hits[0]}"

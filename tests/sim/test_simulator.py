@@ -1,0 +1,135 @@
+"""The CUDA simulator's own tests: correct kernels give the reference under every thread and
+block order, and every check catches its planted bug (tests/sim/programs/sim_cases.cu).
+
+The case programs compare with their CPU references themselves (exit 4 on a mismatch), print
+their results bit for bit, and print "ERROR: <message>" (exit 3) when the simulator raises.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sim.simbuild import line_of
+
+# (seed, shuffles): the default ascending order, then shuffled threads and/or blocks.
+ORDERS = [(0, ""), (1, "t"), (2, "b"), (3, "tb"), (4, "tb"), (5, "tb")]
+
+CORRECT_CASES = [
+    "block_sum",  # shuffles, static shared memory, barriers, many blocks
+    "grid_sum",  # atomics, __threadfence, last-block-done
+    "bitonic",  # dynamic shared memory, 55 barriers, ties
+    "wmma_half",  # WMMA 16x16x16 fp16 -> fp32, equal to the exact product
+    "wmma_bf16",
+    "wmma_tf32",  # m16n16k8 with __float_to_tf32
+    "wmma_s8",  # int8 -> int32, exact; col-major accumulator load
+    "layout",  # 3-D blocks, 2-D grid
+    "votes",  # __syncthreads_count/and/or, ballot, any/all, reduce, shuffle widths and masks
+    "reverse_synced",
+    "warp_sum_width32",
+    "dynamic_smem_initialised",
+]
+
+
+@pytest.mark.parametrize("case", CORRECT_CASES)
+def test_correct_kernel_matches_reference_in_every_order(cases, case):
+    outputs = set()
+    for seed, shuffle in ORDERS:
+        run = cases.run(case, seed, shuffle)
+        assert run.returncode == 0, f"{case} seed={seed} {shuffle!r}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+        assert "differs" not in run.stdout
+        outputs.add(run.stdout)
+    assert len(outputs) == 1, f"{case}: results depend on the thread/block order"
+
+
+def test_missing_barrier_gives_order_dependent_wrong_results(cases):
+    runs = [cases.run("reverse_missing_barrier", seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 for r in runs)
+    assert all(r.stdout.startswith("differs") for r in runs)
+    assert len({r.stdout for r in runs}) > 1, "shuffled orders must change a racy kernel's result"
+
+
+def test_divergent_barrier_names_both_lines(cases):
+    for seed, shuffle in ORDERS:
+        run = cases.run("divergent_barrier", seed, shuffle)
+        assert run.returncode == 3, run.stdout
+        assert "barrier divergence" in run.error
+        assert line_of("divergent-a") in run.error and line_of("divergent-b") in run.error
+        assert "block (0,0,0)" in run.error or "block (1,0,0)" in run.error
+
+
+def test_thread_exit_while_others_wait_at_barrier(cases):
+    for seed, shuffle in ORDERS:
+        run = cases.run("exit_before_barrier", seed, shuffle)
+        assert run.returncode == 3, run.stdout
+        assert "exit" in run.error and line_of("exit-barrier") in run.error
+
+
+def test_shuffle_width_not_a_power_of_two_raises(cases):
+    run = cases.run("warp_sum_width24")
+    assert run.returncode == 3
+    assert "width 24" in run.error and line_of("width") in run.error
+
+
+def test_shuffle_width_16_in_a_32_wide_reduction_is_wrong(cases):
+    run = cases.run("warp_sum_width16")
+    assert run.returncode == 0 and run.stdout.startswith("differs")
+
+
+@pytest.mark.parametrize("case", ["shuffle_in_branch", "shuffle_in_branch_then_barrier"])
+def test_full_mask_shuffle_in_half_warp_branch_raises(cases, case):
+    marker = "branch-shuffle" if case == "shuffle_in_branch" else "branch-shuffle-2"
+    for seed, shuffle in ORDERS:
+        run = cases.run(case, seed, shuffle)
+        assert run.returncode == 3, run.stdout
+        assert "0xffffffff" in run.error and line_of(marker) in run.error
+        if case == "shuffle_in_branch_then_barrier":
+            assert "deadlock" in run.error and line_of("branch-barrier") in run.error
+
+
+def test_mask_omitting_the_caller_raises(cases):
+    run = cases.run("mask_omits_caller")
+    assert run.returncode == 3
+    assert "omits the calling lane 16" in run.error and line_of("omits") in run.error
+
+
+def test_shuffle_reading_a_lane_outside_the_mask_raises(cases):
+    run = cases.run("reads_inactive_lane")
+    assert run.returncode == 3
+    assert "reads lane 16" in run.error and line_of("inactive") in run.error
+
+
+def test_lanes_calling_different_collectives_raise(cases):
+    for seed, shuffle in ORDERS:
+        run = cases.run("different_collectives", seed, shuffle)
+        assert run.returncode == 3, run.stdout
+        assert line_of("coll-a") in run.error and line_of("coll-b") in run.error
+
+
+def test_lane_dependent_wmma_fragment_edit_raises(cases):
+    run = cases.run("wmma_lane_edit")
+    assert run.returncode == 3
+    assert "fragment differs" in run.error and line_of("wmma-store") in run.error
+
+
+def test_uninitialised_dynamic_shared_memory_reads_poison(cases):
+    runs = [cases.run("dynamic_smem_uninitialised", seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 for r in runs)
+    assert {r.stdout for r in runs} == {"-1 " * 64 + "\n"}  # 0xFFFFFFFF in every int, in every order
+    assert cases.run("dynamic_smem_initialised").stdout == "".join(f"{i} " for i in range(64)) + "\n"
+
+
+def test_launch_configuration_checks(cases):
+    run = cases.run("launch_checks")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_runtime_recovers_after_an_error_and_serves_two_os_threads(cases):
+    run = cases.run("recover_and_threads")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_half_and_bfloat16_conversions_are_bit_exact(cases):
+    if "f16c" not in open("/proc/cpuinfo").read():
+        pytest.skip("the reference float->half conversion needs the CPU's F16C instructions")
+    run = cases.run("conversions")
+    assert run.returncode == 0, run.stdout
