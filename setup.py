@@ -156,7 +156,8 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
     return cpp_extension.CppExtension(
         "kdops._C_sim",
         ["csrc/kdops.cpp"] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        # csrc/sim/include: the simulator's <mma.h>, <cuda_fp16.h>, ... for kernels that include them.
+        include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "sim", "include")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],
         extra_compile_args={"cxx": cxx},
         extra_link_args=link,

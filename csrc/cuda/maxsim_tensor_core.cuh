@@ -37,9 +37,7 @@
 
 #include "common/maxsim.h"
 
-#ifndef KDOPS_DYNAMIC_SMEM  // until the simulator's portable.h provides it
-#define KDOPS_DYNAMIC_SMEM(type, name) extern __shared__ __align__(16) type name[]
-#endif
+#include "sim/portable.h"
 
 namespace kdops::cuda::tensor_core {
 
@@ -68,6 +66,12 @@ constexpr int kSimStride = kCols + 4;  // fp32 similarities
 // Dynamic shared memory: query rows, doc tile (2-byte elements), similarities (fp32).
 inline int64_t smem_bytes(int64_t dim) {
   return kAlign + int64_t(kRows + kCols) * tile_stride(dim) * 2 + int64_t(kRows) * kSimStride * 4;
+}
+
+// The largest d whose buffers fit in `limit` bytes of dynamic shared memory.
+inline int64_t max_dim(int64_t limit) {
+  const int64_t fixed = kAlign + int64_t(kRows) * kSimStride * 4, per_feature = int64_t(kRows + kCols) * 2;
+  return std::max<int64_t>(0, ((limit - fixed) / per_feature - 8) / kFrag * kFrag);
 }
 
 // Which queries, rows and doc a block works on (see the top of the file).
