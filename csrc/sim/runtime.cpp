@@ -15,13 +15,7 @@
 // deadlock (no fiber can proceed), which names every waiting site.
 //
 // After an error the fibers still suspended are abandoned without unwinding (their stacks are
-// released), and the engine is ready for the next launch.
-#include <cxxabi.h>
-#include <dlfcn.h>
-
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
+// reused for the next block), and the engine is ready for the next launch.
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -29,7 +23,9 @@
 #include <vector>
 
 #include "device_state.h"
+#include "dynamic_smem.h"
 #include "fiber.h"
+#include "messages.h"
 #include "runtime_api.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -92,7 +88,6 @@ struct Fiber {
   uint64_t in = 0, out = 0;
   int arg = 0, width = 0;
   void* data = nullptr;
-  unsigned sync_parity = 0;  // which sync object it acquires when released (TSan)
 
   ~Fiber() {
 #if defined(__SANITIZE_THREAD__)
@@ -120,100 +115,12 @@ struct Warp {
   char sync_objects[2] = {};  // TSan happens-before objects of __syncwarp
 };
 
-const char* barrier_name(BarrierKind kind) {
-  switch (kind) {
-    case BarrierKind::kSync:
-      return "__syncthreads";
-    case BarrierKind::kCount:
-      return "__syncthreads_count";
-    case BarrierKind::kAnd:
-      return "__syncthreads_and";
-    case BarrierKind::kOr:
-      return "__syncthreads_or";
-  }
-  return "?";
-}
-
-const char* warp_op_name(WarpOp op) {
-  switch (op) {
-    case WarpOp::kShflIdx:
-      return "__shfl_sync";
-    case WarpOp::kShflUp:
-      return "__shfl_up_sync";
-    case WarpOp::kShflDown:
-      return "__shfl_down_sync";
-    case WarpOp::kShflXor:
-      return "__shfl_xor_sync";
-    case WarpOp::kBallot:
-      return "__ballot_sync/__any_sync/__all_sync";
-    case WarpOp::kSyncWarp:
-      return "__syncwarp";
-    case WarpOp::kReduceAdd:
-      return "__reduce_add_sync";
-    case WarpOp::kReduceMin:
-      return "__reduce_min_sync";
-    case WarpOp::kReduceMax:
-      return "__reduce_max_sync";
-    case WarpOp::kCall:
-      return "a warp-wide call";
-  }
-  return "?";
-}
-
 bool is_shuffle(WarpOp op) {
   return op == WarpOp::kShflIdx || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor;
 }
 
 bool same_site(Site a, Site b) {
   return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
-}
-
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  char buffer[1024];
-  va_list args;
-  va_start(args, fmt);
-  vsnprintf(buffer, sizeof(buffer), fmt, args);
-  va_end(args);
-  return buffer;
-}
-
-std::string where(Site site) { return format("%s:%d", site.file, site.line); }
-
-std::string triple(uint3 v) { return format("(%u,%u,%u)", v.x, v.y, v.z); }
-
-std::string lanes(unsigned mask) {  // "0-15,17"
-  std::string out;
-  for (int lane = 0; lane < 32;) {
-    if (!((mask >> lane) & 1)) {
-      ++lane;
-      continue;
-    }
-    int end = lane;
-    while (end + 1 < 32 && ((mask >> (end + 1)) & 1)) ++end;
-    if (!out.empty()) out += ",";
-    out += end == lane ? format("%d", lane) : format("%d-%d", lane, end);
-    lane = end + 1;
-  }
-  return out.empty() ? "none" : out;
-}
-
-std::string kernel_name(const Launch& launch) {
-  if (launch.name != nullptr) return launch.name;
-  Dl_info info;
-  if (dladdr(launch.kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == launch.kernel) {
-    int status = 0;
-    char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
-    std::free(demangled);
-    return name;
-  }
-  // A kernel with internal linkage has no dynamic symbol: name its type, "[with Kernel = ...]".
-  std::string type = launch.signature;
-  const size_t begin = type.find("Kernel = ");
-  const size_t end = type.rfind(']');
-  if (begin != std::string::npos && end != std::string::npos && end > begin) type = type.substr(begin + 9, end - begin - 9);
-  return format("of type %s at %p", type.c_str(), launch.kernel);
 }
 
 // One per OS thread: the block being run and the fibers, kept between launches.
@@ -248,7 +155,6 @@ class Engine {
   fiber::Context host_;
   const Launch* launch_ = nullptr;
   uint3 block_idx_{0, 0, 0};
-  void* dynamic_smem_ = nullptr;
   unsigned threads_ = 0, done_ = 0;
   bool shuffle_threads_ = false;
   uint64_t rng_ = 0;
@@ -387,8 +293,14 @@ void Engine::fail_deadlock() {
     message += format("\n  %u thread(s) wait at %s (%s), e.g. thread %s", waiting_, barrier_name(barrier_kind_),
                       where(barrier_site_).c_str(), triple(first_waiter_->state.thread_idx).c_str());
   }
+  int listed = 0, unlisted = 0;
   for (unsigned w = 0; w < warps_.size(); ++w) {
     for (const Pending& p : warps_[w].pending) {
+      if (listed == 8) {
+        ++unlisted;
+        continue;
+      }
+      ++listed;
       const unsigned missing = p.mask & ~p.arrived;
       message += format("\n  warp %u: lanes %s wait at %s (%s) with mask 0x%08x; missing lanes %s", w,
                         lanes(p.arrived).c_str(), p.what, where(p.site).c_str(), p.mask, lanes(missing).c_str());
@@ -396,6 +308,7 @@ void Engine::fail_deadlock() {
       message += format(" (lane %d %s)", first_missing, whereabouts(w, first_missing).c_str());
     }
   }
+  if (unlisted > 0) message += format("\n  and %d more waiting warp collectives", unlisted);
   fail(message);
 }
 
@@ -592,11 +505,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   const dim3 grid = launch_->grid, block = launch_->block;
   block_idx_ = uint3{static_cast<unsigned>(block_linear % grid.x), static_cast<unsigned>(block_linear / grid.x % grid.y),
                      static_cast<unsigned>(block_linear / grid.x / grid.y)};
-  // Exactly the launch's size, so ASan sees overflows; 0xFF so reads before writes are wrong alike.
-  void* smem = nullptr;
-  if (posix_memalign(&smem, 16, launch_->dynamic_smem_bytes) != 0) throw std::bad_alloc();
-  std::memset(smem, 0xff, launch_->dynamic_smem_bytes);
-  dynamic_smem_ = smem;
+  const DynamicSmem smem(launch_->dynamic_smem_bytes);
 
   done_ = 0;
   waiting_ = 0;
@@ -615,7 +524,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     f.state.block_idx = block_idx_;
     f.state.block_dim = block;
     f.state.grid_dim = grid;
-    f.state.dynamic_smem = smem;
+    f.state.dynamic_smem = smem.data();
     f.state.lane = t % 32;
     f.started = false;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
@@ -630,11 +539,15 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   fiber::switch_to(host_, first->context);
   // Back on the host: the block finished or failed.
   current_thread = nullptr;
-  std::free(smem);
-  dynamic_smem_ = nullptr;
   if (error_.empty()) {
     happens_before_acquire(&block_end_sync_);
-    return true;
+    const std::string damage = smem.damage();
+    if (damage.empty()) return true;
+    error_ = format("kdops.sim: out-of-bounds write to dynamic shared memory: %s (the launch asked for %zu bytes; "
+                    "the AddressSanitizer build names the thread and line)\n  in kernel %s, block %s",
+                    damage.c_str(), launch_->dynamic_smem_bytes, kernel_name(*launch_).c_str(),
+                    triple(block_idx_).c_str());
+    return false;
   }
   for (unsigned t = 0; t < threads_; ++t) {  // abandon the suspended fibers without unwinding
     Fiber& f = *fibers_[t];
@@ -655,35 +568,10 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
 }
 
 void Engine::run(const Launch& launch) {
-  if (current_thread != nullptr) fail("a kernel launched another kernel (device-side launches are not simulated)");
   const DeviceProperties props = device();
+  check_configuration(launch, props);
   const dim3 g = launch.grid, b = launch.block;
   const uint64_t block_threads = uint64_t{b.x} * b.y * b.z;
-  const std::string config = format("grid (%u,%u,%u), block (%u,%u,%u)", g.x, g.y, g.z, b.x, b.y, b.z);
-  if (b.x == 0 || b.y == 0 || b.z == 0 || g.x == 0 || g.y == 0 || g.z == 0) {
-    throw std::runtime_error("kdops.sim: invalid configuration argument: " + config + " has a zero dimension");
-  }
-  if (b.x > static_cast<unsigned>(props.maxThreadsDim[0]) || b.y > static_cast<unsigned>(props.maxThreadsDim[1]) ||
-      b.z > static_cast<unsigned>(props.maxThreadsDim[2]) || block_threads > static_cast<uint64_t>(props.maxThreadsPerBlock)) {
-    throw std::runtime_error(format("kdops.sim: invalid configuration argument: %s: a block has at most %d threads "
-                                    "and dimensions (%d,%d,%d)",
-                                    config.c_str(), props.maxThreadsPerBlock, props.maxThreadsDim[0],
-                                    props.maxThreadsDim[1], props.maxThreadsDim[2]));
-  }
-  if (g.x > static_cast<unsigned>(props.maxGridSize[0]) || g.y > static_cast<unsigned>(props.maxGridSize[1]) ||
-      g.z > static_cast<unsigned>(props.maxGridSize[2])) {
-    throw std::runtime_error(format("kdops.sim: invalid configuration argument: %s: the grid is at most (%d,%d,%d)",
-                                    config.c_str(), props.maxGridSize[0], props.maxGridSize[1], props.maxGridSize[2]));
-  }
-  const size_t smem_limit = dynamic_smem_limit(launch.kernel, props);
-  if (launch.dynamic_smem_bytes > smem_limit) {
-    throw std::runtime_error(format(
-        "kdops.sim: invalid argument: kernel %s asks for %zu bytes of dynamic shared memory, more than its limit of "
-        "%zu on the %s (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n) raises the "
-        "limit up to %zu)",
-        kernel_name(launch).c_str(), launch.dynamic_smem_bytes, smem_limit, props.name, props.sharedMemPerBlockOptin));
-  }
-
   launch_ = &launch;
   threads_ = static_cast<unsigned>(block_threads);
   while (fibers_.size() < threads_) fibers_.push_back(std::make_unique<Fiber>());
@@ -714,19 +602,29 @@ void Engine::run(const Launch& launch) {
   launch_ = nullptr;
 }
 
+// The calls below are the runtime's entry points from kernel code.
+void require_kernel(const char* what) {
+  if (current_thread == nullptr) {
+    throw std::runtime_error(std::string("kdops.sim: ") + what + " called outside a kernel launch");
+  }
+}
+
 }  // namespace
 
 int barrier(BarrierKind kind, int predicate, Site site) {
+  require_kernel(barrier_name(kind));
   RuntimeSection section;
   return engine.barrier(kind, predicate, site);
 }
 
 uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int width, Site site) {
+  require_kernel(warp_op_name(op));
   RuntimeSection section;
   return engine.collective(op, warp_op_name(op), nullptr, mask, value, arg, width, nullptr, site);
 }
 
 void warp_call(const char* what, void* data, WarpCompletion complete, Site site) {
+  require_kernel(what);
   RuntimeSection section;
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
@@ -737,12 +635,14 @@ void fail(const char* message) {  // called inside a warp_call's completion: alr
 
 void launch(const Launch& launch) {
   RuntimeSection section;
+  if (current_thread != nullptr) engine.fail("a kernel launched another kernel (device-side launches are not simulated)");
   engine.run(launch);
 }
 
 }  // namespace kdops::sim::detail
 
 unsigned __activemask() {
+  kdops::sim::detail::require_kernel("__activemask");
   kdops::sim::detail::RuntimeSection section;
   return kdops::sim::detail::engine.active_mask();
 }

@@ -7,9 +7,13 @@ their results bit for bit, and print "ERROR: <message>" (exit 3) when the simula
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
-from tests.sim.simbuild import line_of
+from tests.sim.simbuild import PROGRAMS, REPO, line_of
 
 # (seed, shuffles): the default ascending order, then shuffled threads and/or blocks.
 ORDERS = [(0, ""), (1, "t"), (2, "b"), (3, "tb"), (4, "tb"), (5, "tb")]
@@ -55,6 +59,7 @@ def test_divergent_barrier_names_both_lines(cases):
         assert "barrier divergence" in run.error
         assert line_of("divergent-a") in run.error and line_of("divergent-b") in run.error
         assert "block (0,0,0)" in run.error or "block (1,0,0)" in run.error
+        assert "in kernel sim_cases::divergent_barrier(int*)" in run.error
 
 
 def test_thread_exit_while_others_wait_at_barrier(cases):
@@ -118,6 +123,16 @@ def test_uninitialised_dynamic_shared_memory_reads_poison(cases):
     assert cases.run("dynamic_smem_initialised").stdout == "".join(f"{i} " for i in range(64)) + "\n"
 
 
+def test_dynamic_shared_memory_overflow_is_caught_without_sanitizers(cases):
+    """Canaries around the buffer catch a write just past the end in every simulated run (the
+    ASan build, in test_simulator_sanitizers.py, names the thread and line)."""
+    run = cases.run("dynamic_smem_overflow")
+    assert run.returncode == 3
+    assert "out-of-bounds write to dynamic shared memory: byte 0 past the end of the 256-byte buffer" in run.error
+    assert "sim_cases::dynamic_smem_overflow" in run.error
+    assert cases.run("dynamic_smem_in_bounds").returncode == 0
+
+
 def test_launch_configuration_checks(cases):
     run = cases.run("launch_checks")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -133,3 +148,17 @@ def test_half_and_bfloat16_conversions_are_bit_exact(cases):
         pytest.skip("the reference float->half conversion needs the CPU's F16C instructions")
     run = cases.run("conversions")
     assert run.returncode == 0, run.stdout
+
+
+def test_case_kernels_compile_unchanged_with_nvcc(tmp_path):
+    """What the simulator runs is real CUDA: the same kernel source (KDOPS_DYNAMIC_SMEM,
+    alignas before __shared__, WMMA incl. tf32 and s8, <mma.h>) compiles with nvcc."""
+    nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    if not os.path.exists(nvcc):
+        nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    cmd = [nvcc, "-std=c++20", "-arch=sm_80", f"-I{REPO}", "-c", "-x", "cu", str(PROGRAMS / "sim_cases.cu"),
+           "-o", str(tmp_path / "sim_cases.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]

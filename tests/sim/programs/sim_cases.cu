@@ -6,7 +6,11 @@
 //
 // Prints the case's results (hex, so floats compare bit for bit) or "ERROR: <message>" and exits
 // with 3 when the simulator raised. Lines the tests look for carry "// @<marker>" comments.
+// The kernels are plain CUDA: nvcc compiles this file too (the host cases need the simulator).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <immintrin.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,43 +27,9 @@
 
 #include "csrc/sim/portable.h"
 
-using kdops::sim::launch;
-
-namespace {
+namespace sim_cases {  // named, so that error messages can name the kernels
 
 constexpr unsigned kFull = 0xffffffffu;
-
-void print_floats(const std::vector<float>& v) {
-  for (float f : v) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    std::printf("%08x ", bits);
-  }
-  std::printf("\n");
-}
-
-template <typename T>
-void print_ints(const std::vector<T>& v) {
-  for (T x : v) std::printf("%lld ", static_cast<long long>(x));
-  std::printf("\n");
-}
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::printf("MISMATCH: %s\n", what);
-    std::exit(4);
-  }
-}
-
-std::vector<float> test_data(int n) {  // small dyadic values: float sums of them are exact
-  std::vector<float> x(n);
-  uint64_t s = 12345;
-  for (int i = 0; i < n; ++i) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x[i] = static_cast<float>(static_cast<int>((s >> 33) % 33) - 16) / 8.0f;
-  }
-  return x;
-}
 
 // ---------------------------------------------------------------- correct kernels
 
@@ -108,6 +78,13 @@ __global__ void grid_sum(const int* x, int n, long long* partial, unsigned* done
   }
 }
 
+template <typename T>
+__device__ void swap_values(T& a, T& b) {
+  const T t = a;
+  a = b;
+  b = t;
+}
+
 // Bitonic argsort of n <= 2 * blockDim.x keys (descending key, ascending index on ties), padded
 // to a power of two in dynamic shared memory.
 __global__ void bitonic_argsort(const int* keys, int n, int* order) {
@@ -129,8 +106,8 @@ __global__ void bitonic_argsort(const int* keys, int n, int* order) {
           const bool i_first = k[i] > k[j] || (k[i] == k[j] && idx[i] < idx[j]);
           const bool ascending_block = (i & size) == 0;
           if (ascending_block != i_first) {
-            std::swap(k[i], k[j]);
-            std::swap(idx[i], idx[j]);
+            swap_values(k[i], k[j]);
+            swap_values(idx[i], idx[j]);
           }
         }
       }
@@ -247,6 +224,12 @@ __global__ void votes(int* out) {
 
 // ---------------------------------------------------------------- planted bugs
 
+#if defined(KDOPS_SIM)
+__global__ void launches_a_kernel(int* out) {  // dynamic parallelism is not simulated
+  kdops::sim::launch(reverse_block<true>, dim3(1), dim3(32), 0, nullptr, out, out);
+}
+#endif
+
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x < 16) {
     __syncthreads();  // @divergent-a
@@ -347,7 +330,57 @@ __global__ void block_max(const int* in, int* out) {
   if (threadIdx.x == 0) *out = m;
 }
 
+#if !defined(KDOPS_SIM)  // nvcc: instantiate the templates so that their code is compiled
+template __global__ void block_sum<256>(const float*, int, float*);
+template __global__ void wmma_gemm<half>(const half*, const half*, float*, float);
+template __global__ void wmma_gemm<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*, float*, float);
+template __global__ void reverse_block<true>(const int*, int*);
+template __global__ void warp_sum_width<32>(const int*, int*);
+template __global__ void dynamic_smem_read<true>(int*);
+template __global__ void block_max<true>(const int*, int*);
+template __global__ void block_max<false>(const int*, int*);
+#endif
+}  // namespace sim_cases
+
 // ---------------------------------------------------------------- cases
+#if defined(KDOPS_SIM)
+namespace {
+
+using kdops::sim::launch;
+using namespace sim_cases;
+
+void print_floats(const std::vector<float>& v) {
+  for (float f : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    std::printf("%08x ", bits);
+  }
+  std::printf("\n");
+}
+
+template <typename T>
+void print_ints(const std::vector<T>& v) {
+  for (T x : v) std::printf("%lld ", static_cast<long long>(x));
+  std::printf("\n");
+}
+
+void expect(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("MISMATCH: %s\n", what);
+    std::exit(4);
+  }
+}
+
+std::vector<float> test_data(int n) {  // small dyadic values: float sums of them are exact
+  std::vector<float> x(n);
+  uint64_t s = 12345;
+  for (int i = 0; i < n; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x[i] = static_cast<float>(static_cast<int>((s >> 33) % 33) - 16) / 8.0f;
+  }
+  return x;
+}
+
 
 std::vector<float> run_block_sum() {
   const int n = 64 * 256 * 3 + 17;
@@ -580,6 +613,12 @@ void case_launch_checks() {
          "opt-in to 64 KiB");
   launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data());
   expect(out[0] == 31 && out[1] == 0, "64 KiB launch after opting in");
+  expect(error_of([&] { __syncthreads(); }).find("outside a kernel") != std::string::npos,
+         "__syncthreads on the host rejected");
+  expect(error_of([&] { launch(launches_a_kernel, dim3(1), dim3(32), 0, nullptr, out.data()); })
+                 .find("launched another kernel") != std::string::npos,
+         "device-side launch rejected");
+  launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data());  // still usable
   kdops::sim::set_device(kdops::sim::small_device());
   expect(kdops::sim::device().multiProcessorCount == 2, "small device selected");
   expect(error_of([&] { launch(dynamic_smem_in_bounds, dim3(1), dim3(32), big, nullptr, out.data()); })
@@ -710,3 +749,4 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+#endif
