@@ -7,6 +7,7 @@
 // with no barrier between them is reported as a data race; TSan's exit code fails the run.
 // Each call is also made under a shuffled schedule and must give the same bits.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 
