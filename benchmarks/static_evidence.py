@@ -76,8 +76,12 @@ def _demangle(names: list[str]) -> dict[str, str]:
 def _short(demangled: str) -> str:
     """'void kdops::cuda::tensor_core::maxsim_tensor_core_kernel<c10::Half>(...)' ->
     'tensor_core::maxsim_tensor_core_kernel<c10::Half>'."""
-    name = demangled.removeprefix("void ").split("(")[0]
-    return name.replace("kdops::cuda::", "").replace("(anonymous namespace)::", "")
+    name = demangled.removeprefix("void ").replace("(anonymous namespace)::", "").split("(")[0]
+    return name.replace("kdops::cuda::", "")
+
+
+def _arch_number(arch: str) -> int:
+    return int(re.sub(r"\D", "", arch))
 
 
 def library() -> str:
@@ -130,15 +134,15 @@ def main() -> None:
     lines = [
         "# Registers and memory per CUDA kernel (static, from cuobjdump; no GPU run)",
         "",
-        f"Library: kdops._C built for {', '.join(sorted({u.arch for u in usage}))}. Shared = static shared "
-        "memory as cuobjdump reports it (includes the arch's 1 KiB reserve); the MaxSim forward kernels "
+        f"Library: kdops._C built for {', '.join(sorted({u.arch for u in usage}, key=_arch_number))}. Shared = static shared "
+        "memory as cuobjdump reports it (from sm_90 on it adds the block's 1 KiB system reserve); the MaxSim forward kernels "
         "also take dynamic shared memory at launch. Local = bytes per thread of local memory (0: no spills). "
         "TC = tensor-core SASS instructions (HMMA/HGMMA) in the MaxSim tensor-core kernels (- = not counted).",
         "",
         "| arch | kernel | registers | shared (B) | local (B) | stack (B) | TC |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(records, key=lambda r: (r["kernel"], r["arch"])):
+    for r in sorted(records, key=lambda r: (r["kernel"], _arch_number(r["arch"]))):
         lines.append(
             f"| {r['arch']} | `{r['kernel']}` | {r['registers']} | {r['shared_bytes']} | {r['local_bytes']} "
             f"| {r['stack_bytes']} | {'-' if r['tensor_core_instructions'] is None else r['tensor_core_instructions']} |"

@@ -161,6 +161,23 @@ void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argma
          scores.data_ptr<float>(), argmax);
 }
 
+// fp16/bf16 on tensor cores, fp32/fp64 on the exact SIMT kernel. (A function template, so the
+// branch not taken is not instantiated: no SIMT kernel is compiled for the half types.)
+template <typename scalar_t>
+void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
+  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    tensor_core_forward<scalar_t>(a, scores, argmax);
+  } else {
+    constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t>;
+    const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
+    const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
+    TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
+                      " for ", a.Q.scalar_type(), ", got d = ", a.dim);
+    launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
+           scores.data_ptr<scalar_t>(), argmax);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,
                                                const c10::optional<at::Tensor>& q_mask,
                                                const c10::optional<at::Tensor>& d_mask,
@@ -172,18 +189,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
   at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
   if (scores.numel() == 0) return {scores, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-      tensor_core_forward<scalar_t>(a, scores, argmax.data_ptr<int32_t>());
-    } else {
-      constexpr auto kernel = maxsim_forward_kernel<scalar_t, acc_t>;
-      const int64_t row_bytes = 2 * kTile * int64_t(sizeof(acc_t));
-      const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
-      TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
-                        " for ", a.Q.scalar_type(), ", got d = ", a.dim);
-      launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
-             scores.data_ptr<acc_t>(), argmax.data_ptr<int32_t>());
-    }
+    forward<scalar_t>(a, scores, argmax.data_ptr<int32_t>());
   });
   if (length_normalize) scores.div_(query_lengths(a));
   return {scores, argmax};
