@@ -40,6 +40,13 @@ inline int current_device_index() {
 // sizes break each other's launches.)
 template <auto Kernel>
 int64_t dynamic_shared_memory_limit() {
+#ifdef KDOPS_SIM
+  // The simulator's tests switch device presets at run time (one device index, two limits):
+  // computed per call there. Launches run on the calling thread, so nothing can race.
+  const int64_t limit = shared_memory_optin() - static_shared_memory(Kernel);
+  set_max_dynamic_shared_memory(Kernel, limit);
+  return limit;
+#else
   constexpr int kMaxDevices = 64;
   static std::once_flag once[kMaxDevices];
   static int64_t limit[kMaxDevices];
@@ -51,6 +58,7 @@ int64_t dynamic_shared_memory_limit() {
     set_max_dynamic_shared_memory(Kernel, limit[device]);
   });
   return limit[device];
+#endif
 }
 
 }  // namespace kdops::cuda
