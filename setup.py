@@ -10,7 +10,9 @@ Environment:
   KDOPS_SIM_SANITIZE=address
                           build only kdops._C_sim, with ASan+UBSan (for `make sim-asan`; load it
                           with the ASan runtime preloaded). TSan: `make sim-tsan`, a standalone runner
-  TORCH_CUDA_ARCH_LIST    archs to build for (default "9.0": Hopper; e.g. "8.0;9.0" to add Ampere)
+  TORCH_CUDA_ARCH_LIST    archs to build for (default "8.0;8.6;8.9;9.0;10.0+PTX": A100/A10, L4/L40S/4090,
+                          H100/H200, B200, PTX for newer GPUs; 8.0 is the minimum: bf16 tensor cores)
+  KDOPS_NVCC_THREADS      nvcc --threads, the archs of one .cu compiled in parallel (default 2)
   MAX_JOBS                parallel compile jobs (torch's ninja build reads it)
   DEBUG=1                 -O0 -g, no fast-math
 """
@@ -67,6 +69,28 @@ def _check_nvcc(cuda_home: str) -> None:
             f"{torch.version.cuda}: set CUDA_HOME to a CUDA {torch_major}.x toolkit, install a torch "
             f"built for CUDA {nvcc_major}, or build CPU-only with KDOPS_CUDA=0."
         )
+
+
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0;10.0+PTX"
+
+
+def _arch_list() -> tuple[str, int]:
+    """TORCH_CUDA_ARCH_LIST (or the default) checked, and the arch whose PTX is embedded
+    (e.g. 100 for "10.0+PTX"; 0 when none) for kdops.info."""
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
+    ptx = 0
+    for entry in value.replace(",", ";").replace(" ", ";").split(";"):
+        if not entry:
+            continue
+        found = re.fullmatch(r"(\d+)\.(\d+)a?(\+PTX)?", entry)
+        if found is None:
+            sys.exit(f"TORCH_CUDA_ARCH_LIST entry {entry!r} is not like '9.0' or '10.0+PTX'")
+        arch = int(found.group(1)) * 10 + int(found.group(2))
+        if arch < 80:
+            sys.exit(f"TORCH_CUDA_ARCH_LIST asks for {entry}: kdops needs sm_80 or newer (bf16 tensor cores)")
+        if found.group(3):
+            ptx = max(ptx, arch)
+    return value, ptx
 
 
 def _nvidia_include_dirs() -> list[str]:
@@ -134,7 +158,8 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
     return cpp_extension.CppExtension(
         "kdops._C_sim",
         ["csrc/kdops.cpp"] + sorted(glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        # csrc/sim/include: the simulator's <mma.h>, <cuda_fp16.h>, ... for kernels that include them.
+        include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "sim", "include")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],
         extra_compile_args={"cxx": cxx},
         extra_link_args=link,
@@ -162,10 +187,14 @@ def main_extension(opt: list[str]):
     os.environ["CUDA_HOME"] = cuda_home
     cpp_extension.CUDA_HOME = cuda_home
     _check_nvcc(cuda_home)
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    archs, ptx_arch = _arch_list()
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    # Each .cu is compiled once per arch: --threads runs those in parallel (ninja already runs
+    # MAX_JOBS files at once).
+    threads = os.environ.get("KDOPS_NVCC_THREADS", "2")
+    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", f"--threads={threads}"]
     common["include_dirs"] += _nvidia_include_dirs()
-    common["define_macros"] += [("KDOPS_WITH_CUDA", None)]
+    common["define_macros"] += [("KDOPS_WITH_CUDA", None), ("KDOPS_PTX_ARCH", str(ptx_arch))]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     return cpp_extension.CUDAExtension("kdops._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common)
 

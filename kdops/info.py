@@ -11,7 +11,7 @@ from kdops.ops import build_info
 def main() -> None:
     report = build_info()
     print(f"torch {report['torch']} (CUDA {report['torch_cuda']})")
-    print(f"kdops CUDA kernels compiled: {report['cuda_kernels']}  (archs: {report['cuda_archs'] or '-'})")
+    print(f"kdops CUDA kernels compiled: {report['cuda_kernels']}  (archs: {', '.join(report['cuda_archs']) or '-'})")
     print(f"CUDA device visible: {report['cuda_available']}")
     print(f"simulated CUDA kernels (kdops._C_sim, torch.ops.kdops_sim) built: {report['simulator']}")
     width = max(len(op) for op in report["ops"])

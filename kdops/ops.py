@@ -51,6 +51,18 @@ def _op_backends(op: str) -> list[str]:
     return [key for key in _BACKENDS if torch._C._dispatch_has_kernel_for_dispatch_key(op, key)]
 
 
+def _arch_names(compiled: str) -> list[str]:
+    """'800,900 ptx:90' (csrc/cuda/build_info.cu) -> ['sm_80', 'sm_90', 'compute_90']: the GPU
+    archs with machine code, then the PTX kept for newer GPUs; [] without CUDA kernels."""
+    if not compiled:
+        return []
+    archs, _, ptx = compiled.partition(" ptx:")
+    names = [f"sm_{int(a) // 10}" for a in archs.split(",") if a.strip().isdigit()]
+    if ptx.strip() not in ("", "0"):
+        names.append(f"compute_{int(ptx)}")  # setup.py writes it as 100 for 10.0
+    return names
+
+
 def build_info() -> dict:
     """How kdops was built and what it can run: torch and CUDA versions, whether CUDA kernels
     were compiled and for which archs, whether the simulated CUDA kernels (kdops._C_sim) were
@@ -66,7 +78,7 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_kernels": bool(build["cuda"]),
-        "cuda_archs": str(build["cuda_archs"]),
+        "cuda_archs": _arch_names(str(build["cuda_archs"])),
         "cuda_available": torch.cuda.is_available(),
         "simulator": _C_sim is not None,
         "ops": {name.removeprefix("kdops::"): backends(name) for name in names},

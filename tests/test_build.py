@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import kdops
@@ -34,6 +35,18 @@ def test_every_op_has_a_cpu_kernel_and_a_cuda_kernel_when_built_with_cuda():
             assert "CUDA" in backends, f"{op} has no CUDA kernel"
     if info["cuda_kernels"]:
         assert info["cuda_archs"], "CUDA kernels built for no arch"
+
+
+def test_default_build_covers_every_current_gpu_arch():
+    """Without TORCH_CUDA_ARCH_LIST, kdops is built for A100/A10 (sm_80/86), L4/L40S/4090
+    (sm_89), H100/H200 (sm_90) and B200 (sm_100), with PTX for GPUs newer than those; the
+    archs come from the compiled library itself (__CUDA_ARCH_LIST__), so a narrower build fails."""
+    info = kdops.build_info()
+    if not info["cuda_kernels"] or os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        pytest.skip("a CPU-only build, or TORCH_CUDA_ARCH_LIST chose the archs")
+    assert info["cuda_archs"] == ["sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "compute_100"]
+    out = subprocess.run([sys.executable, "-m", "kdops.info"], capture_output=True, text=True, check=True).stdout
+    assert "sm_80, sm_86, sm_89, sm_90, sm_100, compute_100" in out
 
 
 def test_every_op_has_an_autograd_formula():

@@ -424,3 +424,60 @@ def test_mixed_devices():
         kdops.maxsim(Q_.cuda(), torch.randn(5, 6, 4))
     with pytest.raises(ValueError, match="q_mask must be on the device of Q"):
         kdops.maxsim(Q_.cuda(), torch.randn(5, 6, 4).cuda(), torch.ones(2, 3, dtype=torch.bool))
+
+
+def _first_argmax(Q, D_docs, q_mask, d_mask_docs):
+    """argmax[q, k, i] of the float64 similarities: the first maximal valid doc token, -1 for a
+    masked query token or a doc without valid tokens. D_docs[q][k] is doc k of query q [L, d]."""
+    nq, lq = Q.shape[:2]
+    out = torch.full((nq, len(D_docs[0]), lq), -1, dtype=torch.int32)
+    for q in range(nq):
+        for k, doc in enumerate(D_docs[q]):
+            sims = Q[q].double() @ doc.double().T
+            valid = d_mask_docs[q][k]
+            sims[:, ~valid] = float("-inf")
+            for i in range(lq):
+                if valid.any() and (q_mask is None or q_mask[q, i]):
+                    out[q, k, i] = int(torch.argmax(sims[i]))  # first maximal index
+    return out
+
+
+@devices
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("nq,lq", [(5, 10), (2, 70)], ids=["5-queries-per-block", "query-over-64-rows"])
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout):
+    """The tile edges of the CUDA tensor-core kernel (fp16/bf16): up to four queries share a block
+    of 64 query rows (Nq = 5 leaves a partial group), a query of 70 tokens takes two row chunks,
+    docs of 150 tokens take three 64-token tiles, d = 40 is no multiple of 16, and Q starts
+    2 bytes past a 16-byte boundary (no vector loads). Doc tokens repeat with period 7, so every
+    max is tied across tiles and column parities: the saved argmax must be the first maximal
+    valid token, and scores and gradients exact (integer embeddings)."""
+    dim, ld = 40, 150
+    g = _generator(nq * lq)
+    base = torch.randint(-2, 3, (nq, lq, dim), generator=g).to(dtype)
+    Q = torch.empty(base.numel() + 1, dtype=dtype)[1:].view(base.shape).copy_(base).to(device)
+    q_mask = (torch.rand(nq, lq, generator=g) < 0.9).to(device)
+    period = torch.randint(-2, 3, (7, dim), generator=g).to(dtype)
+    if layout == "packed":
+        lengths = [150, 3, 0, 77]
+        D = period[torch.arange(sum(lengths)) % 7].to(device)
+        offsets = _offsets(lengths, device)
+        docs = [[D[o:o + n].cpu() for o, n in zip(offsets[:-1].tolist(), lengths)]] * nq
+        valid = [[torch.ones(n, dtype=torch.bool) for n in lengths]] * nq
+        run = lambda q, d: kdops.maxsim_packed(q, d, offsets, q_mask)  # noqa: E731
+        ref = lambda q, d: reference.maxsim_packed(q, d, offsets.cpu(), as_reference(q_mask))  # noqa: E731
+        raw = ops().maxsim(Q, D, q_mask, None, offsets, False)
+    else:
+        shape = (3, ld) if layout == "all-pairs" else (nq, 2, ld)
+        D = period[torch.arange(ld) % 7].expand(*shape, dim).contiguous().to(device)
+        d_mask = (torch.rand(shape, generator=g) < 0.8).to(device)
+        Dc, mc = D.cpu(), d_mask.cpu()
+        docs = [list(Dc) if layout == "all-pairs" else list(Dc[q]) for q in range(nq)]
+        valid = [list(mc) if layout == "all-pairs" else list(mc[q]) for q in range(nq)]
+        run = lambda q, d: kdops.maxsim(q, d, q_mask, d_mask)  # noqa: E731
+        ref = lambda q, d: reference.maxsim(q, d, as_reference(q_mask), as_reference(d_mask))  # noqa: E731
+        raw = ops().maxsim(Q, D, q_mask, d_mask, None, False)
+    expected_argmax = _first_argmax(Q.cpu(), docs, q_mask.cpu(), valid)
+    assert torch.equal(raw[1].cpu(), expected_argmax)
+    _check_against_reference(run, ref, Q, D, 3, dtype)

@@ -144,13 +144,19 @@ def test_small_device_runs_the_grid_stride_loops():
         assert_close(ours.grad, ref.grad, torch.float64, scale=100)
 
 
-@pytest.mark.parametrize("dtype,name,largest", [(torch.float32, "Float", 191), (torch.float64, "Double", 95)])
+@pytest.mark.parametrize(
+    "dtype,name,largest",
+    [(torch.float32, "Float", 191), (torch.float64, "Double", 95), (torch.float16, "Half", 112), (torch.bfloat16, "BFloat16", 112)],
+)
 def test_maxsim_shared_memory_limit_is_reported_by_name(dtype, name, largest):
-    """48 KiB of shared memory holds two 32-token tiles of d + 1 accumulators up to d = largest."""
+    """48 KiB of shared memory holds two 32-token tiles of d + 1 accumulators up to d = largest
+    (fp32/fp64), or, for the fp16/bf16 tensor-core kernel, 64 query rows and 64 doc tokens of
+    2-byte features (rows padded to a multiple of 16, + 8) beside 64 x 64 fp32 similarities."""
     Q = torch.randn(1, 3, largest, dtype=dtype)
     D = torch.randn(2, 4, largest, dtype=dtype)
+    score_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     with simulated(), _device("small"):
-        assert_close(kdops.maxsim(Q, D), reference.maxsim(Q, D), dtype, scale=3 * largest)
+        assert_close(kdops.maxsim(Q, D), reference.maxsim(Q.double(), D.double()), score_dtype, scale=3 * largest)
         with pytest.raises(ValueError, match=f"supports d up to {largest} for {name}, got d = {largest + 1}"):
             kdops.maxsim(torch.randn(1, 3, largest + 1, dtype=dtype), torch.randn(2, 4, largest + 1, dtype=dtype))
 

@@ -1,25 +1,30 @@
 // MaxSim CUDA kernels. Math and layouts: common/maxsim.h, shared with the CPU kernels.
 //
-// Forward: one block per (query, column) pair (grid-stride). The block loads kTile query tokens
-// into shared memory, streams the doc's tokens through shared memory kTile at a time, and each
-// thread keeps the running max (and first argmax) of one query token over its share of the doc
-// tokens; the kSplit threads of a query token then merge their maxima with warp shuffles.
-// Accumulation is in acc_t (fp32 for half inputs). No similarity tensor is written.
+// Forward, fp16/bf16: on tensor cores (maxsim_tensor_core.cuh). fp32/fp64 (exact, no TF32): one
+// block per (query, column) pair (grid-stride). The block loads kTile query tokens into shared
+// memory, streams the doc's tokens through shared memory kTile at a time, and each thread keeps
+// the running max (and first argmax) of one query token over its share of the doc tokens; the
+// kSplit threads of a query token then merge their maxima with warp shuffles. Accumulation is in
+// acc_t (fp32 for half inputs). No similarity tensor is written.
 //
 // Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
 //   dQ: one block per query token row, threads over d, summing over the columns k in order.
-//   dD: one block per doc, threads over d: thread c owns column c of every row of the doc and
-//       adds the contributions of the doc's readers (q, k) and query tokens i in order.
+//   dD: warps own doc rows and gather their contributions in entry order (maxsim_doc_grad.cuh).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 #include "common/maxsim_inputs.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/maxsim_doc_grad.cuh"
+#include "cuda/maxsim_tensor_core.cuh"
+#include "cuda/smem_limit.h"
 #include "sim/portable.h"
 
 namespace kdops::cuda {
@@ -134,34 +139,43 @@ __global__ void __launch_bounds__(kGradThreads)
   }
 }
 
-// dD_u[j] += w[q, k] * Q[q, i] for the readers (q, k) of doc u and i with argmax == j, in order.
-// grad_tokens ([T, dim] acc_t) must be zero on entry.
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kGradThreads)
-    maxsim_doc_grad_kernel(MaxSimView<scalar_t> v, const acc_t* w, const int32_t* argmax,
-                           acc_t* grad_tokens) {
-  const MaxSimLayout& l = v.layout;
-  for (int64_t u = blockIdx.x; u < l.num_docs; u += gridDim.x) {
-    const int64_t start = l.start(u), length = l.length(u);
-    for (int64_t n = 0; n < l.num_readers(u, v.Nq); ++n) {
-      int64_t q, k;
-      l.reader(u, n, q, k);
-      const acc_t weight = w[q * l.K + k];
-      for (int64_t i = 0; i < v.Lq; ++i) {
-        const int32_t j = argmax[v.argmax_index(q, k, i)];
-        if (!argmax_in_doc(j, length)) continue;  // -1, or a bad saved index
-        const scalar_t* token = v.Q + (q * v.Lq + i) * v.dim;
-        acc_t* out = grad_tokens + (start + j) * v.dim;
-        for (int64_t c = threadIdx.x; c < v.dim; c += kGradThreads) {
-          out[c] += weight * static_cast<acc_t>(token[c]);
-        }
-      }
-    }
-  }
-}
-
 int blocks_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// fp16/bf16 forward on tensor cores (fp32 scores); argmax may be nullptr (scores only).
+template <typename scalar_t>
+void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
+  namespace tc = tensor_core;
+  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t>;
+  const int64_t smem = tc::smem_bytes(a.dim), limit = dynamic_shared_memory_limit<kernel>();
+  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit), " for ",
+                    a.Q.scalar_type(), ", got d = ", a.dim);
+  const tc::Groups groups = tc::groups_for(a.Nq, a.Lq, a.layout);
+  // 16-byte loads when every token row starts 16-byte aligned.
+  const bool vec = a.dim % 8 == 0 && aligned16(a.Q.data_ptr()) && aligned16(a.tokens.data_ptr());
+  const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
+  launch(kernel, blocks, tc::kThreads, smem, current_stream(), a.view<scalar_t>(), groups, vec,
+         scores.data_ptr<float>(), argmax);
+}
+
+// fp16/bf16 on tensor cores, fp32/fp64 on the exact SIMT kernel. (A function template, so the
+// branch not taken is not instantiated: no SIMT kernel is compiled for the half types.)
+template <typename scalar_t>
+void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
+  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    tensor_core_forward<scalar_t>(a, scores, argmax);
+  } else {
+    constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t>;
+    const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
+    const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
+    TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
+                      " for ", a.Q.scalar_type(), ", got d = ", a.dim);
+    launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
+           scores.data_ptr<scalar_t>(), argmax);
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,
@@ -175,16 +189,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
   at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
   if (scores.numel() == 0) return {scores, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto kernel = maxsim_forward_kernel<scalar_t, acc_t>;
-    const int64_t smem = 2 * kTile * padded_dim(a.dim) * int64_t(sizeof(acc_t));
-    const int64_t smem_max = shared_memory_optin();
-    TORCH_CHECK_VALUE(smem <= smem_max, "kdops.maxsim on CUDA supports d up to ",
-                      smem_max / (2 * kTile * int64_t(sizeof(acc_t))) - 1, " for ",
-                      a.Q.scalar_type(), ", got d = ", a.dim);
-    set_max_dynamic_shared_memory(kernel, smem);
-    launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
-           scores.data_ptr<acc_t>(), argmax.data_ptr<int32_t>());
+    forward<scalar_t>(a, scores, argmax.data_ptr<int32_t>());
   });
   if (length_normalize) scores.div_(query_lengths(a));
   return {scores, argmax};
@@ -200,10 +205,9 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
   const at::Tensor w = backward_weights(grad, a, length_normalize);
   const at::Tensor idx = argmax.contiguous();
   at::Tensor dQ = grad_Q ? at::empty_like(a.Q) : a.Q.new_empty({0});
-  // dD accumulates in the score dtype (fp32 for half inputs), then is cast once.
-  at::Tensor grad_tokens = grad_D ? at::zeros(a.tokens.sizes(), a.Q.options().dtype(a.score_type()))
-                                  : at::Tensor();
-  // Nothing to scatter when there are no query tokens (dD stays zero) or no docs.
+  // dD: the kernel writes every row of every doc (docs tile D); with no query token it is zero.
+  at::Tensor dD = !grad_D ? a.D.new_empty({0}) : a.Nq * a.Lq > 0 ? at::empty_like(a.D) : at::zeros_like(a.D);
+  // Nothing to gather when there are no query tokens or no docs.
   if (a.Nq * a.Lq > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
@@ -214,13 +218,13 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
                stream, v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
       }
       if (grad_D && a.layout.num_docs > 0) {
-        launch(maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(a.layout.num_docs), kGradThreads,
-               0, stream, v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(),
-               grad_tokens.data_ptr<acc_t>());
+        const int64_t tiles = doc_grad::row_tiles(a.layout, a.tokens.size(0));
+        launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(a.layout.num_docs * tiles),
+               doc_grad::kThreads, 0, stream, v, tiles, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(),
+               dD.data_ptr<scalar_t>());
       }
     });
   }
-  at::Tensor dD = grad_D ? grad_tokens.to(a.Q.scalar_type()).view(a.D.sizes()) : a.D.new_empty({0});
   return {dQ, dD};
 }
 

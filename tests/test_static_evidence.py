@@ -1,0 +1,57 @@
+"""Static evidence from the compiled CUDA kernels (cuobjdump; no GPU needed): the fp16/bf16 MaxSim
+forward runs on tensor cores on every sm_80+ arch, and no kernel spills to local memory."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import kdops
+from benchmarks import static_evidence
+
+pytestmark = pytest.mark.skipif(not kdops.build_info()["cuda_kernels"], reason="a CPU-only build has no device code")
+
+
+@pytest.fixture(scope="module")
+def usage():
+    if static_evidence.tool("cuobjdump") is None or static_evidence.tool("nvdisasm") is None:
+        pytest.fail("cuobjdump/nvdisasm not found: pip install -r requirements-dev.txt (nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm)")
+    return static_evidence.resource_usage()
+
+
+def _sm(arch: str) -> int:
+    return int(re.fullmatch(r"sm_(\d+)a?", arch).group(1))
+
+
+def test_every_built_arch_has_a_cubin_of_every_kernel(usage):
+    archs = {u.arch for u in usage}
+    assert archs == {a for a in kdops.build_info()["cuda_archs"] if a.startswith("sm_")}
+    kernels = {a: {u.kernel for u in usage if u.arch == a} for a in archs}
+    assert len({frozenset(k) for k in kernels.values()}) == 1, "some arch lacks a kernel"
+
+
+def test_half_maxsim_forward_uses_tensor_cores_on_every_sm80_plus_cubin(usage):
+    kernels = static_evidence.tensor_core_kernels(usage)
+    names = {u.kernel for u in usage if u.mangled in kernels}
+    assert any("c10::Half" in n for n in names) and any("c10::BFloat16" in n for n in names), names
+    archs = {u.arch for u in usage if _sm(u.arch) >= 80}
+    assert archs
+    for mangled in kernels:
+        counts = static_evidence.tensor_core_instructions(mangled)
+        for arch in archs:
+            assert counts.get(arch, 0) > 0, f"no HMMA/HGMMA in {mangled} for {arch}"
+
+
+def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
+    """LOCAL (local memory per thread) is 0 everywhere; the MaxSim kernels also keep no stack frame
+    (spills land there). A few other kernels keep an 8-16 byte frame on some archs (see
+    benchmarks/results/static/kernels.md)."""
+    local = [(u.arch, u.kernel, u.local_bytes) for u in usage if u.local_bytes > 0]
+    assert not local, local
+    maxsim = [u for u in usage if "maxsim" in u.kernel]
+    assert {u.kernel.split("<")[0] for u in maxsim} >= {
+        "tensor_core::maxsim_tensor_core_kernel", "doc_grad::maxsim_doc_grad_kernel", "maxsim_forward_kernel", "maxsim_query_grad_kernel"
+    }
+    stack = [(u.arch, u.kernel, u.stack_bytes) for u in maxsim if u.stack_bytes > 0]
+    assert not stack, stack
