@@ -123,7 +123,9 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
     runtime = os.path.join(ROOT, "csrc", "sim", "cuda_sim.h")
     # -fno-extern-tls-init: g++ calls a null TLS-init function of the simulator's extern shared
     # memory otherwise (notes/cuda-on-cpu.md, trap 1).
-    cxx = opt + ["-std=c++20", "-include", runtime, "-fno-extern-tls-init", "-Wno-unknown-pragmas"]
+    # csrc/sim/include: the simulator's stand-ins for <mma.h>, <cuda_fp16.h>, ... that kernels include.
+    cxx = opt + ["-std=c++20", "-include", runtime, "-isystem", os.path.join(ROOT, "csrc", "sim", "include"),
+                 "-fno-extern-tls-init", "-Wno-unknown-pragmas"]
     link = ["-ldl"]  # the runtime names kernels in its errors with dladdr
     if _flag("KDOPS_SIM_COVERAGE"):
         cxx += ["--coverage"]
