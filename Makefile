@@ -77,7 +77,7 @@ PY_INCLUDE = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['in
 PY_LIBDIR = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 PY_LIB = $(shell $(PY) -c "import sysconfig; print('python' + sysconfig.get_config_var('LDVERSION'))")
 TSAN_FLAGS = -fsanitize=thread -O1 -g -std=c++20 -fPIC -Wno-unknown-pragmas -Wno-tsan -DKDOPS_SIM -DKDOPS_NS=kdops_sim \
-	-DTORCH_EXTENSION_NAME=_C_sim -include csrc/sim/cuda_sim.h -fno-extern-tls-init -Icsrc -isystem csrc/sim/include \
+	-DTORCH_EXTENSION_NAME=_C_sim -include csrc/sim/cuda_sim.h -isystem csrc/sim/include -fno-extern-tls-init -Icsrc \
 	-I$(TORCH_DIR)/include -I$(TORCH_DIR)/include/torch/csrc/api/include -I$(PY_INCLUDE)
 TSAN_SOURCES := csrc/kdops.cpp $(wildcard csrc/sim/*.cpp) $(filter-out csrc/cuda/build_info.cu,$(wildcard csrc/cuda/*.cu)) \
 	tests/sim_tsan/run_ops.cpp

@@ -147,7 +147,9 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
     runtime = os.path.join(ROOT, "csrc", "sim", "cuda_sim.h")
     # -fno-extern-tls-init: g++ calls a null TLS-init function of the simulator's extern shared
     # memory otherwise (notes/cuda-on-cpu.md, trap 1).
-    cxx = opt + ["-std=c++20", "-include", runtime, "-fno-extern-tls-init", "-Wno-unknown-pragmas"]
+    # csrc/sim/include: the simulator's stand-ins for <mma.h>, <cuda_fp16.h>, ... that kernels include.
+    cxx = opt + ["-std=c++20", "-include", runtime, "-isystem", os.path.join(ROOT, "csrc", "sim", "include"),
+                 "-fno-extern-tls-init", "-Wno-unknown-pragmas"]
     link = ["-ldl"]  # the runtime names kernels in its errors with dladdr
     if _flag("KDOPS_SIM_COVERAGE"):
         cxx += ["--coverage"]
@@ -158,8 +160,7 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
     return cpp_extension.CppExtension(
         "kdops._C_sim",
         ["csrc/kdops.cpp"] + sorted(glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
-        # csrc/sim/include: the simulator's <mma.h>, <cuda_fp16.h>, ... for kernels that include them.
-        include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "sim", "include")],
+        include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],
         extra_compile_args={"cxx": cxx},
         extra_link_args=link,
