@@ -16,10 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import DEVICES, devices
+from tests.helpers import DEVICES
 from tests.raw_calls import RAW_OPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,9 @@ def _last_started(stdout: str, examples: list[dict]) -> str:
     return json.dumps(examples[started[-1]]) if started else "startup"
 
 
-@devices
+# The backend name itself (not the `device` fixture, which gives "cpu" for "sim"): the worker
+# picks torch.ops.kdops_sim for "sim".
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=int(os.environ.get("KDOPS_FUZZ_BATCHES", "5")), deadline=None,
           derandomize=not os.environ.get("KDOPS_FUZZ_RANDOM"))
 @given(batch=st.lists(example, min_size=BATCH, max_size=BATCH))
