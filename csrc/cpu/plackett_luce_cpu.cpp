@@ -114,21 +114,18 @@ struct SoftmaxNorm {
 };
 
 // softmax(x * scale) over a row of len items into prob, and its normaliser; the shifted logits
-// x_i * scale - max into `shifted` (may be prob), which callers reuse rather than recompute (a
-// recomputed one may differ by the rounding of x_i * scale). One exp per item, in loops the
-// compiler vectorises. A row with no number above -inf (all -inf, or all NaN: the max skips NaN) has no
+// x_i * scale - max into `shifted` (may be prob), which callers reuse rather than recompute: a
+// recomputed x_i * scale - max may be contracted to a fused multiply-add and differ from the one
+// that went into the exp by half an ulp of x_i * scale. One exp per item, in loops the compiler
+// vectorises. A row with no number above -inf (all -inf, or all NaN: the max skips NaN) has no
 // softmax: NaN, as torch.softmax and the CUDA kernels give, so a teacher that diverged never
 // turns into uniform weights.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t scale,
                                                 acc_t* shifted, acc_t* prob) {
-  // x_i * scale is rounded once and stored: the max and the shift below read that same value.
-  // Recomputed, the product may be contracted into a fused multiply-add whose unrounded x_i *
-  // scale minus the rounded max leaves the rounding error (1e14 for a 4.6e30 logit) in the exp.
-  for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale;
   acc_t max = neg_inf<acc_t>();
   KDOPS_SIMD_MAX(max)
-  for (int64_t i = 0; i < len; ++i) max = std::max(max, shifted[i]);
+  for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
   if (len == 0) return {max, 1.0};
   if (max == neg_inf<acc_t>()) {
     const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
@@ -138,7 +135,7 @@ KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, 
   }
   // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
   // inf - inf = NaN, as torch.softmax does).
-  for (int64_t i = 0; i < len; ++i) shifted[i] -= max;
+  for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(shifted[i]);
   double total = 0;
