@@ -34,8 +34,11 @@ test: build $(PYLATE_DEPS)
 	$(MAKE) sim-asan
 	$(MAKE) -j2 sim-tsan
 
+# kdops._C_sim is built in place with a build folder that stays (pip's editable build compiles
+# in a temporary one), so `make coverage` finds its gcov notes under build/sim.
 build: $(DEPS)
-	$(PY) -m pip install -q --no-build-isolation -e .
+	KDOPS_SIM=0 $(PY) -m pip install -q --no-build-isolation -e .
+	KDOPS_SIM=only $(PY) setup.py -q build_ext --inplace --build-temp build/sim
 	$(PY) -m kdops.info
 
 $(DEPS): requirements-dev.txt
@@ -61,7 +64,7 @@ coverage:
 ASAN_DIR := build/asan
 sim-asan:
 	rm -rf $(ASAN_DIR)/kdops $(ASAN_DIR)/tests && mkdir -p $(ASAN_DIR)
-	cp -r kdops tests pyproject.toml $(ASAN_DIR)/
+	cp -r kdops tests benchmarks pyproject.toml $(ASAN_DIR)/
 	rm -f $(ASAN_DIR)/kdops/_C_sim*.so
 	KDOPS_SIM_SANITIZE=address KDOPS_SIM_COVERAGE=0 $(PY) setup.py -q build_ext \
 		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp

@@ -3,7 +3,7 @@ and kdops._C_sim (the CUDA kernels run on the CPU by the project's CUDA simulato
 
 Environment:
   KDOPS_CUDA=0|1          force the CUDA kernels off / on (default: on iff CUDA_HOME and torch.version.cuda)
-  KDOPS_SIM=0|1           also build kdops._C_sim: csrc/kdops.cpp and csrc/cuda/*.cu compiled by g++
+  KDOPS_SIM=0|1|only      also (only: just) build kdops._C_sim: csrc/kdops.cpp and csrc/cuda/*.cu compiled by g++
                           as C++ against csrc/sim/cuda_sim.h, ops under torch.ops.kdops_sim taking
                           CPU tensors (default 0; `make test` and CI set 1). Needs no CUDA toolkit.
   KDOPS_SIM_COVERAGE=1    compile kdops._C_sim with gcov instrumentation (--coverage)
@@ -172,8 +172,11 @@ def extensions():
     sanitize = os.environ.get("KDOPS_SIM_SANITIZE") or None
     if sanitize is not None:  # a sanitizer build of the simulated kernels, nothing else
         return [sim_extension(["-O1", "-g"], sanitize)]
-    sim = [sim_extension(["-O0", "-g"] if DEBUG else ["-O2"], None)] if _flag("KDOPS_SIM") else []
-    return [main_extension(opt)] + sim
+    mode = os.environ.get("KDOPS_SIM", "0")
+    if mode not in ("0", "1", "only"):
+        sys.exit(f"KDOPS_SIM must be 0, 1 or only, got {mode!r}")
+    sim = [sim_extension(["-O0", "-g"] if DEBUG else ["-O2"], None)] if mode != "0" else []
+    return sim if mode == "only" else [main_extension(opt)] + sim
 
 
 def main_extension(opt: list[str]):
