@@ -61,6 +61,23 @@ def ops():
     """The op namespace the public API calls now: torch.ops.kdops, or torch.ops.kdops_sim inside
     simulated() (for tests that call the ops directly)."""
     return kdops.functional._ops
+
+
+def on_simulator() -> bool:
+    """Whether the public API runs the simulated CUDA kernels now (inside simulated())."""
+    return ops() is getattr(torch.ops, "kdops_sim", None)
+
+
+def raises_value_check(device: str, match: str, error: type[Exception] = ValueError):
+    """What a check of argument *values* (mask entries, lengths, targets, offsets) raises: on the
+    CPU kernels `error`, naming the argument; on the CUDA kernels the check is a device-side
+    assert (no host read, so no sync): the simulator raises it at once as a RuntimeError with
+    the same message, while on a GPU it ends the CUDA context, so the test cannot go on there."""
+    if device == "cuda":
+        pytest.skip("a device-side assert ends the CUDA context")
+    return pytest.raises(RuntimeError if on_simulator() else error, match=match)
+
+
 dtypes = pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 
 
