@@ -165,6 +165,56 @@ def test_only_the_gradients_asked_for(layout, device):
     assert grads[0].shape == Q.shape and grads[1].shape == (0,)
 
 
+def _layout_args(layout, dtype, device, seed, masked):
+    """Raw-op arguments (Q, D, q_mask, d_mask, doc_offsets) of one layout; d = 40 and docs of up
+    to 70 tokens cross the tensor-core kernel's tile and fragment edges."""
+    Q = _embeddings((3, 9, 40), dtype, device, seed)
+    q_mask = _mask((3, 9), device, seed + 1, 0.7) if masked else None
+    if layout == "packed":
+        return Q, _embeddings((83, 40), dtype, device, seed + 2), q_mask, None, _offsets([70, 0, 13], device)
+    shape = (4, 70) if layout == "all-pairs" else (3, 2, 70)
+    d_mask = _mask(shape, device, seed + 3, 0.8) if masked else None
+    return Q, _embeddings((*shape, 40), dtype, device, seed + 2), q_mask, d_mask, None
+
+
+@devices
+@dtypes
+@pytest.mark.parametrize("masked", [False, True], ids=["no-masks", "masks"])
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_scores_without_argmax_equal_scores_with_it(device, dtype, masked, layout):
+    """with_argmax=False (inference) runs the kernels that write no index: the same scores, bit
+    for bit, and an empty int32 [0] in place of the argmax."""
+    args = _layout_args(layout, dtype, device, 7, masked)
+    for length_normalize in (False, True):
+        scores, argmax = ops().maxsim(*args, length_normalize, True)
+        scores_only, none = ops().maxsim(*args, length_normalize, False)
+        assert torch.equal(scores_only, scores)
+        assert argmax.shape == (3, scores.shape[1], 9)
+        assert none.shape == (0,) and none.dtype == torch.int32 and none.device == scores.device
+
+
+@devices
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_without_argmax_autograd_still_records_it(device, layout):
+    """A raw call with with_argmax=False that records a backward still gets its gradients (the
+    autograd kernel computes the argmax for itself) and returns the argmax as [0]; the same call
+    without grad mode records nothing."""
+    Q, D, q_mask, d_mask, offsets = _layout_args(layout, torch.float64, device, 3, True)
+    upstream = torch.rand(3, 4 if layout == "all-pairs" else (2 if layout == "per-query" else 3), dtype=torch.float64,
+                          generator=_generator(5)).to(device)
+    grads = []
+    for with_argmax in (True, False):
+        q, d = leaf(Q), leaf(D)
+        scores, argmax = ops().maxsim(q, d, q_mask, d_mask, offsets, True, with_argmax)
+        assert argmax.shape == ((3, upstream.shape[1], 9) if with_argmax else (0,))
+        (scores * upstream).sum().backward()
+        grads.append((q.grad, d.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    with torch.no_grad():
+        scores, argmax = ops().maxsim(leaf(Q), leaf(D), q_mask, d_mask, offsets, True, False)
+    assert scores.grad_fn is None and argmax.shape == (0,)
+
+
 @devices
 def test_ties_take_the_first_maximal_doc_token(device):
     # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
@@ -303,6 +353,9 @@ def test_opcheck(device, requires_grad):
     torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False))
     frozen_docs = torch.randn(3, 6, 8, device=device)
     torch.library.opcheck(op, (Q, frozen_docs, None, None, None, False))
+    # Inference (no argmax returned), also while autograd records a backward.
+    torch.library.opcheck(op, (Q, D3, q_mask, None, None, True, False))
+    torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False, False))
 
 
 @devices

@@ -5,6 +5,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <c10/util/Optional.h>
 
@@ -121,6 +122,13 @@ inline MaxSimArgs maxsim_args(const at::Tensor& Q, const at::Tensor& D,
     a.d_mask = checked_mask(*d_mask, D.sizes().slice(0, D.dim() - 1), Q, "d_mask", "D.shape[:-1]");
   }
   return a;
+}
+
+// The argmax output, uninitialised: [Nq, K, Lq] int32, or [0] when the caller wants none
+// (with_argmax = false; the kernels then write no index).
+inline at::Tensor empty_argmax(const MaxSimArgs& a, bool with_argmax) {
+  const auto opts = a.Q.options().dtype(at::kInt);
+  return with_argmax ? at::empty({a.Nq, a.layout.K, a.Lq}, opts) : at::empty({0}, opts);
 }
 
 // Valid query tokens per query, >= 1, as [Nq, 1] in the score dtype: the divisor of

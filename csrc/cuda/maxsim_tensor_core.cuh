@@ -117,8 +117,8 @@ __device__ void stage_rows(uint16_t* tile, int stride, int rows, int dim, bool v
   }
 }
 
-// argmax may be nullptr (no gradient wanted): then only the scores are written.
-template <typename scalar_t>
+// kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
+template <typename scalar_t, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads)
     maxsim_tensor_core_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores,
                               int32_t* argmax) {
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kThreads)
         float c = 0;
         if (row_real) {
           if (!v.query_token_valid(q0 + qr, i)) m.index = -1;
-          if (argmax != nullptr) argmax[v.argmax_index(q0 + qr, k, i)] = m.index;
+          if constexpr (kWriteArgmax) argmax[v.argmax_index(q0 + qr, k, i)] = m.index;
           c = m.contribution();
         }
         contrib[row] = c;
