@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, ops
+from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -458,6 +458,32 @@ def test_bad_doc_offsets(offsets, message, error, direct):
             ops().maxsim(Q_, tokens, None, None, offsets, False)
         else:
             kdops.maxsim_packed(Q_, tokens, offsets)
+
+
+# Bad offset values (each a ValueError on the CPU, with its own message above).
+BAD_OFFSET_VALUES = [o for o, _, error in BAD_OFFSETS if error is ValueError and o.dim() == 1] + [
+    torch.tensor([0, 7, 6]), torch.tensor([0, -1, 6]), torch.tensor([6]), torch.tensor([0, 3, 6, 5, 6]),
+]
+# On the CUDA kernels one device-side assert covers every condition (no host read).
+DEVICE_OFFSETS_MESSAGE = ("doc_offsets must start at 0, end at the number of tokens T = 6 \\(D_tokens.shape\\[0\\]\\), "
+                          "be non-decreasing and hold no doc of 2\\^31 tokens or more")
+
+
+@devices
+@pytest.mark.parametrize("offsets", BAD_OFFSET_VALUES, ids=lambda o: str(o.tolist()))
+def test_bad_doc_offset_values_raise_on_every_backend(device, offsets):
+    """Forward (public and raw) and backward refuse bad offsets: the CPU by reading them, the
+    CUDA kernels by a device-side assert naming doc_offsets."""
+    Q, tokens, offsets = Q_.to(device), torch.randn(6, 4, device=device), offsets.to(device)
+    message = DEVICE_OFFSETS_MESSAGE if on_simulator() else "doc_offsets must (start at 0|end at|be non-decreasing)"
+    with raises_value_check(device, message):
+        kdops.maxsim_packed(Q, tokens, offsets)
+    with raises_value_check(device, message):
+        ops().maxsim(Q, tokens, None, None, offsets, False, False)
+    columns = offsets.shape[0] - 1
+    with raises_value_check(device, message):
+        ops().maxsim_backward(torch.ones(2, columns, device=device), torch.zeros(2, columns, 3, dtype=torch.int32, device=device),
+                              Q, tokens, None, offsets, False, True, True)
 
 
 def test_bad_packed_arguments():
