@@ -1,6 +1,7 @@
 // MaxSim CUDA kernels. Math and layouts: common/maxsim.h, shared with the CPU kernels.
 //
-// Forward, fp16/bf16: on tensor cores (maxsim_tensor_core.cuh). fp32/fp64 (exact, no TF32): one
+// Forward, fp16/bf16, and fp32 when torch.backends.cuda.matmul.allow_tf32 is set: on tensor cores
+// (maxsim_tensor_core.cuh; TF32 for fp32). fp64, and fp32 without that flag (exact): one
 // block per (query, column) pair (grid-stride). The block loads kTile query tokens into shared
 // memory, streams the doc's tokens through shared memory kTile at a time, and each thread keeps
 // the running max (and first argmax) of one query token over its share of the doc tokens; the
@@ -11,6 +12,7 @@
 // Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
 //   dQ: one block per query token row, threads over d, summing over the columns k in order.
 //   dD: warps own doc rows and gather their contributions in entry order (maxsim_doc_grad.cuh).
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -144,31 +146,39 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// fp16/bf16 forward on tensor cores (fp32 scores); kWriteArgmax false: scores only.
+// Forward on tensor cores (fp32 scores): fp16/bf16, or fp32 as TF32; kWriteArgmax false: scores only.
 template <typename scalar_t, bool kWriteArgmax>
 void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
   namespace tc = tensor_core;
+  using stored = typename tc::Operand<scalar_t>::stored;
   constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
-  const int64_t smem = tc::smem_bytes(a.dim), limit = dynamic_shared_memory_limit<kernel>();
-  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit), " for ",
-                    a.Q.scalar_type(), ", got d = ", a.dim);
+  constexpr int elem_bytes = sizeof(stored);
+  const int64_t smem = tc::smem_bytes(a.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
+  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit, elem_bytes),
+                    " for ", a.Q.scalar_type(), a.Q.scalar_type() == at::kFloat ? " with TF32" : "",
+                    ", got d = ", a.dim);
   const tc::Groups groups = tc::groups_for(a.Nq, a.Lq, a.layout);
-  // 16-byte loads when every token row starts 16-byte aligned.
-  const bool vec = a.dim % 8 == 0 && aligned16(a.Q.data_ptr()) && aligned16(a.tokens.data_ptr());
+  const bool vec = tc::vector_loads<stored>(a.dim, a.Q.data_ptr(), a.tokens.data_ptr());
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
   launch(kernel, blocks, tc::kThreads, smem, current_stream(), a.view<scalar_t>(), groups, vec,
          scores.data_ptr<float>(), argmax);
 }
 
-// fp16/bf16 on tensor cores, fp32/fp64 on the exact SIMT kernel. (A function template, so the
-// branch not taken is not instantiated: no SIMT kernel is compiled for the half types.)
+// Whether fp32 matmuls may use TF32 (torch.backends.cuda.matmul.allow_tf32, read on the host;
+// the simulated build reads the same flag).
+bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
+
+// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed, else, and fp64, on the exact
+// SIMT kernel. (A function template, so the branch not taken is not instantiated: no SIMT kernel
+// is compiled for the half types.)
 template <typename scalar_t, bool kWriteArgmax>
 void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
     tensor_core_forward<scalar_t, kWriteArgmax>(a, scores, argmax);
   } else {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (tf32_allowed()) return tensor_core_forward<float, kWriteArgmax>(a, scores, argmax);
+    }
     constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
     const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
     const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
