@@ -146,6 +146,14 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
 }
 
+// Whether the tensor-core kernel's tiles of d features fit in shared memory.
+template <typename scalar_t, bool kWriteArgmax>
+bool tensor_core_fits(int64_t dim) {
+  namespace tc = tensor_core;
+  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
+  return tc::smem_bytes(dim, sizeof(typename tc::Operand<scalar_t>::stored)) <= dynamic_shared_memory_limit<kernel>();
+}
+
 // Forward on tensor cores (fp32 scores): fp16/bf16, or fp32 as TF32; kWriteArgmax false: scores only.
 template <typename scalar_t, bool kWriteArgmax>
 void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
@@ -155,8 +163,7 @@ void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argma
   constexpr int elem_bytes = sizeof(stored);
   const int64_t smem = tc::smem_bytes(a.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
   TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit, elem_bytes),
-                    " for ", a.Q.scalar_type(), a.Q.scalar_type() == at::kFloat ? " with TF32" : "",
-                    ", got d = ", a.dim);
+                    " for ", a.Q.scalar_type(), ", got d = ", a.dim);
   const tc::Groups groups = tc::groups_for(a.Nq, a.Lq, a.layout);
   const bool vec = tc::vector_loads<stored>(a.dim, a.Q.data_ptr(), a.tokens.data_ptr());
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
@@ -168,8 +175,8 @@ void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argma
 // the simulated build reads the same flag).
 bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
 
-// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed, else, and fp64, on the exact
-// SIMT kernel. (A function template, so the branch not taken is not instantiated: no SIMT kernel
+// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed (and d fits), else, and fp64,
+// on the exact SIMT kernel. (A function template, so the branch not taken is not instantiated: no SIMT kernel
 // is compiled for the half types.)
 template <typename scalar_t, bool kWriteArgmax>
 void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
@@ -177,7 +184,11 @@ void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
     tensor_core_forward<scalar_t, kWriteArgmax>(a, scores, argmax);
   } else {
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (tf32_allowed()) return tensor_core_forward<float, kWriteArgmax>(a, scores, argmax);
+      // allow_tf32 permits TF32, it does not require it: a d too wide for the TF32 tiles (4-byte
+      // elements) runs exact, as it would without the flag.
+      if (tf32_allowed() && tensor_core_fits<float, kWriteArgmax>(a.dim)) {
+        return tensor_core_forward<float, kWriteArgmax>(a, scores, argmax);
+      }
     }
     constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
     const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));

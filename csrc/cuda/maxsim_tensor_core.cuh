@@ -156,8 +156,10 @@ __device__ void stage_rows(T* tile, int stride, int rows, int dim, bool vec, Row
 }
 
 // kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
+// Occupancy hint of 4 blocks (128 registers), what shared memory allows for 16-bit inputs at
+// d = 128: without it ptxas gave some instances 80 registers and a spill (sm_90), others 168.
 template <typename scalar_t, bool kWriteArgmax>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     maxsim_tensor_core_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores,
                               int32_t* argmax) {
   using namespace nvcuda;
@@ -229,7 +231,9 @@ __global__ void __launch_bounds__(kThreads)
           }
         }
         __syncthreads();
-        if (row_real) {
+        // Rows of the computed strips (used_rows is a multiple of 16); those past a query's end
+        // fold zeros and are dropped below (testing row_real here cost a spill on sm_80).
+        if (row < used_rows) {
           for (int c = half; c < tokens; c += 2) {  // increasing j: update keeps the first max
             const int64_t j = j0 + c;
             if (v.doc_token_valid(start + j)) m.update(sims[row * kSimStride + c], static_cast<int32_t>(j));
