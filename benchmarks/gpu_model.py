@@ -11,9 +11,10 @@ maxsim_cuda.cu's dQ kernel). The model, per kernel:
   time = max(compute, L2 -> SM traffic / L2 bandwidth, HBM traffic / HBM bandwidth) + launches
   compute: the blocks an SM gets (round robin) x the cycles of their tiles, a tile costing
   max(its MMA cycles at the mma.sync rate, its instruction issue / 4 schedulers), i.e. the
-  resident blocks are assumed to overlap one another's loads and folds perfectly (fp32 on TF32:
-  a block stages 4-byte elements, 87 KB of shared memory at d = 128, so 2 blocks share an SM
-  instead of 4, and that overlap is the less certain).
+  resident blocks are assumed to overlap one another's loads and folds perfectly, and the doc
+  tiles are double-buffered by cp.async, so a block's own next tile loads during its MMAs too
+  (shared memory at d = 128: 70 KB a block for bf16, 3 blocks an SM; 122 KB for fp32 on TF32,
+  1 block, whose overlap then rests on its own double buffer).
 Inference shapes (forward only) write no argmax: kdops.maxsim passes with_argmax=False, and the
 kernels' no-argmax instances store scores only.
 Every constant below is an assumption, named and stated; change one and the table follows.
@@ -135,15 +136,15 @@ def forward(s: Shape, gpu: Gpu) -> Prediction:
     tiles = [chunks * _ceil(n, COLS) for n in s.doc_lengths] * groups  # per block
     blocks = len(tiles)
     # One 64-token tile: MMA cycles at the mma.sync rate; instructions: stage the doc tile
-    # (16-byte loads, ~6 instructions each, + 4 cvt.rna.tf32 for TF32's 4 floats), WMMA
-    # loads/MMAs/stores per warp (per k step), the fold (each of 128 threads scans 32
-    # similarities at ~7 instructions), and 3 barriers.
+    # (16-byte cp.async copies, ~4 instructions each; TF32 then reloads its 4 floats, rounds them
+    # with 4 cvt.rna.tf32 and stores them: ~6 more), WMMA loads/MMAs/stores per warp (per k step),
+    # the fold (each of 128 threads scans 32 similarities at ~7 instructions), and 2 barriers.
     mma_cycles = used_strips * FRAG * COLS * width / gpu.mma_fma_per_cycle_per_sm(s.precision)
     per_load = 16 // s.elem
-    stage = COLS * width / per_load / 32 * (6 + (4 if s.precision == "tf32" else 0))
+    stage = COLS * width / per_load / 32 * (4 + (6 if s.precision == "tf32" else 0))
     wmma = used_strips * (width // FRAG_K[s.precision]) * (1 + 4 + 4 * 2) + used_strips * 4 * 8
     fold = (FWD_THREADS // 32) * (COLS // 2) * 7
-    issue_cycles = (stage + wmma + fold + 3 * 4) / gpu.schedulers
+    issue_cycles = (stage + wmma + fold + 2 * 4) / gpu.schedulers
     tile_cycles = max(mma_cycles, issue_cycles)
     per_sm = sorted(tiles, reverse=True)
     sm_tiles = [sum(per_sm[i :: gpu.sms]) for i in range(min(gpu.sms, blocks))]

@@ -525,17 +525,19 @@ def _first_argmax(Q, D_docs, q_mask, d_mask_docs):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("nq,lq", [(5, 10), (2, 70)], ids=["5-queries-per-block", "query-over-64-rows"])
 @pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
-def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout):
+@pytest.mark.parametrize("aligned", [False, True], ids=["plain-loads", "cp-async"])
+def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout, aligned):
     """The tile edges of the CUDA tensor-core kernel (fp16/bf16): up to four queries share a block
     of 64 query rows (Nq = 5 leaves a partial group), a query of 70 tokens takes two row chunks,
-    docs of 150 tokens take three 64-token tiles, d = 40 is no multiple of 16, and Q starts
-    2 bytes past a 16-byte boundary (no vector loads). Doc tokens repeat with period 7, so every
+    docs of 150 tokens take three 64-token tiles (both doc buffers, one reused), d = 40 is no
+    multiple of 16, and Q starts one element past a 16-byte boundary (plain loads) or on it
+    (16-byte loads; doc tiles by cp.async). Doc tokens repeat with period 7, so every
     max is tied across tiles and column parities: the saved argmax must be the first maximal
     valid token, and scores and gradients exact (integer embeddings)."""
     dim, ld = 40, 150
     g = _generator(nq * lq)
     base = torch.randint(-2, 3, (nq, lq, dim), generator=g).to(dtype)
-    Q = torch.empty(base.numel() + 1, dtype=dtype)[1:].view(base.shape).copy_(base).to(device)
+    Q = torch.empty(base.numel() + 1, dtype=dtype)[int(not aligned):][:base.numel()].view(base.shape).copy_(base).to(device)
     q_mask = (torch.rand(nq, lq, generator=g) < 0.9).to(device)
     period = torch.randint(-2, 3, (7, dim), generator=g).to(dtype)
     if layout == "packed":

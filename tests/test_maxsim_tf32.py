@@ -119,8 +119,8 @@ def test_without_the_flag_fp32_is_exact(device, allow_tf32, layout):
 
 @pytest.mark.parametrize("allow_tf32", [True], indirect=True, ids=["tf32"])
 def test_tf32_is_a_permission_a_d_too_wide_for_its_tiles_runs_exact(allow_tf32):
-    """On the simulator's small device (48 KiB of shared memory) TF32 tiles hold d <= 48: d = 48
-    runs on TF32 tensor cores, d = 49 and the exact kernel's largest d = 191 run exact (the
+    """On the simulator's small device (48 KiB of shared memory) TF32 tiles hold d <= 32: d = 32
+    runs on TF32 tensor cores, d = 33 and the exact kernel's largest d = 191 run exact (the
     result of the flag unset, bit for bit), as torch's allow_tf32 permits TF32 and does not
     require it."""
     from kdops.ops import built_with_simulator
@@ -132,7 +132,7 @@ def test_tf32_is_a_permission_a_d_too_wide_for_its_tiles_runs_exact(allow_tf32):
     g = torch.Generator().manual_seed(3)
     _C_sim.set_device("small")
     try:
-        for dim, tf32 in ((48, True), (49, False), (191, False)):
+        for dim, tf32 in ((32, True), (33, False), (191, False)):
             Q, D = torch.randn(2, 5, dim, generator=g), torch.randn(3, 7, dim, generator=g)
             torch.backends.cuda.matmul.allow_tf32 = True
             allowed = torch.ops.kdops_sim.maxsim(Q, D, None, None, None, False, False)[0]

@@ -11,13 +11,17 @@
 // chunks of kRows rows. The doc streams through shared memory kCols tokens at a time; each warp
 // multiplies a 16-row strip of the queries with the tile, stores its 16 x kCols fp32 similarities
 // to shared memory, and after a barrier two threads per row fold them into their running max.
+// Doc tiles are double-buffered: tile t + 1 is copied by cp.async (<cuda_pipeline.h>: 16-byte
+// copies, one batch per tile) while tile t is multiplied and folded, so its loads overlap the
+// block's own MMAs. Rows that are not 16-byte aligned (d not a multiple of 16 bytes, or an
+// unaligned base) are staged by plain loads instead, without that overlap.
 //
 // Why the similarities go through shared memory: the fold never reads a fragment element, so the
 // kernel depends on no fragment layout (the simulator keeps whole tiles per lane, the hardware a
 // few elements per lane) and stays exact under both.
-// Why plain loads and no cp.async double buffer: cp.async is inline PTX the simulator cannot run;
-// a block needs ~52 KB (d = 128), so four blocks share an SM and one block's tile loads overlap
-// the others' MMAs instead.
+// cp.async runs on the simulator through csrc/sim/include/cuda_pipeline.h, which lands a copy only
+// at the wait that covers it (and poisons its destination until then), so a read of a tile before
+// its wait, or a copy into the buffer still being read, fails the tests there.
 //
 // Determinism and ties: each of a row's two threads scans its columns (j = 2c + half) in
 // increasing j and keeps the first maximum (RunningMax::update); the pair merges value first,
@@ -29,6 +33,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
 #include <mma.h>
 
 #include <c10/util/BFloat16.h>
@@ -36,6 +41,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/maxsim.h"
 
@@ -83,14 +89,15 @@ KDOPS_HD int round_up(int64_t x, int to) { return static_cast<int>((x + to - 1) 
 KDOPS_HD int tile_stride(int64_t dim) { return round_up(dim, kFrag) + 8; }
 constexpr int kSimStride = kCols + 4;  // fp32 similarities
 
-// Dynamic shared memory: query rows, doc tile (elem_bytes per element), similarities (fp32).
+// Dynamic shared memory: query rows, two doc tiles (elem_bytes per element), similarities (fp32).
+constexpr int kStagedRows = kRows + 2 * kCols;
 inline int64_t smem_bytes(int64_t dim, int elem_bytes) {
-  return kAlign + int64_t(kRows + kCols) * tile_stride(dim) * elem_bytes + int64_t(kRows) * kSimStride * 4;
+  return kAlign + int64_t(kStagedRows) * tile_stride(dim) * elem_bytes + int64_t(kRows) * kSimStride * 4;
 }
 
 // The largest d whose buffers fit in `limit` bytes of dynamic shared memory.
 inline int64_t max_dim(int64_t limit, int elem_bytes) {
-  const int64_t fixed = kAlign + int64_t(kRows) * kSimStride * 4, per_feature = int64_t(kRows + kCols) * elem_bytes;
+  const int64_t fixed = kAlign + int64_t(kRows) * kSimStride * 4, per_feature = int64_t(kStagedRows) * elem_bytes;
   return std::max<int64_t>(0, ((limit - fixed) / per_feature - 8) / kFrag * kFrag);
 }
 
@@ -155,11 +162,53 @@ __device__ void stage_rows(T* tile, int stride, int rows, int dim, bool vec, Row
   }
 }
 
+// Starts staging doc rows first_row[0..tokens) (row stride dim) into a kCols-row tile: with vec,
+// 16-byte cp.async copies (the caller commits them as one batch and waits before reading), zeros
+// stored for rows past the doc and features past d; without vec, plain loads (stage_rows).
+template <typename T>
+__device__ void start_doc_tile(T* tile, int stride, int dim, bool vec, const T* first_row, int64_t tokens) {
+  if (!vec) {
+    stage_rows(tile, stride, kCols, dim, false, [&](int r) -> const T* {
+      return r < tokens ? first_row + int64_t(r) * dim : nullptr;
+    });
+    return;
+  }
+  constexpr int kVec = 16 / sizeof(T);
+  const int per_row = round_up(dim, kFrag) / kVec;
+  for (int e = threadIdx.x; e < kCols * per_row; e += kThreads) {
+    const int r = e / per_row, c = (e - r * per_row) * kVec;
+    T* dst = tile + r * stride + c;
+    if (r < tokens && c < dim) {
+      __pipeline_memcpy_async(dst, first_row + int64_t(r) * dim + c, 16);
+    } else {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+}
+
+// After the wait for its tile: a cp.async copies bits as they are, so for fp32 each thread rounds
+// the elements it copied to TF32 (to_operand) in place; 16-bit operands and plain loads need nothing.
+template <typename T>
+__device__ void finish_doc_tile(T* tile, int stride, int dim, bool vec, int64_t tokens) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!vec) return;
+    constexpr int kVec = 16 / sizeof(T);
+    const int per_row = round_up(dim, kFrag) / kVec;
+    for (int e = threadIdx.x; e < kCols * per_row; e += kThreads) {
+      const int r = e / per_row, c = (e - r * per_row) * kVec;
+      if (r >= tokens || c >= dim) continue;
+      uint4* chunk = reinterpret_cast<uint4*>(tile + r * stride + c);
+      *chunk = to_operand(*chunk, T());
+    }
+  }
+}
+
 // kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
-// Occupancy hint of 4 blocks (128 registers), what shared memory allows for 16-bit inputs at
-// d = 128: without it ptxas gave some instances 80 registers and a spill (sm_90), others 168.
+// Occupancy hint of 3 blocks (<= 168 registers), what shared memory allows an H100 SM for 16-bit
+// inputs at d = 128 (70 KB a block): without a hint ptxas gave some instances 80 registers and a
+// spill (sm_90); with 4 (128 registers) one instance spilled.
 template <typename scalar_t, bool kWriteArgmax>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, 3)
     maxsim_tensor_core_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores,
                               int32_t* argmax) {
   using namespace nvcuda;
@@ -173,8 +222,8 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int dim = static_cast<int>(v.dim), stride = tile_stride(dim), width = round_up(dim, kFrag);
   unsigned char* base = smem_raw + (kAlign - reinterpret_cast<uintptr_t>(smem_raw) % kAlign) % kAlign;
   T* q_tile = reinterpret_cast<T*>(base);
-  T* d_tile = q_tile + kRows * stride;
-  float* sims = reinterpret_cast<float*>(d_tile + kCols * stride);
+  T* d_tiles = q_tile + kRows * stride;  // two buffers of kCols rows: tile t in buffer t % 2
+  float* sims = reinterpret_cast<float*>(d_tiles + 2 * kCols * stride);
   const T* Q = reinterpret_cast<const T*>(v.Q);
   const T* D = reinterpret_cast<const T*>(v.D);
   const int warp = threadIdx.x / 32;
@@ -202,13 +251,24 @@ __global__ void __launch_bounds__(kThreads, 4)
         return Q + ((q0 + rq) * v.Lq + ri) * v.dim;
       });
       RunningMax<float> m = empty_running_max<float>();
-      for (int64_t j0 = 0; j0 < length; j0 += kCols) {
-        const int64_t tokens = std::min<int64_t>(kCols, length - j0);
-        __syncthreads();  // the previous tile's similarities are folded
-        stage_rows(d_tile, stride, kCols, dim, vec, [&](int r) -> const T* {
-          return r < tokens ? D + (start + j0 + r) * v.dim : nullptr;
-        });
-        __syncthreads();
+      const int64_t tiles = (length + kCols - 1) / kCols;
+      const auto tokens_of = [&](int64_t t) { return std::min<int64_t>(kCols, length - t * kCols); };
+      const auto buffer = [&](int64_t t) { return d_tiles + (t % 2) * kCols * stride; };
+      if (tiles > 0) start_doc_tile(buffer(0), stride, dim, vec, D + start * v.dim, tokens_of(0));
+      __pipeline_commit();
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t j0 = t * kCols, tokens = tokens_of(t);
+        const T* d_tile = buffer(t);
+        // Buffer (t + 1) % 2 was last read by tile t - 1's MMAs, which ended before the barrier
+        // that preceded its fold. One batch per iteration (empty for the last), so waiting until
+        // at most one is in flight means tile t has landed.
+        if (t + 1 < tiles) {
+          start_doc_tile(buffer(t + 1), stride, dim, vec, D + (start + j0 + kCols) * v.dim, tokens_of(t + 1));
+        }
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        finish_doc_tile(buffer(t), stride, dim, vec, tokens);
+        __syncthreads();  // tile t (and the query rows) staged by every thread, tile t - 1 folded
         if (warp * kFrag < used_rows) {  // strips of padding rows only: nothing to compute
           wmma::fragment<wmma::accumulator, kFrag, kFrag, kK, float> acc[kColFrags];
 #pragma unroll
