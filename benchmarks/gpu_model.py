@@ -1,5 +1,6 @@
 """A performance model of kdops' MaxSim CUDA kernels on an H100, at the benchmark shapes of
-benchmarks/cases_maxsim.py (bf16): PREDICTED times, not measurements; no GPU ran them.
+benchmarks/cases_maxsim.py (bf16, and fp32 inputs on TF32 tensor cores): PREDICTED times, not
+measurements; no GPU ran them.
 
     python -m benchmarks.gpu_model            # prints the table (markdown)
 
@@ -10,19 +11,25 @@ maxsim_cuda.cu's dQ kernel). The model, per kernel:
   time = max(compute, L2 -> SM traffic / L2 bandwidth, HBM traffic / HBM bandwidth) + launches
   compute: the blocks an SM gets (round robin) x the cycles of their tiles, a tile costing
   max(its MMA cycles at the mma.sync rate, its instruction issue / 4 schedulers), i.e. the
-  resident blocks are assumed to overlap one another's loads and folds perfectly.
+  resident blocks are assumed to overlap one another's loads and folds perfectly, and the doc
+  tiles are double-buffered by cp.async, so a block's own next tile loads during its MMAs too
+  (shared memory at d = 128: 70 KB a block for bf16, 3 blocks an SM; 122 KB for fp32 on TF32,
+  1 block, whose overlap then rests on its own double buffer).
+Inference shapes (forward only) write no argmax: kdops.maxsim passes with_argmax=False, and the
+kernels' no-argmax instances store scores only.
 Every constant below is an assumption, named and stated; change one and the table follows.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class Gpu:
-    """H100 SXM5. Datasheet: 132 SMs, 989 TFLOP/s dense bf16 (wgmma), 3.35 TB/s HBM3.
+    """H100 SXM5. Datasheet: 132 SMs, 989 TFLOP/s dense bf16 and 494.7 TFLOP/s dense TF32
+    (wgmma), 3.35 TB/s HBM3.
     Assumed, not measured here: the clock under load, the share of the tensor peak that mma.sync
     (HMMA, what the WMMA API compiles to; wgmma needs sm_90a PTX) can reach, achievable HBM and
     L2 bandwidth, the L2 latency and the GPU time per launched kernel."""
@@ -31,6 +38,7 @@ class Gpu:
     sms: int = 132
     clock_hz: float = 1.755e9  # assumed sustained clock under tensor load (boost is 1.98 GHz)
     tensor_peak: float = 989e12  # dense bf16 FLOP/s, datasheet
+    tf32_peak: float = 494.7e12  # dense TF32 FLOP/s, datasheet (half the bf16 rate)
     mma_sync_share: float = 0.6  # assumed: HMMA reaches ~60% of the wgmma peak on Hopper
     hbm_peak: float = 3.35e12  # bytes/s, datasheet
     hbm_share: float = 0.8  # assumed achievable share of the HBM peak
@@ -39,9 +47,11 @@ class Gpu:
     schedulers: int = 4  # warp instructions issued per SM per cycle
     launch_s: float = 2.5e-6  # assumed GPU time per kernel of a queued launch (fill + drain)
 
-    @property
-    def mma_fma_per_cycle_per_sm(self) -> float:
-        return self.tensor_peak * self.mma_sync_share / 2 / self.sms / self.clock_hz
+    def peak(self, precision: str) -> float:
+        return self.tf32_peak if precision == "tf32" else self.tensor_peak
+
+    def mma_fma_per_cycle_per_sm(self, precision: str) -> float:
+        return self.peak(precision) * self.mma_sync_share / 2 / self.sms / self.clock_hz
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,11 @@ class Shape:
     per_query: bool  # each query reads its own K docs (else every query reads every doc)
     dim: int = 128
     train: bool = True  # forward + backward (else forward only, no argmax written)
-    elem: int = 2  # bytes per element (bf16)
+    precision: str = "bf16"  # or "tf32": fp32 inputs on TF32 tensor cores (allow_tf32)
+
+    @property
+    def elem(self) -> int:  # bytes per input element
+        return 4 if self.precision == "tf32" else 2
 
     @property
     def docs(self) -> int:
@@ -92,8 +106,10 @@ SHAPES = [
     Shape("design target: in-batch 64x64, Ld=300", 64, 32, (300,) * 64, False),
 ]
 
-# Tile sizes of csrc/cuda/maxsim_tensor_core.cuh and maxsim_doc_grad.cuh.
+# Tile sizes of csrc/cuda/maxsim_tensor_core.cuh and maxsim_doc_grad.cuh (k of the fragment: 16
+# for bf16, 8 for TF32).
 ROWS, COLS, FRAG, FWD_THREADS = 64, 64, 16, 128
+FRAG_K = {"bf16": 16, "tf32": 8}
 GRAD_ROWS_PER_WARP, GRAD_WARPS, GRAD_FEATURES = 8, 4, 128
 DQ_THREADS = 128
 
@@ -120,13 +136,15 @@ def forward(s: Shape, gpu: Gpu) -> Prediction:
     tiles = [chunks * _ceil(n, COLS) for n in s.doc_lengths] * groups  # per block
     blocks = len(tiles)
     # One 64-token tile: MMA cycles at the mma.sync rate; instructions: stage the doc tile
-    # (16-byte loads, ~6 instructions each), WMMA loads/MMAs/stores per warp, the fold (each of
-    # 128 threads scans 32 similarities at ~7 instructions), and 3 barriers.
-    mma_cycles = used_strips * FRAG * COLS * width / gpu.mma_fma_per_cycle_per_sm
-    stage = COLS * width / 8 / 32 * 6
-    wmma = used_strips * (width // FRAG) * (1 + 4 + 4 * 2) + used_strips * 4 * 8
+    # (16-byte cp.async copies, ~4 instructions each; TF32 then reloads its 4 floats, rounds them
+    # with 4 cvt.rna.tf32 and stores them: ~6 more), WMMA loads/MMAs/stores per warp (per k step),
+    # the fold (each of 128 threads scans 32 similarities at ~7 instructions), and 2 barriers.
+    mma_cycles = used_strips * FRAG * COLS * width / gpu.mma_fma_per_cycle_per_sm(s.precision)
+    per_load = 16 // s.elem
+    stage = COLS * width / per_load / 32 * (4 + (6 if s.precision == "tf32" else 0))
+    wmma = used_strips * (width // FRAG_K[s.precision]) * (1 + 4 + 4 * 2) + used_strips * 4 * 8
     fold = (FWD_THREADS // 32) * (COLS // 2) * 7
-    issue_cycles = (stage + wmma + fold + 3 * 4) / gpu.schedulers
+    issue_cycles = (stage + wmma + fold + 2 * 4) / gpu.schedulers
     tile_cycles = max(mma_cycles, issue_cycles)
     per_sm = sorted(tiles, reverse=True)
     sm_tiles = [sum(per_sm[i :: gpu.sms]) for i in range(min(gpu.sms, blocks))]
@@ -191,17 +209,18 @@ def roofline(s: Shape, gpu: Gpu) -> float:
     HBM peak, whichever is longer (forward, plus backward for training shapes)."""
     flops = s.flops  # backward gathers rows; it does no GEMM-sized work
     bytes_ = _hbm_bytes(s, False) + (_hbm_bytes(s, True) if s.train else 0)
-    return max(flops / gpu.tensor_peak, bytes_ / gpu.hbm_peak)
+    return max(flops / gpu.peak(s.precision), bytes_ / gpu.hbm_peak)
 
 
-def table(gpu: Gpu = Gpu()) -> str:
+def table(gpu: Gpu = Gpu(), precision: str = "bf16") -> str:
+    what = "bf16" if precision == "bf16" else "fp32 (TF32 tensor cores, allow_tf32 set)"
     lines = [
-        f"Predicted (not measured) bf16 MaxSim times on an {gpu.name}, d = 128; assumptions in benchmarks/gpu_model.py.",
+        f"Predicted (not measured) {what} MaxSim times on an {gpu.name}, d = 128; assumptions in benchmarks/gpu_model.py.",
         "",
         "| shape | pass | GFLOP | HBM MB | roofline us | fwd us (bound) | bwd us (bound) | predicted total us | x roofline |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in SHAPES:
+    for s in (replace(shape, precision=precision) for shape in SHAPES):
         f = forward(s, gpu)
         b = backward(s, gpu) if s.train else None
         total = f.seconds + (b.seconds if b else 0)
@@ -217,3 +236,5 @@ def table(gpu: Gpu = Gpu()) -> str:
 
 if __name__ == "__main__":
     print(table())
+    print()
+    print(table(precision="tf32"))

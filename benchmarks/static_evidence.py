@@ -4,7 +4,7 @@ shared and local memory per kernel and arch, and whether a kernel's SASS uses te
 
     python -m benchmarks.static_evidence    # writes benchmarks/results/static/kernels.{md,json}
 
-tests/test_static_evidence.py asserts on the same data: HMMA in the fp16/bf16 MaxSim kernels
+tests/test_static_evidence.py asserts on the same data: HMMA in the fp16/bf16/TF32 MaxSim kernels
 for every sm_80+ cubin, no local memory (spills) in any kernel."""
 
 from __future__ import annotations

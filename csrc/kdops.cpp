@@ -30,12 +30,14 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   // MaxSim (ColBERT). One op for the three layouts of D: [Nd, Ld, d] (all pairs), [Nq, K, Ld, d]
   // (per-query candidates), [T, d] with doc_offsets (packed). Returns (scores [Nq, K], argmax
   // [Nq, K, Lq] int32): the first maximal doc token of each query token, -1 where the query
-  // token is masked or the doc has no valid token; backward needs nothing else. Backward
+  // token is masked or the doc has no valid token; backward needs nothing else. with_argmax =
+  // false (inference) returns an empty int32 [0] in its place and the kernels write none (the
+  // autograd kernel still computes it for itself when it records a backward). Backward
   // computes only the gradients asked for (grad_Q, grad_D); one not asked for comes back as an
   // empty [0] tensor.
   m.def(
       "maxsim(Tensor Q, Tensor D, Tensor? q_mask, Tensor? d_mask, Tensor? doc_offsets, "
-      "bool length_normalize) -> (Tensor, Tensor)");
+      "bool length_normalize, bool with_argmax=True) -> (Tensor, Tensor)");
   m.def(
       "maxsim_backward(Tensor grad, Tensor argmax, Tensor Q, Tensor D, Tensor? q_mask, "
       "Tensor? doc_offsets, bool length_normalize, bool grad_Q, bool grad_D) -> (Tensor, Tensor)");

@@ -116,7 +116,9 @@ def maxsim(
             check_tensor(mask, name)
     _check_flag(length_normalize, "length_normalize")
     check_backend(Q, "kdops.maxsim")
-    return _ops.maxsim.default(Q, D, q_mask, d_mask, None, length_normalize)[0]
+    # No argmax wanted here (with_argmax=False): the autograd kernel computes it only when it
+    # records a backward, so inference writes scores only.
+    return _ops.maxsim.default(Q, D, q_mask, d_mask, None, length_normalize, False)[0]
 
 
 def maxsim_packed(
@@ -140,7 +142,7 @@ def maxsim_packed(
         check_tensor(q_mask, "q_mask")
     _check_flag(length_normalize, "length_normalize")
     check_backend(Q, "kdops.maxsim_packed")
-    return _ops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize)[0]
+    return _ops.maxsim.default(Q, D_tokens, q_mask, None, doc_offsets, length_normalize, False)[0]
 # --- Plackett-Luce family (listwise) ----------------------------------------------------------
 
 def _check_optional(value: Tensor | None, name: str) -> None:

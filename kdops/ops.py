@@ -174,7 +174,7 @@ def _maxsim_score_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @_fake("maxsim")
-def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
+def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize, with_argmax=True):
     columns = _maxsim_columns(Q, D, q_mask, doc_offsets)
     torch._check_value(d_mask is None or doc_offsets is None,
                        lambda: "d_mask is not accepted with doc_offsets: packed docs hold only real tokens")
@@ -183,7 +183,8 @@ def _(Q, D, q_mask, d_mask, doc_offsets, length_normalize):
     check.device(Q, "Q", d_mask=d_mask)
     nq, lq = Q.shape[0], Q.shape[1]
     scores = Q.new_empty((nq, columns), dtype=_maxsim_score_dtype(Q.dtype))
-    return scores, Q.new_empty((nq, columns, lq), dtype=torch.int32)
+    argmax_shape = (nq, columns, lq) if with_argmax else (0,)  # [0]: the caller wants no argmax
+    return scores, Q.new_empty(argmax_shape, dtype=torch.int32)
 
 
 @_fake("maxsim_backward")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, ops
+from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -165,6 +165,56 @@ def test_only_the_gradients_asked_for(layout, device):
     assert grads[0].shape == Q.shape and grads[1].shape == (0,)
 
 
+def _layout_args(layout, dtype, device, seed, masked):
+    """Raw-op arguments (Q, D, q_mask, d_mask, doc_offsets) of one layout; d = 40 and docs of up
+    to 70 tokens cross the tensor-core kernel's tile and fragment edges."""
+    Q = _embeddings((3, 9, 40), dtype, device, seed)
+    q_mask = _mask((3, 9), device, seed + 1, 0.7) if masked else None
+    if layout == "packed":
+        return Q, _embeddings((83, 40), dtype, device, seed + 2), q_mask, None, _offsets([70, 0, 13], device)
+    shape = (4, 70) if layout == "all-pairs" else (3, 2, 70)
+    d_mask = _mask(shape, device, seed + 3, 0.8) if masked else None
+    return Q, _embeddings((*shape, 40), dtype, device, seed + 2), q_mask, d_mask, None
+
+
+@devices
+@dtypes
+@pytest.mark.parametrize("masked", [False, True], ids=["no-masks", "masks"])
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_scores_without_argmax_equal_scores_with_it(device, dtype, masked, layout):
+    """with_argmax=False (inference) runs the kernels that write no index: the same scores, bit
+    for bit, and an empty int32 [0] in place of the argmax."""
+    args = _layout_args(layout, dtype, device, 7, masked)
+    for length_normalize in (False, True):
+        scores, argmax = ops().maxsim(*args, length_normalize, True)
+        scores_only, none = ops().maxsim(*args, length_normalize, False)
+        assert torch.equal(scores_only, scores)
+        assert argmax.shape == (3, scores.shape[1], 9)
+        assert none.shape == (0,) and none.dtype == torch.int32 and none.device == scores.device
+
+
+@devices
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_without_argmax_autograd_still_records_it(device, layout):
+    """A raw call with with_argmax=False that records a backward still gets its gradients (the
+    autograd kernel computes the argmax for itself) and returns the argmax as [0]; the same call
+    without grad mode records nothing."""
+    Q, D, q_mask, d_mask, offsets = _layout_args(layout, torch.float64, device, 3, True)
+    upstream = torch.rand(3, 4 if layout == "all-pairs" else (2 if layout == "per-query" else 3), dtype=torch.float64,
+                          generator=_generator(5)).to(device)
+    grads = []
+    for with_argmax in (True, False):
+        q, d = leaf(Q), leaf(D)
+        scores, argmax = ops().maxsim(q, d, q_mask, d_mask, offsets, True, with_argmax)
+        assert argmax.shape == ((3, upstream.shape[1], 9) if with_argmax else (0,))
+        (scores * upstream).sum().backward()
+        grads.append((q.grad, d.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    with torch.no_grad():
+        scores, argmax = ops().maxsim(leaf(Q), leaf(D), q_mask, d_mask, offsets, True, False)
+    assert scores.grad_fn is None and argmax.shape == (0,)
+
+
 @devices
 def test_ties_take_the_first_maximal_doc_token(device):
     # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
@@ -303,6 +353,9 @@ def test_opcheck(device, requires_grad):
     torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False))
     frozen_docs = torch.randn(3, 6, 8, device=device)
     torch.library.opcheck(op, (Q, frozen_docs, None, None, None, False))
+    # Inference (no argmax returned), also while autograd records a backward.
+    torch.library.opcheck(op, (Q, D3, q_mask, None, None, True, False))
+    torch.library.opcheck(op, (Q, torch.randn(9, 8, **opts), q_mask, None, offsets, False, False))
 
 
 @devices
@@ -407,6 +460,32 @@ def test_bad_doc_offsets(offsets, message, error, direct):
             kdops.maxsim_packed(Q_, tokens, offsets)
 
 
+# Bad offset values (each a ValueError on the CPU, with its own message above).
+BAD_OFFSET_VALUES = [o for o, _, error in BAD_OFFSETS if error is ValueError and o.dim() == 1] + [
+    torch.tensor([0, 7, 6]), torch.tensor([0, -1, 6]), torch.tensor([6]), torch.tensor([0, 3, 6, 5, 6]),
+]
+# On the CUDA kernels one device-side assert covers every condition (no host read).
+DEVICE_OFFSETS_MESSAGE = ("doc_offsets must start at 0, end at the number of tokens T = 6 \\(D_tokens.shape\\[0\\]\\), "
+                          "be non-decreasing and hold no doc of 2\\^31 tokens or more")
+
+
+@devices
+@pytest.mark.parametrize("offsets", BAD_OFFSET_VALUES, ids=lambda o: str(o.tolist()))
+def test_bad_doc_offset_values_raise_on_every_backend(device, offsets):
+    """Forward (public and raw) and backward refuse bad offsets: the CPU by reading them, the
+    CUDA kernels by a device-side assert naming doc_offsets."""
+    Q, tokens, offsets = Q_.to(device), torch.randn(6, 4, device=device), offsets.to(device)
+    message = DEVICE_OFFSETS_MESSAGE if on_simulator() else "doc_offsets must (start at 0|end at|be non-decreasing)"
+    with raises_value_check(device, message):
+        kdops.maxsim_packed(Q, tokens, offsets)
+    with raises_value_check(device, message):
+        ops().maxsim(Q, tokens, None, None, offsets, False, False)
+    columns = offsets.shape[0] - 1
+    with raises_value_check(device, message):
+        ops().maxsim_backward(torch.ones(2, columns, device=device), torch.zeros(2, columns, 3, dtype=torch.int32, device=device),
+                              Q, tokens, None, offsets, False, True, True)
+
+
 def test_bad_packed_arguments():
     with pytest.raises(ValueError, match="d_mask is not accepted with doc_offsets"):
         ops().maxsim(Q_, torch.randn(6, 4), None, torch.ones(6, dtype=torch.bool), torch.tensor([0, 6]), False)
@@ -446,17 +525,19 @@ def _first_argmax(Q, D_docs, q_mask, d_mask_docs):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("nq,lq", [(5, 10), (2, 70)], ids=["5-queries-per-block", "query-over-64-rows"])
 @pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
-def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout):
+@pytest.mark.parametrize("aligned", [False, True], ids=["plain-loads", "cp-async"])
+def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout, aligned):
     """The tile edges of the CUDA tensor-core kernel (fp16/bf16): up to four queries share a block
     of 64 query rows (Nq = 5 leaves a partial group), a query of 70 tokens takes two row chunks,
-    docs of 150 tokens take three 64-token tiles, d = 40 is no multiple of 16, and Q starts
-    2 bytes past a 16-byte boundary (no vector loads). Doc tokens repeat with period 7, so every
+    docs of 150 tokens take three 64-token tiles (both doc buffers, one reused), d = 40 is no
+    multiple of 16, and Q starts one element past a 16-byte boundary (plain loads) or on it
+    (16-byte loads; doc tiles by cp.async). Doc tokens repeat with period 7, so every
     max is tied across tiles and column parities: the saved argmax must be the first maximal
     valid token, and scores and gradients exact (integer embeddings)."""
     dim, ld = 40, 150
     g = _generator(nq * lq)
     base = torch.randint(-2, 3, (nq, lq, dim), generator=g).to(dtype)
-    Q = torch.empty(base.numel() + 1, dtype=dtype)[1:].view(base.shape).copy_(base).to(device)
+    Q = torch.empty(base.numel() + 1, dtype=dtype)[int(not aligned):][:base.numel()].view(base.shape).copy_(base).to(device)
     q_mask = (torch.rand(nq, lq, generator=g) < 0.9).to(device)
     period = torch.randint(-2, 3, (7, dim), generator=g).to(dtype)
     if layout == "packed":

@@ -146,12 +146,13 @@ def test_small_device_runs_the_grid_stride_loops():
 
 @pytest.mark.parametrize(
     "dtype,name,largest",
-    [(torch.float32, "Float", 191), (torch.float64, "Double", 95), (torch.float16, "Half", 112), (torch.bfloat16, "BFloat16", 112)],
+    [(torch.float32, "Float", 191), (torch.float64, "Double", 95), (torch.float16, "Half", 64), (torch.bfloat16, "BFloat16", 64)],
 )
 def test_maxsim_shared_memory_limit_is_reported_by_name(dtype, name, largest):
     """48 KiB of shared memory holds two 32-token tiles of d + 1 accumulators up to d = largest
-    (fp32/fp64), or, for the fp16/bf16 tensor-core kernel, 64 query rows and 64 doc tokens of
-    2-byte features (rows padded to a multiple of 16, + 8) beside 64 x 64 fp32 similarities."""
+    (fp32/fp64), or, for the fp16/bf16 tensor-core kernel, 64 query rows and two 64-token doc
+    tiles (double-buffered) of 2-byte features (rows padded to a multiple of 16, + 8) beside
+    64 x 64 fp32 similarities."""
     Q = torch.randn(1, 3, largest, dtype=dtype)
     D = torch.randn(2, 4, largest, dtype=dtype)
     score_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

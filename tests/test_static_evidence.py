@@ -31,10 +31,13 @@ def test_every_built_arch_has_a_cubin_of_every_kernel(usage):
     assert len({frozenset(k) for k in kernels.values()}) == 1, "some arch lacks a kernel"
 
 
-def test_half_maxsim_forward_uses_tensor_cores_on_every_sm80_plus_cubin(usage):
+def test_tensor_core_maxsim_forward_uses_tensor_cores_on_every_sm80_plus_cubin(usage):
+    """fp16, bf16 and fp32-as-TF32 instances, with and without the argmax, all with HMMA."""
     kernels = static_evidence.tensor_core_kernels(usage)
     names = {u.kernel for u in usage if u.mangled in kernels}
-    assert any("c10::Half" in n for n in names) and any("c10::BFloat16" in n for n in names), names
+    for scalar in ("c10::Half", "c10::BFloat16", "float"):
+        for write_argmax in ("true", "false"):
+            assert any(f"<{scalar}, {write_argmax}>" in n for n in names), (scalar, write_argmax, names)
     archs = {u.arch for u in usage if _sm(u.arch) >= 80}
     assert archs
     for mangled in kernels:

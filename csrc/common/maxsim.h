@@ -21,11 +21,22 @@ struct MaxSimLayout {
   int64_t K;               // output columns: docs per query
   int64_t num_docs;        // distinct docs: Nd, or Nq * K per query
   bool per_query;
+  int64_t T;               // token rows of D (packed: the bound of every offset)
 
   KDOPS_HD int64_t doc(int64_t q, int64_t k) const { return per_query ? q * K + k : k; }
-  KDOPS_HD int64_t start(int64_t doc) const { return offsets != nullptr ? offsets[doc] : doc * Ld; }
+  // Packed docs are clamped into [0, T], end >= start: on device memory the offsets are checked
+  // by a device-side assert, which fails only after the kernels ran, so the kernels must stay
+  // inside D_tokens whatever the offsets hold. (Valid offsets pass unchanged.)
+  KDOPS_HD int64_t start(int64_t doc) const {
+    return offsets != nullptr ? clamp_offset(offsets[doc], 0) : doc * Ld;
+  }
   KDOPS_HD int64_t length(int64_t doc) const {
-    return offsets != nullptr ? offsets[doc + 1] - offsets[doc] : Ld;
+    if (offsets == nullptr) return Ld;
+    const int64_t first = start(doc);
+    return clamp_offset(offsets[doc + 1], first) - first;
+  }
+  KDOPS_HD int64_t clamp_offset(int64_t offset, int64_t low) const {
+    return offset < low ? low : (offset > T ? T : offset);
   }
   // The (query, column) pairs that read doc u, in a fixed order: for backward, where each doc
   // gathers its gradient from exactly these pairs (no atomics, deterministic).

@@ -5,10 +5,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <c10/util/Optional.h>
 
 #include <limits>
+#include <string>
 
 #include "common/checks.h"
 #include "common/maxsim.h"
@@ -41,24 +43,35 @@ struct MaxSimArgs {
   }
 };
 
-// doc_offsets: int64 [Nd + 1], 0 first, T last, non-decreasing. Reading the values syncs once
-// on CUDA; an offset out of range would otherwise read outside D_tokens.
+// doc_offsets: int64 [Nd + 1], 0 first, T last, non-decreasing, each doc below 2^31 tokens
+// (argmax indices are int32). On the host the values are read and each condition raises its own
+// message; in device memory that read would be a sync, so there one validity flag computed on
+// the device is asserted (assert_on_device) and the kernels clamp the offsets (MaxSimLayout).
 inline void check_doc_offsets(const at::Tensor& offsets, int64_t T) {
   TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, "doc_offsets must be int64, got ",
                    offsets.scalar_type());
   check_dim(offsets, 1, "doc_offsets", "[Nd + 1] (doc k holds tokens offsets[k]..offsets[k+1])");
   TORCH_CHECK_VALUE(offsets.size(0) >= 1, "doc_offsets must hold at least one entry (0), got none");
-  const at::Tensor host = offsets.cpu().contiguous();
+  const int64_t n = offsets.size(0), longest = std::numeric_limits<int32_t>::max();
+  if (is_device_memory(offsets)) {
+    const at::Tensor lengths = offsets.diff();  // in [0, 2^31 - 1]: non-decreasing, int32 argmax
+    const at::Tensor valid = lengths.clamp(0, longest).eq(lengths).all()
+                                 .logical_and_(offsets.select(0, 0).eq(0))
+                                 .logical_and_(offsets.select(0, n - 1).eq(T));
+    assert_on_device(valid, "doc_offsets must start at 0, end at the number of tokens T = " +
+                                std::to_string(T) + " (D_tokens.shape[0]), be non-decreasing and "
+                                "hold no doc of 2^31 tokens or more");
+    return;
+  }
+  const at::Tensor host = offsets.contiguous();
   const int64_t* o = host.data_ptr<int64_t>();
-  const int64_t n = host.size(0);
   TORCH_CHECK_VALUE(o[0] == 0, "doc_offsets must start at 0, got ", o[0]);
   TORCH_CHECK_VALUE(o[n - 1] == T, "doc_offsets must end at the number of tokens T = ", T,
                     " (D_tokens.shape[0]), got ", o[n - 1]);
   for (int64_t k = 0; k + 1 < n; ++k) {
     TORCH_CHECK_VALUE(o[k] <= o[k + 1], "doc_offsets must be non-decreasing, got offsets[", k,
                       "] = ", o[k], " > offsets[", k + 1, "] = ", o[k + 1]);
-    // argmax indices are int32: a doc may hold at most 2^31 - 1 tokens.
-    TORCH_CHECK_VALUE(o[k + 1] - o[k] <= std::numeric_limits<int32_t>::max(), "doc ", k,
+    TORCH_CHECK_VALUE(o[k + 1] - o[k] <= longest, "doc ", k,
                       " of doc_offsets is longer than 2^31 - 1 tokens");
   }
 }
@@ -98,13 +111,13 @@ inline MaxSimArgs maxsim_args(const at::Tensor& Q, const at::Tensor& D,
     check_doc_offsets(*doc_offsets, D.size(0));
     a.offsets = doc_offsets->contiguous();
     const int64_t Nd = doc_offsets->size(0) - 1;
-    a.layout = {nullptr, 0, Nd, Nd, false};
+    a.layout = {nullptr, 0, Nd, Nd, false, D.size(0)};
   } else if (D.dim() == 3) {
-    a.layout = {nullptr, D.size(1), D.size(0), D.size(0), false};
+    a.layout = {nullptr, D.size(1), D.size(0), D.size(0), false, D.size(0) * D.size(1)};
   } else if (D.dim() == 4) {
     TORCH_CHECK_VALUE(D.size(0) == Nq, "D must be [Nq, K, Ld, d] with Nq = ", Nq,
                       " (Q.shape[0]) for per-query candidates, got shape ", D.sizes());
-    a.layout = {nullptr, D.size(2), D.size(1), Nq * D.size(1), true};
+    a.layout = {nullptr, D.size(2), D.size(1), Nq * D.size(1), true, Nq * D.size(1) * D.size(2)};
   } else {
     TORCH_CHECK_VALUE(false, "D must be [Nd, Ld, d] (all pairs) or [Nq, K, Ld, d] (per-query "
                              "candidates), or [T, d] with doc_offsets; got shape ", D.sizes());
@@ -121,6 +134,13 @@ inline MaxSimArgs maxsim_args(const at::Tensor& Q, const at::Tensor& D,
     a.d_mask = checked_mask(*d_mask, D.sizes().slice(0, D.dim() - 1), Q, "d_mask", "D.shape[:-1]");
   }
   return a;
+}
+
+// The argmax output, uninitialised: [Nq, K, Lq] int32, or [0] when the caller wants none
+// (with_argmax = false; the kernels then write no index).
+inline at::Tensor empty_argmax(const MaxSimArgs& a, bool with_argmax) {
+  const auto opts = a.Q.options().dtype(at::kInt);
+  return with_argmax ? at::empty({a.Nq, a.layout.K, a.Lq}, opts) : at::empty({0}, opts);
 }
 
 // Valid query tokens per query, >= 1, as [Nq, 1] in the score dtype: the divisor of

@@ -90,7 +90,8 @@ struct ForwardScratch {
   std::vector<int32_t> arg;
 };
 
-// Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and argmax.
+// Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and, unless
+// argmax is nullptr (with_argmax = false), their argmax.
 template <typename scalar_t, typename acc_t>
 void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
                   ForwardScratch<acc_t>& s, acc_t* scores, int32_t* argmax) {
@@ -127,7 +128,7 @@ void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t
       for (int64_t i = 0; i < v.Lq; ++i) {
         const int64_t r = c * R + (q - q0) * v.Lq + i;
         const RunningMax<acc_t> m{s.best[r], v.query_token_valid(q, i) ? s.arg[r] : -1};
-        argmax[v.argmax_index(q, k0 + c, i)] = m.index;
+        if (argmax != nullptr) argmax[v.argmax_index(q, k0 + c, i)] = m.index;
         score += m.contribution();
       }
       scores[q * l.K + k0 + c] = score;
@@ -139,16 +140,16 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
                                               const c10::optional<at::Tensor>& q_mask,
                                               const c10::optional<at::Tensor>& d_mask,
                                               const c10::optional<at::Tensor>& doc_offsets,
-                                              bool length_normalize) {
+                                              bool length_normalize, bool with_argmax) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
-  at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
+  at::Tensor argmax = empty_argmax(a, with_argmax);
   const WorkPlan plan(a.layout, a.Nq, a.Lq, a.tokens.size(0));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.view<scalar_t>();
     acc_t* out = scores.data_ptr<acc_t>();
-    int32_t* idx = argmax.data_ptr<int32_t>();
+    int32_t* idx = with_argmax ? argmax.data_ptr<int32_t>() : nullptr;
     at::parallel_for(0, plan.items(), 1, [&](int64_t begin, int64_t end) {
       ForwardScratch<acc_t> scratch;  // one per thread, reused across its items
       for (int64_t item = begin; item < end; ++item) {

@@ -1,15 +1,18 @@
 // MaxSim CUDA kernels. Math and layouts: common/maxsim.h, shared with the CPU kernels.
 //
-// Forward, fp16/bf16: on tensor cores (maxsim_tensor_core.cuh). fp32/fp64 (exact, no TF32): one
+// Forward, fp16/bf16, and fp32 when torch.backends.cuda.matmul.allow_tf32 is set: on tensor cores
+// (maxsim_tensor_core.cuh; TF32 for fp32). fp64, and fp32 without that flag (exact): one
 // block per (query, column) pair (grid-stride). The block loads kTile query tokens into shared
 // memory, streams the doc's tokens through shared memory kTile at a time, and each thread keeps
 // the running max (and first argmax) of one query token over its share of the doc tokens; the
 // kSplit threads of a query token then merge their maxima with warp shuffles. Accumulation is in
-// acc_t (fp32 for half inputs). No similarity tensor is written.
+// acc_t (fp32 for half inputs). No similarity tensor is written. Both forward kernels take a
+// compile-time kWriteArgmax: inference (with_argmax = false) runs a twin that stores no index.
 //
 // Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
 //   dQ: one block per query token row, threads over d, summing over the columns k in order.
 //   dD: warps own doc rows and gather their contributions in entry order (maxsim_doc_grad.cuh).
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -68,7 +71,7 @@ __device__ void dot_tile_rows(const acc_t* q_row, const acc_t* d_tile, int part,
   }
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads)
     maxsim_forward_kernel(MaxSimView<scalar_t> v, acc_t* scores, int32_t* argmax) {
   KDOPS_DYNAMIC_SMEM(unsigned char, smem_raw);
@@ -108,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i = i0 + row;
       if (part == 0 && i < v.Lq) {
         if (!v.query_token_valid(q, i)) m.index = -1;
-        argmax[v.argmax_index(q, k, i)] = m.index;
+        if constexpr (kWriteArgmax) argmax[v.argmax_index(q, k, i)] = m.index;
         score += m.contribution();
       }
     }
@@ -143,32 +146,51 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// Whether the tensor-core kernel's tiles of d features fit in shared memory.
+template <typename scalar_t, bool kWriteArgmax>
+bool tensor_core_fits(int64_t dim) {
+  namespace tc = tensor_core;
+  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
+  return tc::smem_bytes(dim, sizeof(typename tc::Operand<scalar_t>::stored)) <= dynamic_shared_memory_limit<kernel>();
+}
 
-// fp16/bf16 forward on tensor cores (fp32 scores); argmax may be nullptr (scores only).
-template <typename scalar_t>
+// Forward on tensor cores (fp32 scores): fp16/bf16, or fp32 as TF32; kWriteArgmax false: scores only.
+template <typename scalar_t, bool kWriteArgmax>
 void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
   namespace tc = tensor_core;
-  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t>;
-  const int64_t smem = tc::smem_bytes(a.dim), limit = dynamic_shared_memory_limit<kernel>();
-  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit), " for ",
-                    a.Q.scalar_type(), ", got d = ", a.dim);
+  using stored = typename tc::Operand<scalar_t>::stored;
+  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
+  constexpr int elem_bytes = sizeof(stored);
+  const int64_t smem = tc::smem_bytes(a.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
+  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit, elem_bytes),
+                    " for ", a.Q.scalar_type(), ", got d = ", a.dim);
   const tc::Groups groups = tc::groups_for(a.Nq, a.Lq, a.layout);
-  // 16-byte loads when every token row starts 16-byte aligned.
-  const bool vec = a.dim % 8 == 0 && aligned16(a.Q.data_ptr()) && aligned16(a.tokens.data_ptr());
+  const bool vec = tc::vector_loads<stored>(a.dim, a.Q.data_ptr(), a.tokens.data_ptr());
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
   launch(kernel, blocks, tc::kThreads, smem, current_stream(), a.view<scalar_t>(), groups, vec,
          scores.data_ptr<float>(), argmax);
 }
 
-// fp16/bf16 on tensor cores, fp32/fp64 on the exact SIMT kernel. (A function template, so the
-// branch not taken is not instantiated: no SIMT kernel is compiled for the half types.)
-template <typename scalar_t>
+// Whether fp32 matmuls may use TF32 (torch.backends.cuda.matmul.allow_tf32, read on the host;
+// the simulated build reads the same flag).
+bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
+
+// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed (and d fits), else, and fp64,
+// on the exact SIMT kernel. (A function template, so the branch not taken is not instantiated: no SIMT kernel
+// is compiled for the half types.)
+template <typename scalar_t, bool kWriteArgmax>
 void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-    tensor_core_forward<scalar_t>(a, scores, argmax);
+    tensor_core_forward<scalar_t, kWriteArgmax>(a, scores, argmax);
   } else {
-    constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t>;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      // allow_tf32 permits TF32, it does not require it: a d too wide for the TF32 tiles (4-byte
+      // elements) runs exact, as it would without the flag.
+      if (tf32_allowed() && tensor_core_fits<float, kWriteArgmax>(a.dim)) {
+        return tensor_core_forward<float, kWriteArgmax>(a, scores, argmax);
+      }
+    }
+    constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
     const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
     const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
     TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
@@ -182,14 +204,18 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Te
                                                const c10::optional<at::Tensor>& q_mask,
                                                const c10::optional<at::Tensor>& d_mask,
                                                const c10::optional<at::Tensor>& doc_offsets,
-                                               bool length_normalize) {
+                                               bool length_normalize, bool with_argmax) {
   const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
   const DeviceGuard guard(a.Q.device());
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
-  at::Tensor argmax = at::empty({a.Nq, a.layout.K, a.Lq}, a.Q.options().dtype(at::kInt));
+  at::Tensor argmax = empty_argmax(a, with_argmax);
   if (scores.numel() == 0) return {scores, argmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cuda", [&] {
-    forward<scalar_t>(a, scores, argmax.data_ptr<int32_t>());
+    if (with_argmax) {
+      forward<scalar_t, true>(a, scores, argmax.data_ptr<int32_t>());
+    } else {
+      forward<scalar_t, false>(a, scores, nullptr);
+    }
   });
   if (length_normalize) scores.div_(query_lengths(a));
   return {scores, argmax};

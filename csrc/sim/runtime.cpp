@@ -237,6 +237,7 @@ void Engine::exit_thread() {
                 waiting_, barrier_name(barrier_kind_), where(barrier_site_).c_str(),
                 triple(first_waiter_->state.thread_idx).c_str()));
   }
+  self.state.async_copies.land_all();  // copies never waited for land, as on the hardware
   self.status = Status::kDone;
   warp.exited |= 1u << lane;
   ++done_;
@@ -526,6 +527,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     f.state.grid_dim = grid;
     f.state.dynamic_smem = smem.data();
     f.state.lane = t % 32;
+    f.state.async_copies.reset();
     f.started = false;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
     fiber::prepare(f.context, &Engine::fiber_main, &f, f.stack_dirty);

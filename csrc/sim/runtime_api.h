@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "async_copy.h"
 #include "host_api.h"
 #include "keywords.h"
 
@@ -53,6 +54,7 @@ struct ThreadState {
   dim3 grid_dim;
   void* dynamic_smem;
   unsigned int lane;
+  AsyncCopies async_copies;  // cp.async copies not yet waited for (<cuda_pipeline.h>)
 };
 
 // The running CUDA thread of this OS thread; null outside a launch.

@@ -32,6 +32,8 @@ CORRECT_CASES = [
     "warp_exchange_synced",  # __syncwarp, from two sites
     "warp_sum_width32",
     "dynamic_smem_initialised",
+    "async_copy_waited",  # cp.async, waited for before the barrier
+    "async_copy_pipeline",  # two-stage cp.async double buffer
 ]
 
 
@@ -51,6 +53,18 @@ def test_missing_barrier_gives_order_dependent_wrong_results(cases):
     assert all(r.returncode == 0 for r in runs)
     assert all(r.stdout.startswith("differs") for r in runs)
     assert len({r.stdout for r in runs}) > 1, "shuffled orders must change a racy kernel's result"
+
+
+@pytest.mark.parametrize("case", ["async_copy_unwaited", "async_copy_pipeline_waits_too_little"])
+def test_reading_a_cp_async_copy_before_its_wait_gives_wrong_results(cases, case):
+    """The simulated cp.async lands a copy only at the wait that covers it, and poisons the
+    destination until then (0xFF bytes: -1 in an int): a read before that wait sees it, in
+    every order."""
+    runs = [cases.run(case, seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 and r.stdout.startswith("differs") for r in runs), runs[0].stdout
+    if case == "async_copy_unwaited":  # (the pipeline's sums add the -1s to landed tiles)
+        # Copies land when their thread exits: threads that read after some exited see those.
+        assert all("-1" in r.stdout.split() for r in runs)
 
 
 def test_missing_syncwarp_gives_wrong_results(cases):

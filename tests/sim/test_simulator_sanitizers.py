@@ -8,9 +8,10 @@ import pytest
 
 from tests.sim.simbuild import line_of
 
-CLEAN_UNDER_ASAN = ["block_sum", "bitonic", "wmma_half", "votes", "dynamic_smem_in_bounds", "recover_and_threads"]
+CLEAN_UNDER_ASAN = ["block_sum", "bitonic", "wmma_half", "votes", "dynamic_smem_in_bounds", "recover_and_threads",
+                    "async_copy_pipeline"]
 CLEAN_UNDER_TSAN = ["block_sum", "grid_sum", "bitonic", "wmma_bf16", "votes", "block_max_atomic", "recover_and_threads",
-                    "warp_exchange_synced"]
+                    "warp_exchange_synced", "async_copy_pipeline"]
 
 
 @pytest.mark.parametrize("case", CLEAN_UNDER_ASAN)

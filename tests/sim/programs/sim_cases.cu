@@ -9,6 +9,7 @@
 // The kernels are plain CUDA: nvcc compiles this file too (the host cases need the simulator).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
 #include <immintrin.h>
 #include <mma.h>
 
@@ -237,6 +238,42 @@ __global__ void votes(int* out) {
   out[t * 12 + 9] = idx;
   out[t * 12 + 10] = half_mask;
   out[t * 12 + 11] = static_cast<int>(active);
+}
+
+// cp.async (<cuda_pipeline.h>): each of 64 threads copies 16 bytes of its block's slice into
+// shared memory, waits for its copy (`waited`; the planted bug skips the wait), and after a
+// barrier reads the slice reversed.
+template <bool waited>
+__global__ void async_copy_reverse(const int4* in, int4* out) {
+  alignas(16) __shared__ int4 tile[64];
+  const int base = blockIdx.x * 64;
+  __pipeline_memcpy_async(&tile[threadIdx.x], &in[base + threadIdx.x], sizeof(int4));
+  __pipeline_commit();
+  if (waited) __pipeline_wait_prior(0);
+  __syncthreads();
+  out[base + threadIdx.x] = tile[63 - threadIdx.x];
+}
+
+// A two-stage cp.async pipeline: tile t + 1 is copied while tile t is read. Every iteration
+// commits one batch (empty at the end), so after committing tile t + 1's, waiting until at most
+// kInFlight = 1 batch is in flight means tile t has landed; kInFlight = 2 (the planted bug) reads
+// tile t while it may still be in flight.
+template <int kInFlight>
+__global__ void async_copy_pipeline(const int* in, int tiles, int* out) {
+  alignas(16) __shared__ int buffer[2][64];
+  const int t0 = threadIdx.x;
+  __pipeline_memcpy_async(&buffer[0][t0], &in[t0], sizeof(int));
+  __pipeline_commit();
+  int sum = 0;
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 1 < tiles) __pipeline_memcpy_async(&buffer[(t + 1) % 2][t0], &in[(t + 1) * 64 + t0], sizeof(int));
+    __pipeline_commit();
+    __pipeline_wait_prior(kInFlight);
+    __syncthreads();
+    sum += buffer[t % 2][63 - t0];
+    __syncthreads();  // tile t is read before the next iteration copies tile t + 2 over it
+  }
+  out[t0] = sum;
 }
 
 // ---------------------------------------------------------------- planted bugs
@@ -536,6 +573,39 @@ void case_reverse() {
   print_ints(out);
 }
 
+template <bool waited>
+void case_async_copy_reverse() {
+  const int blocks = 2;
+  std::vector<int> in(blocks * 256), out(blocks * 256, 0);
+  for (int i = 0; i < blocks * 256; ++i) in[i] = 3 * i + 1;
+  launch(async_copy_reverse<waited>, dim3(blocks), dim3(64), 0, nullptr, reinterpret_cast<const int4*>(in.data()),
+         reinterpret_cast<int4*>(out.data()));
+  bool matches = true;
+  for (int b = 0; b < blocks; ++b) {
+    for (int t = 0; t < 64; ++t) {
+      for (int e = 0; e < 4; ++e) matches &= out[(b * 64 + t) * 4 + e] == in[(b * 64 + 63 - t) * 4 + e];
+    }
+  }
+  std::printf("%s\n", matches ? "reference" : "differs");
+  print_ints(out);
+}
+
+template <int kInFlight>
+void case_async_copy_pipeline() {
+  const int tiles = 5;
+  std::vector<int> in(tiles * 64), out(64, 0);
+  for (int i = 0; i < tiles * 64; ++i) in[i] = i % 7 + i / 64;
+  launch(async_copy_pipeline<kInFlight>, dim3(1), dim3(64), 0, nullptr, in.data(), tiles, out.data());
+  bool matches = true;
+  for (int t0 = 0; t0 < 64; ++t0) {
+    int expected = 0;
+    for (int t = 0; t < tiles; ++t) expected += in[t * 64 + 63 - t0];
+    matches &= out[t0] == expected;
+  }
+  std::printf("%s\n", matches ? "reference" : "differs");
+  print_ints(out);
+}
+
 template <bool synced>
 void case_warp_exchange() {
   std::vector<int> out(128);
@@ -744,6 +814,10 @@ int main(int argc, char** argv) {
       {"warp_exchange_synced", case_warp_exchange<true>},
       {"warp_exchange_racy", case_warp_exchange<false>},
       {"reverse_missing_barrier", case_reverse<false>},
+      {"async_copy_waited", case_async_copy_reverse<true>},
+      {"async_copy_unwaited", case_async_copy_reverse<false>},
+      {"async_copy_pipeline", case_async_copy_pipeline<1>},
+      {"async_copy_pipeline_waits_too_little", case_async_copy_pipeline<2>},
       {"warp_sum_width32", case_warp_sum<32>},
       {"warp_sum_width16", case_warp_sum<16>},
       {"warp_sum_width24", case_warp_sum<24>},
