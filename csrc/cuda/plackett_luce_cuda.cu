@@ -14,7 +14,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/_assert_async.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/lt.h>
 #include <ATen/ops/full.h>
@@ -22,6 +21,8 @@
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+
+#include <optional>
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
@@ -303,12 +304,12 @@ __global__ void __launch_bounds__(kThreads)
 
 // --- host side --------------------------------------------------------------------------------
 
-// Reduces per-row losses (acc dtype) to the op's output in `dtype`.
+// Reduces per-row losses (acc dtype) to the op's output in `dtype`: one reduction launch ('mean'
+// of no rows is 0, their sum), and a cast for half outputs.
 at::Tensor reduce_rows(const at::Tensor& row_loss, Reduction reduction, at::ScalarType dtype) {
   if (reduction == Reduction::None) return row_loss.to(dtype);
-  at::Tensor total = row_loss.sum();
-  if (reduction == Reduction::Mean) total = at::div(total, static_cast<double>(std::max<int64_t>(row_loss.numel(), 1)));
-  return total.to(dtype);
+  const bool mean = reduction == Reduction::Mean && row_loss.numel() > 0;
+  return (mean ? row_loss.mean() : row_loss.sum()).to(dtype);
 }
 
 // The permutation check's scratch: a zeroed bitmap and a flag per row (written by the kernel).
@@ -341,14 +342,15 @@ at::Tensor pl_forward(const PLRowsArgs& rows, const at::Tensor& ranking, WeightM
   const auto opts = rows.scores.options();
   at::Tensor row_loss = at::empty({rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
   if (rows.B == 0) return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
-  PermutationCheck perm(check ? rows.B : 0, check ? rows.n : 0, opts);
+  std::optional<PermutationCheck> perm;  // a user's ranking only: the zeroed bitmap is a launch
+  if (check) perm.emplace(rows.B, rows.n, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch(pl_forward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
         rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
-        check ? perm.bits() : nullptr, check ? perm.ok() : nullptr, row_loss.data_ptr<acc_t>());
+        perm ? perm->bits() : nullptr, perm ? perm->ok() : nullptr, row_loss.data_ptr<acc_t>());
   });
-  if (check) perm.assert_all_rows_ok();
+  if (perm) perm->assert_all_rows_ok();
   return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
 }
 
