@@ -35,9 +35,10 @@ __global__ void __launch_bounds__(kThreads)
   acc_t sum = 0;
   long long valid_terms = 0;
   // The block's chunk of kTermsPerBlock terms, a coalesced row of kThreads at a time.
-  const int64_t chunk_end = (int64_t(blockIdx.x) + 1) * kTermsPerBlock;
-  const int64_t end = chunk_end < terms ? chunk_end : terms;
-  for (int64_t t = blockIdx.x * kTermsPerBlock + threadIdx.x; t < end; t += kThreads) {
+  const int64_t first = blockIdx.x * kTermsPerBlock + threadIdx.x;
+  for (int i = 0; i < kTermsPerThread; ++i) {
+    const int64_t t = first + int64_t(i) * kThreads;
+    if (t >= terms) break;
     const int64_t b = t / v.N, j = t - b * v.N;
     const bool valid = v.valid(b, j);
     const acc_t r = v.template residual<acc_t>(b, j);
