@@ -114,5 +114,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       pybind11::arg("name"),
       "The simulated device the launch code sees: 'h100' (132 SMs, 227 KiB opt-in shared "
       "memory per block, the default) or 'small' (2 SMs, 48 KiB).");
+  module.def(
+      "launch_count", [] { return kdops::sim::launch_count(); },
+      "Kernel launches the simulator has run since the process started (a test takes the "
+      "difference around a call to count its launches).");
 #endif
 }

@@ -5,7 +5,10 @@ return the oracle's result (tests/raw_calls.py); never crash. The calls run in o
 process per device (tests/fuzz_raw_worker.py), so a crash fails these tests instead of the run.
 
 On CUDA (and the CUDA kernels run on the simulator) a bad argmax cannot raise without a device
-sync: the kernels skip it, and the oracle then skips it too."""
+sync: the kernels skip it, and the oracle then skips it too. Nor do the CUDA backward ops
+re-check what their forward made: a saved ranking that is not a permutation gives outputs of
+the right shapes with unspecified values (every entry is clamped into the row), and a saved
+count only scales 'mean' (tests/raw_calls.py: skip_bad_indices)."""
 
 from __future__ import annotations
 
@@ -64,6 +67,11 @@ for op in ("maxsim", "maxsim_backward"):
     CASES[f"{op} doc_offsets of another call"] = _case(op, [["swap", 4 if op == "maxsim" else 5, 4, 29]], "doc_offsets", size=11)
 
 
+# Saved tensors the CUDA backward ops take as their forward made them (see the module docstring).
+UNCHECKED_ON_CUDA = ("maxsim_backward argmax", "plackett_luce_loss_backward ranking", "pld_loss_backward ranking",
+                     "margin_mse_backward count=", "margin_mse_backward count of")
+
+
 @pytest.fixture(scope="module")
 def results():
     cases = list(CASES.values())
@@ -78,7 +86,7 @@ def test_bad_index_raises_naming_it_or_is_handled(results, device, name):
     assert result["outcome"] != "fail", result["detail"]
     if raises is None:
         assert result["outcome"] == "matched", result["detail"]
-    elif device == "cpu" or not name.startswith("maxsim_backward argmax"):
+    elif device == "cpu" or not name.startswith(UNCHECKED_ON_CUDA):
         assert result["outcome"] == "raised", "accepted: " + result["detail"]
         assert raises in result["detail"], result["detail"]
 

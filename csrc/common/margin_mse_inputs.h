@@ -91,15 +91,16 @@ inline void check_margin_mse_grad(const at::Tensor& grad, const MarginMSEArgs& a
 
 // The valid-term count margin_mse returned with the loss ('mean' divides backward by it): an
 // int64 scalar on the scores' device, in [0, B*N]. The value is checked where it can be read
-// without a device sync (the CPU kernels, which read it anyway); the CUDA kernel reads it on
-// the device, where a wrong value can only scale the gradient (it indexes nothing).
+// without a device sync (host tensors: the CPU kernels read it anyway); in device memory it is
+// not read on the host: the CUDA kernel reads it on the device, where a wrong value can only
+// scale the gradient (it indexes nothing).
 inline void check_count(const at::Tensor& count, const MarginMSEArgs& a) {
   TORCH_CHECK_TYPE(count.scalar_type() == at::kLong,
                    "count must be the int64 scalar margin_mse returned, got ", count.scalar_type());
   TORCH_CHECK_VALUE(count.dim() == 0, "count must be the scalar margin_mse returned, got shape ",
                     count.sizes());
   check_same_device(count, a.student_pos, "count", "student");
-  if (count.is_cpu()) {
+  if (!is_device_memory(count)) {
     const int64_t c = count.item<int64_t>();
     TORCH_CHECK_VALUE(c >= 0 && c <= a.B * a.N, "count must be the number of valid terms, in [0, ",
                       a.B * a.N, "] (B*N), got ", c);

@@ -173,7 +173,12 @@ struct PLRowsView {
   int64_t n;
   int64_t top_k;
 
-  KDOPS_HD int64_t length(int64_t b) const { return lengths == nullptr ? n : lengths[b]; }
+  // Clamped into [0, n]: the CUDA kernels check lengths on the device, asynchronously, so they
+  // may run on unchecked values and must stay inside the row.
+  KDOPS_HD int64_t length(int64_t b) const {
+    const int64_t len = lengths == nullptr ? n : lengths[b];
+    return len < 0 ? 0 : (len > n ? n : len);
+  }
   KDOPS_HD int64_t terms(int64_t b) const {
     const int64_t len = length(b);
     return top_k < len ? top_k : len;

@@ -1,9 +1,10 @@
 // Host side of the Plackett-Luce family: argument checks (each naming the argument) and the
 // raw-pointer views the CPU and CUDA kernels read.
 //
-// Value checks on index tensors (lengths in [0, n], target in [0, C)) read the values on the
-// host: on CUDA that is one device sync per call. Whether each ranking row is a permutation is
-// checked inside the kernels (the CUDA ones raise a flag that is read back after the launch).
+// Value checks on index tensors (lengths in [0, n], target in [0, C)) read host tensors on the
+// host; in device memory they are device-side asserts (no sync), and the kernels clamp the
+// values they read, so they stay memory-safe before the assert fires. Whether a user's ranking
+// is a permutation is checked inside the forward kernel of plackett_luce_loss.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,6 +13,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "common/checks.h"
 #include "common/plackett_luce.h"
@@ -30,10 +32,17 @@ struct PLRowsArgs {
   }
 };
 
-// Integer values of t (any shape) lie in [lo, hi]; reads them on the host (a sync on CUDA).
+// Integer values of t (any shape) lie in [lo, hi]: read on the host for host tensors, a
+// device-side assert (assert_on_device) for device memory.
 inline void check_index_range(const at::Tensor& t, int64_t lo, int64_t hi, const char* name,
                               const char* what) {
   if (t.numel() == 0) return;
+  if (is_device_memory(t)) {
+    assert_on_device(t.ge(lo).logical_and_(t.le(hi)).all(),
+                     std::string(name) + " must hold " + what + " in [" + std::to_string(lo) +
+                         ", " + std::to_string(hi) + "]");
+    return;
+  }
   const auto [min, max] = at::aminmax(t);
   const int64_t mn = min.item<int64_t>(), mx = max.item<int64_t>();
   TORCH_CHECK_INDEX(mn >= lo && mx <= hi, name, " must hold ", what, " in [", lo, ", ", hi,

@@ -1,11 +1,18 @@
 // Margin-MSE CUDA kernels: one launch forward (per-term losses and/or a deterministic grid sum
 // of loss and valid-term count), one launch backward (a thread per row). Math:
 // common/margin_mse.h, shared with the CPU kernels.
+//
+// The forward's grid is set by the work alone (kTermsPerBlock terms a block), never by the
+// device's SM count: the grid sum adds the same partials in the same order on every GPU model,
+// so the loss is bit-identical across devices (tests/test_simulated_kernels.py, two presets).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
 
 #include "common/margin_mse_inputs.h"
 #include "common/reduction.h"
@@ -16,6 +23,8 @@ namespace kdops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kTermsPerThread = 8;  // enough work a block to hide the grid sum's last-block pass
+constexpr int64_t kTermsPerBlock = int64_t(kThreads) * kTermsPerThread;
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
@@ -25,8 +34,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t terms = v.B * v.N;
   acc_t sum = 0;
   long long valid_terms = 0;
-  for (int64_t t = blockIdx.x * int64_t(kThreads) + threadIdx.x; t < terms;
-       t += int64_t(gridDim.x) * kThreads) {
+  // The block's chunk of kTermsPerBlock terms, a coalesced row of kThreads at a time.
+  const int64_t first = blockIdx.x * kTermsPerBlock + threadIdx.x;
+  for (int i = 0; i < kTermsPerThread; ++i) {
+    const int64_t t = first + int64_t(i) * kThreads;
+    if (t >= terms) break;
     const int64_t b = t / v.N, j = t - b * v.N;
     const bool valid = v.valid(b, j);
     const acc_t r = v.template residual<acc_t>(b, j);
@@ -79,14 +91,16 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   }
   at::Tensor loss = at::empty({}, opts);
   at::Tensor count = at::empty({}, opts.dtype(at::kLong));
-  const int blocks = grid_size(a.B * a.N, kThreads);
+  const int64_t blocks = std::max<int64_t>(1, (a.B * a.N + kTermsPerBlock - 1) / kTermsPerBlock);
+  TORCH_CHECK_VALUE(blocks <= std::numeric_limits<int>::max(), "student holds too many terms (B*N = ",
+                    a.B * a.N, ") for one launch");
   at::Tensor done = at::zeros({1}, opts.dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "margin_mse_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
     at::Tensor partial_count = at::empty({blocks}, opts.dtype(at::kLong));
-    launch(margin_mse_forward_kernel<scalar_t, acc_t>, blocks, kThreads, 0, current_stream(),
+    launch(margin_mse_forward_kernel<scalar_t, acc_t>, static_cast<int>(blocks), kThreads, 0, current_stream(),
            a.view<scalar_t>(), reduction,
            per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
            partial_sum.data_ptr<acc_t>(),

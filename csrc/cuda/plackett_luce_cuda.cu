@@ -5,13 +5,15 @@
 // the row with a carried prefix, so any row length works. Per-row losses are reduced with at::sum (no float
 // atomics: deterministic). Math: common/plackett_luce.h, shared with the CPU kernels.
 //
-// A given ranking (plackett_luce_loss, the backward ops) is checked to be a permutation inside the
-// kernel (a bitmap with integer atomicOr); the first bad row is read back on the host after the
-// launch, one device sync per call, like the lengths / target range checks.
+// The user's ranking of plackett_luce_loss is checked to be a permutation inside its forward
+// kernel (a bitmap with integer atomicOr), which writes a flag per row that a device-side assert
+// reads (no host sync). The backward ops and the ListMLE / PLD forwards do not re-check (their
+// rankings come from a forward): they clamp every ranking entry into the row (item_of), so a
+// ranking that is not a permutation gives an unspecified result, never an access out of bounds.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/ops/_assert_async.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/lt.h>
 #include <ATen/ops/full.h>
@@ -19,6 +21,8 @@
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+
+#include <optional>
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
@@ -57,6 +61,13 @@ __device__ acc_t row_upstream(const scalar_t* grad, Reduction reduction, int64_t
   return reduction == Reduction::Mean ? g / static_cast<acc_t>(B > 0 ? B : 1) : g;
 }
 
+// Item pi[k] of a row of n items, clamped into [0, n): rankings the kernel does not check stay
+// inside the row.
+__device__ inline int64_t item_of(const int64_t* pi, int64_t k, int64_t n) {
+  const int64_t i = pi[k];
+  return i < 0 ? 0 : (i >= n ? n - 1 : i);
+}
+
 // --- rankings ---------------------------------------------------------------------------------
 
 // ranking[b] = the row's len items by descending key (ties to the lower index), first[b] (if
@@ -71,7 +82,8 @@ __global__ void __launch_bounds__(kThreads)
   KDOPS_DYNAMIC_SMEM(unsigned char, smem);
   key_t* s = reinterpret_cast<key_t*>(smem);
   const int64_t b = blockIdx.x;
-  const int64_t len = lengths == nullptr ? n : lengths[b];
+  const int64_t given = lengths == nullptr ? n : lengths[b];
+  const int64_t len = given < 0 ? 0 : (given > n ? n : given);  // clamped, as PLRowsView::length
   const int64_t forced = first == nullptr ? -1 : first[b];
   for (int64_t i = threadIdx.x; i < sorted; i += kThreads) {
     s[i] = i >= len ? K::padding(i)
@@ -97,18 +109,21 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = threadIdx.x; i < n; i += kThreads) ranking[b * n + i] = K::index(s[i]);
 }
 
-// Long rows: order[b] is the row sorted by at::sort; PLD's true class moves to the front.
+// Long rows: order[b] is the row sorted by at::sort; PLD's true class moves to the front. A
+// class outside [0, n) (refused by the asynchronous target check) moves nothing.
 __global__ void __launch_bounds__(kThreads)
     move_to_front_kernel(const int64_t* order, const int64_t* first, int64_t n, int64_t* ranking) {
-  __shared__ int64_t position;
-  const int64_t b = blockIdx.x;
+  alignas(8) __shared__ int64_t position;
+  const int64_t b = blockIdx.x, forced = first[b];
+  const bool in_row = forced >= 0 && forced < n;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    if (order[b * n + i] == first[b]) position = i;  // exactly one i matches
+    if (in_row && order[b * n + i] == forced) position = i;  // exactly one i matches
   }
   __syncthreads();
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    ranking[b * n + i] =
-        i == 0 ? first[b] : (i <= position ? order[b * n + i - 1] : order[b * n + i]);
+    ranking[b * n + i] = !in_row ? order[b * n + i]
+                                 : (i == 0 ? forced
+                                           : (i <= position ? order[b * n + i - 1] : order[b * n + i]));
   }
 }
 
@@ -185,9 +200,8 @@ struct DeviceWeights {
 };
 
 // Block-wide: whether ranking row pi[0..len) is a permutation of 0..len-1 (bitmap: the row's
-// zeroed words). Reports a bad row into *bad_row (the lowest, by atomicMin).
-__device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap,
-                                  unsigned long long* bad_row, int64_t b) {
+// zeroed words); written to *row_ok.
+__device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap, bool* row_ok) {
   bool bad = false;
   for (int64_t k = threadIdx.x; k < len; k += kThreads) {
     const int64_t i = pi[k];
@@ -199,18 +213,18 @@ __device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* 
     }
   }
   bad = __syncthreads_or(bad);
-  if (bad && threadIdx.x == 0) atomicMin(bad_row, static_cast<unsigned long long>(b));
+  if (threadIdx.x == 0) *row_ok = !bad;
   return !bad;
 }
 
 // The reversed scan: calls visit(k, x_k, lse_k) for every position k < len of the row, tile by
 // tile from the end (lse_k = log sum_{j >= k} exp(x_j), x_j = s[pi_j]).
 template <typename acc_t, typename scalar_t, typename Visit>
-__device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t len, Visit visit) {
+__device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t n, int64_t len, Visit visit) {
   LogSumExp<acc_t> carry;  // the positions after this tile (the empty set at first)
   for (int64_t base = 0; base < len; base += kThreads) {
     const int64_t k = len - 1 - (base + threadIdx.x);  // thread order = descending positions
-    const acc_t x = k >= 0 ? static_cast<acc_t>(s[pi[k]]) : acc_t(0);
+    const acc_t x = k >= 0 ? static_cast<acc_t>(s[item_of(pi, k, n)]) : acc_t(0);
     LogSumExp<acc_t> state = k >= 0 ? LogSumExp<acc_t>::item(x) : LogSumExp<acc_t>();
     state = block_inclusive_scan<kThreads>(state, LSEMerge(), carry);
     if (k >= 0) visit(k, x, state.value());
@@ -221,15 +235,15 @@ __device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t len, V
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     pl_forward_kernel(PLRowsView<scalar_t> v, const int64_t* ranking, DeviceWeights<scalar_t, acc_t> w,
-                      unsigned int* bitmap, unsigned long long* bad_row, acc_t* row_loss) {
+                      unsigned int* bitmap, bool* row_ok, acc_t* row_loss) {
   const int64_t b = blockIdx.x, len = v.length(b), K = v.terms(b);
   const int64_t* pi = ranking + b * v.n;
   const int64_t words = (v.n + 31) / 32;
-  if (bitmap != nullptr && !check_permutation(pi, len, bitmap + b * words, bad_row, b)) return;
+  if (bitmap != nullptr && !check_permutation(pi, len, bitmap + b * words, row_ok + b)) return;
   w.prepare(b, v.n);
   acc_t local = 0;
-  suffix_scan<acc_t>(v.row(b), pi, len, [&](int64_t k, acc_t x, acc_t lse) {
-    if (k < K) local += w.at(b, v.n, k, pi[k]) * (lse - x);
+  suffix_scan<acc_t>(v.row(b), pi, v.n, len, [&](int64_t k, acc_t x, acc_t lse) {
+    if (k < K) local += w.at(b, v.n, k, item_of(pi, k, v.n)) * (lse - x);
   });
   const acc_t total = block_sum<kThreads>(local);
   if (threadIdx.x == 0) row_loss[b] = total;
@@ -241,24 +255,21 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     pl_backward_kernel(PLRowsView<scalar_t> v, const int64_t* ranking, DeviceWeights<scalar_t, acc_t> w,
-                       const scalar_t* grad, Reduction reduction, unsigned int* bitmap,
-                       unsigned long long* bad_row, acc_t* lse_scratch, scalar_t* grad_scores,
+                       const scalar_t* grad, Reduction reduction, acc_t* lse_scratch, scalar_t* grad_scores,
                        scalar_t* grad_weights, scalar_t* grad_teacher) {
   const int64_t b = blockIdx.x, n = v.n, len = v.length(b), K = v.terms(b);
   const int64_t* pi = ranking + b * n;
-  const int64_t words = (n + 31) / 32;
-  if (bitmap != nullptr && !check_permutation(pi, len, bitmap + b * words, bad_row, b)) return;
   w.prepare(b, n);
   const acc_t g = row_upstream<scalar_t, acc_t>(grad, reduction, b, v.B);
   const scalar_t* s = v.row(b);
   acc_t* lse = lse_scratch + b * n;
   acc_t local_loss = 0;
-  suffix_scan<acc_t>(s, pi, len, [&](int64_t k, acc_t x, acc_t lse_k) {
+  suffix_scan<acc_t>(s, pi, n, len, [&](int64_t k, acc_t x, acc_t lse_k) {
     lse[k] = lse_k;
     if (k < K) {
       const acc_t term = lse_k - x;
       if (grad_weights != nullptr) grad_weights[b * n + k] = static_cast<scalar_t>(g * term);
-      local_loss += w.at(b, n, k, pi[k]) * term;
+      local_loss += w.at(b, n, k, item_of(pi, k, n)) * term;
     }
   });
   __syncthreads();  // lse visible to the whole block
@@ -267,14 +278,15 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t j = base + threadIdx.x;
     Affine<acc_t> map;
     acc_t wj = 0, p = 0;
+    const int64_t item = j < len ? item_of(pi, j, n) : 0;
     if (j < len) {
-      wj = j < K ? w.at(b, n, j, pi[j]) : acc_t(0);
+      wj = j < K ? w.at(b, n, j, item) : acc_t(0);
       const acc_t q_prev = j == 0 ? acc_t(0) : fast_exp(shifted(lse[j], lse[j - 1]));
       map = {q_prev, wj};
-      p = fast_exp(shifted(static_cast<acc_t>(s[pi[j]]), lse[j]));
+      p = fast_exp(shifted(static_cast<acc_t>(s[item]), lse[j]));
     }
     map = block_inclusive_scan<kThreads>(map, AffineThen(), carry);
-    if (j < len) grad_scores[b * n + pi[j]] = static_cast<scalar_t>(g * pl_score_grad(map.b, p, wj));
+    if (j < len) grad_scores[b * n + item] = static_cast<scalar_t>(g * pl_score_grad(map.b, p, wj));
   }
   for (int64_t i = len + threadIdx.x; i < n; i += kThreads) grad_scores[b * n + i] = scalar_t(0);
   if (grad_weights != nullptr) {
@@ -284,35 +296,35 @@ __global__ void __launch_bounds__(kThreads)
   // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
   const acc_t loss = block_sum<kThreads>(local_loss);
   for (int64_t k = threadIdx.x; k < n; k += kThreads) {
-    const acc_t term = lse[k] - static_cast<acc_t>(s[pi[k]]);
-    grad_teacher[b * n + pi[k]] =
-        static_cast<scalar_t>(g * w.inv_t * w.at(b, n, k, pi[k]) * (term - loss));
+    const int64_t item = item_of(pi, k, n);
+    const acc_t term = lse[k] - static_cast<acc_t>(s[item]);
+    grad_teacher[b * n + item] = static_cast<scalar_t>(g * w.inv_t * w.at(b, n, k, item) * (term - loss));
   }
 }
 
 // --- host side --------------------------------------------------------------------------------
 
-// Reduces per-row losses (acc dtype) to the op's output in `dtype`.
+// Reduces per-row losses (acc dtype) to the op's output in `dtype`: one reduction launch ('mean'
+// of no rows is 0, their sum), and a cast for half outputs.
 at::Tensor reduce_rows(const at::Tensor& row_loss, Reduction reduction, at::ScalarType dtype) {
   if (reduction == Reduction::None) return row_loss.to(dtype);
-  at::Tensor total = row_loss.sum();
-  if (reduction == Reduction::Mean) total = at::div(total, static_cast<double>(std::max<int64_t>(row_loss.numel(), 1)));
-  return total.to(dtype);
+  const bool mean = reduction == Reduction::Mean && row_loss.numel() > 0;
+  return (mean ? row_loss.mean() : row_loss.sum()).to(dtype);
 }
 
-// The permutation check's scratch: a zeroed bitmap and the first bad row (B = none).
+// The permutation check's scratch: a zeroed bitmap and a flag per row (written by the kernel).
 struct PermutationCheck {
-  at::Tensor bitmap, bad_row;
+  at::Tensor bitmap, row_ok;
   PermutationCheck(int64_t B, int64_t n, const at::TensorOptions& opts)
       : bitmap(at::zeros({B, (n + 31) / 32}, opts.dtype(at::kInt))),
-        bad_row(at::full({}, B, opts.dtype(at::kLong))) {}
+        row_ok(at::empty({B}, opts.dtype(at::kBool))) {}
   unsigned int* bits() { return reinterpret_cast<unsigned int*>(bitmap.data_ptr<int>()); }
-  unsigned long long* row() { return reinterpret_cast<unsigned long long*>(bad_row.data_ptr<int64_t>()); }
-  void check(int64_t B) const {  // a device sync
-    const int64_t b = bad_row.item<int64_t>();
-    TORCH_CHECK_VALUE(b == B, "ranking row ", b,
-                      " is not a permutation of 0..len-1 (len = lengths[b], or n): its first len "
-                      "entries must hold each of the row's valid items exactly once");
+  bool* ok() { return row_ok.data_ptr<bool>(); }
+  // A device-side assert: no host read (the op fails at the next sync; the simulator at once).
+  void assert_all_rows_ok() const {
+    at::_assert_async(row_ok.all(),
+                      "ranking is not a permutation of 0..len-1 in some row (len = lengths[b], or "
+                      "n): its first len entries must hold each of the row's valid items exactly once");
   }
 };
 
@@ -324,20 +336,21 @@ DeviceWeights<scalar_t, acc_t> weights_of(WeightMode mode, const at::Tensor& val
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// The forward of every PL op: per-row losses of `ranking` (checked when `check`), reduced.
+// The forward of every PL op: per-row losses of `ranking` (checked when `check`: a user's ranking), reduced.
 at::Tensor pl_forward(const PLRowsArgs& rows, const at::Tensor& ranking, WeightMode mode,
                       const at::Tensor& values, double temperature, bool check, Reduction reduction) {
   const auto opts = rows.scores.options();
   at::Tensor row_loss = at::empty({rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
   if (rows.B == 0) return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
-  PermutationCheck perm(check ? rows.B : 0, check ? rows.n : 0, opts);
+  std::optional<PermutationCheck> perm;  // a user's ranking only: the zeroed bitmap is a launch
+  if (check) perm.emplace(rows.B, rows.n, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch(pl_forward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
         rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
-        check ? perm.bits() : nullptr, check ? perm.row() : nullptr, row_loss.data_ptr<acc_t>());
+        perm ? perm->bits() : nullptr, perm ? perm->ok() : nullptr, row_loss.data_ptr<acc_t>());
   });
-  if (check) perm.check(rows.B);
+  if (perm) perm->assert_all_rows_ok();
   return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
 }
 
@@ -353,18 +366,16 @@ std::tuple<at::Tensor, at::Tensor> pl_backward(const PLRowsArgs& rows, const at:
   at::Tensor grad_values = at::empty({values_grad ? rows.B : 0, rows.n}, opts);
   if (rows.B == 0 || rows.n == 0) return {grad_scores, grad_values};
   at::Tensor lse = at::empty({rows.B, rows.n}, opts.dtype(acc_type(opts.dtype().toScalarType())));
-  PermutationCheck perm(rows.B, rows.n, opts);
   const at::Tensor g = grad.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     scalar_t* gv = values_grad ? grad_values.data_ptr<scalar_t>() : nullptr;
     launch(pl_backward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
         rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
-        g.data_ptr<scalar_t>(), reduction, perm.bits(), perm.row(), lse.data_ptr<acc_t>(),
+        g.data_ptr<scalar_t>(), reduction, lse.data_ptr<acc_t>(),
         grad_scores.data_ptr<scalar_t>(), mode == WeightMode::Position ? gv : nullptr,
         mode == WeightMode::Teacher ? gv : nullptr);
   });
-  perm.check(rows.B);
   return {grad_scores, grad_values};
 }
 

@@ -16,6 +16,8 @@
 //
 // After an error the fibers still suspended are abandoned without unwinding (their stacks are
 // reused for the next block), and the engine is ready for the next launch.
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -635,13 +637,18 @@ void fail(const char* message) {  // called inside a warp_call's completion: alr
   engine.fail(message);
 }
 
+std::atomic<uint64_t> launches{0};
+
 void launch(const Launch& launch) {
   RuntimeSection section;
+  launches.fetch_add(1, std::memory_order_relaxed);
   if (current_thread != nullptr) engine.fail("a kernel launched another kernel (device-side launches are not simulated)");
   engine.run(launch);
 }
 
 }  // namespace kdops::sim::detail
+
+uint64_t kdops::sim::launch_count() { return detail::launches.load(std::memory_order_relaxed); }
 
 unsigned __activemask() {
   kdops::sim::detail::require_kernel("__activemask");

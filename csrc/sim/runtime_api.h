@@ -37,6 +37,8 @@ DeviceProperties h100();          // 132 SMs, 48 KiB default / 227 KiB opt-in sh
 DeviceProperties small_device();  // 2 SMs, 48 KiB shared memory, opt-in included
 void set_device(const DeviceProperties& properties);  // process-wide; h100() until set
 DeviceProperties device();
+// Kernel launches since the process started (every thread's): tests count an op's launches.
+uint64_t launch_count();
 
 namespace detail {
 
