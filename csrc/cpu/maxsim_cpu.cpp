@@ -30,6 +30,7 @@ namespace {
 
 constexpr int64_t kRowsPerItem = 256;    // query token rows per item (whole queries, at least one)
 constexpr int64_t kTokensPerItem = 4096;  // doc token rows per item (whole docs, at least one)
+constexpr int64_t kBlockElems = 16384;  // doc token elements per block (64 KiB fp32)
 
 // How the [Nq, K] pairs are cut into items: query blocks x column blocks. A per-query item holds
 // one query (its docs are its own); an all-pairs or packed item shares its docs across queries.
@@ -88,13 +89,18 @@ void forward_item(const MaxSimView<scalar_t>& v, const MaxSimPanelKernel<acc_t>&
       for (int64_t e = 0; e < dim; ++e) panel[e * rows] = static_cast<acc_t>(Q[r * dim + e]);
     }
     const acc_t* tokens = as_acc<scalar_t, acc_t>(v.D + first_row * dim, (end_row - first_row) * dim, s.tokens);
+    // Token blocks of a doc stay in L1/L2 while every panel reads them.
+    const int64_t block = std::max<int64_t>(1, kBlockElems / dim);
     for (int64_t c = 0; c < columns; ++c) {
-      const int64_t start = l.start(l.doc(q0, k0 + c));
-      const bool* valid = v.d_mask != nullptr ? v.d_mask + start : nullptr;
-      for (int64_t p = 0; p < panels; ++p) {
-        const int64_t out = (c * panels + p) * rows;
-        kernel.fn(s.panels.data() + p * dim * rows, tokens + (start - first_row) * dim,
-                  l.length(l.doc(q0, k0 + c)), dim, valid, s.best.data() + out, s.arg.data() + out);
+      const int64_t start = l.start(l.doc(q0, k0 + c)), length = l.length(l.doc(q0, k0 + c));
+      for (int64_t j0 = 0; j0 < length; j0 += block) {
+        const int64_t n = std::min(block, length - j0);
+        const bool* valid = v.d_mask != nullptr ? v.d_mask + start + j0 : nullptr;
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t out = (c * panels + p) * rows;
+          kernel.fn(s.panels.data() + p * dim * rows, tokens + (start + j0 - first_row) * dim, n,
+                    dim, valid, static_cast<int32_t>(j0), s.best.data() + out, s.arg.data() + out);
+        }
       }
     }
   }

@@ -1,8 +1,8 @@
 // The MaxSim forward micro-kernel, chosen at run time for the CPU's vector ISA.
 //
-// One call folds one doc into the running max of one panel of query token rows: for each tile
-// of kTokens doc tokens it accumulates the tile x panel similarities in vector registers (FMAs
-// over d), then takes the max and first-index argmax there (common/maxsim.h takes_max, the
+// One call folds a run of one doc's tokens into the running max of one panel of query token
+// rows: for each tile of kTokens doc tokens it accumulates the tile x panel similarities in
+// vector registers (FMAs over d), then takes the max and first-index argmax there (common/maxsim.h takes_max, the
 // NaN and tie rules) — no similarity block is written to memory.
 #pragma once
 
@@ -19,13 +19,14 @@ const char* isa_name(CpuIsa isa);
 // an error when this CPU lacks it) read at each call, else the widest this CPU supports.
 CpuIsa maxsim_cpu_isa();
 
-// panel: [dim][rows] query rows transposed; doc: [length][dim] token rows; valid: [length] or
-// nullptr. best / arg: [rows], the max and first maximal token (-1: no valid token).
+// panel: [dim][rows] query rows transposed; doc: [length][dim] token rows, the doc's tokens
+// first .. first + length - 1; valid: [length] or nullptr. best / arg: [rows], the running max
+// and first maximal token so far (arg -1: no valid token yet), updated with these tokens.
 template <typename acc_t>
 struct MaxSimPanelKernel {
   int64_t rows;
   void (*fn)(const acc_t* panel, const acc_t* doc, int64_t length, int64_t dim, const bool* valid,
-             acc_t* best, int32_t* arg);
+             int32_t first, acc_t* best, int32_t* arg);
 };
 
 template <typename acc_t>

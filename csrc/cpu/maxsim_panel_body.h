@@ -15,8 +15,8 @@ namespace kdops::cpu {
 // The panel kernel's parameters (maxsim_panel.h), spelled once for its declarations, ISA
 // definitions and explicit instantiations.
 #define KDOPS_PANEL_PARAMS(T)                                                        \
-  const T *panel, const T *doc, int64_t length, int64_t dim, const bool *valid, T *best_out, \
-      int32_t *arg_out
+  const T *panel, const T *doc, int64_t length, int64_t dim, const bool *valid, int32_t first, \
+      T *best_io, int32_t *arg_io
 
 template <typename acc_t> void panel_generic(KDOPS_PANEL_PARAMS(acc_t));
 template <typename acc_t> void panel_avx2(KDOPS_PANEL_PARAMS(acc_t));
@@ -40,8 +40,11 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
   using V = typename Vec<acc_t, kLanes>::type;
   using M = decltype(V{} > V{});  // the lane mask: signed integers of acc_t's width
   constexpr int64_t rows = 2 * kLanes;
-  V best[2] = {};
-  M arg[2] = {M{} - 1, M{} - 1};
+  V best[2];
+  M arg[2];
+  std::memcpy(best, best_io, sizeof(best));
+  for (int h = 0; h < 2; ++h)
+    for (int r = 0; r < kLanes; ++r) arg[h][r] = arg_io[h * kLanes + r];
   for (int64_t t0 = 0; t0 < length; t0 += kTokens) {
     // A short last tile repeats its last token (computed, never folded).
     const int64_t n = length - t0 < kTokens ? length - t0 : kTokens;
@@ -64,13 +67,13 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
         const V v = acc[t][h];
         const M take = (arg[h] < 0) | (v > best[h]) | ((v != v) & (best[h] == best[h]));
         best[h] = take ? v : best[h];
-        arg[h] = take ? (M{} + static_cast<int32_t>(t0 + t)) : arg[h];
+        arg[h] = take ? (M{} + static_cast<int32_t>(first + t0 + t)) : arg[h];
       }
     }
   }
-  std::memcpy(best_out, best, sizeof(best));
+  std::memcpy(best_io, best, sizeof(best));
   for (int h = 0; h < 2; ++h)
-    for (int r = 0; r < kLanes; ++r) arg_out[h * kLanes + r] = static_cast<int32_t>(arg[h][r]);
+    for (int r = 0; r < kLanes; ++r) arg_io[h * kLanes + r] = static_cast<int32_t>(arg[h][r]);
 }
 
 }  // namespace
