@@ -67,7 +67,8 @@ struct ForwardScratch {
 
 // Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and argmax.
 // The item's R query token rows are packed transposed into panels of the kernel's row count
-// (zero rows pad the last); each doc then streams through the panel kernel once per panel.
+// (zero rows pad the last); each doc then goes through the panel kernel block by block of its
+// tokens, every panel per block.
 template <typename scalar_t, typename acc_t>
 void forward_item(const MaxSimView<scalar_t>& v, const MaxSimPanelKernel<acc_t>& kernel,
                   int64_t q0, int64_t q1, int64_t k0, int64_t k1, ForwardScratch<acc_t>& s,
