@@ -14,6 +14,34 @@ from kdops import reference
 from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
 
 
+CPU_ISAS = ["avx512", "avx2", "generic"]  # KDOPS_CPU_ISA: the CPU forward kernel's paths
+
+
+def _cpu_has(isa: str) -> bool:
+    """Whether this CPU runs the MaxSim kernel's `isa` path (kdops refuses the ones it lacks)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDOPS_CPU_ISA", isa)
+        try:
+            torch.ops.kdops.maxsim(torch.ones(1, 1, 1), torch.ones(1, 1, 1), None, None, None, False)
+        except RuntimeError as e:
+            assert "lacks the" in str(e)
+            return False
+    return True
+
+
+@pytest.fixture(params=CPU_ISAS)
+def cpu_isa(request, device, monkeypatch):
+    """Runs a CPU test once per ISA path this CPU has (KDOPS_CPU_ISA); other backends run once."""
+    if request.node.callspec.params["device"] != "cpu":
+        if request.param != CPU_ISAS[0]:
+            pytest.skip("the ISA paths are the CPU kernel's")
+        return None
+    if not _cpu_has(request.param):
+        pytest.skip(f"this CPU lacks {request.param}")
+    monkeypatch.setenv("KDOPS_CPU_ISA", request.param)
+    return request.param
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -71,7 +99,7 @@ shared = dict(
 @devices
 @settings(max_examples=50, deadline=None)
 @given(nd=st.integers(1, 6), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
-def test_all_pairs_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, nd, ld, d_keep):
+def test_all_pairs_matches_reference(cpu_isa, device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, nd, ld, d_keep):
     Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
     D = _embeddings((nd, ld, dim), dtype, device, seed + 1, integer)
     q_mask = None if q_keep is None else _mask((nq, lq), device, seed + 2, q_keep)
@@ -86,7 +114,7 @@ def test_all_pairs_matches_reference(device, dtype, nq, lq, dim, q_keep, integer
 @devices
 @settings(max_examples=50, deadline=None)
 @given(k=st.integers(1, 5), ld=st.integers(1, 12), d_keep=mask_keep, **shared)
-def test_per_query_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, k, ld, d_keep):
+def test_per_query_matches_reference(cpu_isa, device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, k, ld, d_keep):
     Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
     D = _embeddings((nq, k, ld, dim), dtype, device, seed + 1, integer)
     q_mask = None if q_keep is None else _mask((nq, lq), device, seed + 2, q_keep)
@@ -105,7 +133,7 @@ def _offsets(lengths, device):
 @devices
 @settings(max_examples=50, deadline=None)
 @given(lengths=st.lists(st.integers(0, 14), min_size=1, max_size=6), **shared)
-def test_packed_matches_reference(device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, lengths):
+def test_packed_matches_reference(cpu_isa, device, dtype, nq, lq, dim, q_keep, integer, length_normalize, seed, lengths):
     Q = _embeddings((nq, lq, dim), dtype, device, seed, integer)
     D_tokens = _embeddings((sum(lengths), dim), dtype, device, seed + 1, integer)
     offsets = _offsets(lengths, device)
@@ -216,7 +244,7 @@ def test_without_argmax_autograd_still_records_it(device, layout):
 
 
 @devices
-def test_ties_take_the_first_maximal_doc_token(device):
+def test_ties_take_the_first_maximal_doc_token(cpu_isa, device):
     # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
     Q = torch.tensor([[[1.0, 0.0]]], device=device, requires_grad=True)
     D = torch.tensor([[[2.0, 1.0], [1.0, 0.0], [2.0, 1.0]]], device=device, requires_grad=True)
@@ -231,7 +259,7 @@ def test_ties_take_the_first_maximal_doc_token(device):
 
 
 @devices
-def test_nan_similarity_propagates_unless_masked(device):
+def test_nan_similarity_propagates_unless_masked(cpu_isa, device):
     """A NaN doc token makes the max NaN, as in the reference (not silently skipped), wherever it
     stands in the doc; masked, it takes no part."""
     Q = torch.randn(2, 3, 4, device=device)
@@ -249,7 +277,7 @@ def test_nan_similarity_propagates_unless_masked(device):
 
 
 @devices
-def test_masked_queries_and_docs_add_zero_and_get_no_gradient(device):
+def test_masked_queries_and_docs_add_zero_and_get_no_gradient(cpu_isa, device):
     Q = torch.randn(2, 4, 8, device=device, requires_grad=True)
     D = torch.randn(3, 5, 8, device=device, requires_grad=True)
     q_mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], device=device)  # 0/1 numbers are accepted
@@ -265,7 +293,7 @@ def test_masked_queries_and_docs_add_zero_and_get_no_gradient(device):
 
 
 @devices
-def test_non_contiguous_inputs(device):
+def test_non_contiguous_inputs(cpu_isa, device):
     Q = torch.randn(16, 9, 3, device=device).permute(2, 1, 0)  # [3, 9, 16], not contiguous
     D = torch.randn(5, 22, 16, device=device)[:, ::2]  # [5, 11, 16], strided
     D4 = torch.randn(16, 4, 3, 6, device=device).permute(2, 1, 3, 0)  # [3, 4, 6, 16]
@@ -279,7 +307,7 @@ def test_non_contiguous_inputs(device):
 
 
 @devices
-def test_large_shapes_cross_work_item_and_chunk_boundaries(device):
+def test_large_shapes_cross_work_item_and_chunk_boundaries(cpu_isa, device):
     """Long queries (more rows than one CPU work item), many long docs (several token chunks)."""
     g = _generator(0)
     Q = torch.randn(3, 300, 16, generator=g).to(device)
@@ -296,7 +324,7 @@ def test_large_shapes_cross_work_item_and_chunk_boundaries(device):
 @devices
 @dtypes
 @pytest.mark.parametrize("dim", [1, 7, 64, 96, 128, 256])
-def test_wide_embeddings_and_tile_edges(device, dtype, dim):
+def test_wide_embeddings_and_tile_edges(cpu_isa, device, dtype, dim):
     """d up to 256 (on CUDA, tiles past the default 48 KiB of shared memory) with query and doc
     lengths that end mid-tile."""
     g = _generator(dim)
@@ -308,6 +336,38 @@ def test_wide_embeddings_and_tile_edges(device, dtype, dim):
         lambda q, d: reference.maxsim(q, d, None, d_mask.cpu()),
         Q, D, 2, dtype,
     )
+
+
+def test_cpu_isa_override_refuses_unknown_or_missing_paths(monkeypatch):
+    Q, D = torch.randn(1, 2, 3), torch.randn(1, 4, 3)
+    monkeypatch.setenv("KDOPS_CPU_ISA", "sse9")
+    with pytest.raises(RuntimeError, match="KDOPS_CPU_ISA=sse9 is not one of generic, avx2, avx512"):
+        kdops.maxsim(Q, D)
+    missing = [isa for isa in CPU_ISAS if not _cpu_has(isa)]
+    for isa in missing:
+        monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+        with pytest.raises(RuntimeError, match=f"lacks the {isa} instructions"):
+            kdops.maxsim(Q, D)
+    assert _cpu_has("generic")  # the portable path runs everywhere
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fma_paths_are_bit_identical(dtype, monkeypatch):
+    """AVX2 and AVX-512 sum each similarity over d in the same order with FMAs: the same bits and
+    argmax for any panel width; the generic path (no forced FMA) agrees within rounding."""
+    have = [isa for isa in CPU_ISAS if _cpu_has(isa)]
+    Q = _embeddings((3, 37, 96), dtype, "cpu", 5)
+    D = _embeddings((5, 53, 96), dtype, "cpu", 6)
+    d_mask = _mask((5, 53), "cpu", 7, 0.8)
+    out = {}
+    for isa in have:
+        monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+        out[isa] = torch.ops.kdops.maxsim(Q, D, None, d_mask, None, False)
+    fma = [isa for isa in have if isa != "generic"]
+    for isa in fma[1:]:
+        assert torch.equal(out[isa][0], out[fma[0]][0]) and torch.equal(out[isa][1], out[fma[0]][1])
+    for isa in have:
+        torch.testing.assert_close(out[isa][0], out["generic"][0])
 
 
 @devices

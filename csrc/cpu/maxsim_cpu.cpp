@@ -1,10 +1,10 @@
 // MaxSim CPU kernels. Math and layouts: common/maxsim.h.
 //
 // Forward: the (query, doc) pairs are cut into work items, each a block of whole queries against
-// a run of consecutive docs (whose token rows are consecutive too). An item multiplies a chunk
-// of doc token rows by its query token rows with one BLAS GEMM into a per-thread scratch block of
-// at most kScratchElems similarities, then folds each token row into the running max of every
-// query token. Memory beyond the outputs is that bounded scratch: never Nq x Nd x Lq x Ld.
+// a run of consecutive docs (whose token rows are consecutive too). An item packs its query token
+// rows into panels and runs the fused panel kernel (maxsim_panel.h: similarities and their max
+// in registers, the ISA picked at run time) over each doc. Memory beyond the outputs is the
+// item's packed rows, maxima and (half inputs) converted doc rows: never Nq x Nd x Lq x Ld.
 //
 // Backward, from the saved argmax (deterministic, no atomics):
 //   dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]]      (a gather per query)
@@ -16,8 +16,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -25,13 +23,14 @@
 #include <vector>
 
 #include "common/maxsim_inputs.h"
+#include "cpu/maxsim_panel.h"
 
 namespace kdops::cpu {
 namespace {
 
-constexpr int64_t kScratchElems = int64_t(1) << 16;  // similarities per GEMM block (256 KiB fp32)
 constexpr int64_t kRowsPerItem = 256;    // query token rows per item (whole queries, at least one)
 constexpr int64_t kTokensPerItem = 4096;  // doc token rows per item (whole docs, at least one)
+constexpr int64_t kBlockElems = 16384;  // doc token elements per block (64 KiB fp32)
 
 // How the [Nq, K] pairs are cut into items: query blocks x column blocks. A per-query item holds
 // one query (its docs are its own); an all-pairs or packed item shares its docs across queries.
@@ -48,7 +47,7 @@ struct WorkPlan {
   int64_t items() const { return query_items * column_items; }
 };
 
-// A GEMM operand in the accumulation type: the input itself, or (half inputs) a converted copy.
+// Doc token rows in the accumulation type: the input itself, or (half inputs) a converted copy.
 template <typename scalar_t, typename acc_t>
 const acc_t* as_acc(const scalar_t* x, int64_t n, std::vector<acc_t>& buffer) {
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
@@ -60,64 +59,48 @@ const acc_t* as_acc(const scalar_t* x, int64_t n, std::vector<acc_t>& buffer) {
   }
 }
 
-// sim[t, r] = <tokens[t], rows[r]>: [n_tokens, R] row-major, by BLAS (at::cpu::mm_out skips the
-// dispatcher; inside at::parallel_for the BLAS runs single-threaded).
-template <typename acc_t>
-void similarity_block(const acc_t* tokens, int64_t n_tokens, const acc_t* rows, int64_t R,
-                      int64_t dim, acc_t* sim) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
-  at::Tensor a = at::from_blob(const_cast<acc_t*>(tokens), {n_tokens, dim}, opts);
-  at::Tensor b = at::from_blob(const_cast<acc_t*>(rows), {R, dim}, opts);
-  at::Tensor c = at::from_blob(sim, {n_tokens, R}, opts);
-  at::cpu::mm_out(c, a, b.t());
-}
-
-// Folds doc token j (its similarities with R query token rows) into their running maxima. The
-// same rule as RunningMax::update, written over arrays so the compiler vectorises it.
-template <typename acc_t>
-void fold_token(const acc_t* sim_row, int32_t j, acc_t* best, int32_t* arg, int64_t R) {
-  for (int64_t r = 0; r < R; ++r) {
-    const acc_t v = sim_row[r];
-    const bool take = takes_max(v, best[r], arg[r]);
-    best[r] = take ? v : best[r];
-    arg[r] = take ? j : arg[r];
-  }
-}
-
 template <typename acc_t>
 struct ForwardScratch {
-  std::vector<acc_t> rows, tokens, sim, best;
+  std::vector<acc_t> panels, tokens, best;
   std::vector<int32_t> arg;
 };
 
 // Queries [q0, q1) against columns [k0, k1): writes their raw scores (sums of maxima) and, unless
-// argmax is nullptr (with_argmax = false), their argmax.
+// argmax is nullptr (with_argmax = false), their argmax. The item's R query token rows are packed
+// transposed into panels of the kernel's row count (zero rows pad the last); each doc then goes
+// through the panel kernel block by block of its tokens, every panel per block.
 template <typename scalar_t, typename acc_t>
-void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
-                  ForwardScratch<acc_t>& s, acc_t* scores, int32_t* argmax) {
+void forward_item(const MaxSimView<scalar_t>& v, const MaxSimPanelKernel<acc_t>& kernel,
+                  int64_t q0, int64_t q1, int64_t k0, int64_t k1, ForwardScratch<acc_t>& s,
+                  acc_t* scores, int32_t* argmax) {
   const MaxSimLayout& l = v.layout;
-  const int64_t R = (q1 - q0) * v.Lq, columns = k1 - k0, dim = v.dim;
-  s.best.assign(columns * R, acc_t(0));
-  s.arg.assign(columns * R, -1);
+  const int64_t R = (q1 - q0) * v.Lq, columns = k1 - k0, dim = v.dim, rows = kernel.rows;
+  const int64_t panels = (R + rows - 1) / rows;
+  s.best.assign(columns * panels * rows, acc_t(0));
+  s.arg.assign(columns * panels * rows, -1);
   // Every query of the item reads the same docs (one query when per_query): doc(q0, k).
   const int64_t first_row = l.start(l.doc(q0, k0));
   const int64_t last_doc = l.doc(q0, k1 - 1);
   const int64_t end_row = l.start(last_doc) + l.length(last_doc);
-  if (R > 0 && end_row > first_row) {
-    const acc_t* rows = as_acc<scalar_t, acc_t>(v.Q + q0 * v.Lq * dim, R * dim, s.rows);
-    const int64_t chunk = std::max<int64_t>(1, kScratchElems / R);
-    s.sim.resize(std::min(chunk, end_row - first_row) * R);
-    for (int64_t t0 = first_row; t0 < end_row; t0 += chunk) {
-      const int64_t t1 = std::min(end_row, t0 + chunk);
-      const acc_t* tokens = as_acc<scalar_t, acc_t>(v.D + t0 * dim, (t1 - t0) * dim, s.tokens);
-      similarity_block(tokens, t1 - t0, rows, R, dim, s.sim.data());
-      for (int64_t c = 0; c < columns; ++c) {
-        const int64_t doc = l.doc(q0, k0 + c), start = l.start(doc);
-        const int64_t lo = std::max(start, t0), hi = std::min(start + l.length(doc), t1);
-        for (int64_t t = lo; t < hi; ++t) {
-          if (!v.doc_token_valid(t)) continue;
-          fold_token(s.sim.data() + (t - t0) * R, static_cast<int32_t>(t - start),
-                     s.best.data() + c * R, s.arg.data() + c * R, R);
+  if (R > 0 && end_row > first_row && dim > 0) {
+    s.panels.assign(panels * dim * rows, acc_t(0));
+    const scalar_t* Q = v.Q + q0 * v.Lq * dim;
+    for (int64_t r = 0; r < R; ++r) {
+      acc_t* panel = s.panels.data() + (r / rows) * dim * rows + r % rows;
+      for (int64_t e = 0; e < dim; ++e) panel[e * rows] = static_cast<acc_t>(Q[r * dim + e]);
+    }
+    const acc_t* tokens = as_acc<scalar_t, acc_t>(v.D + first_row * dim, (end_row - first_row) * dim, s.tokens);
+    // Token blocks of a doc stay in L1/L2 while every panel reads them.
+    const int64_t block = std::max<int64_t>(1, kBlockElems / dim);
+    for (int64_t c = 0; c < columns; ++c) {
+      const int64_t start = l.start(l.doc(q0, k0 + c)), length = l.length(l.doc(q0, k0 + c));
+      for (int64_t j0 = 0; j0 < length; j0 += block) {
+        const int64_t n = std::min(block, length - j0);
+        const bool* valid = v.d_mask != nullptr ? v.d_mask + start + j0 : nullptr;
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t out = (c * panels + p) * rows;
+          kernel.fn(s.panels.data() + p * dim * rows, tokens + (start + j0 - first_row) * dim, n,
+                    dim, valid, static_cast<int32_t>(j0), s.best.data() + out, s.arg.data() + out);
         }
       }
     }
@@ -126,7 +109,7 @@ void forward_item(const MaxSimView<scalar_t>& v, int64_t q0, int64_t q1, int64_t
     for (int64_t c = 0; c < columns; ++c) {
       acc_t score = 0;
       for (int64_t i = 0; i < v.Lq; ++i) {
-        const int64_t r = c * R + (q - q0) * v.Lq + i;
+        const int64_t r = c * panels * rows + (q - q0) * v.Lq + i;
         const RunningMax<acc_t> m{s.best[r], v.query_token_valid(q, i) ? s.arg[r] : -1};
         if (argmax != nullptr) argmax[v.argmax_index(q, k0 + c, i)] = m.index;
         score += m.contribution();
@@ -148,6 +131,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.view<scalar_t>();
+    const MaxSimPanelKernel<acc_t> kernel = maxsim_panel_kernel<acc_t>(maxsim_cpu_isa());
     acc_t* out = scores.data_ptr<acc_t>();
     int32_t* idx = with_argmax ? argmax.data_ptr<int32_t>() : nullptr;
     at::parallel_for(0, plan.items(), 1, [&](int64_t begin, int64_t end) {
@@ -155,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
       for (int64_t item = begin; item < end; ++item) {
         const int64_t qi = item / plan.column_items, ci = item % plan.column_items;
         const int64_t q0 = qi * plan.queries_per_item, k0 = ci * plan.columns_per_item;
-        forward_item(v, q0, std::min(a.Nq, q0 + plan.queries_per_item), k0,
+        forward_item(v, kernel, q0, std::min(a.Nq, q0 + plan.queries_per_item), k0,
                      std::min(a.layout.K, k0 + plan.columns_per_item), scratch, out, idx);
       }
     });
