@@ -73,11 +73,14 @@ void maxsim(const at::TensorOptions& f) {
   // Lq = 33 and Ld = 40: two query tiles and two doc tiles of 32 tokens.
   const at::Tensor Q = at::randn({2, 33, 8}, f), D = at::randn({3, 40, 8}, f);
   const at::Tensor q_mask = at::rand({2, 33}, f) > 0.2, d_mask = at::rand({3, 40}, f) > 0.2;
-  const Stack out = run("maxsim", {Q, D, q_mask, d_mask, c10::IValue(), false});
+  // A stack holds every argument, defaults included: length_normalize, then with_argmax (the
+  // inference path, which writes no argmax, once; the argmax for backward otherwise).
+  run("maxsim", {Q, D, q_mask, d_mask, c10::IValue(), false, false});
+  const Stack out = run("maxsim", {Q, D, q_mask, d_mask, c10::IValue(), false, true});
   run("maxsim_backward", {at::randn({2, 3}, f), out[1], Q, D, q_mask, c10::IValue(), false, true, true});
   const at::Tensor tokens = at::randn({50, 8}, f);
   const at::Tensor offsets = at::tensor(std::vector<int64_t>{0, 35, 35, 50});
-  const Stack packed = run("maxsim", {Q, tokens, q_mask, c10::IValue(), offsets, true});
+  const Stack packed = run("maxsim", {Q, tokens, q_mask, c10::IValue(), offsets, true, true});
   run("maxsim_backward", {at::randn({2, 3}, f), packed[1], Q, tokens, q_mask, offsets, true, true, true});
 }
 
