@@ -23,28 +23,38 @@ export CUDA_HOME ?= /usr/local/cuda
 export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
-.PHONY: bench test build pytest sim-asan sim-tsan coverage clean
+.PHONY: bench test test-lane-pytest test-lane-asan build pytest sim-asan sim-tsan coverage clean
 
 bench: build
 	$(PY) -m benchmarks.run
 
+# Two lanes side by side: pytest runs on one core (the suite is single-threaded), so the
+# sanitizer builds and the ASan run take the other meanwhile. -Otarget keeps each part's output
+# in one piece.
 test: build $(PYLATE_DEPS)
+	$(MAKE) -j2 -Otarget test-lane-pytest test-lane-asan
+
+test-lane-pytest:
 	$(MAKE) pytest
 	$(MAKE) coverage
-	$(MAKE) sim-asan
-	$(MAKE) -j2 sim-tsan
+	$(MAKE) sim-tsan
+
+test-lane-asan:
+	MAX_JOBS=1 $(MAKE) sim-asan
 
 # kdops._C_sim is built in place with a build folder that stays (pip's editable build compiles
 # in a temporary one), so `make coverage` finds its gcov notes under build/sim.
 build: $(DEPS)
-	KDOPS_SIM=0 $(PY) -m pip install -q --no-build-isolation -e .
+	KDOPS_SIM=0 $(PY) -m pip install -q --no-compile --no-build-isolation -e .
 	KDOPS_SIM=only $(PY) setup.py -q build_ext --inplace --build-temp build/sim
 	$(PY) -m kdops.info
 
+# --no-compile: no .pyc for the ~15k .py files of torch and the rest at install (76 s of a fresh
+# setup on the 2-core machine); Python compiles what it imports, once, on first use.
 $(DEPS): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-compile --upgrade pip
+	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
 	touch $@
 
 pytest:
@@ -106,7 +116,7 @@ $(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
 	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)
 	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
 		"$$($(PYLATE_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/main-venv.pth"
-	$(PY) -m pip --python $(PYLATE_VENV)/bin/python install -q --no-deps -r requirements-pylate.txt
+	$(PY) -m pip --python $(PYLATE_VENV)/bin/python install -q --no-compile --no-deps -r requirements-pylate.txt
 	touch $@
 
 clean:

@@ -2,7 +2,9 @@
 // autograd in csrc/autograd; fake (meta) kernels are registered from Python in kdops/ops.py. The
 // same file also defines torch.ops.kdops_sim (KDOPS_NS) in kdops._C_sim: the CUDA kernels run by
 // the CUDA simulator on CPU tensors, with exactly these schemas and the same autograd.
-#include <torch/extension.h>
+// pybind11 alone, not torch/extension.h: the module below binds no tensors, and the whole C++
+// frontend that header pulls in tripled this file's compile time (in each of the four builds).
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
 
 #include "common/macros.h"
