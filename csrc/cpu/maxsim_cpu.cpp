@@ -185,15 +185,29 @@ void query_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* ar
 }
 
 // dD_u[j] = sum over the readers (q, k) of doc u in order, and i with argmax == j, of w * Q[q, i].
+// dD is a fresh output as large as D (per-query: every doc read by one query, most of its rows
+// by no one), and first touching it is what bounds this loop (benchmarks/profile_maxsim_backward):
+// so each row is written once where possible. A row's first contribution is stored as 0 + w * Q
+// (the same bits as adding it to a zeroed row, signed zeros included), later ones added, rows no
+// one picked zeroed. Full-precision types accumulate in dD itself; half ones in a per-doc buffer.
 template <typename scalar_t, typename acc_t>
 void doc_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dD) {
   const MaxSimLayout& l = v.layout;
   const int64_t dim = v.dim;
   at::parallel_for(0, l.num_docs, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc;
+    std::vector<acc_t> buffer;
+    std::vector<char> touched;
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = l.length(u) * dim;
-      acc.assign(n, acc_t(0));
+      const int64_t length = l.length(u), n = length * dim;
+      scalar_t* dst = dD + l.start(u) * dim;
+      acc_t* rows;
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        rows = dst;
+      } else {
+        buffer.resize(n);
+        rows = buffer.data();
+      }
+      touched.assign(length, 0);
       for (int64_t reader = 0; reader < l.num_readers(u, v.Nq); ++reader) {
         int64_t q, k;
         l.reader(u, reader, q, k);
@@ -201,14 +215,21 @@ void doc_grad(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argm
         for (int64_t i = 0; i < v.Lq; ++i) {
           const int32_t j = argmax[v.argmax_index(q, k, i)];
           if (j == -1) continue;
-          check_argmax(j, l.length(u), q, k, i);
+          check_argmax(j, length, q, k, i);
           const scalar_t* token = v.Q + (q * v.Lq + i) * dim;
-          acc_t* out = acc.data() + int64_t(j) * dim;
-          for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);
+          acc_t* out = rows + int64_t(j) * dim;
+          if (touched[j]) {
+            for (int64_t c = 0; c < dim; ++c) out[c] += weight * static_cast<acc_t>(token[c]);
+          } else {
+            for (int64_t c = 0; c < dim; ++c) out[c] = acc_t(0) + weight * static_cast<acc_t>(token[c]);
+            touched[j] = 1;
+          }
         }
       }
-      scalar_t* dst = dD + l.start(u) * dim;
-      for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(acc[e]);
+      for (int64_t j = 0; j < length; ++j)
+        if (!touched[j]) std::fill(rows + j * dim, rows + (j + 1) * dim, acc_t(0));
+      if constexpr (!std::is_same_v<scalar_t, acc_t>)
+        for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(rows[e]);
     }
   });
 }
