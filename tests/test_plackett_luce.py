@@ -211,6 +211,33 @@ def test_long_rows_match_reference(device, n):
     )
 
 
+@devices
+@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 63, 64, 65, 256, 257, 1000])
+def test_rows_across_the_warp_and_block_sorts_match_reference(device, n):
+    """The CUDA ranking sorts rows of up to 256 items in one warp's registers (1, 2, 4 or 8 keys
+    a lane) and longer rows in a block's shared memory: sizes either side of each switch, 9 rows
+    (more than the 8 warps of a block), lengths 0, 1, half and full, graded (tied) keys, a -inf
+    key, top_k and a PLD target that may sit in the padding."""
+    dtype = torch.float32
+    batch = 9
+    scores = _scores((batch, n), dtype, device, 1.0, n).requires_grad_()
+    teacher = _scores((batch, n), dtype, device, 1.0, n + 1, ties=True)
+    teacher[0, n // 2] = float("-inf")
+    lengths = torch.tensor([n, 0, 1, n // 2, n, n - 1, n, (n + 1) // 2, n], device=device).clamp(min=0)
+    target = torch.tensor([i * 7 % n for i in range(batch)], device=device)
+    top_k = n // 2 + 1
+    _check(
+        lambda s, rel: kdops.listmle(s, rel, lengths, top_k, "none"),
+        lambda s, rel: reference.listmle(s, rel, lengths, top_k, "none"),
+        [scores, teacher], dtype, scale=n * 8, grad_seed=2,
+    )
+    _check(
+        lambda s, t: kdops.pld_loss(s, t, target, 2.0, "none"),
+        lambda s, t: reference.pld_loss(s, t, target, 2.0, "none"),
+        [scores, teacher.clamp(min=-1e4)], dtype, scale=n * 8, grad_seed=3,
+    )
+
+
 # --- gradcheck, opcheck, torch.compile --------------------------------------------------------
 
 

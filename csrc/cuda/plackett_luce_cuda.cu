@@ -1,4 +1,5 @@
-// Plackett-Luce family CUDA kernels: one block per row. The ranking of ListMLE / PLD is sorted in
+// Plackett-Luce family CUDA kernels: one block per row. The ranking of ListMLE / PLD is sorted by
+// one warp per row in registers for rows up to kMaxWarpSortItems, else in
 // shared memory (bitonic sort of (image, index) keys, rows up to kMaxSortBytes of keys) or, for
 // longer rows, by at::sort plus a kernel that moves PLD's true class to the front. The reversed
 // log-sum-exp scan and the gradient's running C_j are block scans (block_scan.cuh) over tiles of
@@ -29,6 +30,7 @@
 #include "cuda/block_reduce.cuh"
 #include "cuda/block_scan.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/warp_sort.cuh"
 #include "sim/portable.h"
 
 namespace kdops::cuda {
@@ -109,6 +111,40 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = threadIdx.x; i < n; i += kThreads) ranking[b * n + i] = K::index(s[i]);
 }
 
+// Rows of at most kMaxWarpSortItems: the same ranking as rank_rows_kernel, one warp per row
+// (kThreads / 32 rows per block), the row's 32 * kItems keys sorted in registers
+// (warp_sort.cuh) instead of by a whole block in shared memory, where a row of 64 items left
+// 3 of 4 threads idle. The keys are distinct, so the order is rank_rows_kernel's.
+constexpr int kRowsPerWarpBlock = kThreads / kWarpSize;
+constexpr int64_t kMaxWarpSortItems = kWarpSize * 8;
+
+template <typename scalar_t, typename acc_t, int kItems>
+__global__ void __launch_bounds__(kThreads)
+    warp_rank_rows_kernel(const scalar_t* keys, const int64_t* lengths, const int64_t* first,
+                          int64_t B, int64_t n, int64_t* ranking) {
+  using K = RankKeyOf<acc_t>;
+  using key_t = typename K::type;
+  const int64_t b = int64_t(blockIdx.x) * kRowsPerWarpBlock + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const bool row = b < B;  // a warp past the last row sorts padding: every lane must shuffle
+  const int64_t given = !row ? 0 : (lengths == nullptr ? n : lengths[b]);
+  const int64_t len = given < 0 ? 0 : (given > n ? n : given);  // clamped, as PLRowsView::length
+  const int64_t forced = !row || first == nullptr ? -1 : first[b];
+  key_t v[kItems];
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t i = lane * kItems + t;
+    v[t] = i >= len ? K::padding(i)
+                    : (i == forced ? K::first(i) : K::make(static_cast<acc_t>(keys[b * n + i]), i));
+  }
+  warp_bitonic_sort<kItems>(v);
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t i = lane * kItems + t;
+    if (row && i < n) ranking[b * n + i] = K::index(v[t]);
+  }
+}
+
 // Long rows: order[b] is the row sorted by at::sort; PLD's true class moves to the front. A
 // class outside [0, n) (refused by the asynchronous target check) moves nothing.
 __global__ void __launch_bounds__(kThreads)
@@ -143,6 +179,19 @@ at::Tensor rank_rows(const at::Tensor& keys, const at::Tensor& lengths, const at
   const Stream stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keys.scalar_type(), "rank_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    if (n <= kMaxWarpSortItems) {
+      const int64_t blocks = (B + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock;
+      const auto run = [&](auto kernel) {
+        launch(kernel, blocks, kThreads, 0, stream, keys.data_ptr<scalar_t>(),
+               lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
+               first.defined() ? first.data_ptr<int64_t>() : nullptr, B, n, ranking.data_ptr<int64_t>());
+      };
+      if (n <= kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 1>);
+      else if (n <= 2 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 2>);
+      else if (n <= 4 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 4>);
+      else run(warp_rank_rows_kernel<scalar_t, acc_t, 8>);
+      return;
+    }
     const int64_t sorted = shared_sort_items(n);
     const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
     if (bytes <= kMaxSortBytes) {

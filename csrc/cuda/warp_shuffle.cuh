@@ -41,4 +41,16 @@ __device__ __forceinline__ T shfl_down(const T& v, unsigned delta) {
   return out;
 }
 
+// The value of lane (lane ^ mask).
+template <typename T>
+__device__ __forceinline__ T shfl_xor(const T& v, int mask) {
+  ShuffleWords<T> words;
+  memcpy(words.w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_xor_sync(kFullWarp, words.w[i], mask);
+  T out;
+  memcpy(&out, words.w, sizeof(T));
+  return out;
+}
+
 }  // namespace kdops::cuda
