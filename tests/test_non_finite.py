@@ -172,6 +172,26 @@ def test_listwise_kd_row_without_a_softmax_gives_nan(device):
 
 
 @devices
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("value", [1.0, -3.0, 0.7])
+def test_tiny_temperature_on_a_one_item_row_is_finite(device, dtype, value):
+    """softmax(x / T) of one item is exactly 1 for any finite x and T: at T = 1e-30 the logit
+    x / T is huge, and the max item's shift x / T - max must still be exactly 0 (a product's
+    rounding error left in exp(x / T - max) overflowed to inf / inf = NaN on the CPU). Listwise
+    KD's loss of a one-item row is 0 and PLD's is its PL term with weight 1."""
+    student = torch.tensor([[value], [0.25]], dtype=dtype, device=device)
+    teacher = torch.tensor([[value * 0.5], [-2.0]], dtype=dtype, device=device)
+    kd = kdops.listwise_kd_loss(student, teacher, 1e-30, reduction="none")
+    expected_kd = reference.listwise_kd_loss(student.cpu(), teacher.cpu(), 1e-30, reduction="none")
+    torch.testing.assert_close(kd.cpu(), expected_kd.to(dtype))
+    target = torch.zeros(2, dtype=torch.long, device=device)
+    pld = kdops.pld_loss(student, teacher, target, 1e-30, reduction="none")
+    expected_pld = reference.pld_loss(student.cpu(), teacher.cpu(), target.cpu(), 1e-30, reduction="none")
+    torch.testing.assert_close(pld.cpu(), expected_pld.to(dtype))
+    assert kd.isfinite().all() and pld.isfinite().all()
+
+
+@devices
 def test_plackett_luce_minus_inf_rules(device):
     """-inf scores in the PL family: a -inf item ranked before a finite one has probability 0
     (the loss is +inf); a term whose remaining items are all -inf is NaN (nothing to pick from)."""

@@ -134,8 +134,17 @@ KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, 
     return {nan, std::numeric_limits<double>::quiet_NaN()};
   }
   // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
-  // inf - inf = NaN, as torch.softmax does).
+  // inf - inf = NaN, as torch.softmax does). The compiler may contract x_i * scale - max into a
+  // fused multiply-add: every shift then holds its product's exact value minus the rounded max,
+  // the max items' shifts their own rounding error (at most half an ulp of max). That is the
+  // more accurate softmax at T = 0.01-0.1 (tests/test_accuracy.py), but at a huge scale
+  // (T = 1e-30) half an ulp of max alone overflows or underflows exp (inf / inf, 0 / 0). So a
+  // second pass pins a max item's shift beyond 0.5 to 0: ulp(max) > 1 there, the others' are at
+  // most -ulp(max) / 2 < -0.5 (their weights stay smaller), and a one-item row's softmax is 1.
   for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i)
+    if (static_cast<acc_t>(x[i]) * scale == max && std::abs(shifted[i]) > acc_t(0.5)) shifted[i] = 0;
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(shifted[i]);
   double total = 0;
