@@ -7,6 +7,7 @@
 
 namespace kdops::cuda {
 
+constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarp = 0xffffffffu;
 
 template <typename T>
@@ -17,40 +18,34 @@ struct ShuffleWords {
   unsigned w[kCount];
 };
 
-// The value of lane (lane - delta), or the caller's own where that is below lane 0.
-template <typename T>
-__device__ __forceinline__ T shfl_up(const T& v, unsigned delta) {
+// v moved between lanes word by word: shuffle(word) is one __shfl_*_sync of a 32-bit word.
+template <typename T, typename Shuffle>
+__device__ __forceinline__ T shuffle_words(const T& v, Shuffle shuffle) {
   ShuffleWords<T> words;
   memcpy(words.w, &v, sizeof(T));
 #pragma unroll
-  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_up_sync(kFullWarp, words.w[i], delta);
+  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = shuffle(words.w[i]);
   T out;
   memcpy(&out, words.w, sizeof(T));
   return out;
+}
+
+// The value of lane (lane - delta), or the caller's own where that is below lane 0.
+template <typename T>
+__device__ __forceinline__ T shfl_up(const T& v, unsigned delta) {
+  return shuffle_words(v, [delta](unsigned w) { return __shfl_up_sync(kFullWarp, w, delta); });
 }
 
 // The value of lane (lane + delta), or the caller's own where that is past lane 31.
 template <typename T>
 __device__ __forceinline__ T shfl_down(const T& v, unsigned delta) {
-  ShuffleWords<T> words;
-  memcpy(words.w, &v, sizeof(T));
-#pragma unroll
-  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_down_sync(kFullWarp, words.w[i], delta);
-  T out;
-  memcpy(&out, words.w, sizeof(T));
-  return out;
+  return shuffle_words(v, [delta](unsigned w) { return __shfl_down_sync(kFullWarp, w, delta); });
 }
 
 // The value of lane (lane ^ mask).
 template <typename T>
 __device__ __forceinline__ T shfl_xor(const T& v, int mask) {
-  ShuffleWords<T> words;
-  memcpy(words.w, &v, sizeof(T));
-#pragma unroll
-  for (int i = 0; i < ShuffleWords<T>::kCount; ++i) words.w[i] = __shfl_xor_sync(kFullWarp, words.w[i], mask);
-  T out;
-  memcpy(&out, words.w, sizeof(T));
-  return out;
+  return shuffle_words(v, [mask](unsigned w) { return __shfl_xor_sync(kFullWarp, w, mask); });
 }
 
 }  // namespace kdops::cuda

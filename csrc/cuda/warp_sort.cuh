@@ -11,8 +11,6 @@
 
 namespace kdops::cuda {
 
-constexpr int kWarpSize = 32;
-
 template <int kItems, typename key_t>
 __device__ __forceinline__ void warp_bitonic_sort(key_t (&v)[kItems]) {
   static_assert(kItems > 0 && (kItems & (kItems - 1)) == 0, "items per lane: a power of two");
