@@ -43,6 +43,7 @@ def test_deterministic_run_to_run_and_across_thread_counts(case, device):
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(max(2, threads))  # parallel even where the default is one thread
         first = _run(case, args, kwargs)
         _same_bits(first, _run(case, args, kwargs))
         torch.set_num_threads(1)
