@@ -13,6 +13,7 @@
 
 #include "common/margin_mse_inputs.h"
 #include "common/reduction.h"
+#include "cpu/cpu_clones.h"
 #include "cpu/deterministic_sum.h"
 
 #include <algorithm>
@@ -22,12 +23,11 @@ namespace {
 
 // The forward walks one negative column j at a time over a tile of rows (the tile's scores stay
 // in L1 while its columns are walked), into kLanes independent accumulators: one chain of
-// dependent float adds cost an add's latency per term, the most of the old per-row loop's time.
-// Measured (2-core 2 GHz x86_64, B=65536 N=7, one thread): forward 1.29 -> 1.04 ms, backward
-// 1.40 -> 1.08 ms; the strided loads of the multi-negative form stay scalar under the baseline
-// x86-64 ISA this file is built for, the pairwise form's unit stride vectorises. Stores go
-// through restrict-qualified function parameters only (GCC ignores restrict on local pointers):
-// else a store could alias the scores and the compiler would reload them after each one.
+// dependent float adds cost an add's latency per term, most of the old per-row loop's time.
+// The loops are cloned per ISA (KDOPS_CPU_CLONES); the multi-negative form's strided loads stay
+// scalar even so, the pairwise form's unit stride vectorises. Stores go through restrict-qualified
+// function parameters only (GCC ignores restrict on local pointers): else a store could alias
+// the scores and the compiler would reload them after each one.
 constexpr int64_t kRowTile = 256;
 
 // Sum and valid count of column j's terms over the rows [b0, b1); per_term[b * N + j] written
@@ -35,7 +35,7 @@ constexpr int64_t kRowTile = 256;
 // chains (one chain of dependent float adds would cost an add's latency per term) that the
 // compiler may also vectorise, and the same sum order whether it does or not.
 template <bool kMasked, bool kPerTerm, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-inline SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v, int64_t j, int64_t b0,
+KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v, int64_t j, int64_t b0,
                                       int64_t b1, scalar_t* __restrict per_term) {
   constexpr int64_t kLanes = 8;
   acc_t lane_sum[kLanes] = {};
@@ -113,27 +113,29 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   return {loss, count};
 }
 
-// Row b of the backward: d loss / d s_neg of its terms into grad_neg[b * stride + j], their sum
-// (d loss / d s_pos, in column order) into grad_pos[b * stride].
+// The backward of the rows [b0, b1): d loss / d s_neg of term (b, j) into grad_neg[b * stride + j],
+// their sum over j (d loss / d s_pos, in column order) into grad_pos[b * stride].
 template <bool kMasked, bool kPerTerm, typename scalar_t, typename acc_t>
-inline void backward_row(const MarginMSEView<scalar_t>& v, int64_t b,
-                         const scalar_t* __restrict grad, acc_t shared,
-                         scalar_t* __restrict grad_pos, scalar_t* __restrict grad_neg,
-                         int64_t stride) {
-  acc_t pos = 0;
-  for (int64_t j = 0; j < v.N; ++j) {
-    const acc_t upstream = kPerTerm ? static_cast<acc_t>(grad[b * v.N + j]) : shared;
-    acc_t d = margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream);
-    if constexpr (kMasked) d = v.valid(b, j) ? d : acc_t(0);
-    grad_neg[b * stride + j] = static_cast<scalar_t>(-d);
-    pos += d;
+KDOPS_CPU_CLONES void backward_tile(const MarginMSEView<scalar_t>& v, int64_t b0, int64_t b1,
+                                    const scalar_t* __restrict grad, acc_t shared,
+                                    scalar_t* __restrict grad_pos, scalar_t* __restrict grad_neg,
+                                    int64_t stride) {
+  for (int64_t b = b0; b < b1; ++b) {
+    acc_t pos = 0;
+    for (int64_t j = 0; j < v.N; ++j) {
+      const acc_t upstream = kPerTerm ? static_cast<acc_t>(grad[b * v.N + j]) : shared;
+      acc_t d = margin_mse_term_grad(v.template residual<acc_t>(b, j), upstream);
+      if constexpr (kMasked) d = v.valid(b, j) ? d : acc_t(0);
+      grad_neg[b * stride + j] = static_cast<scalar_t>(-d);
+      pos += d;
+    }
+    grad_pos[b * stride] = static_cast<scalar_t>(pos);
   }
-  grad_pos[b * stride] = static_cast<scalar_t>(pos);
 }
 
 // One negative per row (the pairwise form, or [B, 2] scores): vectorised across the rows [b0, b1).
 template <bool kMasked, bool kPerTerm, typename scalar_t, typename acc_t>
-inline void backward_pairs(const MarginMSEView<scalar_t>& v, int64_t b0, int64_t b1,
+KDOPS_CPU_CLONES void backward_pairs(const MarginMSEView<scalar_t>& v, int64_t b0, int64_t b1,
                            const scalar_t* __restrict grad, acc_t shared,
                            scalar_t* __restrict grad_pos, scalar_t* __restrict grad_neg,
                            int64_t stride) {
@@ -158,9 +160,7 @@ void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
     if (v.N == 1) {
       return backward_pairs<kMasked, kPerTerm>(v, b0, b1, grad, shared, grad_pos, grad_neg, stride);
     }
-    for (int64_t b = b0; b < b1; ++b) {
-      backward_row<kMasked, kPerTerm>(v, b, grad, shared, grad_pos, grad_neg, stride);
-    }
+    backward_tile<kMasked, kPerTerm>(v, b0, b1, grad, shared, grad_pos, grad_neg, stride);
   });
 }
 

@@ -19,6 +19,7 @@
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
+#include "cpu/cpu_clones.h"
 #include "cpu/radix_rank.h"
 
 // Loops over a row's items that the compiler must vectorise: the polynomial exp/log have
@@ -30,14 +31,6 @@
 #define KDOPS_SIMD_MAX(var) _Pragma(KDOPS_STR(omp simd reduction(max : var)))
 #define KDOPS_STR(x) #x
 
-// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, and the loader picks the
-// best the machine runs (GCC / clang function multiversioning): the baseline alone (SSE2) has a
-// quarter of the vector width ATen's own kernels dispatch to.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define KDOPS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
-#else
-#define KDOPS_CPU_CLONES
-#endif
 
 namespace kdops::cpu {
 namespace {
