@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import kdops
-from benchmarks.harness import Case, Impl, compiled, forward_backward
+from benchmarks.harness import Case, Impl, compiled, floor_impl, forward_backward
 from kdops import reference
 
 SHAPES = [(64, 1), (1024, 1), (65536, 1), (64, 7), (1024, 7), (65536, 7)]
@@ -45,5 +45,7 @@ def cases(device: torch.device) -> list[Case]:
             Impl("kdops", forward_backward(kdops.margin_mse, inputs)),
             Impl("sentence-transformers", forward_backward(_sentence_transformers_margin_mse, inputs)),
         ]
+        if batch == SHAPES[0][0]:  # the smallest shape: the per-call cost against the floor
+            impls.append(floor_impl(inputs))
         out.append(Case("margin_mse", form, shape, torch.float32, "fwd+bwd", impls))
     return out

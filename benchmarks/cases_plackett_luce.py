@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import kdops
-from benchmarks.harness import Case, Impl, compiled, forward_backward
+from benchmarks.harness import Case, Impl, compiled, floor_impl, forward_backward
 from kdops import reference
 
 PLD_SHAPES = [(256, 100), (256, 1000), (1024, 1000)]
@@ -39,13 +39,15 @@ def _sentence_transformers_distill_kl(student: torch.Tensor, teacher: torch.Tens
     return F.kl_div(student_log_probs, teacher_probs, reduction="batchmean") * TEMPERATURE**2
 
 
-def _impls(ref_fn, kdops_fn, inputs, peers=()) -> list[Impl]:
+def _impls(ref_fn, kdops_fn, inputs, peers=(), floor=False) -> list[Impl]:
+    """floor: add the x.sum() backward floor (the per-call cost at an op's smallest shape)."""
     impls = [
         Impl("reference", forward_backward(ref_fn, inputs)),
         Impl("compile", forward_backward(compiled(ref_fn), inputs)),
         Impl("kdops", forward_backward(kdops_fn, inputs)),
     ]
-    return impls + [Impl(name, forward_backward(fn, inputs)) for name, fn in peers]
+    impls += [Impl(name, forward_backward(fn, inputs)) for name, fn in peers]
+    return impls + ([floor_impl(inputs)] if floor else [])
 
 
 def _pld(device: torch.device, batch: int, classes: int) -> Case:
@@ -59,6 +61,7 @@ def _pld(device: torch.device, batch: int, classes: int) -> Case:
         lambda s, t, y: reference.pld_loss(s, t, y, TEMPERATURE),
         lambda s, t, y: kdops.pld_loss(s, t, y, TEMPERATURE),
         inputs,
+        floor=(batch, classes) == PLD_SHAPES[0],
     )
     return Case("pld_loss", "PLD", f"B={batch} C={classes}", torch.float32, "fwd+bwd", impls)
 
@@ -69,7 +72,8 @@ def _listmle(device: torch.device, batch: int, n: int) -> Case:
         torch.randn(batch, n, generator=gen).to(device).requires_grad_(),
         torch.randint(0, 5, (batch, n), generator=gen).to(device).float(),  # graded labels: ties
     ]
-    impls = _impls(reference.listmle, kdops.listmle, inputs, peers=[("allrank", _allrank_listmle)])
+    impls = _impls(reference.listmle, kdops.listmle, inputs, peers=[("allrank", _allrank_listmle)],
+                   floor=(batch, n) == LIST_SHAPES[0])
     return Case("listmle", "ListMLE", f"B={batch} n={n}", torch.float32, "fwd+bwd", impls)
 
 
@@ -84,6 +88,7 @@ def _listwise_kd(device: torch.device, batch: int, n: int) -> Case:
         lambda s, t: kdops.listwise_kd_loss(s, t, TEMPERATURE),
         inputs,
         peers=[("sentence-transformers", _sentence_transformers_distill_kl)],
+        floor=(batch, n) == LIST_SHAPES[0],
     )
     return Case("listwise_kd_loss", "listwise KD", f"B={batch} n={n}", torch.float32, "fwd+bwd", impls)
 
@@ -94,7 +99,7 @@ def _plackett_luce(device: torch.device, batch: int, n: int) -> Case:
         torch.randn(batch, n, generator=gen).to(device).requires_grad_(),
         torch.rand(batch, n, generator=gen).argsort(dim=1).to(device),
     ]
-    impls = _impls(reference.plackett_luce_loss, kdops.plackett_luce_loss, inputs)
+    impls = _impls(reference.plackett_luce_loss, kdops.plackett_luce_loss, inputs, floor=(batch, n) == LIST_SHAPES[0])
     return Case("plackett_luce_loss", "PL given ranking", f"B={batch} n={n}", torch.float32, "fwd+bwd", impls)
 
 
