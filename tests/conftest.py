@@ -12,6 +12,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdops-inductor-
 
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests.helpers import on_backend  # noqa: E402
@@ -27,6 +28,35 @@ def device(request):
     for "sim" the public API calls torch.ops.kdops_sim while the test runs."""
     with on_backend(request.param) as torch_device:
         yield torch_device
+
+
+CPU_ISAS = ["avx512", "avx2", "generic"]  # KDOPS_CPU_ISA: the hand-vectorised CPU kernels' paths
+
+
+def cpu_has(isa: str) -> bool:
+    """Whether this CPU runs the `isa` path of kdops' CPU kernels (kdops refuses the ones it lacks)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDOPS_CPU_ISA", isa)
+        try:
+            torch.ops.kdops.maxsim(torch.ones(1, 1, 1), torch.ones(1, 1, 1), None, None, None, False)
+        except RuntimeError as e:
+            assert "lacks the" in str(e)
+            return False
+    return True
+
+
+@pytest.fixture(params=CPU_ISAS)
+def cpu_isa(request, device, monkeypatch):
+    """Runs a CPU test once per ISA path this CPU has (KDOPS_CPU_ISA: the MaxSim panels, the
+    Margin-MSE rows); other backends run once."""
+    if request.node.callspec.params["device"] != "cpu":
+        if request.param != CPU_ISAS[0]:
+            pytest.skip("the ISA paths are the CPU kernel's")
+        return None
+    if not cpu_has(request.param):
+        pytest.skip(f"this CPU lacks {request.param}")
+    monkeypatch.setenv("KDOPS_CPU_ISA", request.param)
+    return request.param
 
 
 def pytest_configure(config):

@@ -11,35 +11,8 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
+from tests.conftest import CPU_ISAS, cpu_has as _cpu_has
 from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
-
-
-CPU_ISAS = ["avx512", "avx2", "generic"]  # KDOPS_CPU_ISA: the CPU forward kernel's paths
-
-
-def _cpu_has(isa: str) -> bool:
-    """Whether this CPU runs the MaxSim kernel's `isa` path (kdops refuses the ones it lacks)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KDOPS_CPU_ISA", isa)
-        try:
-            torch.ops.kdops.maxsim(torch.ones(1, 1, 1), torch.ones(1, 1, 1), None, None, None, False)
-        except RuntimeError as e:
-            assert "lacks the" in str(e)
-            return False
-    return True
-
-
-@pytest.fixture(params=CPU_ISAS)
-def cpu_isa(request, device, monkeypatch):
-    """Runs a CPU test once per ISA path this CPU has (KDOPS_CPU_ISA); other backends run once."""
-    if request.node.callspec.params["device"] != "cpu":
-        if request.param != CPU_ISAS[0]:
-            pytest.skip("the ISA paths are the CPU kernel's")
-        return None
-    if not _cpu_has(request.param):
-        pytest.skip(f"this CPU lacks {request.param}")
-    monkeypatch.setenv("KDOPS_CPU_ISA", request.param)
-    return request.param
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -14,9 +14,13 @@
 #include "common/margin_mse_inputs.h"
 #include "common/reduction.h"
 #include "cpu/cpu_clones.h"
+#include "cpu/cpu_isa.h"
+#include "cpu/margin_mse_rows.h"
 #include "cpu/deterministic_sum.h"
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 namespace kdops::cpu {
 namespace {
@@ -61,13 +65,36 @@ KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v
   return total;
 }
 
-// Sum and valid count of all terms: per chunk, tile by tile, column by column.
+// Whether the multi-negative rows of this call run margin_mse_rows_*_avx512: float scores, no
+// mask, a reduced loss, more than one negative, and a CPU with AVX-512 (cpu_isa()).
+template <bool kMasked, bool kPerTerm, typename scalar_t>
+bool avx512_rows(const MarginMSEView<scalar_t>& v) {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (!kMasked && !kPerTerm && std::is_same_v<scalar_t, float>) {
+    return v.N > 1 && cpu_isa() == CpuIsa::avx512;
+  }
+#endif
+  return false;
+}
+
+// Sum and valid count of all terms: per chunk, tile by tile, column by column (or the AVX-512
+// rows, column sums then added in column order).
 template <bool kMasked, bool kPerTerm, typename scalar_t>
 SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& v,
                                                  scalar_t* per_term) {
   using acc_t = at::opmath_type<scalar_t>;
+  const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
   return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
     SumCount<acc_t> total;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (avx512) {
+        std::vector<float> column_sum((v.N + 15) / 16 * 16, 0.0f);
+        margin_mse_rows_forward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, column_sum.data());
+        for (int64_t j = 0; j < v.N; ++j) total.sum += column_sum[j];
+        total.count = (b1 - b0) * v.N;
+        return total;
+      }
+    }
     for (int64_t t0 = b0; t0 < b1; t0 += kRowTile) {
       const int64_t t1 = std::min(b1, t0 + kRowTile);
       for (int64_t j = 0; j < v.N; ++j) total += forward_column<kMasked, kPerTerm>(v, j, t0, t1, per_term);
@@ -156,7 +183,13 @@ template <bool kMasked, bool kPerTerm, typename scalar_t>
 void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
                    at::opmath_type<scalar_t> shared, scalar_t* grad_pos, scalar_t* grad_neg,
                    int64_t stride) {
+  const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
   at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (avx512) {  // grad_pos: the [B, 1+N] gradient's first column
+        return margin_mse_rows_backward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
+      }
+    }
     if (v.N == 1) {
       return backward_pairs<kMasked, kPerTerm>(v, b0, b1, grad, shared, grad_pos, grad_neg, stride);
     }

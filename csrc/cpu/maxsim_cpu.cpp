@@ -131,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_cpu(const at::Tensor& Q, const at::Ten
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.view<scalar_t>();
-    const MaxSimPanelKernel<acc_t> kernel = maxsim_panel_kernel<acc_t>(maxsim_cpu_isa());
+    const MaxSimPanelKernel<acc_t> kernel = maxsim_panel_kernel<acc_t>(cpu_isa());
     acc_t* out = scores.data_ptr<acc_t>();
     int32_t* idx = with_argmax ? argmax.data_ptr<int32_t>() : nullptr;
     at::parallel_for(0, plan.items(), 1, [&](int64_t begin, int64_t end) {

@@ -7,17 +7,10 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+
+#include "cpu/cpu_isa.h"
 
 namespace kdops::cpu {
-
-enum class CpuIsa { generic, avx2, avx512 };
-
-const char* isa_name(CpuIsa isa);
-
-// The ISA the MaxSim kernels run: the env KDOPS_CPU_ISA (generic | avx2 | avx512; refused with
-// an error when this CPU lacks it) read at each call, else the widest this CPU supports.
-CpuIsa maxsim_cpu_isa();
 
 // panel: [dim][rows] query rows transposed; doc: [length][dim] token rows, the doc's tokens
 // first .. first + length - 1; valid: [length] or nullptr. best / arg: [rows], the running max

@@ -1,0 +1,21 @@
+// Hand-vectorised rows of the multi-negative Margin-MSE (float [B, 1+N] contiguous scores, no
+// mask, reduced loss), for the CPUs that have AVX-512: one masked 16-wide vector per 16 negatives
+// of a row, whatever N is. The compiler cannot vectorise these short rows (N = 7 is a 7-trip
+// loop per row; across rows the loads are strided) and runs them scalar. Math: common/margin_mse.h.
+#pragma once
+
+#include <cstdint>
+
+namespace kdops::cpu {
+
+// Adds term (b, j) of the rows [b0, b1) into column_sum[j] (length N rounded up to 16, zeroed
+// by the caller), summed in a fixed order of rows.
+void margin_mse_rows_forward_avx512(const float* student, const float* teacher, int64_t N,
+                                    int64_t b0, int64_t b1, float* column_sum);
+
+// grad [B, 1+N]: d loss / d s_bj = -margin_mse_term_grad(r_bj, upstream) in column 1 + j,
+// their sum (d loss / d s_b0) in column 0, for the rows [b0, b1).
+void margin_mse_rows_backward_avx512(const float* student, const float* teacher, int64_t N,
+                                     int64_t b0, int64_t b1, float upstream, float* grad);
+
+}  // namespace kdops::cpu
