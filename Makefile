@@ -23,7 +23,7 @@ export CUDA_HOME ?= /usr/local/cuda
 export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
-.PHONY: bench test test-lane-pytest test-lane-sanitizers build pytest sim-asan sim-tsan coverage clean
+.PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage clean
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -34,7 +34,9 @@ bench: build
 # (pytest took 744 s in its lane with torch's default of 2 threads, against 457 s alone). Tests
 # that check thread-count independence set their thread counts themselves. -Otarget keeps each
 # part's output in one piece.
-test: build $(PYLATE_DEPS)
+test: $(DEPS)
+	$(MAKE) -j3 -Otarget $(BUILDS) $(PYLATE_DEPS)
+	$(PY) -m kdops.info
 	OMP_NUM_THREADS=1 $(MAKE) -j2 -Otarget test-lane-pytest test-lane-sanitizers
 
 test-lane-pytest:
@@ -45,12 +47,20 @@ test-lane-sanitizers:
 	MAX_JOBS=1 $(MAKE) sim-asan
 	$(MAKE) sim-tsan
 
+# The two extensions build side by side (`make test` also installs the PyLate venv, mostly I/O,
+# beside them): each build ends on one long compile while the other's keep the second core busy.
 # kdops._C_sim is built in place with a build folder that stays (pip's editable build compiles
 # in a temporary one), so `make coverage` finds its gcov notes under build/sim.
+BUILDS := build-cpu-cuda build-sim
 build: $(DEPS)
-	KDOPS_SIM=0 $(PY) -m pip install -q --no-compile --no-build-isolation -e .
-	KDOPS_SIM=only $(PY) setup.py -q build_ext --inplace --build-temp build/sim
+	$(MAKE) -j2 -Otarget $(BUILDS)
 	$(PY) -m kdops.info
+
+build-cpu-cuda: $(DEPS)
+	KDOPS_SIM=0 $(PY) -m pip install -q --no-compile --no-build-isolation -e .
+
+build-sim: $(DEPS)
+	KDOPS_SIM=only $(PY) setup.py -q build_ext --inplace --build-temp build/sim
 
 # --no-compile: no .pyc for the ~15k .py files of torch and the rest at install (76 s of a fresh
 # setup on the 2-core machine); Python compiles what it imports, once, on first use.
@@ -86,7 +96,7 @@ sim-asan:
 		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		KDOPS_TEST_MAX_EXAMPLES=8 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests \
+		KDOPS_TEST_MAX_EXAMPLES=4 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests \
 		-k "not gradcheck and not opcheck and not torch_compile"
 
 # TSan: a standalone runner (tests/sim_tsan/run_ops.cpp) calling every kdops_sim op, linked with
@@ -96,7 +106,7 @@ TORCH_DIR = $(shell $(PY) -c "import os, torch; print(os.path.dirname(torch.__fi
 PY_INCLUDE = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 PY_LIBDIR = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 PY_LIB = $(shell $(PY) -c "import sysconfig; print('python' + sysconfig.get_config_var('LDVERSION'))")
-TSAN_FLAGS = -fsanitize=thread -O1 -g -std=c++20 -fPIC -Wno-unknown-pragmas -Wno-tsan -DKDOPS_SIM -DKDOPS_NS=kdops_sim \
+TSAN_FLAGS = -fsanitize=thread -O1 -g1 -std=c++20 -fPIC -Wno-unknown-pragmas -Wno-tsan -DKDOPS_SIM -DKDOPS_NS=kdops_sim \
 	-DTORCH_EXTENSION_NAME=_C_sim -include csrc/sim/cuda_sim.h -isystem csrc/sim/include -fno-extern-tls-init -Icsrc \
 	-I$(TORCH_DIR)/include -I$(TORCH_DIR)/include/torch/csrc/api/include -I$(PY_INCLUDE)
 TSAN_SOURCES := csrc/kdops.cpp $(wildcard csrc/sim/*.cpp) $(filter-out csrc/cuda/build_info.cu,$(wildcard csrc/cuda/*.cu)) \
