@@ -190,14 +190,18 @@ def test_listwise_kd_matches_reference(device, dtype, batch, n, scale, padded, t
 
 
 @devices
-@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 63, 64, 65, 256, 257, 300, 1000, 5000])
-def test_rows_across_the_warp_block_and_long_sorts_match_reference(device, n):
+@pytest.mark.parametrize(
+    "n,dtype",
+    [(n, torch.float32) for n in (1, 2, 31, 32, 33, 63, 64, 65, 256, 257, 300, 1000, 5000)]
+    # every dtype's instantiation of the warp sorts (1, 2, 4, 8 keys a lane) and of the block sort
+    + [(n, dtype) for n in (20, 50, 100, 200, 300) for dtype in FLOAT_DTYPES if dtype != torch.float32],
+)
+def test_rows_across_the_warp_block_and_long_sorts_match_reference(device, n, dtype):
     """The CUDA ranking sorts rows of up to 256 items in one warp's registers (1, 2, 4 or 8 keys
     a lane), longer rows in a block's shared memory, and rows past 4096 float keys by at::sort
     (the CPU: its radix sort): sizes either side of each switch, 9 rows (more than the 8 warps of
     a block), lengths 0, 1, half and full, graded (tied) keys, a -inf key, top_k, and PLD targets
     that may sit in the padding or be a full row's last item."""
-    dtype = torch.float32
     batch = 9
     scores = _scores((batch, n), dtype, device, 1.0, n).requires_grad_()
     teacher = _scores((batch, n), dtype, device, 1.0, n + 1, ties=True)
