@@ -93,34 +93,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cpu_times(fn: Callable[[], object], min_run_time: float) -> list[float]:
-    """Seconds per call of blocks of repeats, in CPU time of this process: on a machine shared
-    with other jobs, wall time mostly measures the wait for a core. Blocks of >= 10 ms, at
-    least 10 of them, until min_run_time of CPU time is spent."""
-    start = time.process_time()
-    fn()
-    reps = max(1, int(0.01 / max(time.process_time() - start, 1e-6)))
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < 10 or spent < min_run_time:
+def time_passes_interleaved(fns: Sequence[Callable[[], object]], min_run_time: float) -> list[tuple[float, float, float]]:
+    """(median, p20, p80) in milliseconds of CPU time for each of fns, timed in turns: a block of
+    one, a block of the next, ..., round after round, until each has >= 10 blocks of >= 10 ms
+    and min_run_time of CPU time. These machines change speed over seconds (a shared host):
+    timed one after the other, two implementations can meet different speeds, and their ratio
+    measures the machine; timed in turns, each meets the same ones."""
+    reps = []
+    for fn in fns:
+        fn()  # warm-up (and compilation)
         start = time.process_time()
-        for _ in range(reps):
-            fn()
-        block = time.process_time() - start
-        times.append(block / reps)
-        spent += block
-    return times
+        fn()
+        reps.append(max(1, int(0.01 / max(time.process_time() - start, 1e-6))))
+    times: list[list[float]] = [[] for _ in fns]
+    spent = [0.0] * len(fns)
+    while True:
+        todo = [i for i in range(len(fns)) if len(times[i]) < 10 or spent[i] < min_run_time]
+        if not todo:
+            break
+        for i in todo:
+            start = time.process_time()
+            for _ in range(reps[i]):
+                fns[i]()
+            block = time.process_time() - start
+            times[i].append(block / reps[i])
+            spent[i] += block
+    out = []
+    for t in times:
+        ms = torch.tensor(t, dtype=torch.float64) * 1e3
+        out.append(tuple(float(ms.quantile(q)) for q in (0.5, 0.2, 0.8)))
+    return out
 
 
-def time_pass(fn: Callable[[], object], min_run_time: float, clock: str = "wall") -> tuple[float, float, float]:
-    """(median, p20, p80) in milliseconds over blocks of repeats; handles CUDA sync. clock='cpu'
-    (CPU only) times the CPU the process spends instead of the wall clock."""
+def time_pass(fn: Callable[[], object], min_run_time: float) -> tuple[float, float, float]:
+    """(median, p20, p80) in milliseconds of wall time over blocks of repeats (torch.utils.benchmark);
+    handles CUDA sync."""
     fn()  # warm-up (and compilation)
-    if clock == "cpu":
-        times = torch.tensor(_cpu_times(fn, min_run_time), dtype=torch.float64) * 1e3
-    else:
-        m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-        times = torch.tensor(m.times, dtype=torch.float64) * 1e3
+    m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    times = torch.tensor(m.times, dtype=torch.float64) * 1e3
     return tuple(float(times.quantile(q)) for q in (0.5, 0.2, 0.8))
 
 

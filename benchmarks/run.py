@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import kdops
-from benchmarks.harness import FLOOR, Case, peak_bytes, time_pass
+from benchmarks.harness import FLOOR, Case, peak_bytes, time_pass, time_passes_interleaved
 
 FAMILIES = ["margin_mse", "plackett_luce", "maxsim"]
 RESULTS = Path(__file__).parent / "results"
@@ -42,15 +42,27 @@ def device_slug(device: torch.device) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
+def _runs(impl) -> bool:
+    """Whether impl runs (one call); a peer that cannot run this case is reported, not fatal."""
+    try:
+        impl.fn()
+        return True
+    except Exception as err:
+        print(f"  {impl.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+        return False
+
+
 def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict, clock: str = "wall") -> list[dict]:
+    """Times every implementation of the case (with clock='cpu', in turns: time_passes_interleaved),
+    then measures each one's peak memory."""
+    impls = [impl for impl in case.impls if _runs(impl)]
+    if clock == "cpu":
+        timings = time_passes_interleaved([impl.fn for impl in impls], min_run_time)
+    else:
+        timings = [time_pass(impl.fn, min_run_time) for impl in impls]
     records = []
-    for impl in case.impls:
-        try:
-            median, p20, p80 = time_pass(impl.fn, min_run_time, clock)
-            peak = peak_bytes(impl.fn, device)
-        except Exception as err:  # a peer that cannot run this case is reported, not fatal
-            print(f"  {impl.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
-            continue
+    for impl, (median, p20, p80) in zip(impls, timings):
+        peak = peak_bytes(impl.fn, device)
         records.append(
             {
                 "op": case.op,
@@ -161,8 +173,9 @@ def main() -> None:
                         help="torch CPU threads (default: torch's). 1 keeps the comparison fair on a machine "
                              "shared with other jobs, where a descheduled thread stalls every parallel region")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="cpu: time the process's CPU time (with --threads 1, robust to a machine shared "
-                             "with other jobs); wall (default): elapsed time")
+                        help="cpu: time the process's CPU time, a case's implementations in turns (with "
+                             "--threads 1, robust to a machine shared with other jobs or changing speed); "
+                             "wall (default): elapsed time, one implementation after the other")
     args = parser.parse_args()
     if args.clock == "cpu" and torch.device(args.device).type != "cpu":
         parser.error("--clock cpu times CPU work only")
