@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdops
 from kdops import reference
-from tests.conftest import CPU_ISAS, cpu_has as _cpu_has
+from tests.conftest import CPU_ISAS, cpu_has
 from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
 
 
@@ -316,19 +316,19 @@ def test_cpu_isa_override_refuses_unknown_or_missing_paths(monkeypatch):
     monkeypatch.setenv("KDOPS_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="KDOPS_CPU_ISA=sse9 is not one of generic, avx2, avx512"):
         kdops.maxsim(Q, D)
-    missing = [isa for isa in CPU_ISAS if not _cpu_has(isa)]
+    missing = [isa for isa in CPU_ISAS if not cpu_has(isa)]
     for isa in missing:
         monkeypatch.setenv("KDOPS_CPU_ISA", isa)
         with pytest.raises(RuntimeError, match=f"lacks the {isa} instructions"):
             kdops.maxsim(Q, D)
-    assert _cpu_has("generic")  # the portable path runs everywhere
+    assert cpu_has("generic")  # the portable path runs everywhere
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fma_paths_are_bit_identical(dtype, monkeypatch):
     """AVX2 and AVX-512 sum each similarity over d in the same order with FMAs: the same bits and
     argmax for any panel width; the generic path (no forced FMA) agrees within rounding."""
-    have = [isa for isa in CPU_ISAS if _cpu_has(isa)]
+    have = [isa for isa in CPU_ISAS if cpu_has(isa)]
     Q = _embeddings((3, 37, 96), dtype, "cpu", 5)
     D = _embeddings((5, 53, 96), dtype, "cpu", 6)
     d_mask = _mask((5, 53), "cpu", 7, 0.8)

@@ -1,9 +1,10 @@
 // Margin-MSE CPU kernels: one pass over the terms forward (loss and valid-term count together),
 // one pass over the rows backward. Math: common/margin_mse.h.
 //
-// Rows of one negative (the pairwise form) are vectorised across rows, wider rows across their
-// negatives; the reductions are `omp simd` reductions inside fixed-size chunks, so the float
-// sum order is fixed whatever the thread count.
+// Float multi-negative rows without a mask, reduced, run in AVX-512 masked vectors where the CPU
+// has them (margin_mse_rows.h); everything else runs the loops below, cloned per ISA. Sums run
+// inside fixed-size chunks in a fixed order, so the float result does not depend on the thread
+// count (it may on the ISA path: KDOPS_CPU_ISA).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -15,8 +16,8 @@
 #include "common/reduction.h"
 #include "cpu/cpu_clones.h"
 #include "cpu/cpu_isa.h"
-#include "cpu/margin_mse_rows.h"
 #include "cpu/deterministic_sum.h"
+#include "cpu/margin_mse_rows.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -26,12 +27,10 @@ namespace kdops::cpu {
 namespace {
 
 // The forward walks one negative column j at a time over a tile of rows (the tile's scores stay
-// in L1 while its columns are walked), into kLanes independent accumulators: one chain of
-// dependent float adds cost an add's latency per term, most of the old per-row loop's time.
-// The loops are cloned per ISA (KDOPS_CPU_CLONES); the multi-negative form's strided loads stay
-// scalar even so, the pairwise form's unit stride vectorises. Stores go through restrict-qualified
-// function parameters only (GCC ignores restrict on local pointers): else a store could alias
-// the scores and the compiler would reload them after each one.
+// in L1 while its columns are walked). The multi-negative form's strided loads stay scalar even
+// in the ISA clones; the pairwise form's unit stride vectorises. Stores go through
+// restrict-qualified function parameters only (GCC ignores restrict on local pointers): else a
+// store could alias the scores and the compiler would reload them after each one.
 constexpr int64_t kRowTile = 256;
 
 // Sum and valid count of column j's terms over the rows [b0, b1); per_term[b * N + j] written
@@ -69,7 +68,7 @@ KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v
 // mask, a reduced loss, more than one negative, and a CPU with AVX-512 (cpu_isa()).
 template <bool kMasked, bool kPerTerm, typename scalar_t>
 bool avx512_rows(const MarginMSEView<scalar_t>& v) {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
   if constexpr (!kMasked && !kPerTerm && std::is_same_v<scalar_t, float>) {
     return v.N > 1 && cpu_isa() == CpuIsa::avx512;
   }
@@ -86,6 +85,7 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
   const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
   return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
     SumCount<acc_t> total;
+#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (avx512) {
         std::vector<float> column_sum((v.N + 15) / 16 * 16, 0.0f);
@@ -95,6 +95,7 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
         return total;
       }
     }
+#endif
     for (int64_t t0 = b0; t0 < b1; t0 += kRowTile) {
       const int64_t t1 = std::min(b1, t0 + kRowTile);
       for (int64_t j = 0; j < v.N; ++j) total += forward_column<kMasked, kPerTerm>(v, j, t0, t1, per_term);
@@ -185,11 +186,13 @@ void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
                    int64_t stride) {
   const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
   at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
+#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (avx512) {  // grad_pos: the [B, 1+N] gradient's first column
         return margin_mse_rows_backward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
       }
     }
+#endif
     if (v.N == 1) {
       return backward_pairs<kMasked, kPerTerm>(v, b0, b1, grad, shared, grad_pos, grad_neg, stride);
     }

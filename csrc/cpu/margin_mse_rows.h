@@ -6,6 +6,10 @@
 
 #include <cstdint>
 
+// x86 only: elsewhere these functions do not exist, and margin_mse_cpu.cpp compiles no call to them.
+#if defined(__x86_64__) || defined(__i386__)
+#define KDOPS_MARGIN_MSE_AVX512_ROWS 1
+
 namespace kdops::cpu {
 
 // Adds term (b, j) of the rows [b0, b1) into column_sum[j] (length N rounded up to 16, zeroed
@@ -19,3 +23,4 @@ void margin_mse_rows_backward_avx512(const float* student, const float* teacher,
                                      int64_t b0, int64_t b1, float upstream, float* grad);
 
 }  // namespace kdops::cpu
+#endif

@@ -1,8 +1,9 @@
 // The AVX-512 Margin-MSE rows (margin_mse_rows.h). Only called where the CPU has AVX-512
 // (margin_mse_cpu.cpp asks cpu_isa()). No FMA contraction: the products round as the generic
 // loops' do.
-#if defined(__x86_64__) || defined(__i386__)
 #include "cpu/margin_mse_rows.h"
+
+#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
 
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq")
 #pragma GCC optimize("fp-contract=off")
