@@ -110,6 +110,7 @@ TSAN_FLAGS = -fsanitize=thread -O1 -g1 -std=c++20 -fPIC -Wno-unknown-pragmas -Wn
 	-DTORCH_EXTENSION_NAME=_C_sim -include csrc/sim/cuda_sim.h -isystem csrc/sim/include -fno-extern-tls-init -Icsrc \
 	-I$(TORCH_DIR)/include -I$(TORCH_DIR)/include/torch/csrc/api/include -I$(PY_INCLUDE)
 TSAN_SOURCES := csrc/kdops.cpp $(wildcard csrc/sim/*.cpp) $(filter-out csrc/cuda/build_info.cu,$(wildcard csrc/cuda/*.cu)) \
+	$(wildcard csrc/cuda/*.cpp) \
 	tests/sim_tsan/run_ops.cpp
 TSAN_OBJECTS := $(patsubst %,$(TSAN_DIR)/%.o,$(TSAN_SOURCES))
 TSAN_HEADERS := $(wildcard csrc/*/*.h csrc/*/*.cuh)

@@ -3,7 +3,7 @@ and kdops._C_sim (the CUDA kernels run on the CPU by the project's CUDA simulato
 
 Environment:
   KDOPS_CUDA=0|1          force the CUDA kernels off / on (default: on iff CUDA_HOME and torch.version.cuda)
-  KDOPS_SIM=0|1|only      also (only: just) build kdops._C_sim: csrc/kdops.cpp and csrc/cuda/*.cu compiled by g++
+  KDOPS_SIM=0|1|only      also (only: just) build kdops._C_sim: csrc/kdops.cpp and csrc/cuda/*.{cu,cpp} compiled by g++
                           as C++ against csrc/sim/cuda_sim.h, ops under torch.ops.kdops_sim taking
                           CPU tensors (default 0; `make test` and CI set 1). Needs no CUDA toolkit.
   KDOPS_SIM_COVERAGE=1    compile kdops._C_sim with gcov instrumentation (--coverage)
@@ -162,8 +162,8 @@ def _autograd_unit() -> str:
 
 def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExtension:
     """kdops._C_sim: the op schemas (csrc/kdops.cpp, as torch.ops.kdops_sim), their autograd
-    (csrc/autograd) and the CUDA kernels with their host launch code, built by g++ against the
-    simulator runtime (csrc/sim); never csrc/cpu."""
+    (csrc/autograd), the CUDA kernels (csrc/cuda/*.cu) and their ops (csrc/cuda/*.cpp), built by
+    g++ against the simulator runtime (csrc/sim); never csrc/cpu."""
     if sanitize is not None and sanitize not in _SANITIZERS:
         sys.exit(f"KDOPS_SIM_SANITIZE must be one of {sorted(_SANITIZERS)}, got {sanitize!r}")
     runtime = os.path.join(ROOT, "csrc", "sim", "cuda_sim.h")
@@ -181,7 +181,8 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
         link += _SANITIZERS[sanitize]
     return cpp_extension.CppExtension(
         "kdops._C_sim",
-        ["csrc/kdops.cpp", _autograd_unit()] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources(),
+        ["csrc/kdops.cpp", _autograd_unit()] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources()
+        + sorted(glob.glob("csrc/cuda/*.cpp")),
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],
         extra_compile_args={"cxx": cxx},
@@ -221,7 +222,9 @@ def main_extension(opt: list[str]):
     nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo", f"--threads={threads}"]
     common["include_dirs"] += _nvidia_include_dirs()
     common["define_macros"] += [("KDOPS_WITH_CUDA", None), ("KDOPS_PTX_ARCH", str(ptx_arch))]
-    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    # The kernels (*.cu, nvcc) and the ops around them (*.cpp, the host compiler: only these
+    # include ATen, which nvcc's front ends would otherwise parse once per arch).
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
     return cpp_extension.CUDAExtension("kdops._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common)
 
 

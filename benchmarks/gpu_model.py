@@ -7,7 +7,7 @@ measurements; no GPU ran them.
 For each shape: the FLOPs of the similarities, the bytes that must cross HBM at least once, the
 H100 roofline bound max(FLOPs / tensor peak, bytes / HBM bandwidth), and the time predicted for
 kdops' kernels from their tile sizes (csrc/cuda/maxsim_tensor_core.cuh, maxsim_doc_grad.cuh,
-maxsim_cuda.cu's dQ kernel). The model, per kernel:
+maxsim_kernels.cu's dQ kernel). The model, per kernel:
   time = max(compute, L2 -> SM traffic / L2 bandwidth, HBM traffic / HBM bandwidth) + launches
   compute: the blocks an SM gets (round robin) x the cycles of their tiles, a tile costing
   max(its MMA cycles at the mma.sync rate, its instruction issue / 4 schedulers), i.e. the

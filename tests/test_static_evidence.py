@@ -54,7 +54,8 @@ def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
     assert not local, local
     maxsim = [u for u in usage if "maxsim" in u.kernel]
     assert {u.kernel.split("<")[0] for u in maxsim} >= {
-        "tensor_core::maxsim_tensor_core_kernel", "doc_grad::maxsim_doc_grad_kernel", "maxsim_forward_kernel", "maxsim_query_grad_kernel"
+        "tensor_core::maxsim_tensor_core_kernel", "doc_grad::maxsim_doc_grad_kernel",
+        "maxsim::maxsim_forward_kernel", "maxsim::maxsim_query_grad_kernel",
     }
     stack = [(u.arch, u.kernel, u.stack_bytes) for u in maxsim if u.stack_bytes > 0]
     assert not stack, stack

@@ -1,5 +1,5 @@
 // The ThreadSanitizer run of the simulated CUDA kernels: a standalone program (TSan inside
-// CPython + torch is fragile) linking libtorch, csrc/kdops.cpp and csrc/cuda/*.cu compiled by g++
+// CPython + torch is fragile) linking libtorch, csrc/kdops.cpp and csrc/cuda/*.{cu,cpp} compiled by g++
 // for the simulator with -fsanitize=thread (`make sim-tsan`). It calls every torch.ops.kdops_sim
 // op (forward and backward, float and double) through the dispatcher on small inputs whose
 // shapes still cross tile and block boundaries. The simulator runs each CUDA thread as a TSan

@@ -12,25 +12,22 @@
 // Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
 //   dQ: one block per query token row, threads over d, summing over the columns k in order.
 //   dD: warps own doc rows and gather their contributions in entry order (maxsim_doc_grad.cuh).
-#include <ATen/Context.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
-#include <torch/library.h>
+//
+// Which forward runs for a dtype, and the ops around the kernels: maxsim_cuda.cpp.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
-#include <type_traits>
+#include <algorithm>
 
-#include "common/maxsim_inputs.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/maxsim_doc_grad.cuh"
+#include "cuda/maxsim_kernels.h"
 #include "cuda/maxsim_tensor_core.cuh"
 #include "cuda/smem_limit.h"
 #include "sim/portable.h"
 
-namespace kdops::cuda {
+namespace kdops::cuda::maxsim {
 namespace {
 
 constexpr int kTile = 32;                   // query tokens and doc tokens per shared-memory tile
@@ -142,11 +139,12 @@ __global__ void __launch_bounds__(kGradThreads)
   }
 }
 
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, multiprocessor_count() * 32)));
+int blocks_for(int64_t n, int64_t sms) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, sms * 32)));
 }
 
-// Whether the tensor-core kernel's tiles of d features fit in shared memory.
+}  // namespace
+
 template <typename scalar_t, bool kWriteArgmax>
 bool tensor_core_fits(int64_t dim) {
   namespace tc = tensor_core;
@@ -154,111 +152,72 @@ bool tensor_core_fits(int64_t dim) {
   return tc::smem_bytes(dim, sizeof(typename tc::Operand<scalar_t>::stored)) <= dynamic_shared_memory_limit<kernel>();
 }
 
-// Forward on tensor cores (fp32 scores): fp16/bf16, or fp32 as TF32; kWriteArgmax false: scores only.
 template <typename scalar_t, bool kWriteArgmax>
-void tensor_core_forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
+void tensor_core_forward(const MaxSimView<scalar_t>& v, const char* dtype, float* scores,
+                         int32_t* argmax, LaunchTarget on) {
   namespace tc = tensor_core;
   using stored = typename tc::Operand<scalar_t>::stored;
   constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
   constexpr int elem_bytes = sizeof(stored);
-  const int64_t smem = tc::smem_bytes(a.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
+  const int64_t smem = tc::smem_bytes(v.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
   TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit, elem_bytes),
-                    " for ", a.Q.scalar_type(), ", got d = ", a.dim);
-  const tc::Groups groups = tc::groups_for(a.Nq, a.Lq, a.layout);
-  const bool vec = tc::vector_loads<stored>(a.dim, a.Q.data_ptr(), a.tokens.data_ptr());
+                    " for ", dtype, ", got d = ", v.dim);
+  const tc::Groups groups = tc::groups_for(v.Nq, v.Lq, v.layout);
+  const bool vec = tc::vector_loads<stored>(v.dim, v.Q, v.D);
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
-  launch(kernel, blocks, tc::kThreads, smem, current_stream(), a.view<scalar_t>(), groups, vec,
-         scores.data_ptr<float>(), argmax);
+  launch(kernel, blocks, tc::kThreads, smem, on.stream, v, groups, vec, scores, argmax);
 }
 
-// Whether fp32 matmuls may use TF32 (torch.backends.cuda.matmul.allow_tf32, read on the host;
-// the simulated build reads the same flag).
-bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
-
-// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed (and d fits), else, and fp64,
-// on the exact SIMT kernel. (A function template, so the branch not taken is not instantiated: no SIMT kernel
-// is compiled for the half types.)
 template <typename scalar_t, bool kWriteArgmax>
-void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
-  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-    tensor_core_forward<scalar_t, kWriteArgmax>(a, scores, argmax);
-  } else {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      // allow_tf32 permits TF32, it does not require it: a d too wide for the TF32 tiles (4-byte
-      // elements) runs exact, as it would without the flag.
-      if (tf32_allowed() && tensor_core_fits<float, kWriteArgmax>(a.dim)) {
-        return tensor_core_forward<float, kWriteArgmax>(a, scores, argmax);
-      }
-    }
-    constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
-    const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
-    const int64_t smem = row_bytes * padded_dim(a.dim), limit = dynamic_shared_memory_limit<kernel>();
-    TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
-                      " for ", a.Q.scalar_type(), ", got d = ", a.dim);
-    launch(kernel, blocks_for(scores.numel()), kThreads, smem, current_stream(), a.view<scalar_t>(),
-           scores.data_ptr<scalar_t>(), argmax);
-  }
+void simt_forward(const MaxSimView<scalar_t>& v, const char* dtype, scalar_t* scores,
+                  int32_t* argmax, LaunchTarget on) {
+  constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
+  const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
+  const int64_t smem = row_bytes * padded_dim(v.dim), limit = dynamic_shared_memory_limit<kernel>();
+  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
+                    " for ", dtype, ", got d = ", v.dim);
+  launch(kernel, blocks_for(v.Nq * v.layout.K, on.sms), kThreads, smem, on.stream, v, scores, argmax);
 }
 
-std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,
-                                               const c10::optional<at::Tensor>& q_mask,
-                                               const c10::optional<at::Tensor>& d_mask,
-                                               const c10::optional<at::Tensor>& doc_offsets,
-                                               bool length_normalize, bool with_argmax) {
-  const MaxSimArgs a = maxsim_args(Q, D, q_mask, d_mask, doc_offsets);
-  const DeviceGuard guard(a.Q.device());
-  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(a.score_type()));
-  at::Tensor argmax = empty_argmax(a, with_argmax);
-  if (scores.numel() == 0) return {scores, argmax};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_cuda", [&] {
-    if (with_argmax) {
-      forward<scalar_t, true>(a, scores, argmax.data_ptr<int32_t>());
-    } else {
-      forward<scalar_t, false>(a, scores, nullptr);
-    }
-  });
-  if (length_normalize) scores.div_(query_lengths(a));
-  return {scores, argmax};
+template <typename scalar_t, typename acc_t>
+void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dQ,
+                LaunchTarget on) {
+  launch(maxsim_query_grad_kernel<scalar_t, acc_t>, blocks_for(v.Nq * v.Lq, on.sms), kGradThreads, 0,
+         on.stream, v, w, argmax, dQ);
 }
 
-std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& argmax, const at::Tensor& Q, const at::Tensor& D,
-    const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& doc_offsets,
-    bool length_normalize, bool grad_Q, bool grad_D) {
-  const MaxSimArgs a = maxsim_args(Q, D, q_mask, c10::nullopt, doc_offsets);
-  check_maxsim_grad(grad, argmax, a);
-  const DeviceGuard guard(a.Q.device());
-  const at::Tensor w = backward_weights(grad, a, length_normalize);
-  const at::Tensor idx = argmax.contiguous();
-  at::Tensor dQ = grad_Q ? at::empty_like(a.Q) : a.Q.new_empty({0});
-  // dD: the kernel writes every row of every doc (docs tile D); with no query token it is zero.
-  at::Tensor dD = !grad_D ? a.D.new_empty({0}) : a.Nq * a.Lq > 0 ? at::empty_like(a.D) : at::zeros_like(a.D);
-  // Nothing to gather when there are no query tokens or no docs.
-  if (a.Nq * a.Lq > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.Q.scalar_type(), "maxsim_backward_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const auto v = a.view<scalar_t>();
-      const Stream stream = current_stream();
-      if (grad_Q) {
-        launch(maxsim_query_grad_kernel<scalar_t, acc_t>, blocks_for(a.Nq * a.Lq), kGradThreads, 0,
-               stream, v, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), dQ.data_ptr<scalar_t>());
-      }
-      if (grad_D && a.layout.num_docs > 0) {
-        const int64_t tiles = doc_grad::row_tiles(a.layout, a.tokens.size(0));
-        launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(a.layout.num_docs * tiles),
-               doc_grad::kThreads, 0, stream, v, tiles, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(),
-               dD.data_ptr<scalar_t>());
-      }
-    });
-  }
-  return {dQ, dD};
+template <typename scalar_t, typename acc_t>
+void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w,
+              const int32_t* argmax, scalar_t* dD, LaunchTarget on) {
+  const int64_t tiles = doc_grad::row_tiles(v.layout, total_tokens);
+  launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(v.layout.num_docs * tiles, on.sms),
+         doc_grad::kThreads, 0, on.stream, v, tiles, w, argmax, dD);
 }
 
-}  // namespace
+// Tensor cores: fp16, bf16, fp32 (TF32). Exact: fp32, fp64. Gradients: every dtype.
+#define KDOPS_INSTANTIATE_FORWARD(kind, scalar_t, out_t, argmax)                                       \
+  template void kind##_forward<scalar_t, argmax>(const MaxSimView<scalar_t>&, const char*, out_t*, \
+                                                 int32_t*, LaunchTarget);
+#define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)                     \
+  KDOPS_INSTANTIATE_FORWARD(tensor_core, scalar_t, float, true)     \
+  KDOPS_INSTANTIATE_FORWARD(tensor_core, scalar_t, float, false)    \
+  template bool tensor_core_fits<scalar_t, true>(int64_t);          \
+  template bool tensor_core_fits<scalar_t, false>(int64_t);
+KDOPS_INSTANTIATE_TENSOR_CORE(c10::Half)
+KDOPS_INSTANTIATE_TENSOR_CORE(c10::BFloat16)
+KDOPS_INSTANTIATE_TENSOR_CORE(float)
+KDOPS_INSTANTIATE_FORWARD(simt, float, float, true)
+KDOPS_INSTANTIATE_FORWARD(simt, float, float, false)
+KDOPS_INSTANTIATE_FORWARD(simt, double, double, true)
+KDOPS_INSTANTIATE_FORWARD(simt, double, double, false)
+#define KDOPS_INSTANTIATE_GRADS(scalar_t, acc_t)                                                             \
+  template void query_gradient<scalar_t, acc_t>(const MaxSimView<scalar_t>&, const acc_t*, const int32_t*,  \
+                                            scalar_t*, LaunchTarget);                                       \
+  template void doc_gradient<scalar_t, acc_t>(const MaxSimView<scalar_t>&, int64_t, const acc_t*, const int32_t*, \
+                                          scalar_t*, LaunchTarget);
+KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_GRADS)
+#undef KDOPS_INSTANTIATE_GRADS
+#undef KDOPS_INSTANTIATE_TENSOR_CORE
+#undef KDOPS_INSTANTIATE_FORWARD
 
-TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
-  m.impl("maxsim", &maxsim_cuda);
-  m.impl("maxsim_backward", &maxsim_backward_cuda);
-}
-
-}  // namespace kdops::cuda
+}  // namespace kdops::cuda::maxsim

@@ -1,7 +1,8 @@
 // Plackett-Luce family CUDA kernels: one block per row. The ranking of ListMLE / PLD is sorted by
 // one warp per row in registers for rows up to kMaxWarpSortItems, else in
 // shared memory (bitonic sort of (image, index) keys, rows up to kMaxSortBytes of keys) or, for
-// longer rows, by at::sort plus a kernel that moves PLD's true class to the front. The reversed
+// longer rows, by at::sort (in plackett_luce_cuda.cpp, the ops around these kernels) plus a
+// kernel that moves PLD's true class to the front. The reversed
 // log-sum-exp scan and the gradient's running C_j are block scans (block_scan.cuh) over tiles of
 // the row with a carried prefix, so any row length works. Per-row losses are reduced with at::sum (no float
 // atomics: deterministic). Math: common/plackett_luce.h, shared with the CPU kernels.
@@ -11,29 +12,17 @@
 // reads (no host sync). The backward ops and the ListMLE / PLD forwards do not re-check (their
 // rankings come from a forward): they clamp every ranking entry into the row (item_of), so a
 // ranking that is not a permutation gives an unspecified result, never an access out of bounds.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/_assert_async.h>
-#include <ATen/ops/arange.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/lt.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/sort.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
-#include <optional>
-
-#include "common/plackett_luce_inputs.h"
-#include "common/reduction.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/block_scan.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/plackett_luce_kernels.h"
 #include "cuda/warp_sort.cuh"
 #include "sim/portable.h"
 
-namespace kdops::cuda {
+namespace kdops::cuda::plackett_luce {
 namespace {
 
 constexpr int kThreads = 256;
@@ -170,59 +159,7 @@ int64_t shared_sort_items(int64_t n) {
   return sorted;
 }
 
-// The ranking of each row of `keys` [B, n] (see rank_rows_kernel); `first`: PLD's target or
-// undefined; lengths: undefined or int64 [B].
-at::Tensor rank_rows(const at::Tensor& keys, const at::Tensor& lengths, const at::Tensor& first) {
-  const int64_t B = keys.size(0), n = keys.size(1);
-  at::Tensor ranking = at::empty({B, n}, keys.options().dtype(at::kLong));
-  if (B == 0 || n == 0) return ranking;
-  const Stream stream = current_stream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keys.scalar_type(), "rank_rows", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    if (n <= kMaxWarpSortItems) {
-      const int64_t blocks = (B + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock;
-      const auto run = [&](auto kernel) {
-        launch(kernel, blocks, kThreads, 0, stream, keys.data_ptr<scalar_t>(),
-               lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
-               first.defined() ? first.data_ptr<int64_t>() : nullptr, B, n, ranking.data_ptr<int64_t>());
-      };
-      if (n <= kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 1>);
-      else if (n <= 2 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 2>);
-      else if (n <= 4 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 4>);
-      else run(warp_rank_rows_kernel<scalar_t, acc_t, 8>);
-      return;
-    }
-    const int64_t sorted = shared_sort_items(n);
-    const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
-    if (bytes <= kMaxSortBytes) {
-      launch(rank_rows_kernel<scalar_t, acc_t>, B, kThreads, bytes, stream,
-             keys.data_ptr<scalar_t>(), lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr,
-             first.defined() ? first.data_ptr<int64_t>() : nullptr, n, sorted,
-             ranking.data_ptr<int64_t>());
-      return;
-    }
-    // Long rows: torch's stable sort has the same order (NaN first, -0 ties +0, ties by index);
-    // padding keyed -inf stays after the valid items, which all have lower indices.
-    at::Tensor k = keys;
-    if (lengths.defined()) {
-      const at::Tensor columns = at::arange(n, lengths.options()).unsqueeze(0);
-      k = at::where(at::lt(columns, lengths.unsqueeze(1)), keys,
-                    at::full({}, -std::numeric_limits<double>::infinity(), keys.options()));
-    }
-    at::Tensor order = std::get<1>(at::sort(k, /*stable=*/true, /*dim=*/1, /*descending=*/true));
-    if (!first.defined()) {
-      ranking.copy_(order);
-      return;
-    }
-    launch(move_to_front_kernel, B, kThreads, 0, stream, order.data_ptr<int64_t>(),
-           first.data_ptr<int64_t>(), n, ranking.data_ptr<int64_t>());
-  });
-  return ranking;
-}
-
 // --- the weighted PL kernels ------------------------------------------------------------------
-
-enum class WeightMode { Unit, Position, Teacher };
 
 // w_k of a row: 1, weights[b, k], or softmax(teacher[b] / T)[pi_k] (PLD).
 template <typename scalar_t, typename acc_t>
@@ -247,6 +184,11 @@ struct DeviceWeights {
     return fast_exp(static_cast<acc_t>(values[b * n + item]) * inv_t - lse_t);
   }
 };
+
+template <typename scalar_t, typename acc_t>
+DeviceWeights<scalar_t, acc_t> device_weights(WeightMode mode, const scalar_t* values, double temperature) {
+  return {mode, values, static_cast<acc_t>(1.0 / temperature), acc_t(0)};
+}
 
 // Block-wide: whether ranking row pi[0..len) is a permutation of 0..len-1 (bitmap: the row's
 // zeroed words); written to *row_ok.
@@ -351,143 +293,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// --- host side --------------------------------------------------------------------------------
-
-// Reduces per-row losses (acc dtype) to the op's output in `dtype`: one reduction launch ('mean'
-// of no rows is 0, their sum), and a cast for half outputs.
-at::Tensor reduce_rows(const at::Tensor& row_loss, Reduction reduction, at::ScalarType dtype) {
-  if (reduction == Reduction::None) return row_loss.to(dtype);
-  const bool mean = reduction == Reduction::Mean && row_loss.numel() > 0;
-  return (mean ? row_loss.mean() : row_loss.sum()).to(dtype);
-}
-
-// The permutation check's scratch: a zeroed bitmap and a flag per row (written by the kernel).
-struct PermutationCheck {
-  at::Tensor bitmap, row_ok;
-  PermutationCheck(int64_t B, int64_t n, const at::TensorOptions& opts)
-      : bitmap(at::zeros({B, (n + 31) / 32}, opts.dtype(at::kInt))),
-        row_ok(at::empty({B}, opts.dtype(at::kBool))) {}
-  unsigned int* bits() { return reinterpret_cast<unsigned int*>(bitmap.data_ptr<int>()); }
-  bool* ok() { return row_ok.data_ptr<bool>(); }
-  // A device-side assert: no host read (the op fails at the next sync; the simulator at once).
-  void assert_all_rows_ok() const {
-    at::_assert_async(row_ok.all(),
-                      "ranking is not a permutation of 0..len-1 in some row (len = lengths[b], or "
-                      "n): its first len entries must hold each of the row's valid items exactly once");
-  }
-};
-
-template <typename scalar_t, typename acc_t>
-DeviceWeights<scalar_t, acc_t> weights_of(WeightMode mode, const at::Tensor& values, double temperature) {
-  return {mode, values.defined() ? values.data_ptr<scalar_t>() : nullptr,
-          static_cast<acc_t>(1.0 / temperature), acc_t(0)};
-}
-
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-// The forward of every PL op: per-row losses of `ranking` (checked when `check`: a user's ranking), reduced.
-at::Tensor pl_forward(const PLRowsArgs& rows, const at::Tensor& ranking, WeightMode mode,
-                      const at::Tensor& values, double temperature, bool check, Reduction reduction) {
-  const auto opts = rows.scores.options();
-  at::Tensor row_loss = at::empty({rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
-  if (rows.B == 0) return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
-  std::optional<PermutationCheck> perm;  // a user's ranking only: the zeroed bitmap is a launch
-  if (check) perm.emplace(rows.B, rows.n, opts);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    launch(pl_forward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
-        rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
-        perm ? perm->bits() : nullptr, perm ? perm->ok() : nullptr, row_loss.data_ptr<acc_t>());
-  });
-  if (perm) perm->assert_all_rows_ok();
-  return reduce_rows(row_loss, reduction, opts.dtype().toScalarType());
-}
-
-// The backward of every PL op: (grad_scores, grad_values) with grad_values [B, n] when
-// values_grad (weights' or teacher's gradient), else empty [0, n].
-std::tuple<at::Tensor, at::Tensor> pl_backward(const PLRowsArgs& rows, const at::Tensor& ranking,
-                                               WeightMode mode, const at::Tensor& values,
-                                               double temperature, const at::Tensor& grad,
-                                               Reduction reduction, bool values_grad) {
-  check_row_loss_grad(grad, rows.scores, rows.B, reduction != Reduction::None);
-  const auto opts = rows.scores.options();
-  at::Tensor grad_scores = at::empty({rows.B, rows.n}, opts);
-  at::Tensor grad_values = at::empty({values_grad ? rows.B : 0, rows.n}, opts);
-  if (rows.B == 0 || rows.n == 0) return {grad_scores, grad_values};
-  at::Tensor lse = at::empty({rows.B, rows.n}, opts.dtype(acc_type(opts.dtype().toScalarType())));
-  const at::Tensor g = grad.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(), "pl_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    scalar_t* gv = values_grad ? grad_values.data_ptr<scalar_t>() : nullptr;
-    launch(pl_backward_kernel<scalar_t, acc_t>, rows.B, kThreads, 0, current_stream(),
-        rows.view<scalar_t>(), ranking.data_ptr<int64_t>(), weights_of<scalar_t, acc_t>(mode, values, temperature),
-        g.data_ptr<scalar_t>(), reduction, lse.data_ptr<acc_t>(),
-        grad_scores.data_ptr<scalar_t>(), mode == WeightMode::Position ? gv : nullptr,
-        mode == WeightMode::Teacher ? gv : nullptr);
-  });
-  return {grad_scores, grad_values};
-}
-
-// --- ops --------------------------------------------------------------------------------------
-
-at::Tensor plackett_luce_loss_cuda(const at::Tensor& scores, const at::Tensor& ranking,
-                                   const c10::optional<at::Tensor>& weights,
-                                   const c10::optional<at::Tensor>& lengths,
-                                   c10::optional<int64_t> top_k, c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(scores.device());
-  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
-  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
-  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
-  return pl_forward(rows, pi, w.defined() ? WeightMode::Position : WeightMode::Unit, w, 1.0, true, red);
-}
-
-std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& scores, const at::Tensor& ranking,
-    const c10::optional<at::Tensor>& weights, const c10::optional<at::Tensor>& lengths,
-    c10::optional<int64_t> top_k, c10::string_view reduction, bool weights_grad) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(scores.device());
-  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
-  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
-  const at::Tensor w = weights.has_value() ? like_arg(*weights, rows.scores, "weights", "scores") : at::Tensor();
-  TORCH_CHECK_VALUE(!weights_grad || w.defined(), "weights_grad needs weights");
-  return pl_backward(rows, pi, w.defined() ? WeightMode::Position : WeightMode::Unit, w, 1.0, grad,
-                     red, weights_grad);
-}
-
-std::tuple<at::Tensor, at::Tensor> listmle_cuda(const at::Tensor& scores, const at::Tensor& relevance,
-                                                const c10::optional<at::Tensor>& lengths,
-                                                c10::optional<int64_t> top_k, c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(scores.device());
-  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
-  const at::Tensor ranking = rank_rows(relevance_arg(relevance, rows.scores), rows.lengths, at::Tensor());
-  return {pl_forward(rows, ranking, WeightMode::Unit, at::Tensor(), 1.0, false, red), ranking};
-}
-
-std::tuple<at::Tensor, at::Tensor> pld_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
-                                                 const at::Tensor& target, double temperature,
-                                                 c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(student.device());
-  const auto a = pld_args(student, teacher, target, temperature);
-  const at::Tensor ranking = rank_rows(a.teacher, at::Tensor(), a.target);
-  return {pl_forward(a.rows, ranking, WeightMode::Teacher, a.teacher, a.temperature, false, red), ranking};
-}
-
-std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
-    const at::Tensor& ranking, double temperature, c10::string_view reduction, bool teacher_grad) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(student.device());
-  const auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
-  const at::Tensor t = like_arg(teacher, rows.scores, "teacher_logits", "student_logits");
-  const at::Tensor pi = ranking_arg(ranking, rows.scores, "ranking");
-  return pl_backward(rows, pi, WeightMode::Teacher, t, temperature_arg(temperature, "temperature"),
-                     grad, red, teacher_grad);
-}
-
 // --- listwise KD ------------------------------------------------------------------------------
 
 // Per row: p = softmax(t / Tt), q = softmax(s / Ts) over the len valid items; the row's KL, and
@@ -547,58 +352,77 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-at::Tensor listwise_kd_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
-                                 const c10::optional<at::Tensor>& lengths, double ts, double tt,
-                                 c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(student.device());
-  const auto a = kd_args(student, teacher, lengths, ts, tt);
-  const auto opts = a.rows.scores.options();
-  at::Tensor row_loss = at::empty({a.rows.B}, opts.dtype(acc_type(opts.dtype().toScalarType())));
-  if (a.rows.B > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      launch(listwise_kd_forward_kernel<scalar_t, acc_t>, a.rows.B, kThreads, 0, current_stream(),
-          a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
-          static_cast<acc_t>(a.tt), row_loss.data_ptr<acc_t>());
-    });
-  }
-  return reduce_rows(row_loss, red, opts.dtype().toScalarType());
-}
-
-std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
-    const c10::optional<at::Tensor>& lengths, double ts, double tt, c10::string_view reduction,
-    bool teacher_grad) {
-  const auto red = parse_reduction(reduction);
-  const DeviceGuard guard(student.device());
-  const auto a = kd_args(student, teacher, lengths, ts, tt);
-  check_row_loss_grad(grad, a.rows.scores, a.rows.B, red != Reduction::None);
-  const auto opts = a.rows.scores.options();
-  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
-  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
-  if (a.rows.B == 0 || a.rows.n == 0) return {grad_student, grad_teacher};
-  const at::Tensor g = grad.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(), "listwise_kd_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    launch(listwise_kd_backward_kernel<scalar_t, acc_t>, a.rows.B, kThreads, 0, current_stream(),
-        a.rows.view<scalar_t>(), a.teacher.data_ptr<scalar_t>(), static_cast<acc_t>(a.ts),
-        static_cast<acc_t>(a.tt), g.data_ptr<scalar_t>(), red, grad_student.data_ptr<scalar_t>(),
-        teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr);
-  });
-  return {grad_student, grad_teacher};
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
-  m.impl("plackett_luce_loss", &plackett_luce_loss_cuda);
-  m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cuda);
-  m.impl("listmle", &listmle_cuda);
-  m.impl("pld_loss", &pld_loss_cuda);
-  m.impl("pld_loss_backward", &pld_loss_backward_cuda);
-  m.impl("listwise_kd_loss", &listwise_kd_loss_cuda);
-  m.impl("listwise_kd_loss_backward", &listwise_kd_loss_backward_cuda);
+template <typename scalar_t, typename acc_t>
+bool rank_rows(const scalar_t* keys, const int64_t* lengths, const int64_t* first, int64_t B, int64_t n,
+               int64_t* ranking, LaunchTarget on) {
+  if (n <= kMaxWarpSortItems) {
+    const int64_t blocks = (B + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock;
+    const auto run = [&](auto kernel) { launch(kernel, blocks, kThreads, 0, on.stream, keys, lengths, first, B, n, ranking); };
+    if (n <= kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 1>);
+    else if (n <= 2 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 2>);
+    else if (n <= 4 * kWarpSize) run(warp_rank_rows_kernel<scalar_t, acc_t, 4>);
+    else run(warp_rank_rows_kernel<scalar_t, acc_t, 8>);
+    return true;
+  }
+  const int64_t sorted = shared_sort_items(n);
+  const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
+  if (bytes > kMaxSortBytes) return false;
+  launch(rank_rows_kernel<scalar_t, acc_t>, B, kThreads, bytes, on.stream, keys, lengths, first, n, sorted, ranking);
+  return true;
 }
 
-}  // namespace kdops::cuda
+void move_to_front(const int64_t* order, const int64_t* first, int64_t B, int64_t n, int64_t* ranking,
+                   LaunchTarget on) {
+  launch(move_to_front_kernel, B, kThreads, 0, on.stream, order, first, n, ranking);
+}
+
+template <typename scalar_t, typename acc_t>
+void forward(const PLRowsView<scalar_t>& v, const int64_t* ranking, WeightMode mode, const scalar_t* values,
+             double temperature, unsigned int* bitmap, bool* row_ok, acc_t* row_loss, LaunchTarget on) {
+  launch(pl_forward_kernel<scalar_t, acc_t>, v.B, kThreads, 0, on.stream, v, ranking,
+         device_weights<scalar_t, acc_t>(mode, values, temperature), bitmap, row_ok, row_loss);
+}
+
+template <typename scalar_t, typename acc_t>
+void backward(const PLRowsView<scalar_t>& v, const int64_t* ranking, WeightMode mode, const scalar_t* values,
+              double temperature, const scalar_t* grad, Reduction reduction, acc_t* lse_scratch,
+              scalar_t* grad_scores, scalar_t* grad_weights, scalar_t* grad_teacher, LaunchTarget on) {
+  launch(pl_backward_kernel<scalar_t, acc_t>, v.B, kThreads, 0, on.stream, v, ranking,
+         device_weights<scalar_t, acc_t>(mode, values, temperature), grad, reduction, lse_scratch, grad_scores,
+         grad_weights, grad_teacher);
+}
+
+template <typename scalar_t, typename acc_t>
+void listwise_kd_forward(const PLRowsView<scalar_t>& v, const scalar_t* teacher, double ts, double tt,
+                         acc_t* row_loss, LaunchTarget on) {
+  launch(listwise_kd_forward_kernel<scalar_t, acc_t>, v.B, kThreads, 0, on.stream, v, teacher,
+         static_cast<acc_t>(ts), static_cast<acc_t>(tt), row_loss);
+}
+
+template <typename scalar_t, typename acc_t>
+void listwise_kd_backward(const PLRowsView<scalar_t>& v, const scalar_t* teacher, double ts, double tt,
+                          const scalar_t* grad, Reduction reduction, scalar_t* grad_student,
+                          scalar_t* grad_teacher, LaunchTarget on) {
+  launch(listwise_kd_backward_kernel<scalar_t, acc_t>, v.B, kThreads, 0, on.stream, v, teacher,
+         static_cast<acc_t>(ts), static_cast<acc_t>(tt), grad, reduction, grad_student, grad_teacher);
+}
+
+#define KDOPS_INSTANTIATE(scalar_t, acc_t)                                                                    \
+  template bool rank_rows<scalar_t, acc_t>(const scalar_t*, const int64_t*, const int64_t*, int64_t, int64_t, \
+                                           int64_t*, LaunchTarget);                                           \
+  template void forward<scalar_t, acc_t>(const PLRowsView<scalar_t>&, const int64_t*, WeightMode,             \
+                                         const scalar_t*, double, unsigned int*, bool*, acc_t*, LaunchTarget); \
+  template void backward<scalar_t, acc_t>(const PLRowsView<scalar_t>&, const int64_t*, WeightMode,            \
+                                          const scalar_t*, double, const scalar_t*, Reduction, acc_t*,        \
+                                          scalar_t*, scalar_t*, scalar_t*, LaunchTarget);                     \
+  template void listwise_kd_forward<scalar_t, acc_t>(const PLRowsView<scalar_t>&, const scalar_t*, double,    \
+                                                     double, acc_t*, LaunchTarget);                           \
+  template void listwise_kd_backward<scalar_t, acc_t>(const PLRowsView<scalar_t>&, const scalar_t*, double,   \
+                                                      double, const scalar_t*, Reduction, scalar_t*,          \
+                                                      scalar_t*, LaunchTarget);
+KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE)
+#undef KDOPS_INSTANTIATE
+
+}  // namespace kdops::cuda::plackett_luce

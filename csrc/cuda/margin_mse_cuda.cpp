@@ -1,0 +1,104 @@
+// Margin-MSE on CUDA: the ops (argument checks, outputs, dtype dispatch) around the kernels of
+// margin_mse_kernels.cu.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common/margin_mse_inputs.h"
+#include "common/reduction.h"
+#include "cuda/device.h"
+#include "cuda/margin_mse_kernels.h"
+
+namespace kdops::cuda {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction reduction) {
+  const DeviceGuard guard(a.student_pos.device());
+  const auto opts = a.student_pos.options();
+  at::Tensor per_term;
+  if (reduction == Reduction::None) {
+    per_term = a.pairwise ? at::empty({a.B}, opts) : at::empty({a.B, a.N}, opts);
+  }
+  at::Tensor loss = at::empty({}, opts);
+  at::Tensor count = at::empty({}, opts.dtype(at::kLong));
+  const int64_t blocks = margin_mse::forward_blocks(a.B * a.N);
+  at::Tensor done = at::zeros({1}, opts.dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
+                                  "margin_mse_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    at::Tensor partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
+    at::Tensor partial_count = at::empty({blocks}, opts.dtype(at::kLong));
+    margin_mse::forward<scalar_t, acc_t>(
+        a.view<scalar_t>(), reduction, per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
+        partial_sum.data_ptr<acc_t>(), reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()),
+        reinterpret_cast<unsigned int*>(done.data_ptr<int>()), loss.data_ptr<scalar_t>(),
+        count.data_ptr<int64_t>(), blocks, launch_target());
+  });
+  return {reduction == Reduction::None ? per_term : loss, count};
+}
+
+void backward(const MarginMSEArgs& a, Reduction reduction, const at::Tensor& grad,
+              const int64_t* count, int64_t fixed_count, const at::Tensor& grad_pos,
+              const at::Tensor& grad_neg) {
+  check_margin_mse_grad(grad, a, reduction != Reduction::None);
+  const DeviceGuard guard(a.student_pos.device());
+  const at::Tensor g = grad.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
+                                  "margin_mse_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    margin_mse::backward<scalar_t, acc_t>(a.view<scalar_t>(), reduction, g.data_ptr<scalar_t>(), count,
+                                          fixed_count, grad_pos.data_ptr<scalar_t>(),
+                                          grad_neg.data_ptr<scalar_t>() + a.neg_offset(), a.row_stride(),
+                                          launch_target());
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> margin_mse_cuda(const at::Tensor& student,
+                                                   const at::Tensor& teacher,
+                                                   const c10::optional<at::Tensor>& mask,
+                                                   c10::string_view reduction) {
+  return forward(margin_mse_multi_args(student, teacher, mask), parse_reduction(reduction));
+}
+
+at::Tensor margin_mse_backward_cuda(const at::Tensor& grad, const at::Tensor& student,
+                                    const at::Tensor& teacher,
+                                    const c10::optional<at::Tensor>& mask,
+                                    const at::Tensor& count, c10::string_view reduction) {
+  const auto a = margin_mse_multi_args(student, teacher, mask);
+  at::Tensor grad_student = at::empty({a.B, a.N + 1}, student.options());
+  check_count(count, a);
+  backward(a, parse_reduction(reduction), grad, count.data_ptr<int64_t>(), 0, grad_student,
+           grad_student);
+  return grad_student;
+}
+
+at::Tensor margin_mse_pairwise_cuda(const at::Tensor& student_pos, const at::Tensor& student_neg,
+                                    const at::Tensor& teacher_pos, const at::Tensor& teacher_neg,
+                                    c10::string_view reduction) {
+  const auto a = margin_mse_pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg);
+  return std::get<0>(forward(a, parse_reduction(reduction)));
+}
+
+std::tuple<at::Tensor, at::Tensor> margin_mse_pairwise_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& student_pos, const at::Tensor& student_neg,
+    const at::Tensor& teacher_pos, const at::Tensor& teacher_neg, c10::string_view reduction) {
+  const auto a = margin_mse_pairwise_args(student_pos, student_neg, teacher_pos, teacher_neg);
+  at::Tensor grad_pos = at::empty({a.B}, student_pos.options());
+  at::Tensor grad_neg = at::empty({a.B}, student_pos.options());
+  // Pairwise 'mean' divides by B, known on the host: no count tensor (and no fill launch).
+  backward(a, parse_reduction(reduction), grad, nullptr, a.B, grad_pos, grad_neg);
+  return {grad_pos, grad_neg};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
+  m.impl("margin_mse", &margin_mse_cuda);
+  m.impl("margin_mse_backward", &margin_mse_backward_cuda);
+  m.impl("margin_mse_pairwise", &margin_mse_pairwise_cuda);
+  m.impl("margin_mse_pairwise_backward", &margin_mse_pairwise_backward_cuda);
+}
+
+}  // namespace kdops::cuda

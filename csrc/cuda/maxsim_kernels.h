@@ -1,0 +1,37 @@
+// Launchers of the MaxSim kernels (maxsim_kernels.cu), called by the ops in maxsim_cuda.cpp.
+// Pointers are device memory; `dtype` names the input dtype in errors.
+#pragma once
+
+#include <cstdint>
+
+#include "common/maxsim.h"
+#include "cuda/launch_target.h"
+
+namespace kdops::cuda::maxsim {
+
+// Forward on tensor cores (fp32 scores [Nq, K]): scalar_t fp16/bf16, or float as TF32.
+// Refuses a d whose tiles do not fit in shared memory.
+template <typename scalar_t, bool kWriteArgmax>
+void tensor_core_forward(const MaxSimView<scalar_t>& v, const char* dtype, float* scores,
+                         int32_t* argmax, LaunchTarget on);
+
+// Whether tensor_core_forward's tiles of d features fit in shared memory.
+template <typename scalar_t, bool kWriteArgmax>
+bool tensor_core_fits(int64_t dim);
+
+// The exact forward (float, double): scores [Nq, K] in scalar_t. Refuses a d too wide for its
+// shared-memory tiles.
+template <typename scalar_t, bool kWriteArgmax>
+void simt_forward(const MaxSimView<scalar_t>& v, const char* dtype, scalar_t* scores,
+                  int32_t* argmax, LaunchTarget on);
+
+// dQ [Nq, Lq, d] and dD [T, d] (T = total_tokens) from the saved argmax and the per-score
+// weights w [Nq, K] (acc_t).
+template <typename scalar_t, typename acc_t>
+void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dQ,
+                LaunchTarget on);
+template <typename scalar_t, typename acc_t>
+void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w,
+              const int32_t* argmax, scalar_t* dD, LaunchTarget on);
+
+}  // namespace kdops::cuda::maxsim
