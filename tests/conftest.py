@@ -48,7 +48,7 @@ def cpu_has(isa: str) -> bool:
 @pytest.fixture(params=CPU_ISAS)
 def cpu_isa(request, device, monkeypatch):
     """Runs a CPU test once per ISA path this CPU has (KDOPS_CPU_ISA: the MaxSim panels, the
-    Margin-MSE rows); other backends run once."""
+    Margin-MSE rows, the sorting network of short rankings); other backends run once."""
     if request.node.callspec.params["device"] != "cpu":
         if request.param != CPU_ISAS[0]:
             pytest.skip("the ISA paths are the CPU kernel's")

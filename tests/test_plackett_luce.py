@@ -118,7 +118,7 @@ def test_plackett_luce_matches_reference(device, dtype, batch, n, scale, ties, w
     reduction=st.sampled_from(REDUCTIONS),
     seed=st.integers(0, 2**16),
 )
-def test_listmle_matches_reference(device, dtype, batch, n, scale, graded, padded, top_k, reduction, seed):
+def test_listmle_matches_reference(cpu_isa, device, dtype, batch, n, scale, graded, padded, top_k, reduction, seed):
     scores = _scores((batch, n), dtype, device, scale, seed).requires_grad_()
     # Graded labels (0..3) tie often: ties go to the lower index.
     relevance = _scores((batch, n), dtype, device, 1.0, seed + 1, ties=graded)
@@ -146,7 +146,7 @@ def test_listmle_matches_reference(device, dtype, batch, n, scale, graded, padde
     reduction=st.sampled_from(REDUCTIONS),
     seed=st.integers(0, 2**16),
 )
-def test_pld_matches_reference(device, dtype, batch, classes, scale, teacher_ties, teacher_grad, temperature, reduction, seed):
+def test_pld_matches_reference(cpu_isa, device, dtype, batch, classes, scale, teacher_ties, teacher_grad, temperature, reduction, seed):
     student = _scores((batch, classes), dtype, device, scale, seed).requires_grad_()
     teacher = _scores((batch, classes), dtype, device, 3.0, seed + 1, ties=teacher_ties)
     teacher.requires_grad_(teacher_grad)
@@ -196,7 +196,7 @@ def test_listwise_kd_matches_reference(device, dtype, batch, n, scale, padded, t
     # every dtype's instantiation of the warp sorts (1, 2, 4, 8 keys a lane) and of the block sort
     + [(n, dtype) for n in (20, 50, 100, 200, 300) for dtype in FLOAT_DTYPES if dtype != torch.float32],
 )
-def test_rows_across_the_warp_block_and_long_sorts_match_reference(device, n, dtype):
+def test_rows_across_the_warp_block_and_long_sorts_match_reference(cpu_isa, device, n, dtype):
     """The CUDA ranking sorts rows of up to 256 items in one warp's registers (1, 2, 4 or 8 keys
     a lane), longer rows in a block's shared memory, and rows past 4096 float keys by at::sort
     (the CPU: its radix sort): sizes either side of each switch, 9 rows (more than the 8 warps of
@@ -219,6 +219,28 @@ def test_rows_across_the_warp_block_and_long_sorts_match_reference(device, n, dt
         lambda s, t: reference.pld_loss(s, t, target, 2.0, "none"),
         [scores, teacher.clamp(min=-1e4)], dtype, scale=n * 8, grad_seed=3,
     )
+
+
+@devices
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 100, 127, 128, 129, 300])
+def test_the_rankings_the_ops_return_are_the_stable_descending_sorts(cpu_isa, device, n):
+    """The ranking listmle and pld_loss return (and their backward reads) is torch.sort's, stable
+    and descending, for row lengths either side of every sort's switch (the CPU's sorting network
+    takes 1, 2, 4, 8 or 16 vectors of 8 keys, up to 128; the radix sort beyond): graded keys
+    that tie often, padding columns in their own places after the valid items."""
+    batch = 6
+    relevance = _scores((batch, n), torch.float32, device, 1.0, n, ties=True)
+    relevance[0, n // 2] = float("-inf")
+    lengths = torch.tensor([n, n, 0, 1, n // 2, max(n - 1, 0)], device=device)
+    _, ranking = ops().listmle(torch.zeros_like(relevance), relevance, lengths, None, "mean")
+    for b in range(batch):
+        length = int(lengths[b])
+        expected = torch.sort(relevance[b, :length], descending=True, stable=True).indices
+        torch.testing.assert_close(ranking[b, :length], expected, rtol=0, atol=0)
+        torch.testing.assert_close(ranking[b, length:], torch.arange(length, n, device=device), rtol=0, atol=0)
+    target = torch.tensor([0, n - 1, n // 2, 0, n // 3, n - 1], device=device)
+    _, ranking = ops().pld_loss(torch.zeros_like(relevance), relevance, target, 1.0, "mean")
+    torch.testing.assert_close(ranking, reference.pld_ranking(relevance, target), rtol=0, atol=0)
 
 
 # --- gradcheck, opcheck, torch.compile --------------------------------------------------------
@@ -392,7 +414,7 @@ def test_pld_teacher_row_of_all_minus_inf_is_nan(device):
 
 
 @devices
-def test_ranking_order_of_nan_and_signed_zero_keys_matches_torch_sort(device):
+def test_ranking_order_of_nan_and_signed_zero_keys_matches_torch_sort(cpu_isa, device):
     """NaN relevance ranks first (as torch.sort puts it), -0 ties +0 (lower index first)."""
     scores = torch.randn(2, 6, dtype=torch.float64, device=device)
     relevance = torch.tensor(

@@ -1,5 +1,6 @@
-// The vector ISA of kdops' hand-vectorised CPU kernels (the MaxSim panels, the Margin-MSE rows),
-// chosen at run time, so setup.py's flags stay those of a portable build.
+// The vector ISA of kdops' hand-vectorised CPU kernels (the MaxSim panels, the Margin-MSE rows,
+// the sorting network of short rankings), chosen at run time, so setup.py's flags stay those of
+// a portable build.
 #pragma once
 
 namespace kdops::cpu {

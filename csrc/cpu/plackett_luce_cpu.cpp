@@ -47,6 +47,7 @@ struct RowScratch {
   std::vector<double> rest, sum;
   std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
+  bool sort_network = use_sort_network();
 };
 
 // The first row that failed a check, over all threads (the lowest, so the message is stable).
@@ -91,7 +92,7 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   keys.resize(len);
   for (int64_t i = 0; i < len; ++i) keys[i] = RankKeyOf<acc_t>::make(static_cast<acc_t>(key[i]), i);
   if (first >= 0) keys.erase(keys.begin() + first);
-  sort_rank_keys<acc_t>(keys, scratch.keys_tmp);
+  sort_rank_keys<acc_t>(keys, scratch.keys_tmp, scratch.sort_network);
   int64_t k = 0;
   if (first >= 0) out[k++] = first;
   for (const auto& rk : keys) out[k++] = RankKeyOf<acc_t>::index(rk);

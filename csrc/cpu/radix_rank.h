@@ -1,27 +1,47 @@
 // Sorting rank keys (RankKeyOf in common/plackett_luce.h) on the CPU. Long rows use a stable LSD
 // radix sort over the image, 8 bits per pass, skipping passes whose digit every key shares: keys
 // enter in index order, so stability keeps ties in index order. Several times faster than
-// std::sort for PLD's rows (C = 100..1000), with no comparison branches to mispredict.
+// std::sort for PLD's rows (C = 100..1000), with no comparison branches to mispredict. Short
+// float rows go to the AVX-512 sorting network (rank_sort_network.h) where the CPU has it.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "common/plackett_luce.h"
+#include "cpu/cpu_isa.h"
+#include "cpu/rank_sort_network.h"
 
 namespace kdops::cpu {
 
 // Below this many keys a comparison sort is cheaper than the radix histograms.
 constexpr size_t kRadixMinKeys = 16;
 
+// Whether short float rows go to the AVX-512 network: asked once per task of rows (RowScratch),
+// not per row, as cpu_isa() reads the environment.
+inline bool use_sort_network() {
+#ifdef KDOPS_RANK_SORT_NETWORK_AVX512
+  return cpu_isa() == CpuIsa::avx512;
+#else
+  return false;
+#endif
+}
+
 // Sorts keys ascending, i.e. by descending key value, ties to the lower index. tmp: scratch.
+// network: use_sort_network() of the call. Every path gives the same order (keys are distinct).
 template <typename acc_t>
 void sort_rank_keys(std::vector<typename RankKeyOf<acc_t>::type>& keys,
-                    std::vector<typename RankKeyOf<acc_t>::type>& tmp) {
+                    std::vector<typename RankKeyOf<acc_t>::type>& tmp, bool network) {
   using K = RankKeyOf<acc_t>;
   const size_t n = keys.size();
+#ifdef KDOPS_RANK_SORT_NETWORK_AVX512
+  if constexpr (std::is_same_v<typename K::type, uint64_t>) {
+    if (network && n <= kNetworkMaxKeys) return sort_rank_keys_network_avx512(keys.data(), n);
+  }
+#endif
   if (n < kRadixMinKeys) {
     std::sort(keys.begin(), keys.end());
     return;
