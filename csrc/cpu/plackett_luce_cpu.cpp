@@ -15,12 +15,14 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
 #include "cpu/cpu_clones.h"
 #include "cpu/radix_rank.h"
+#include "cpu/row_reduce.h"
 
 // Loops over a row's items that the compiler must vectorise: the polynomial exp/log have
 // selects (if-converted only under omp simd), and float sums need the reduction clause. The
@@ -118,8 +120,12 @@ template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t scale,
                                                 acc_t* shifted, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
-  KDOPS_SIMD_MAX(max)
-  for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    max = scaled_row_max(x, len, scale);
+  } else {
+    KDOPS_SIMD_MAX(max)
+    for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
+  }
   if (len == 0) return {max, 1.0};
   if (max == neg_inf<acc_t>()) {
     const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
@@ -133,17 +139,19 @@ KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, 
   // the max items' shifts their own rounding error (at most half an ulp of max). That is the
   // more accurate softmax at T = 0.01-0.1 (tests/test_accuracy.py), but at a huge scale
   // (T = 1e-30) half an ulp of max alone overflows or underflows exp (inf / inf, 0 / 0). So a
-  // second pass pins a max item's shift beyond 0.5 to 0: ulp(max) > 1 there, the others' are at
-  // most -ulp(max) / 2 < -0.5 (their weights stay smaller), and a one-item row's softmax is 1.
+  // max item's shift beyond 0.5 is pinned to 0: ulp(max) > 1 there, the others' are at most
+  // -ulp(max) / 2 < -0.5 (their weights stay smaller), and a one-item row's softmax is 1.
+  // The shifts in a loop of their own, so that no product x_i * scale is shared with the
+  // comparison below and kept rounded: each shift may then be one fused multiply-add.
   for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
   KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i)
-    if (static_cast<acc_t>(x[i]) * scale == max && std::abs(shifted[i]) > acc_t(0.5)) shifted[i] = 0;
-  KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i) prob[i] = fast_exp(shifted[i]);
-  double total = 0;
-  KDOPS_SIMD_SUM(total)
-  for (int64_t i = 0; i < len; ++i) total += prob[i];
+  for (int64_t i = 0; i < len; ++i) {
+    acc_t shift = shifted[i];
+    if (static_cast<acc_t>(x[i]) * scale == max && std::abs(shift) > acc_t(0.5)) shift = 0;
+    shifted[i] = shift;
+    prob[i] = fast_exp(shift);  // after shifted[i]: the two may be one array
+  }
+  const double total = row_sum_double(prob, len);
   const acc_t inv = static_cast<acc_t>(1 / total);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
