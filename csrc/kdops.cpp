@@ -62,6 +62,11 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "pld_loss_backward(Tensor grad, Tensor student_logits, Tensor teacher_logits, "
       "Tensor ranking, float temperature, str reduction, bool teacher_grad) -> (Tensor, Tensor)");
+  // pld_loss, and the gradients pld_loss_backward gives at an upstream gradient of 1, from one
+  // pass (as listwise_kd_loss_and_grads below): loss, ranking, d student, d teacher.
+  m.def(
+      "pld_loss_and_grads(Tensor student_logits, Tensor teacher_logits, Tensor target, "
+      "float temperature, str reduction, bool teacher_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "listwise_kd_loss(Tensor student, Tensor teacher, Tensor? lengths, "
       "float student_temperature, float teacher_temperature, str reduction) -> Tensor");
@@ -69,6 +74,15 @@ TORCH_LIBRARY(KDOPS_NS, m) {
       "listwise_kd_loss_backward(Tensor grad, Tensor student, Tensor teacher, Tensor? lengths, "
       "float student_temperature, float teacher_temperature, str reduction, bool teacher_grad) "
       "-> (Tensor, Tensor)");
+  // listwise_kd_loss and the gradients listwise_kd_loss_backward gives for an upstream gradient
+  // of 1 (of each row's loss, for reduction "none"), from one pass over the rows: the Autograd
+  // kernel's forward when an input requires grad, whose backward then only scales them. Both
+  // need the same two softmaxes per row, the bulk of the work at n <= 64 (PLD: the teacher's
+  // softmax and the scan).
+  m.def(
+      "listwise_kd_loss_and_grads(Tensor student, Tensor teacher, Tensor? lengths, "
+      "float student_temperature, float teacher_temperature, str reduction, bool teacher_grad) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 // The Python module only reports how the library was built (and, in kdops._C_sim, sets the

@@ -1,7 +1,10 @@
 """Loads kdops._C (which defines torch.ops.kdops.*, their kernels and their autograd formulas,
 csrc/autograd/) and registers, for each op, the fake kernel used by torch.compile. The backward
 of every op is an op of its own (``<op>_backward``), so compiled graphs keep it fused too;
-double backward is not supported and says so.
+double backward is not supported and says so. ``pld_loss_and_grads`` and
+``listwise_kd_loss_and_grads`` are the loss and its gradients at an upstream gradient of 1 in
+one pass, which the autograd forward runs when an input requires grad (the backward then scales
+them).
 
 When kdops._C_sim was built (``KDOPS_SIM=1``: the CUDA kernels run on CPU tensors by the
 project's CUDA simulator, for tests), its ops torch.ops.kdops_sim.* get the same fake kernels:
@@ -309,6 +312,23 @@ def _(grad, student, teacher, lengths, student_temperature, teacher_temperature,
     check.reduction(reduction)
     check.row_loss_grad(grad, student, reduction != "none")
     return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
+
+
+@_fake("pld_loss_and_grads")
+def _(student_logits, teacher_logits, target, temperature, reduction, teacher_grad):
+    loss, ranking = _FAKES["pld_loss"](student_logits, teacher_logits, target, temperature, reduction)
+    return loss, ranking, torch.empty_like(student_logits, memory_format=torch.contiguous_format), _grad_if(
+        student_logits, teacher_grad)
+
+
+@_fake("listwise_kd_loss_and_grads")
+def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
+    _listwise_kd_args(student, teacher, lengths, student_temperature, teacher_temperature)
+    return (
+        _row_loss(student, reduction),
+        torch.empty_like(student, memory_format=torch.contiguous_format),
+        _grad_if(student, teacher_grad),
+    )
 
 
 for _namespace in NAMESPACES:

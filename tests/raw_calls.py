@@ -152,6 +152,14 @@ def _listwise_kd_backward(gen, size, device, dtype):
     return {"grad": _row_grad(gen, a, "student", device, dtype), **a, "teacher_grad": True}
 
 
+def _pld_and_grads(gen, size, device, dtype):
+    return {**_pld(gen, size, device, dtype), "teacher_grad": size % 2 == 0}
+
+
+def _listwise_kd_and_grads(gen, size, device, dtype):
+    return {**_listwise_kd(gen, size, device, dtype), "teacher_grad": size % 2 == 0}
+
+
 # --- oracles: the contract of each raw op, in float64 on the CPU ----------------------------------
 
 
@@ -417,6 +425,21 @@ def oracle_listwise_kd_backward(grad, student, teacher, lengths, student_tempera
     return gs, (gt if teacher_grad else torch.zeros(0, s.shape[1], dtype=torch.float64))
 
 
+def oracle_pld_and_grads(student_logits, teacher_logits, target, temperature, reduction, teacher_grad):
+    loss, ranking = oracle_pld(student_logits, teacher_logits, target, temperature, reduction)
+    ones = torch.ones(loss.shape, dtype=torch.float64)
+    return (loss, ranking, *oracle_pld_backward(ones, student_logits, teacher_logits, ranking, temperature, reduction,
+                                                teacher_grad))
+
+
+def oracle_listwise_kd_and_grads(student, teacher, lengths, student_temperature, teacher_temperature, reduction,
+                                 teacher_grad):
+    loss = oracle_listwise_kd(student, teacher, lengths, student_temperature, teacher_temperature, reduction)
+    ones = torch.ones(loss.shape, dtype=torch.float64)
+    return (loss, *oracle_listwise_kd_backward(ones, student, teacher, lengths, student_temperature,
+                                               teacher_temperature, reduction, teacher_grad))
+
+
 @dataclass
 class RawOp:
     name: str
@@ -441,6 +464,8 @@ RAW_OPS = [
     RawOp("pld_loss_backward", _pld_backward, oracle_pld_backward),
     RawOp("listwise_kd_loss", _listwise_kd, oracle_listwise_kd),
     RawOp("listwise_kd_loss_backward", _listwise_kd_backward, oracle_listwise_kd_backward),
+    RawOp("pld_loss_and_grads", _pld_and_grads, oracle_pld_and_grads),
+    RawOp("listwise_kd_loss_and_grads", _listwise_kd_and_grads, oracle_listwise_kd_and_grads),
 ]
 RAW_OP_BY_NAME = {r.name: r for r in RAW_OPS}
 

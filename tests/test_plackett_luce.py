@@ -290,6 +290,65 @@ def test_opcheck(device, requires_grad, reduction):
     torch.library.opcheck(namespace.pld_loss.default, (scores, teacher, target, 2.0, reduction))
     torch.library.opcheck(namespace.listwise_kd_loss.default, (scores, teacher, lengths, 2.0, 0.5, reduction))
     torch.library.opcheck(namespace.listwise_kd_loss.default, (scores, teacher, None, 1.0, 1.0, reduction))
+    # It returns gradients, which are not differentiable: its schema, fake and dispatch only.
+    torch.library.opcheck(namespace.listwise_kd_loss_and_grads.default,
+                          (scores.detach(), teacher.detach(), lengths, 2.0, 0.5, reduction, requires_grad))
+    torch.library.opcheck(namespace.pld_loss_and_grads.default,
+                          (scores.detach(), teacher.detach(), target, 2.0, reduction, requires_grad))
+
+
+@devices
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("teacher_grad", [False, True])
+def test_listwise_kd_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad):
+    """The op the Autograd forward runs when an input requires grad gives, bit for bit, the loss
+    of listwise_kd_loss and the gradients of listwise_kd_loss_backward at an upstream gradient of
+    1; the autograd gradients are those times the upstream gradient."""
+    student, teacher = torch.randn(9, 40, device=device), torch.randn(9, 40, device=device) * 3
+    lengths = torch.tensor([40, 0, 1, 17, 40, 39, 33, 2, 40], device=device)
+    namespace = ops()
+    loss, grad_s, grad_t = namespace.listwise_kd_loss_and_grads(student, teacher, lengths, 2.0, 0.5, reduction, teacher_grad)
+    assert torch.equal(loss, namespace.listwise_kd_loss(student, teacher, lengths, 2.0, 0.5, reduction))
+    ones = torch.ones(loss.shape, device=device)
+    want_s, want_t = namespace.listwise_kd_loss_backward(ones, student, teacher, lengths, 2.0, 0.5, reduction, teacher_grad)
+    assert torch.equal(grad_s, want_s) and torch.equal(grad_t, want_t)
+    assert grad_t.shape == ((9, 40) if teacher_grad else (0, 40))
+    _check_autograd_scales_unit_grads(
+        lambda s, t: kdops.listwise_kd_loss(s, t, lengths=lengths, student_temperature=2.0, teacher_temperature=0.5,
+                                            reduction=reduction),
+        student, teacher, teacher_grad, loss, want_s, want_t, reduction)
+
+
+@devices
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("teacher_grad", [False, True])
+def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad):
+    """As for listwise KD: pld_loss_and_grads gives pld_loss's loss and ranking and
+    pld_loss_backward's gradients at an upstream gradient of 1, bit for bit."""
+    student, teacher = torch.randn(7, 150, device=device), _scores((7, 150), torch.float32, device, 1.0, 3, ties=True)
+    target = torch.tensor([0, 149, 75, 3, 3, 100, 20], device=device)
+    namespace = ops()
+    loss, ranking, grad_s, grad_t = namespace.pld_loss_and_grads(student, teacher, target, 2.0, reduction, teacher_grad)
+    want_loss, want_ranking = namespace.pld_loss(student, teacher, target, 2.0, reduction)
+    assert torch.equal(loss, want_loss) and torch.equal(ranking, want_ranking)
+    ones = torch.ones(loss.shape, device=device)
+    want_s, want_t = namespace.pld_loss_backward(ones, student, teacher, ranking, 2.0, reduction, teacher_grad)
+    assert torch.equal(grad_s, want_s) and torch.equal(grad_t, want_t)
+    assert grad_t.shape == ((7, 150) if teacher_grad else (0, 150))
+    _check_autograd_scales_unit_grads(
+        lambda s, t: kdops.pld_loss(s, t, target, 2.0, reduction), student, teacher, teacher_grad, loss, want_s, want_t,
+        reduction)
+
+
+def _check_autograd_scales_unit_grads(loss_fn, student, teacher, teacher_grad, loss, unit_s, unit_t, reduction):
+    """The autograd gradients of loss_fn are the unit-upstream gradients times the upstream one."""
+    s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_(teacher_grad)
+    upstream = torch.rand(loss.shape, generator=_gen(5)).to(loss.device) + 0.5
+    loss_fn(s, t).backward(upstream)
+    g = upstream[:, None] if reduction == "none" else upstream
+    torch.testing.assert_close(s.grad, unit_s * g, rtol=0, atol=0)
+    if teacher_grad:
+        torch.testing.assert_close(t.grad, unit_t * g, rtol=0, atol=0)
 
 
 @devices
@@ -374,6 +433,18 @@ def test_rows_of_length_zero_add_zero_and_count_in_the_mean(device):
     mean.backward()
     assert torch.equal(scores.grad[1], torch.zeros(4, device=device))
     assert torch.equal(scores.grad[2, 2:], torch.zeros(2, device=device))
+
+
+@devices
+def test_an_empty_kd_row_adds_zero_at_any_temperature(device):
+    """Found by the raw-op fuzzer: at Ts = 1e30, Ts^2 is inf in float, and an empty row's KL of 0
+    times it was NaN."""
+    student, teacher = torch.randn(2, 5, device=device), torch.randn(2, 5, device=device)
+    lengths = torch.tensor([0, 0], device=device)
+    for dtype in (torch.float32, torch.float16):
+        loss = kdops.listwise_kd_loss(student.to(dtype), teacher.to(dtype), student_temperature=1e30,
+                                      lengths=lengths, reduction="none")
+        assert torch.equal(loss, torch.zeros(2, dtype=dtype, device=device))
 
 
 @devices

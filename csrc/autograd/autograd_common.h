@@ -40,7 +40,7 @@ inline at::Tensor if_needed(bool needed, const at::Tensor& grad) {
   return needed ? grad : at::Tensor();
 }
 
-// The Autograd kernel of every `<op>_backward` op: runs the kernel, and when the call is itself
+// The Autograd kernel of every `<op>_backward` op (and of the ops that return gradients): runs the kernel, and when the call is itself
 // recorded (create_graph=True), gives its outputs a graph node that refuses to differentiate
 // them with a clear error, as torchvision's backward ops do. A boxed kernel, so one function
 // serves every signature.
@@ -64,8 +64,10 @@ inline void no_double_backward(const c10::OperatorHandle& op, c10::DispatchKeySe
     op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
   }
   if (!recorded) return;
+  const bool backward_op = c10::string_view(schema.name()).ends_with("_backward");
   auto node = c10::make_intrusive<torch::autograd::Error>(
-      schema.name() + " is a backward op: double backward is not supported",
+      schema.name() + (backward_op ? " is a backward op" : " returns gradients") +
+          ": double backward is not supported",
       torch::autograd::collect_next_edges(inputs));
   const size_t n_returns = schema.returns().size();
   for (size_t i = stack->size() - n_returns; i < stack->size(); ++i) {

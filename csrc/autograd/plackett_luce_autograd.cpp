@@ -10,6 +10,17 @@ using PLBackward = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
     c10::optional<int64_t>, c10::string_view, bool);
 
+// The gradients an *_and_grads op computed at an upstream gradient of 1, times the upstream
+// gradient g (a scalar, or one per row for reduction "none"); undefined where not needed.
+std::tuple<at::Tensor, at::Tensor> scaled_grads(const at::Tensor& g, const std::string& reduction,
+                                                const c10::List<bool>& needs,
+                                                const at::Tensor& unit_student,
+                                                const at::Tensor& unit_teacher) {
+  const at::Tensor per_item = reduction == "none" ? g.unsqueeze(1) : g;
+  return {needs[0] ? unit_student.mul(per_item) : at::Tensor(),
+          needs[1] ? unit_teacher.mul(per_item) : at::Tensor()};
+}
+
 class PlackettLuceFunction : public torch::autograd::Function<PlackettLuceFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
@@ -76,6 +87,7 @@ class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
   }
 };
 
+// As ListwiseKDFunction below: pld_loss_and_grads when an input requires grad.
 class PLDFunction : public torch::autograd::Function<PLDFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
@@ -84,16 +96,23 @@ class PLDFunction : public torch::autograd::Function<PLDFunction> {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const at::Tensor&, double, c10::string_view)>(
         "pld_loss");
+    static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, double, c10::string_view, bool)>(
+        "pld_loss_and_grads");
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, ranking] = op.call(student, teacher, target, temperature, reduction);
-    ctx->mark_non_differentiable({ranking});
     ctx->set_materialize_grads(false);  // no zero-filled gradient for the int64 ranking
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["grads"] = c10::List<bool>({student.requires_grad(), teacher.requires_grad()});
-    if (student.requires_grad() || teacher.requires_grad()) {
-      ctx->save_for_backward({student, teacher, ranking});
+    if (!student.requires_grad() && !teacher.requires_grad()) {
+      auto [loss, ranking] = op.call(student, teacher, target, temperature, reduction);
+      ctx->mark_non_differentiable({ranking});
+      return {loss, ranking};
     }
+    auto [loss, ranking, grad_student, grad_teacher] =
+        with_grads.call(student, teacher, target, temperature, reduction, teacher.requires_grad());
+    ctx->mark_non_differentiable({ranking});
+    ctx->save_for_backward({student, teacher, ranking, grad_student, grad_teacher});
     return {loss, ranking};
   }
 
@@ -104,14 +123,24 @@ class PLDFunction : public torch::autograd::Function<PLDFunction> {
     if (!grads[0].defined()) return variable_list(5);  // only the ranking was used downstream
     const auto s = ctx->get_saved_variables();
     const auto needs = ctx->saved_data["grads"].toBoolList();
-    auto [grad_student, grad_teacher] =
-        op.call(grads[0], s[0], s[1], s[2], ctx->saved_data["temperature"].toDouble(),
-                ctx->saved_data["reduction"].toStringRef(), needs[1]);
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    at::Tensor grad_student, grad_teacher;
+    if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
+      std::tie(grad_student, grad_teacher) =
+          op.call(grads[0], s[0], s[1], s[2], ctx->saved_data["temperature"].toDouble(), reduction,
+                  needs[1]);
+    } else {
+      std::tie(grad_student, grad_teacher) = scaled_grads(grads[0], reduction, needs, s[3], s[4]);
+    }
     return {if_needed(needs[0], grad_student), if_needed(needs[1], grad_teacher), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
 };
 
+// When an input requires grad, the forward runs listwise_kd_loss_and_grads: the loss and its
+// gradients for an upstream gradient of 1, from the same softmaxes, and the backward scales them
+// by the upstream gradient (per row for reduction "none"). A backward that is itself recorded
+// (create_graph=True) calls listwise_kd_loss_backward instead, which refuses double backward.
 class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
@@ -120,16 +149,22 @@ class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction> 
                                c10::string_view reduction) {
     static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
                                         double, double, c10::string_view)>("listwise_kd_loss");
+    static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const OptTensor&, double, double, c10::string_view,
+        bool)>("listwise_kd_loss_and_grads");
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor loss =
-        op.call(student, teacher, lengths, student_temperature, teacher_temperature, reduction);
     ctx->saved_data["student_temperature"] = student_temperature;
     ctx->saved_data["teacher_temperature"] = teacher_temperature;
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["grads"] = c10::List<bool>({student.requires_grad(), teacher.requires_grad()});
-    if (student.requires_grad() || teacher.requires_grad()) {
-      ctx->save_for_backward({student, teacher, lengths.value_or(at::Tensor())});
+    if (!student.requires_grad() && !teacher.requires_grad()) {
+      return {op.call(student, teacher, lengths, student_temperature, teacher_temperature, reduction)};
     }
+    auto [loss, grad_student, grad_teacher] =
+        with_grads.call(student, teacher, lengths, student_temperature, teacher_temperature,
+                        reduction, teacher.requires_grad());
+    ctx->save_for_backward(
+        {student, teacher, lengths.value_or(at::Tensor()), grad_student, grad_teacher});
     return {loss};
   }
 
@@ -139,11 +174,16 @@ class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction> 
         c10::string_view, bool)>("listwise_kd_loss_backward");
     const auto s = ctx->get_saved_variables();
     const auto needs = ctx->saved_data["grads"].toBoolList();
-    auto [grad_student, grad_teacher] =
-        op.call(grads[0], s[0], s[1], optional_of(s[2]),
-                ctx->saved_data["student_temperature"].toDouble(),
-                ctx->saved_data["teacher_temperature"].toDouble(),
-                ctx->saved_data["reduction"].toStringRef(), needs[1]);
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    at::Tensor grad_student, grad_teacher;
+    if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
+      std::tie(grad_student, grad_teacher) =
+          op.call(grads[0], s[0], s[1], optional_of(s[2]),
+                  ctx->saved_data["student_temperature"].toDouble(),
+                  ctx->saved_data["teacher_temperature"].toDouble(), reduction, needs[1]);
+    } else {
+      std::tie(grad_student, grad_teacher) = scaled_grads(grads[0], reduction, needs, s[3], s[4]);
+    }
     return {if_needed(needs[0], grad_student), if_needed(needs[1], grad_teacher), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -187,8 +227,10 @@ TORCH_LIBRARY_IMPL(KDOPS_NS, Autograd, m) {
   m.impl("listmle", &listmle_autograd);
   m.impl("pld_loss", &pld_loss_autograd);
   m.impl("pld_loss_backward", no_double_backward_kernel());
+  m.impl("pld_loss_and_grads", no_double_backward_kernel());
   m.impl("listwise_kd_loss", &listwise_kd_loss_autograd);
   m.impl("listwise_kd_loss_backward", no_double_backward_kernel());
+  m.impl("listwise_kd_loss_and_grads", no_double_backward_kernel());
 }
 
 }  // namespace kdops::autograd

@@ -7,6 +7,10 @@
 
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq")
 #pragma GCC optimize("fp-contract=off")
+// GCC 12's intrinsics start some results from an operand initialised from itself
+// (_mm256_undefined_pd), which -Wall reports at every inlined use.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 namespace kdops::cpu {

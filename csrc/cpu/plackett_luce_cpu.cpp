@@ -211,16 +211,21 @@ struct PositionWeights {
   acc_t operator()(int64_t k) const { return static_cast<acc_t>(w[k]); }
 };
 
+// sum_{k<K} w_k terms_k.
+template <typename acc_t, typename Weights>
+acc_t weighted_sum(int64_t K, const Weights& w, const acc_t* terms) {
+  double loss = 0;
+  KDOPS_SIMD_SUM(loss)
+  for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
+  return static_cast<acc_t>(loss);
+}
+
 // loss = sum_{k<K} w_k (lse_k - s[pi_k]).
 template <typename acc_t, typename scalar_t, typename Weights>
 acc_t pl_row_loss(const scalar_t* s, const int64_t* pi, int64_t len, int64_t K, const Weights& w,
                   RowScratch<acc_t>& scratch) {
   scan_row(s, pi, len, scratch);
-  const acc_t* terms = row_terms(K, scratch);
-  double loss = 0;
-  KDOPS_SIMD_SUM(loss)
-  for (int64_t k = 0; k < K; ++k) loss += w(k) * terms[k];
-  return static_cast<acc_t>(loss);
+  return weighted_sum(K, w, row_terms(K, scratch));
 }
 
 // After scan_row: p_k = e_k / S_k into e and 1 - p_k = rest_k / S_k into rest (vectorised, off
@@ -294,6 +299,13 @@ void backward_rows(const at::Tensor& grad, int64_t B, int64_t n, Reduction reduc
       row_grad(b, reduction == Reduction::None ? static_cast<acc_t>(gp[b]) : shared, scratch);
     }
   });
+}
+
+// The upstream gradient backward_rows gives each row's loss for a loss gradient of 1 (the
+// *_and_grads ops, which compute the gradients in the forward pass).
+template <typename acc_t>
+acc_t unit_row_grad(Reduction reduction, int64_t B) {
+  return reduction == Reduction::Mean ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(B, 1)) : acc_t(1);
 }
 
 // Calls f with the weights functor of row b: per-position weights when given, else all ones.
@@ -451,6 +463,14 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student,
   return {loss, ranking};
 }
 
+// d loss / d t_c = (1/T) w_c (term_c - loss) through the softmax weights, times the upstream g:
+// scale = g / T, into the row's columns pi_k.
+template <typename acc_t, typename scalar_t>
+void pld_teacher_grad(const int64_t* pi, int64_t n, acc_t scale, const PositionWeights<acc_t, acc_t>& w,
+                      const acc_t* terms, acc_t loss, scalar_t* grad_row) {
+  for (int64_t k = 0; k < n; ++k) grad_row[pi[k]] = static_cast<scalar_t>(scale * w(k) * (terms[k] - loss));
+}
+
 std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
     const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
     const at::Tensor& ranking, double temperature, c10::string_view reduction, bool teacher_grad) {
@@ -485,17 +505,48 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
       pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);
       if (gt == nullptr) return;
       const acc_t* terms = row_terms(v.n, scratch);
-      // d loss / d t_c = (1/T) w_c (term_c - loss), through the softmax weights.
-      double sum = 0;
-      for (int64_t k = 0; k < v.n; ++k) sum += w(k) * terms[k];
-      const acc_t loss = static_cast<acc_t>(sum);
-      for (int64_t k = 0; k < v.n; ++k) {
-        gt[b * v.n + row_pi[k]] = static_cast<scalar_t>(g * inv_t * w(k) * (terms[k] - loss));
-      }
+      pld_teacher_grad(row_pi, v.n, g * inv_t, w, terms, weighted_sum(v.n, w, terms), gt + b * v.n);
     });
   });
   bad.check("ranking");
   return {grad_student, grad_teacher};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cpu(
+    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& target,
+    double temperature, c10::string_view reduction, bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const auto a = pld_args(student, teacher, target, temperature);
+  const auto opts = a.rows.scores.options();
+  at::Tensor ranking = at::empty({a.rows.B, a.rows.n}, opts.dtype(at::kLong));
+  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
+                                  "pld_loss_and_grads_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.rows.view<scalar_t>();
+    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
+    const int64_t* target_p = a.target.data_ptr<int64_t>();
+    int64_t* pi_p = ranking.data_ptr<int64_t>();
+    scalar_t* gs = grad_student.data_ptr<scalar_t>();
+    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    const acc_t inv_t = static_cast<acc_t>(1.0 / a.temperature);
+    const acc_t g = unit_row_grad<acc_t>(red, v.B);
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const scalar_t* t_row = t_p + b * v.n;
+      int64_t* row_pi = pi_p + b * v.n;
+      rank_by_key(t_row, v.n, v.n, target_p[b], row_pi, scratch);
+      const auto w = teacher_weights(t_row, row_pi, v.n, inv_t, scratch);
+      scan_row(v.row(b), row_pi, v.n, scratch);
+      const acc_t* terms = row_terms(v.n, scratch);
+      const acc_t row_loss = weighted_sum(v.n, w, terms);
+      if (gt != nullptr) pld_teacher_grad(row_pi, v.n, g * inv_t, w, terms, row_loss, gt + b * v.n);
+      pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);  // after terms: it overwrites e
+      return row_loss;
+    });
+  });
+  return {loss, ranking, grad_student, grad_teacher};
 }
 
 // --- listwise_kd_loss -------------------------------------------------------------------------
@@ -551,10 +602,11 @@ KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, int64_t len) {
 }
 
 // One row's gradients: Ts (q - p) into grad_s, and (Ts^2 / Tt) p (r - KL) into grad_t when
-// given, each times the upstream g; padding columns [len, n) get 0.
+// given (kl: row_kl of the row, read only then), each times the upstream g; padding columns
+// [len, n) get 0.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES void kd_row_grads(const KDRow<acc_t>& row, int64_t len, int64_t n, acc_t g,
-                                   acc_t ts, acc_t tt, scalar_t* grad_s, scalar_t* grad_t) {
+                                   acc_t ts, acc_t tt, acc_t kl, scalar_t* grad_s, scalar_t* grad_t) {
   const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) {
@@ -562,12 +614,18 @@ KDOPS_CPU_CLONES void kd_row_grads(const KDRow<acc_t>& row, int64_t len, int64_t
   }
   std::fill(grad_s + len, grad_s + n, scalar_t(0));
   if (grad_t == nullptr) return;
-  const acc_t kl = row_kl(row, len);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) {
     grad_t[i] = static_cast<scalar_t>(g * kl_teacher_grad(p[i], kd_log_ratio(st[i], ss[i], lr), kl, ts, tt));
   }
   std::fill(grad_t + len, grad_t + n, scalar_t(0));
+}
+
+// A row's loss Ts^2 KL; a row of no items adds 0, also where Ts^2 overflows to inf (inf * 0
+// would be NaN).
+template <typename acc_t>
+acc_t kd_row_loss(acc_t scale, acc_t kl, int64_t len) {
+  return len == 0 ? acc_t(0) : scale * kl;
 }
 
 at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
@@ -587,7 +645,7 @@ at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& tea
                                  [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
-      return scale * row_kl(row, v.length(b));
+      return kd_row_loss(scale, row_kl(row, v.length(b)), v.length(b));
     });
   });
   return loss;
@@ -617,10 +675,42 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
       const int64_t len = v.length(b);
       const scalar_t *s = v.row(b), *t = t_p + b * v.n;
       const KDRow<acc_t> row(s, t, len, inv_ts, inv_tt, scratch);
-      kd_row_grads(row, len, v.n, g, ts_a, tt_a, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+      const acc_t kl = gt == nullptr ? acc_t(0) : row_kl(row, len);
+      kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
     });
   });
   return {grad_student, grad_teacher};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listwise_kd_loss_and_grads_cpu(
+    const at::Tensor& student, const at::Tensor& teacher, const c10::optional<at::Tensor>& lengths,
+    double ts, double tt, c10::string_view reduction, bool teacher_grad) {
+  const auto red = parse_reduction(reduction);
+  const auto a = kd_args(student, teacher, lengths, ts, tt);
+  const auto opts = a.rows.scores.options();
+  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
+                                  "listwise_kd_loss_and_grads_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = a.rows.view<scalar_t>();
+    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
+    scalar_t* gs = grad_student.data_ptr<scalar_t>();
+    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
+    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
+    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);  // as listwise_kd_loss_cpu
+    const acc_t g = unit_row_grad<acc_t>(red, v.B);
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      const int64_t len = v.length(b);
+      const KDRow<acc_t> row(v.row(b), t_p + b * v.n, len, inv_ts, inv_tt, scratch);
+      const acc_t kl = row_kl(row, len);
+      kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+      return kd_row_loss(scale, kl, len);
+    });
+  });
+  return {loss, grad_student, grad_teacher};
 }
 
 }  // namespace
@@ -631,8 +721,10 @@ TORCH_LIBRARY_IMPL(kdops, CPU, m) {
   m.impl("listmle", &listmle_cpu);
   m.impl("pld_loss", &pld_loss_cpu);
   m.impl("pld_loss_backward", &pld_loss_backward_cpu);
+  m.impl("pld_loss_and_grads", &pld_loss_and_grads_cpu);
   m.impl("listwise_kd_loss", &listwise_kd_loss_cpu);
   m.impl("listwise_kd_loss_backward", &listwise_kd_loss_backward_cpu);
+  m.impl("listwise_kd_loss_and_grads", &listwise_kd_loss_and_grads_cpu);
 }
 
 }  // namespace kdops::cpu

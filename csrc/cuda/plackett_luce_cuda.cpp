@@ -8,6 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/lt.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
@@ -186,6 +187,17 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cuda(
                      grad, red, teacher_grad);
 }
 
+// pld_loss, then pld_loss_backward at an upstream gradient of 1 (see listwise_kd_loss_and_grads_cuda).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cuda(
+    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& target,
+    double temperature, c10::string_view reduction, bool teacher_grad) {
+  auto [loss, ranking] = pld_loss_cuda(student, teacher, target, temperature, reduction);
+  const at::Tensor ones = at::ones(loss.sizes(), loss.options());
+  auto [grad_student, grad_teacher] =
+      pld_loss_backward_cuda(ones, student, teacher, ranking, temperature, reduction, teacher_grad);
+  return {loss, ranking, grad_student, grad_teacher};
+}
+
 at::Tensor listwise_kd_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
                                  const c10::optional<at::Tensor>& lengths, double ts, double tt,
                                  c10::string_view reduction) {
@@ -227,6 +239,19 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cuda(
   return {grad_student, grad_teacher};
 }
 
+// The forward kernel, then the backward kernel with an upstream gradient of 1: on the GPU each
+// row's softmaxes are still computed twice (a fused kernel would write the gradients from the
+// forward's registers), and the Autograd kernel's backward launches only a multiply.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listwise_kd_loss_and_grads_cuda(
+    const at::Tensor& student, const at::Tensor& teacher, const c10::optional<at::Tensor>& lengths,
+    double ts, double tt, c10::string_view reduction, bool teacher_grad) {
+  at::Tensor loss = listwise_kd_loss_cuda(student, teacher, lengths, ts, tt, reduction);
+  const at::Tensor ones = at::ones(loss.sizes(), loss.options());
+  auto [grad_student, grad_teacher] =
+      listwise_kd_loss_backward_cuda(ones, student, teacher, lengths, ts, tt, reduction, teacher_grad);
+  return {loss, grad_student, grad_teacher};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
@@ -235,8 +260,10 @@ TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
   m.impl("listmle", &listmle_cuda);
   m.impl("pld_loss", &pld_loss_cuda);
   m.impl("pld_loss_backward", &pld_loss_backward_cuda);
+  m.impl("pld_loss_and_grads", &pld_loss_and_grads_cuda);
   m.impl("listwise_kd_loss", &listwise_kd_loss_cuda);
   m.impl("listwise_kd_loss_backward", &listwise_kd_loss_backward_cuda);
+  m.impl("listwise_kd_loss_and_grads", &listwise_kd_loss_and_grads_cuda);
 }
 
 }  // namespace kdops::cuda

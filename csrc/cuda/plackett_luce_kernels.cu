@@ -326,7 +326,8 @@ __global__ void __launch_bounds__(kThreads)
                                acc_t* row_loss) {
   const int64_t b = blockIdx.x;
   const KDRowStats<scalar_t, acc_t> row(v.row(b), teacher + b * v.n, v.length(b), 1 / ts, 1 / tt);
-  if (threadIdx.x == 0) row_loss[b] = ts * ts * row.kl;
+  // A row of no items adds 0, also where Ts^2 overflows to inf (inf * 0 would be NaN).
+  if (threadIdx.x == 0) row_loss[b] = v.length(b) == 0 ? acc_t(0) : ts * ts * row.kl;
 }
 
 template <typename scalar_t, typename acc_t>
