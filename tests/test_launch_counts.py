@@ -58,6 +58,8 @@ IN_ORDER = torch.arange(N).repeat(B, 1)  # a permutation of every row's valid pr
 #   LENGTHS_CHECK / target check: lengths in [0, n], target in [0, C), asserted on the device.
 #   mean / sum: the per-row losses reduced ('none' needs none).
 #   listmle / pld_loss: 2 kernels, the in-block sort (the ranking) then the loss.
+#   *_and_grads: the forward op's kernels and torch ops, `ones` (the unit upstream gradient),
+#     then the backward op's: the argument checks run twice (a fused kernel is still to write).
 CASES = {
     "margin_mse mean": (lambda: ops.margin_mse(S, T, None, "mean"), 1, ["aten::zeros"]),
     "margin_mse none": (lambda: ops.margin_mse(S, T, None, "none"), 1, ["aten::zeros"]),
@@ -76,6 +78,10 @@ CASES = {
     "listwise_kd_loss mean": (lambda: ops.listwise_kd_loss(S, T, None, 1.0, 2.0, "mean"), 1, ["aten::mean"]),
     "listwise_kd_loss_backward lengths none": (lambda: ops.listwise_kd_loss_backward(torch.ones(B), S, T, LEN, 1.0, 2.0, "none", True), 1,
                                                LENGTHS_CHECK),
+    "listwise_kd_loss_and_grads lengths mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, LEN, 1.0, 2.0, "mean", True), 2,
+                                                2 * LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
+    "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 3,
+                                LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
 }
 
 
