@@ -56,6 +56,11 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "listmle(Tensor scores, Tensor relevance, Tensor? lengths, int? top_k, str reduction) "
       "-> (Tensor, Tensor)");
+  // listmle, and the gradient plackett_luce_loss_backward gives on its ranking at an upstream
+  // gradient of 1, from one pass (as listwise_kd_loss_and_grads below): loss, ranking, d scores.
+  m.def(
+      "listmle_and_grads(Tensor scores, Tensor relevance, Tensor? lengths, int? top_k, "
+      "str reduction) -> (Tensor, Tensor, Tensor)");
   m.def(
       "pld_loss(Tensor student_logits, Tensor teacher_logits, Tensor target, float temperature, "
       "str reduction) -> (Tensor, Tensor)");

@@ -1,7 +1,7 @@
 """Loads kdops._C (which defines torch.ops.kdops.*, their kernels and their autograd formulas,
 csrc/autograd/) and registers, for each op, the fake kernel used by torch.compile. The backward
 of every op is an op of its own (``<op>_backward``), so compiled graphs keep it fused too;
-double backward is not supported and says so. ``pld_loss_and_grads`` and
+double backward is not supported and says so. ``listmle_and_grads``, ``pld_loss_and_grads`` and
 ``listwise_kd_loss_and_grads`` are the loss and its gradients at an upstream gradient of 1 in
 one pass, which the autograd forward runs when an input requires grad (the backward then scales
 them).
@@ -312,6 +312,12 @@ def _(grad, student, teacher, lengths, student_temperature, teacher_temperature,
     check.reduction(reduction)
     check.row_loss_grad(grad, student, reduction != "none")
     return torch.empty_like(student, memory_format=torch.contiguous_format), _grad_if(student, teacher_grad)
+
+
+@_fake("listmle_and_grads")
+def _(scores, relevance, lengths, top_k, reduction):
+    loss, ranking = _FAKES["listmle"](scores, relevance, lengths, top_k, reduction)
+    return loss, ranking, torch.empty_like(scores, memory_format=torch.contiguous_format)
 
 
 @_fake("pld_loss_and_grads")

@@ -380,6 +380,13 @@ def oracle_listmle(scores, relevance, lengths, top_k, reduction):
     return loss, ranking
 
 
+def oracle_listmle_and_grads(scores, relevance, lengths, top_k, reduction):
+    s = _leaf(scores)
+    loss, ranking = oracle_listmle(s, relevance, lengths, top_k, reduction)
+    (grad,) = torch.autograd.grad(loss, (s,), torch.ones(loss.shape, dtype=torch.float64))
+    return loss.detach(), ranking, grad
+
+
 def _check_target(target, b, c):
     if target.dtype.is_floating_point or target.dtype == torch.bool or tuple(target.shape) != (b,):
         raise ValueError("target must be integers [B]")
@@ -464,6 +471,7 @@ RAW_OPS = [
     RawOp("pld_loss_backward", _pld_backward, oracle_pld_backward),
     RawOp("listwise_kd_loss", _listwise_kd, oracle_listwise_kd),
     RawOp("listwise_kd_loss_backward", _listwise_kd_backward, oracle_listwise_kd_backward),
+    RawOp("listmle_and_grads", _listmle, oracle_listmle_and_grads),
     RawOp("pld_loss_and_grads", _pld_and_grads, oracle_pld_and_grads),
     RawOp("listwise_kd_loss_and_grads", _listwise_kd_and_grads, oracle_listwise_kd_and_grads),
 ]

@@ -80,6 +80,7 @@ CASES = {
                                                LENGTHS_CHECK),
     "listwise_kd_loss_and_grads lengths mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, LEN, 1.0, 2.0, "mean", True), 2,
                                                 2 * LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
+    "listmle_and_grads sum": (lambda: ops.listmle_and_grads(S, T, None, 3, "sum"), 3, ["aten::ones", "aten::sum"]),
     "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 3,
                                 LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
 }

@@ -44,7 +44,7 @@ for op, position in RANKING_POSITION.items():
     CASES[f"{op} ranking of another call"] = _case(op, [["swap", position, 9, 17]], "ranking", size=11)
 
 for op in ("plackett_luce_loss", "plackett_luce_loss_backward", "listmle", "listwise_kd_loss", "listwise_kd_loss_backward",
-           "listwise_kd_loss_and_grads"):
+           "listwise_kd_loss_and_grads", "listmle_and_grads"):
     lengths = 1 if op.startswith("plackett") else 0  # lengths comes after ranking in the index order
     for value in ("bound", "bound+1", "-1", "big", "int32min"):
         CASES[f"{op} lengths={value}"] = _case(op, [["index", lengths, 0, value]], "lengths", size=11)

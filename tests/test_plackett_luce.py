@@ -293,6 +293,7 @@ def test_opcheck(device, requires_grad, reduction):
     # It returns gradients, which are not differentiable: its schema, fake and dispatch only.
     torch.library.opcheck(namespace.listwise_kd_loss_and_grads.default,
                           (scores.detach(), teacher.detach(), lengths, 2.0, 0.5, reduction, requires_grad))
+    torch.library.opcheck(namespace.listmle_and_grads.default, (scores.detach(), relevance, lengths, None, reduction))
     torch.library.opcheck(namespace.pld_loss_and_grads.default,
                           (scores.detach(), teacher.detach(), target, 2.0, reduction, requires_grad))
 
@@ -338,6 +339,24 @@ def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(d
     _check_autograd_scales_unit_grads(
         lambda s, t: kdops.pld_loss(s, t, target, 2.0, reduction), student, teacher, teacher_grad, loss, want_s, want_t,
         reduction)
+
+
+@devices
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_listmle_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction):
+    """As for listwise KD: listmle_and_grads gives listmle's loss and ranking and the gradient of
+    plackett_luce_loss_backward on that ranking at an upstream gradient of 1, bit for bit."""
+    scores, relevance = torch.randn(9, 70, device=device), _scores((9, 70), torch.float32, device, 1.0, 4, ties=True)
+    lengths = torch.tensor([70, 0, 1, 17, 70, 69, 33, 2, 64], device=device)
+    namespace = ops()
+    loss, ranking, grad = namespace.listmle_and_grads(scores, relevance, lengths, 20, reduction)
+    want_loss, want_ranking = namespace.listmle(scores, relevance, lengths, 20, reduction)
+    assert torch.equal(loss, want_loss) and torch.equal(ranking, want_ranking)
+    ones = torch.ones(loss.shape, device=device)
+    want, _ = namespace.plackett_luce_loss_backward(ones, scores, ranking, None, lengths, 20, reduction, False)
+    assert torch.equal(grad, want)
+    _check_autograd_scales_unit_grads(lambda s, t: kdops.listmle(s, t, lengths, 20, reduction), scores, relevance,
+                                      False, loss, want, None, reduction)
 
 
 def _check_autograd_scales_unit_grads(loss_fn, student, teacher, teacher_grad, loss, unit_s, unit_t, reduction):

@@ -43,7 +43,7 @@ def _schemas(namespace: str) -> dict[str, str]:
 
 def test_sim_ops_have_exactly_the_schemas_of_the_kdops_ops():
     ours, sim = _schemas("kdops"), _schemas("kdops_sim")
-    assert len(ours) == 15
+    assert len(ours) == 16
     assert sim == ours
 
 

@@ -56,6 +56,7 @@ class PlackettLuceFunction : public torch::autograd::Function<PlackettLuceFuncti
   }
 };
 
+// As ListwiseKDFunction below: listmle_and_grads when the scores require grad.
 class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
@@ -64,15 +65,21 @@ class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const OptTensor&, c10::optional<int64_t>,
         c10::string_view)>("listmle");
+    static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const OptTensor&, c10::optional<int64_t>,
+        c10::string_view)>("listmle_and_grads");
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, ranking] = op.call(scores, relevance, lengths, top_k, reduction);
-    ctx->mark_non_differentiable({ranking});
     ctx->set_materialize_grads(false);  // no zero-filled gradient for the int64 ranking
     ctx->saved_data["top_k"] = top_k;
     ctx->saved_data["reduction"] = std::string(reduction);
-    if (scores.requires_grad()) {
-      ctx->save_for_backward({scores, lengths.value_or(at::Tensor()), ranking});
+    if (!scores.requires_grad()) {
+      auto [loss, ranking] = op.call(scores, relevance, lengths, top_k, reduction);
+      ctx->mark_non_differentiable({ranking});
+      return {loss, ranking};
     }
+    auto [loss, ranking, grad_scores] = with_grads.call(scores, relevance, lengths, top_k, reduction);
+    ctx->mark_non_differentiable({ranking});
+    ctx->save_for_backward({scores, lengths.value_or(at::Tensor()), ranking, grad_scores});
     return {loss, ranking};
   }
 
@@ -80,9 +87,16 @@ class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
     static auto op = find_op<PLBackward>("plackett_luce_loss_backward");
     if (!grads[0].defined()) return variable_list(5);  // only the ranking was used downstream
     const auto s = ctx->get_saved_variables();
-    auto grad_scores = std::get<0>(op.call(grads[0], s[0], s[2], c10::nullopt, optional_of(s[1]),
-                                           ctx->saved_data["top_k"].toOptional<int64_t>(),
-                                           ctx->saved_data["reduction"].toStringRef(), false));
+    const std::string reduction = ctx->saved_data["reduction"].toStringRef();
+    at::Tensor grad_scores;
+    if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
+      grad_scores = std::get<0>(op.call(grads[0], s[0], s[2], c10::nullopt, optional_of(s[1]),
+                                        ctx->saved_data["top_k"].toOptional<int64_t>(), reduction,
+                                        false));
+    } else {
+      grad_scores = std::get<0>(scaled_grads(grads[0], reduction, c10::List<bool>({true, false}),
+                                             s[3], at::Tensor()));
+    }
     return {grad_scores, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -225,6 +239,7 @@ TORCH_LIBRARY_IMPL(KDOPS_NS, Autograd, m) {
   m.impl("plackett_luce_loss", &plackett_luce_loss_autograd);
   m.impl("plackett_luce_loss_backward", no_double_backward_kernel());
   m.impl("listmle", &listmle_autograd);
+  m.impl("listmle_and_grads", no_double_backward_kernel());
   m.impl("pld_loss", &pld_loss_autograd);
   m.impl("pld_loss_backward", no_double_backward_kernel());
   m.impl("pld_loss_and_grads", no_double_backward_kernel());

@@ -433,6 +433,36 @@ std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores,
   return {loss, ranking};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cpu(
+    const at::Tensor& scores, const at::Tensor& relevance, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction) {
+  const auto red = parse_reduction(reduction);
+  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
+  const at::Tensor rel = relevance_arg(relevance, rows.scores);
+  at::Tensor ranking = at::empty({rows.B, rows.n}, rows.scores.options().dtype(at::kLong));
+  at::Tensor grad_scores = at::empty({rows.B, rows.n}, rows.scores.options());
+  at::Tensor loss;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
+                                  "listmle_and_grads_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto v = rows.view<scalar_t>();
+    const scalar_t* rel_p = rel.data_ptr<scalar_t>();
+    int64_t* pi_p = ranking.data_ptr<int64_t>();
+    scalar_t* gs = grad_scores.data_ptr<scalar_t>();
+    const acc_t g = unit_row_grad<acc_t>(red, v.B);
+    loss = reduce_rows<scalar_t>(v.B, v.n, red, rows.scores.options(),
+                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
+      int64_t* row_pi = pi_p + b * v.n;
+      const int64_t len = v.length(b), K = v.terms(b);
+      rank_by_key(rel_p + b * v.n, len, v.n, -1, row_pi, scratch);
+      const acc_t row_loss = pl_row_loss<acc_t>(v.row(b), row_pi, len, K, UnitWeights<acc_t>{}, scratch);
+      pl_row_grad<acc_t>(row_pi, len, v.n, K, UnitWeights<acc_t>{}, g, scratch, gs + b * v.n);
+      return row_loss;
+    });
+  });
+  return {loss, ranking, grad_scores};
+}
+
 // --- pld_loss ---------------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student,
@@ -719,6 +749,7 @@ TORCH_LIBRARY_IMPL(kdops, CPU, m) {
   m.impl("plackett_luce_loss", &plackett_luce_loss_cpu);
   m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cpu);
   m.impl("listmle", &listmle_cpu);
+  m.impl("listmle_and_grads", &listmle_and_grads_cpu);
   m.impl("pld_loss", &pld_loss_cpu);
   m.impl("pld_loss_backward", &pld_loss_backward_cpu);
   m.impl("pld_loss_and_grads", &pld_loss_and_grads_cpu);

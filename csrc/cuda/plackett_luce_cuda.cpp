@@ -165,6 +165,18 @@ std::tuple<at::Tensor, at::Tensor> listmle_cuda(const at::Tensor& scores, const 
   return {pl_forward(rows, ranking, WeightMode::Unit, at::Tensor(), 1.0, false, red), ranking};
 }
 
+// listmle, then plackett_luce_loss_backward on its ranking at an upstream gradient of 1 (see
+// listwise_kd_loss_and_grads_cuda).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cuda(
+    const at::Tensor& scores, const at::Tensor& relevance, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction) {
+  auto [loss, ranking] = listmle_cuda(scores, relevance, lengths, top_k, reduction);
+  const at::Tensor ones = at::ones(loss.sizes(), loss.options());
+  at::Tensor grad_scores = std::get<0>(plackett_luce_loss_backward_cuda(
+      ones, scores, ranking, c10::nullopt, lengths, top_k, reduction, false));
+  return {loss, ranking, grad_scores};
+}
+
 std::tuple<at::Tensor, at::Tensor> pld_loss_cuda(const at::Tensor& student, const at::Tensor& teacher,
                                                  const at::Tensor& target, double temperature,
                                                  c10::string_view reduction) {
@@ -258,6 +270,7 @@ TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) {
   m.impl("plackett_luce_loss", &plackett_luce_loss_cuda);
   m.impl("plackett_luce_loss_backward", &plackett_luce_loss_backward_cuda);
   m.impl("listmle", &listmle_cuda);
+  m.impl("listmle_and_grads", &listmle_and_grads_cuda);
   m.impl("pld_loss", &pld_loss_cuda);
   m.impl("pld_loss_backward", &pld_loss_backward_cuda);
   m.impl("pld_loss_and_grads", &pld_loss_and_grads_cuda);
