@@ -1,6 +1,6 @@
 // The CUDA simulator's one header: compile a .cu file with
-//   g++ -std=c++20 -x c++ -DKDOPS_SIM -include csrc/sim/cuda_sim.h -fno-extern-tls-init \
-//       -isystem csrc/sim/include ...
+//   g++ -std=c++20 -x c++ -DKDOPS_SIM -include csrc/sim/cuda_sim.h -fno-extern-tls-init
+//       -isystem csrc/sim/include ...   (one command line)
 // (csrc/sim/include: empty <mma.h>, <cuda_fp16.h>, ... so that .cu files include them unchanged)
 // and link csrc/sim/*.cpp (they compile with or without these flags) and -ldl. Each CUDA thread
 // then runs as a fiber on the CPU, with checks for barrier divergence, bad warp collectives and
