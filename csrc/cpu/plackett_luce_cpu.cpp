@@ -406,15 +406,17 @@ std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cpu(
   return {grad_scores, grad_weights};
 }
 
-std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores,
-                                               const at::Tensor& relevance,
-                                               const c10::optional<at::Tensor>& lengths,
-                                               c10::optional<int64_t> top_k,
-                                               c10::string_view reduction) {
+// listmle, and with_grad: the gradient plackett_luce_loss_backward gives on its ranking at an
+// upstream gradient of 1, from the same scan (listmle_and_grads). Returns loss, ranking and the
+// gradient ([0, n] without with_grad).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_rows(
+    const at::Tensor& scores, const at::Tensor& relevance, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction, bool with_grad) {
   const auto red = parse_reduction(reduction);
   const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
   const at::Tensor rel = relevance_arg(relevance, rows.scores);
   at::Tensor ranking = at::empty({rows.B, rows.n}, rows.scores.options().dtype(at::kLong));
+  at::Tensor grad_scores = at::empty({with_grad ? rows.B : 0, rows.n}, rows.scores.options());
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
                                   "listmle_cpu", [&] {
@@ -422,33 +424,7 @@ std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores,
     const auto v = rows.view<scalar_t>();
     const scalar_t* rel_p = rel.data_ptr<scalar_t>();
     int64_t* pi_p = ranking.data_ptr<int64_t>();
-    loss = reduce_rows<scalar_t>(v.B, v.n, red, rows.scores.options(),
-                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
-      int64_t* row_pi = pi_p + b * v.n;
-      rank_by_key(rel_p + b * v.n, v.length(b), v.n, -1, row_pi, scratch);
-      return pl_row_loss<acc_t>(v.row(b), row_pi, v.length(b), v.terms(b), UnitWeights<acc_t>{},
-                                scratch);
-    });
-  });
-  return {loss, ranking};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cpu(
-    const at::Tensor& scores, const at::Tensor& relevance, const c10::optional<at::Tensor>& lengths,
-    c10::optional<int64_t> top_k, c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const auto rows = pl_rows_args(scores, lengths, top_k, "scores");
-  const at::Tensor rel = relevance_arg(relevance, rows.scores);
-  at::Tensor ranking = at::empty({rows.B, rows.n}, rows.scores.options().dtype(at::kLong));
-  at::Tensor grad_scores = at::empty({rows.B, rows.n}, rows.scores.options());
-  at::Tensor loss;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scores.scalar_type(),
-                                  "listmle_and_grads_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto v = rows.view<scalar_t>();
-    const scalar_t* rel_p = rel.data_ptr<scalar_t>();
-    int64_t* pi_p = ranking.data_ptr<int64_t>();
-    scalar_t* gs = grad_scores.data_ptr<scalar_t>();
+    scalar_t* gs = with_grad ? grad_scores.data_ptr<scalar_t>() : nullptr;
     const acc_t g = unit_row_grad<acc_t>(red, v.B);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, rows.scores.options(),
                                  [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
@@ -456,42 +432,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cpu(
       const int64_t len = v.length(b), K = v.terms(b);
       rank_by_key(rel_p + b * v.n, len, v.n, -1, row_pi, scratch);
       const acc_t row_loss = pl_row_loss<acc_t>(v.row(b), row_pi, len, K, UnitWeights<acc_t>{}, scratch);
-      pl_row_grad<acc_t>(row_pi, len, v.n, K, UnitWeights<acc_t>{}, g, scratch, gs + b * v.n);
+      if (gs != nullptr) pl_row_grad<acc_t>(row_pi, len, v.n, K, UnitWeights<acc_t>{}, g, scratch, gs + b * v.n);
       return row_loss;
     });
   });
   return {loss, ranking, grad_scores};
 }
 
-// --- pld_loss ---------------------------------------------------------------------------------
-
-std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student,
-                                                const at::Tensor& teacher,
-                                                const at::Tensor& target, double temperature,
-                                                c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const auto a = pld_args(student, teacher, target, temperature);
-  at::Tensor ranking = at::empty({a.rows.B, a.rows.n}, a.rows.scores.options().dtype(at::kLong));
-  at::Tensor loss;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
-                                  "pld_loss_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto v = a.rows.view<scalar_t>();
-    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
-    const int64_t* target_p = a.target.data_ptr<int64_t>();
-    int64_t* pi_p = ranking.data_ptr<int64_t>();
-    const acc_t inv_t = static_cast<acc_t>(1.0 / a.temperature);
-    loss = reduce_rows<scalar_t>(v.B, v.n, red, a.rows.scores.options(),
-                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
-      const scalar_t* t_row = t_p + b * v.n;
-      int64_t* row_pi = pi_p + b * v.n;
-      rank_by_key(t_row, v.n, v.n, target_p[b], row_pi, scratch);
-      return pl_row_loss<acc_t>(v.row(b), row_pi, v.n, v.n,
-                                teacher_weights(t_row, row_pi, v.n, inv_t, scratch), scratch);
-    });
-  });
-  return {loss, ranking};
+std::tuple<at::Tensor, at::Tensor> listmle_cpu(const at::Tensor& scores, const at::Tensor& relevance,
+                                               const c10::optional<at::Tensor>& lengths,
+                                               c10::optional<int64_t> top_k, c10::string_view reduction) {
+  auto out = listmle_rows(scores, relevance, lengths, top_k, reduction, false);
+  return {std::get<0>(out), std::get<1>(out)};
 }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cpu(
+    const at::Tensor& scores, const at::Tensor& relevance, const c10::optional<at::Tensor>& lengths,
+    c10::optional<int64_t> top_k, c10::string_view reduction) {
+  return listmle_rows(scores, relevance, lengths, top_k, reduction, true);
+}
+
+// --- pld_loss ---------------------------------------------------------------------------------
 
 // d loss / d t_c = (1/T) w_c (term_c - loss) through the softmax weights, times the upstream g:
 // scale = g / T, into the row's columns pi_k.
@@ -542,25 +503,28 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
   return {grad_student, grad_teacher};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cpu(
+// pld_loss, and with_grads: the gradients pld_loss_backward gives at an upstream gradient of 1
+// (the teacher's when teacher_grad), from the same teacher softmax and scan (pld_loss_and_grads).
+// Returns loss, ranking, d student ([0, n] without with_grads), d teacher ([0, n] unless asked).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_rows(
     const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& target,
-    double temperature, c10::string_view reduction, bool teacher_grad) {
+    double temperature, c10::string_view reduction, bool with_grads, bool teacher_grad) {
   const auto red = parse_reduction(reduction);
   const auto a = pld_args(student, teacher, target, temperature);
   const auto opts = a.rows.scores.options();
   at::Tensor ranking = at::empty({a.rows.B, a.rows.n}, opts.dtype(at::kLong));
-  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
-  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor grad_student = at::empty({with_grads ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({with_grads && teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
-                                  "pld_loss_and_grads_cpu", [&] {
+                                  "pld_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.rows.view<scalar_t>();
     const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
     const int64_t* target_p = a.target.data_ptr<int64_t>();
     int64_t* pi_p = ranking.data_ptr<int64_t>();
-    scalar_t* gs = grad_student.data_ptr<scalar_t>();
-    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs = with_grads ? grad_student.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gt = with_grads && teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
     const acc_t inv_t = static_cast<acc_t>(1.0 / a.temperature);
     const acc_t g = unit_row_grad<acc_t>(red, v.B);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
@@ -572,11 +536,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cp
       const acc_t* terms = row_terms(v.n, scratch);
       const acc_t row_loss = weighted_sum(v.n, w, terms);
       if (gt != nullptr) pld_teacher_grad(row_pi, v.n, g * inv_t, w, terms, row_loss, gt + b * v.n);
-      pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);  // after terms: it overwrites e
+      if (gs != nullptr) pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);  // after terms: it overwrites e
       return row_loss;
     });
   });
   return {loss, ranking, grad_student, grad_teacher};
+}
+
+std::tuple<at::Tensor, at::Tensor> pld_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
+                                                const at::Tensor& target, double temperature,
+                                                c10::string_view reduction) {
+  auto out = pld_rows(student, teacher, target, temperature, reduction, false, false);
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cpu(
+    const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& target,
+    double temperature, c10::string_view reduction, bool teacher_grad) {
+  return pld_rows(student, teacher, target, temperature, reduction, true, teacher_grad);
 }
 
 // --- listwise_kd_loss -------------------------------------------------------------------------
@@ -658,29 +635,6 @@ acc_t kd_row_loss(acc_t scale, acc_t kl, int64_t len) {
   return len == 0 ? acc_t(0) : scale * kl;
 }
 
-at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
-                                const c10::optional<at::Tensor>& lengths, double ts, double tt,
-                                c10::string_view reduction) {
-  const auto red = parse_reduction(reduction);
-  const auto a = kd_args(student, teacher, lengths, ts, tt);
-  at::Tensor loss;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
-                                  "listwise_kd_loss_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto v = a.rows.view<scalar_t>();
-    const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
-    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
-    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);
-    loss = reduce_rows<scalar_t>(v.B, v.n, red, a.rows.scores.options(),
-                                 [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
-      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
-      const KDRow<acc_t> row(s, t, v.length(b), inv_ts, inv_tt, scratch);
-      return kd_row_loss(scale, row_kl(row, v.length(b)), v.length(b));
-    });
-  });
-  return loss;
-}
-
 std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
     const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher,
     const c10::optional<at::Tensor>& lengths, double ts, double tt, c10::string_view reduction,
@@ -712,35 +666,52 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
   return {grad_student, grad_teacher};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> listwise_kd_loss_and_grads_cpu(
+// listwise_kd_loss, and with_grads: the gradients listwise_kd_loss_backward gives at an upstream
+// gradient of 1 (the teacher's when teacher_grad), from the same two softmaxes
+// (listwise_kd_loss_and_grads). Returns loss, d student ([0, n] without with_grads), d teacher.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kd_rows(
     const at::Tensor& student, const at::Tensor& teacher, const c10::optional<at::Tensor>& lengths,
-    double ts, double tt, c10::string_view reduction, bool teacher_grad) {
+    double ts, double tt, c10::string_view reduction, bool with_grads, bool teacher_grad) {
   const auto red = parse_reduction(reduction);
   const auto a = kd_args(student, teacher, lengths, ts, tt);
   const auto opts = a.rows.scores.options();
-  at::Tensor grad_student = at::empty({a.rows.B, a.rows.n}, opts);
-  at::Tensor grad_teacher = at::empty({teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor grad_student = at::empty({with_grads ? a.rows.B : 0, a.rows.n}, opts);
+  at::Tensor grad_teacher = at::empty({with_grads && teacher_grad ? a.rows.B : 0, a.rows.n}, opts);
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.rows.scores.scalar_type(),
-                                  "listwise_kd_loss_and_grads_cpu", [&] {
+                                  "listwise_kd_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto v = a.rows.view<scalar_t>();
     const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
-    scalar_t* gs = grad_student.data_ptr<scalar_t>();
-    scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gs = with_grads ? grad_student.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gt = with_grads && teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
     const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
     const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
-    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);  // as listwise_kd_loss_cpu
+    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);
     const acc_t g = unit_row_grad<acc_t>(red, v.B);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const int64_t len = v.length(b);
       const KDRow<acc_t> row(v.row(b), t_p + b * v.n, len, inv_ts, inv_tt, scratch);
       const acc_t kl = row_kl(row, len);
-      kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+      if (gs != nullptr) {
+        kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+      }
       return kd_row_loss(scale, kl, len);
     });
   });
   return {loss, grad_student, grad_teacher};
+}
+
+at::Tensor listwise_kd_loss_cpu(const at::Tensor& student, const at::Tensor& teacher,
+                                const c10::optional<at::Tensor>& lengths, double ts, double tt,
+                                c10::string_view reduction) {
+  return std::get<0>(kd_rows(student, teacher, lengths, ts, tt, reduction, false, false));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> listwise_kd_loss_and_grads_cpu(
+    const at::Tensor& student, const at::Tensor& teacher, const c10::optional<at::Tensor>& lengths,
+    double ts, double tt, c10::string_view reduction, bool teacher_grad) {
+  return kd_rows(student, teacher, lengths, ts, tt, reduction, true, teacher_grad);
 }
 
 }  // namespace
