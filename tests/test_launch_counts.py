@@ -19,7 +19,8 @@ ops = torch.ops.kdops_sim
 NOT_LAUNCHES = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::as_strided",
                 "aten::reshape", "aten::_reshape_alias", "aten::expand", "aten::unsqueeze", "aten::alias",
                 "aten::detach", "aten::to", "aten::resize_"}
-LENGTHS_CHECK = ["aten::ge", "aten::le", "aten::logical_and_", "aten::all", "aten::_assert_async"]
+# lengths / PLD target in range: per-row flags the kernel writes, asserted on the device
+INDEX_FLAGS = ["aten::all", "aten::_assert_async"]
 
 
 def counted(fn) -> tuple[int, list[str]]:
@@ -51,15 +52,23 @@ ONE = torch.tensor(1.0)
 SP, SN, TP, TN = (torch.randn(B, generator=g) for _ in range(4))
 IN_ORDER = torch.arange(N).repeat(B, 1)  # a permutation of every row's valid prefix, whatever its length
 
+LONG = 300  # past the warp-per-row kernels' 256 items: a block per row
+SL, TL = torch.randn(B, LONG, generator=g), torch.randn(B, LONG, generator=g)
+PERML = torch.stack([torch.randperm(LONG, generator=g) for _ in range(B)])
+
 # name: (call, kernels, torch ops). Why each is there:
 #   zeros (margin_mse): the grid sum's arrival counter, zeroed before the one kernel.
-#   zeros (plackett_luce_loss): the permutation check's bitmap (the user's ranking only);
-#     all + _assert_async: the per-row permutation flags asserted on the device (no host read).
-#   LENGTHS_CHECK / target check: lengths in [0, n], target in [0, C), asserted on the device.
+#   all + _assert_async (plackett_luce_loss): the per-row permutation flags its kernel writes,
+#     asserted on the device (no host read); zeros: the long rows' permutation bitmap (rows of up
+#     to 256 items keep it in the warp's shared memory).
+#   INDEX_FLAGS: lengths in [0, n], target in [0, C), flagged per row by the kernel that reads
+#     them and asserted on the device (a range check of their own took ge, le, logical_and_, all
+#     and the assert).
 #   mean / sum: the per-row losses reduced ('none' needs none).
-#   listmle / pld_loss: 2 kernels, the in-block sort (the ranking) then the loss.
-#   *_and_grads: the forward op's kernels and torch ops, `ones` (the unit upstream gradient),
-#     then the backward op's: the argument checks run twice (a fused kernel is still to write).
+#   Plackett-Luce family, rows of up to 256 items: one kernel computes everything the call asks
+#     for (ranking, loss, gradients); *_and_grads is the forward's call plus the gradients, in the
+#     same kernel. Longer rows: a ranking kernel (listmle / pld_loss), then the loss kernel or, for
+#     *_and_grads and the backward ops, the gradient kernel, which also sums the loss.
 CASES = {
     "margin_mse mean": (lambda: ops.margin_mse(S, T, None, "mean"), 1, ["aten::zeros"]),
     "margin_mse none": (lambda: ops.margin_mse(S, T, None, "none"), 1, ["aten::zeros"]),
@@ -67,22 +76,29 @@ CASES = {
     "margin_mse_pairwise sum": (lambda: ops.margin_mse_pairwise(SP, SN, TP, TN, "sum"), 1, ["aten::zeros"]),
     "margin_mse_pairwise_backward mean": (lambda: ops.margin_mse_pairwise_backward(ONE, SP, SN, TP, TN, "mean"), 1, []),
     "plackett_luce_loss mean": (lambda: ops.plackett_luce_loss(S, PERM, None, None, None, "mean"), 1,
-                                ["aten::_assert_async", "aten::all", "aten::mean", "aten::zeros"]),
+                                ["aten::_assert_async", "aten::all", "aten::mean"]),
     "plackett_luce_loss lengths none": (lambda: ops.plackett_luce_loss(S, IN_ORDER, None, LEN, None, "none"), 1,
-                                        LENGTHS_CHECK + ["aten::_assert_async", "aten::all", "aten::zeros"]),
+                                        INDEX_FLAGS + ["aten::_assert_async", "aten::all"]),
+    "plackett_luce_loss long rows mean": (lambda: ops.plackett_luce_loss(SL, PERML, None, None, None, "mean"), 1,
+                                          ["aten::_assert_async", "aten::all", "aten::mean", "aten::zeros"]),
     "plackett_luce_loss_backward mean": (lambda: ops.plackett_luce_loss_backward(ONE, S, PERM, T, None, None, "mean", True), 1, []),
-    "listmle sum": (lambda: ops.listmle(S, T, None, 3, "sum"), 2, ["aten::sum"]),
-    "listmle lengths mean": (lambda: ops.listmle(S, T, LEN, None, "mean"), 2, LENGTHS_CHECK + ["aten::mean"]),
-    "pld_loss mean": (lambda: ops.pld_loss(S, T, TARGET, 2.0, "mean"), 2, LENGTHS_CHECK + ["aten::mean"]),
+    "listmle sum": (lambda: ops.listmle(S, T, None, 3, "sum"), 1, ["aten::sum"]),
+    "listmle lengths mean": (lambda: ops.listmle(S, T, LEN, None, "mean"), 1, INDEX_FLAGS + ["aten::mean"]),
+    "listmle long rows sum": (lambda: ops.listmle(SL, TL, None, None, "sum"), 2, ["aten::sum"]),
+    "pld_loss mean": (lambda: ops.pld_loss(S, T, TARGET, 2.0, "mean"), 1, INDEX_FLAGS + ["aten::mean"]),
     "pld_loss_backward mean": (lambda: ops.pld_loss_backward(ONE, S, T, PERM, 2.0, "mean", True), 1, []),
     "listwise_kd_loss mean": (lambda: ops.listwise_kd_loss(S, T, None, 1.0, 2.0, "mean"), 1, ["aten::mean"]),
+    "listwise_kd_loss long rows mean": (lambda: ops.listwise_kd_loss(SL, TL, None, 1.0, 2.0, "mean"), 1, ["aten::mean"]),
     "listwise_kd_loss_backward lengths none": (lambda: ops.listwise_kd_loss_backward(torch.ones(B), S, T, LEN, 1.0, 2.0, "none", True), 1,
-                                               LENGTHS_CHECK),
-    "listwise_kd_loss_and_grads lengths mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, LEN, 1.0, 2.0, "mean", True), 2,
-                                                2 * LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
-    "listmle_and_grads sum": (lambda: ops.listmle_and_grads(S, T, None, 3, "sum"), 3, ["aten::ones", "aten::sum"]),
-    "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 3,
-                                LENGTHS_CHECK + ["aten::mean", "aten::ones"]),
+                                               INDEX_FLAGS),
+    "listwise_kd_loss_and_grads lengths mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, LEN, 1.0, 2.0, "mean", True), 1,
+                                                INDEX_FLAGS + ["aten::mean"]),
+    "listmle_and_grads sum": (lambda: ops.listmle_and_grads(S, T, None, 3, "sum"), 1, ["aten::sum"]),
+    "listmle_and_grads long rows sum": (lambda: ops.listmle_and_grads(SL, TL, None, None, "sum"), 2, ["aten::sum"]),
+    "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 1,
+                                INDEX_FLAGS + ["aten::mean"]),
+    "pld_loss_and_grads long rows mean": (lambda: ops.pld_loss_and_grads(SL, TL, TARGET, 2.0, "mean", True), 2,
+                                          INDEX_FLAGS + ["aten::mean"]),
 }
 
 

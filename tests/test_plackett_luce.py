@@ -197,11 +197,13 @@ def test_listwise_kd_matches_reference(device, dtype, batch, n, scale, padded, t
     + [(n, dtype) for n in (20, 50, 100, 200, 300) for dtype in FLOAT_DTYPES if dtype != torch.float32],
 )
 def test_rows_across_the_warp_block_and_long_sorts_match_reference(cpu_isa, device, n, dtype):
-    """The CUDA ranking sorts rows of up to 256 items in one warp's registers (1, 2, 4 or 8 keys
-    a lane), longer rows in a block's shared memory, and rows past 4096 float keys by at::sort
-    (the CPU: its radix sort): sizes either side of each switch, 9 rows (more than the 8 warps of
-    a block), lengths 0, 1, half and full, graded (tied) keys, a -inf key, top_k, and PLD targets
-    that may sit in the padding or be a full row's last item."""
+    """On CUDA a row of up to 256 items is one warp's (its ranking sorted in registers, 1, 2, 4
+    or 8 keys a lane, its scans warp-wide), a longer row a block's (ranking sorted in shared
+    memory, rows past 4096 float keys by at::sort); the CPU sorts up to 128 keys in a sorting
+    network, longer rows by radix sort: sizes either side of each switch, 9 rows (more than the 8
+    warps of a block), lengths 0, 1, half and full, graded (tied) keys, a -inf key, top_k, PLD
+    targets that may sit in the padding or be a full row's last item, a user's ranking with
+    weights (plackett_luce_loss), and listwise KD."""
     batch = 9
     scores = _scores((batch, n), dtype, device, 1.0, n).requires_grad_()
     teacher = _scores((batch, n), dtype, device, 1.0, n + 1, ties=True)
@@ -218,6 +220,20 @@ def test_rows_across_the_warp_block_and_long_sorts_match_reference(cpu_isa, devi
         lambda s, t: kdops.pld_loss(s, t, target, 2.0, "none"),
         lambda s, t: reference.pld_loss(s, t, target, 2.0, "none"),
         [scores, teacher.clamp(min=-1e4)], dtype, scale=n * 8, grad_seed=3,
+    )
+    ranking = _ranking(lengths, batch, n, device, n + 2)
+    weights = _scores((batch, n), dtype, device, 1.0, n + 3).abs().requires_grad_()
+    _check(
+        lambda s, w: kdops.plackett_luce_loss(s, ranking, w, lengths, top_k, "none"),
+        lambda s, w: reference.plackett_luce_loss(s, ranking, w, lengths, top_k, "none"),
+        [scores, weights], dtype, scale=n * 8, grad_seed=4,
+    )
+    _check(
+        lambda s, t: kdops.listwise_kd_loss(s, t, student_temperature=2.0, teacher_temperature=0.5,
+                                            lengths=lengths, reduction="none"),
+        lambda s, t: reference.listwise_kd_loss(s, t, student_temperature=2.0, teacher_temperature=0.5,
+                                                lengths=lengths, reduction="none"),
+        [scores, teacher.clamp(min=-1e4).requires_grad_()], dtype, scale=n * 8, grad_seed=5,
     )
 
 
@@ -301,19 +317,21 @@ def test_opcheck(device, requires_grad, reduction):
 @devices
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("teacher_grad", [False, True])
-def test_listwise_kd_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad):
+@pytest.mark.parametrize("n", [40, 300])
+def test_listwise_kd_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad, n):
     """The op the Autograd forward runs when an input requires grad gives, bit for bit, the loss
     of listwise_kd_loss and the gradients of listwise_kd_loss_backward at an upstream gradient of
-    1; the autograd gradients are those times the upstream gradient."""
-    student, teacher = torch.randn(9, 40, device=device), torch.randn(9, 40, device=device) * 3
-    lengths = torch.tensor([40, 0, 1, 17, 40, 39, 33, 2, 40], device=device)
+    1; the autograd gradients are those times the upstream gradient. On CUDA rows of up to 256
+    items take a warp each, longer ones a block: n is on both sides."""
+    student, teacher = torch.randn(9, n, device=device), torch.randn(9, n, device=device) * 3
+    lengths = torch.tensor([n, 0, 1, 17, n, n - 1, 33, 2, n], device=device)
     namespace = ops()
     loss, grad_s, grad_t = namespace.listwise_kd_loss_and_grads(student, teacher, lengths, 2.0, 0.5, reduction, teacher_grad)
     assert torch.equal(loss, namespace.listwise_kd_loss(student, teacher, lengths, 2.0, 0.5, reduction))
     ones = torch.ones(loss.shape, device=device)
     want_s, want_t = namespace.listwise_kd_loss_backward(ones, student, teacher, lengths, 2.0, 0.5, reduction, teacher_grad)
     assert torch.equal(grad_s, want_s) and torch.equal(grad_t, want_t)
-    assert grad_t.shape == ((9, 40) if teacher_grad else (0, 40))
+    assert grad_t.shape == ((9, n) if teacher_grad else (0, n))
     _check_autograd_scales_unit_grads(
         lambda s, t: kdops.listwise_kd_loss(s, t, lengths=lengths, student_temperature=2.0, teacher_temperature=0.5,
                                             reduction=reduction),
@@ -323,11 +341,12 @@ def test_listwise_kd_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gr
 @devices
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("teacher_grad", [False, True])
-def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad):
+@pytest.mark.parametrize("n", [150, 300])
+def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, teacher_grad, n):
     """As for listwise KD: pld_loss_and_grads gives pld_loss's loss and ranking and
     pld_loss_backward's gradients at an upstream gradient of 1, bit for bit."""
-    student, teacher = torch.randn(7, 150, device=device), _scores((7, 150), torch.float32, device, 1.0, 3, ties=True)
-    target = torch.tensor([0, 149, 75, 3, 3, 100, 20], device=device)
+    student, teacher = torch.randn(7, n, device=device), _scores((7, n), torch.float32, device, 1.0, 3, ties=True)
+    target = torch.tensor([0, n - 1, 75, 3, 3, 100, 20], device=device)
     namespace = ops()
     loss, ranking, grad_s, grad_t = namespace.pld_loss_and_grads(student, teacher, target, 2.0, reduction, teacher_grad)
     want_loss, want_ranking = namespace.pld_loss(student, teacher, target, 2.0, reduction)
@@ -335,7 +354,7 @@ def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(d
     ones = torch.ones(loss.shape, device=device)
     want_s, want_t = namespace.pld_loss_backward(ones, student, teacher, ranking, 2.0, reduction, teacher_grad)
     assert torch.equal(grad_s, want_s) and torch.equal(grad_t, want_t)
-    assert grad_t.shape == ((7, 150) if teacher_grad else (0, 150))
+    assert grad_t.shape == ((7, n) if teacher_grad else (0, n))
     _check_autograd_scales_unit_grads(
         lambda s, t: kdops.pld_loss(s, t, target, 2.0, reduction), student, teacher, teacher_grad, loss, want_s, want_t,
         reduction)
@@ -343,11 +362,12 @@ def test_pld_loss_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(d
 
 @devices
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_listmle_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction):
+@pytest.mark.parametrize("n", [70, 300])
+def test_listmle_and_grads_is_the_forward_and_the_backward_at_a_unit_gradient(device, reduction, n):
     """As for listwise KD: listmle_and_grads gives listmle's loss and ranking and the gradient of
     plackett_luce_loss_backward on that ranking at an upstream gradient of 1, bit for bit."""
-    scores, relevance = torch.randn(9, 70, device=device), _scores((9, 70), torch.float32, device, 1.0, 4, ties=True)
-    lengths = torch.tensor([70, 0, 1, 17, 70, 69, 33, 2, 64], device=device)
+    scores, relevance = torch.randn(9, n, device=device), _scores((9, n), torch.float32, device, 1.0, 4, ties=True)
+    lengths = torch.tensor([n, 0, 1, 17, n, n - 1, 33, 2, 64], device=device)
     namespace = ops()
     loss, ranking, grad = namespace.listmle_and_grads(scores, relevance, lengths, 20, reduction)
     want_loss, want_ranking = namespace.listmle(scores, relevance, lengths, 20, reduction)

@@ -103,21 +103,24 @@ def test_shuffled_thread_and_block_orders_give_bit_identical_results(case, dtype
 
 def test_shuffles_cover_multi_block_reductions_and_long_rows():
     """The paths the small random cases do not take: Margin-MSE's grid sum over many blocks, the
-    per-row block scans over several tiles, the at::sort path of long rows (n > 4096) and the
-    warp-per-row sort of rows over two blocks."""
+    per-row block scans over several tiles, the at::sort path of long rows (n > 4096), listwise
+    KD's block per row, and the warp-per-row kernels (8 keys a lane: sort, scans, permutation
+    check, gradients) of rows over two blocks."""
     g = torch.Generator().manual_seed(3)
     student, teacher = torch.randn(700, 9, generator=g), torch.randn(700, 9, generator=g)
     scores, relevance = torch.randn(3, 5000, generator=g), torch.randint(0, 4, (3, 5000), generator=g).float()
     target = torch.tensor([4999, 0, 17])
-    # 9 rows of 200: the warp-per-row sort (8 keys a lane) over two blocks of 8 warps.
+    # 9 rows of 200: a warp per row (8 keys a lane) over two blocks of 8 warps.
     warp_scores, warp_relevance = torch.randn(9, 200, generator=g), torch.randint(0, 4, (9, 200), generator=g).float()
+    warp_ranking = torch.stack([torch.randperm(200, generator=g) for _ in range(9)])
 
     def run():
         s, sc = student.clone().requires_grad_(), scores.clone().requires_grad_()
         outs = [kdops.margin_mse(s, teacher, reduction="sum"), kdops.listmle(sc, relevance, top_k=700),
-                kdops.pld_loss(sc, relevance, target, temperature=0.5)]
+                kdops.pld_loss(sc, relevance, target, temperature=0.5), kdops.listwise_kd_loss(sc, relevance)]
         ws = warp_scores.clone().requires_grad_()
-        outs.append(kdops.listmle(ws, warp_relevance))
+        outs += [kdops.listmle(ws, warp_relevance), kdops.plackett_luce_loss(ws, warp_ranking),
+                 kdops.listwise_kd_loss(ws, warp_relevance)]
         grads = torch.autograd.grad(sum(o for o in outs), [s, sc, ws])
         return [o.detach() for o in outs] + list(grads)
 

@@ -2,9 +2,11 @@
 // raw-pointer views the CPU and CUDA kernels read.
 //
 // Value checks on index tensors (lengths in [0, n], target in [0, C)) read host tensors on the
-// host; in device memory they are device-side asserts (no sync), and the kernels clamp the
-// values they read, so they stay memory-safe before the assert fires. Whether a user's ranking
-// is a permutation is checked inside the forward kernel of plackett_luce_loss.
+// host. In device memory (the CUDA ops, kernels_check_indices) the kernels that read them check
+// them: each flags its rows and the op asserts the flags on the device (no sync, one reduction
+// instead of a range check's four ops); the kernels clamp the values they read, so they stay
+// memory-safe before the assert fires. Whether a user's ranking is a permutation is checked
+// inside the forward kernel of plackett_luce_loss in the same way.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,15 +34,25 @@ struct PLRowsArgs {
   }
 };
 
+inline std::string index_range_message(const char* name, const char* what, int64_t lo, int64_t hi) {
+  return std::string(name) + " must hold " + what + " in [" + std::to_string(lo) + ", " +
+         std::to_string(hi) + "]";
+}
+
+// The messages of the index checks a CUDA kernel makes (see the header comment).
+inline std::string lengths_message(int64_t n) { return index_range_message("lengths", "row lengths", 0, n); }
+inline std::string target_message(int64_t n) { return index_range_message("target", "class indices", 0, n - 1); }
+
 // Integer values of t (any shape) lie in [lo, hi]: read on the host for host tensors, a
-// device-side assert (assert_on_device) for device memory.
+// device-side assert (assert_on_device) for device memory, or nothing there where
+// `kernels_check` (the kernels that read t check it; see the header comment).
 inline void check_index_range(const at::Tensor& t, int64_t lo, int64_t hi, const char* name,
-                              const char* what) {
+                              const char* what, bool kernels_check) {
   if (t.numel() == 0) return;
   if (is_device_memory(t)) {
-    assert_on_device(t.ge(lo).logical_and_(t.le(hi)).all(),
-                     std::string(name) + " must hold " + what + " in [" + std::to_string(lo) +
-                         ", " + std::to_string(hi) + "]");
+    if (!kernels_check) {
+      assert_on_device(t.ge(lo).logical_and_(t.le(hi)).all(), index_range_message(name, what, lo, hi));
+    }
     return;
   }
   const auto [min, max] = at::aminmax(t);
@@ -56,7 +68,8 @@ inline void check_integer(const at::Tensor& t, const char* name) {
 
 // scores [B, n] with optional lengths [B] (integers in [0, n]) and top_k >= 1.
 inline PLRowsArgs pl_rows_args(const at::Tensor& scores, const c10::optional<at::Tensor>& lengths,
-                               c10::optional<int64_t> top_k, const char* name) {
+                               c10::optional<int64_t> top_k, const char* name,
+                               bool kernels_check_indices = false) {
   check_floating(scores, name);
   check_dim(scores, 2, name, "[B, n]");
   const int64_t B = scores.size(0), n = scores.size(1);
@@ -71,7 +84,7 @@ inline PLRowsArgs pl_rows_args(const at::Tensor& scores, const c10::optional<at:
     check_same_device(*lengths, scores, "lengths", name);
     TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == B, "lengths must be [B] = [", B,
                       "], got shape ", lengths->sizes());
-    check_index_range(*lengths, 0, n, "lengths", "row lengths");
+    check_index_range(*lengths, 0, n, "lengths", "row lengths", kernels_check_indices);
     len = lengths->to(at::kLong).contiguous();
   }
   return {scores.contiguous(), len, B, n, top_k.has_value() ? std::min(*top_k, n) : n};
@@ -120,7 +133,7 @@ struct PLDArgs {
 };
 
 inline PLDArgs pld_args(const at::Tensor& student, const at::Tensor& teacher,
-                        const at::Tensor& target, double temperature) {
+                        const at::Tensor& target, double temperature, bool kernels_check_indices = false) {
   auto rows = pl_rows_args(student, c10::nullopt, c10::nullopt, "student_logits");
   TORCH_CHECK_VALUE(rows.n >= 1, "student_logits must hold at least one class, got shape ",
                     student.sizes());
@@ -129,7 +142,7 @@ inline PLDArgs pld_args(const at::Tensor& student, const at::Tensor& teacher,
   check_same_device(target, student, "target", "student_logits");
   TORCH_CHECK_VALUE(target.dim() == 1 && target.size(0) == rows.B, "target must be [B] = [",
                     rows.B, "], got shape ", target.sizes());
-  check_index_range(target, 0, rows.n - 1, "target", "class indices");
+  check_index_range(target, 0, rows.n - 1, "target", "class indices", kernels_check_indices);
   return {rows, t, target.to(at::kLong).contiguous(), temperature_arg(temperature, "temperature")};
 }
 
@@ -141,8 +154,9 @@ struct KDArgs {
 };
 
 inline KDArgs kd_args(const at::Tensor& student, const at::Tensor& teacher,
-               const c10::optional<at::Tensor>& lengths, double ts, double tt) {
-  auto rows = pl_rows_args(student, lengths, c10::nullopt, "student");
+               const c10::optional<at::Tensor>& lengths, double ts, double tt,
+               bool kernels_check_indices = false) {
+  auto rows = pl_rows_args(student, lengths, c10::nullopt, "student", kernels_check_indices);
   return {rows, like_arg(teacher, rows.scores, "teacher", "student"),
           temperature_arg(ts, "student_temperature"), temperature_arg(tt, "teacher_temperature")};
 }

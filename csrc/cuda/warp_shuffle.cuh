@@ -42,6 +42,12 @@ __device__ __forceinline__ T shfl_down(const T& v, unsigned delta) {
   return shuffle_words(v, [delta](unsigned w) { return __shfl_down_sync(kFullWarp, w, delta); });
 }
 
+// The value of lane src_lane (a broadcast when every lane names the same one).
+template <typename T>
+__device__ __forceinline__ T shfl_from(const T& v, int src_lane) {
+  return shuffle_words(v, [src_lane](unsigned w) { return __shfl_sync(kFullWarp, w, src_lane); });
+}
+
 // The value of lane (lane ^ mask).
 template <typename T>
 __device__ __forceinline__ T shfl_xor(const T& v, int mask) {

@@ -1,0 +1,74 @@
+// Device helpers of the Plackett-Luce family's kernels, a block per row
+// (plackett_luce_kernels.cu, listwise_kd_kernels.cu) and a warp per row
+// (plackett_luce_warp_kernels.cu, listwise_kd_kernels.cu). Math: common/plackett_luce.h.
+#pragma once
+
+#include <cstdint>
+
+#include "common/plackett_luce.h"
+#include "common/reduction.h"
+#include "cuda/plackett_luce_kernels.h"
+
+namespace kdops::cuda::plackett_luce {
+
+struct LSEMerge {
+  template <typename acc_t>
+  __device__ LogSumExp<acc_t> operator()(const LogSumExp<acc_t>& a, const LogSumExp<acc_t>& b) const {
+    return a.merged(b);
+  }
+};
+
+struct AffineThen {
+  template <typename acc_t>
+  __device__ Affine<acc_t> operator()(const Affine<acc_t>& a, const Affine<acc_t>& b) const {
+    return a.then(b);
+  }
+};
+
+// The upstream gradient of row b's loss: grad (a scalar, or [B] for 'none'), or 1 where grad is
+// nullptr (the *_and_grads ops), divided by B for 'mean'.
+template <typename scalar_t, typename acc_t>
+__device__ acc_t row_upstream(const scalar_t* grad, Reduction reduction, int64_t b, int64_t B) {
+  const acc_t g = grad == nullptr ? acc_t(1) : static_cast<acc_t>(grad[reduction == Reduction::None ? b : 0]);
+  return reduction == Reduction::Mean ? g / static_cast<acc_t>(B > 0 ? B : 1) : g;
+}
+
+// Item pi[k] of a row of n items, clamped into [0, n): rankings the kernel does not check stay
+// inside the row.
+__device__ inline int64_t item_of(const int64_t* pi, int64_t k, int64_t n) {
+  const int64_t i = pi[k];
+  return i < 0 ? 0 : (i >= n ? n - 1 : i);
+}
+
+// Whether row b's user-given indices are in range: lengths[b] in [0, n], first[b] (PLD's target)
+// in [0, n). The kernels read them clamped, so an unchecked value stays inside the row; the op
+// asserts the flags on the device (plackett_luce_inputs.h).
+template <typename scalar_t>
+__device__ bool row_args_ok(const PLRowsView<scalar_t>& v, const int64_t* first, int64_t b) {
+  const bool length_ok = v.lengths == nullptr || (v.lengths[b] >= 0 && v.lengths[b] <= v.n);
+  const bool first_ok = first == nullptr || (first[b] >= 0 && first[b] < v.n);
+  return length_ok && first_ok;
+}
+
+// w_k of a row: 1, weights[b, k], or softmax(teacher[b] / T)[pi_k] (PLD), given the row's
+// log sum exp(teacher[b] / T) in lse_t (set per row by the kernel, which reduces it block- or warp-wide).
+template <typename scalar_t, typename acc_t>
+struct DeviceWeights {
+  WeightMode mode;
+  const scalar_t* values;  // weights or teacher [B, n]
+  acc_t inv_t;
+  acc_t lse_t;
+
+  __device__ acc_t at(int64_t b, int64_t n, int64_t k, int64_t item) const {
+    if (mode == WeightMode::Unit) return 1;
+    if (mode == WeightMode::Position) return static_cast<acc_t>(values[b * n + k]);
+    return fast_exp(static_cast<acc_t>(values[b * n + item]) * inv_t - lse_t);
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+DeviceWeights<scalar_t, acc_t> device_weights(const PLRowsCall<scalar_t, acc_t>& c) {
+  return {c.mode, c.values, static_cast<acc_t>(1.0 / c.temperature), acc_t(0)};
+}
+
+}  // namespace kdops::cuda::plackett_luce

@@ -1,0 +1,178 @@
+// Plackett-Luce family, rows of at most kMaxWarpRowItems items: one warp per row (8 rows per
+// 256-thread block), the whole row in the warp's registers in warp_sort.cuh's blocked layout
+// (lane l holds positions l * kItems ..). One kernel does what a call asks for, in one launch:
+// the ranking (ListMLE's, PLD's: sorted in registers, warp_sort.cuh), or the given one read and,
+// for plackett_luce_loss's forward, checked to be a permutation; the reversed log-sum-exp scan and
+// the row's loss; the gradient's affine scan of C_j and the gradients. A block per row, as for
+// longer rows (plackett_luce_kernels.cu), left 3 of 4 warps idle on a 64-item ListMLE row and
+// needed a second launch and a global scratch row between the scans. Math: common/plackett_luce.h.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "cuda/block_reduce.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/plackett_luce_device.cuh"
+#include "cuda/warp_scan.cuh"
+#include "cuda/warp_sort.cuh"
+
+namespace kdops::cuda::plackett_luce {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = kThreads / kWarpSize;
+constexpr int kBitmapWords = static_cast<int>(kMaxWarpRowItems / 32);
+
+// Warp-wide: whether the given ranking row pi[0..len) is a permutation of 0..len-1 (a bitmap in
+// the warp's shared words, set with integer atomics: a repeated item finds its bit set).
+template <int kItems>
+__device__ bool warp_is_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap) {
+  const int lane = threadIdx.x % kWarpSize;
+  if (lane < kBitmapWords) bitmap[lane] = 0;
+  __syncwarp();
+  bool bad = false;
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t k = lane * kItems + t;
+    if (k >= len) continue;
+    const int64_t i = pi[k];
+    if (i < 0 || i >= len) {
+      bad = true;
+    } else {
+      const unsigned int bit = 1u << (i & 31);
+      bad |= (atomicOr(bitmap + (i >> 5), bit) & bit) != 0;
+    }
+  }
+  return !__any_sync(kFullWarp, bad);
+}
+
+template <typename scalar_t, typename acc_t, int kItems>
+__global__ void __launch_bounds__(kThreads)
+    warp_pl_rows_kernel(PLRowsCall<scalar_t, acc_t> c, DeviceWeights<scalar_t, acc_t> w) {
+  using K = RankKeyOf<acc_t>;
+  using key_t = typename K::type;
+  __shared__ unsigned int bitmaps[kRowsPerBlock][kBitmapWords];
+  const int64_t b = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (b >= c.v.B) return;  // the whole warp (its row is past the last): no lane left to shuffle with
+  const int lane = threadIdx.x % kWarpSize;
+  if (c.args_ok != nullptr && lane == 0) c.args_ok[b] = row_args_ok(c.v, c.first, b);
+  const int64_t n = c.v.n, len = c.v.length(b), terms = c.v.terms(b);
+  int64_t* pi = c.ranking + b * n;
+
+  // item[t]: the item at position k = lane * kItems + t (k < n).
+  int64_t item[kItems];
+  if (c.keys != nullptr) {
+    const int64_t forced = c.first == nullptr ? -1 : c.first[b];
+    key_t key[kItems];
+#pragma unroll
+    for (int t = 0; t < kItems; ++t) {
+      const int64_t i = lane * kItems + t;
+      key[t] = i >= len ? K::padding(i)
+                        : (i == forced ? K::first(i) : K::make(static_cast<acc_t>(c.keys[b * n + i]), i));
+    }
+    warp_bitonic_sort<kItems>(key);  // keys are distinct: the order is the block sort's
+#pragma unroll
+    for (int t = 0; t < kItems; ++t) {
+      const int64_t k = lane * kItems + t;
+      item[t] = K::index(key[t]);
+      if (k < n) pi[k] = item[t];
+    }
+  } else {
+    if (c.row_ok != nullptr) {
+      const bool ok = warp_is_permutation<kItems>(pi, len, bitmaps[threadIdx.x / kWarpSize]);
+      if (lane == 0) c.row_ok[b] = ok;
+      if (!ok) return;  // the whole warp; the op's device-side assert fails the call
+    }
+#pragma unroll
+    for (int t = 0; t < kItems; ++t) {
+      const int64_t k = lane * kItems + t;
+      item[t] = k < n ? item_of(pi, k, n) : 0;
+    }
+  }
+
+  if (w.mode == WeightMode::Teacher) {  // PLD: log sum exp(teacher[b] / T) over the row's classes
+    LogSumExp<acc_t> local;
+#pragma unroll
+    for (int t = 0; t < kItems; ++t) {
+      const int64_t i = lane * kItems + t;
+      if (i < n) local = local.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(w.values[b * n + i]) * w.inv_t));
+    }
+    w.lse_t = warp_all_reduce(local, LSEMerge()).value();
+  }
+
+  // x_k = s[pi_k], lse_k = log sum_{j >= k} exp(x_j) (a suffix scan), w_k, and the row's loss.
+  const scalar_t* s = c.v.row(b);
+  acc_t x[kItems], lse[kItems], wk[kItems];
+  LogSumExp<acc_t> suffix[kItems];
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t k = lane * kItems + t;
+    x[t] = k < len ? static_cast<acc_t>(s[item[t]]) : acc_t(0);
+    suffix[t] = k < len ? LogSumExp<acc_t>::item(x[t]) : LogSumExp<acc_t>();
+  }
+  warp_suffix_scan<kItems>(suffix, LSEMerge());
+  acc_t local = 0;
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t k = lane * kItems + t;
+    lse[t] = suffix[t].value();
+    wk[t] = k < terms ? w.at(b, n, k, item[t]) : acc_t(0);
+    if (k < terms) local += wk[t] * (lse[t] - x[t]);
+  }
+  const acc_t loss = warp_all_reduce(local, SumOp());
+  if (c.row_loss != nullptr && lane == 0) c.row_loss[b] = loss;
+  if (c.grad_scores == nullptr) return;
+
+  // grad s[pi_j] = g (C_j p_j - w_j [j<K]), C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K]: C_j is the
+  // b of the maps {a: 1 - p_{j-1} = exp(lse_j - lse_{j-1}), b: w_j} composed in position order.
+  const acc_t g = row_upstream<scalar_t, acc_t>(c.grad, c.reduction, b, c.v.B);
+  const acc_t lse_before = shfl_up(lse[kItems - 1], 1);  // position lane * kItems - 1
+  Affine<acc_t> map[kItems];
+  acc_t p[kItems];
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t k = lane * kItems + t;
+    p[t] = 0;
+    if (k < len) {
+      const acc_t lse_prev = t == 0 ? lse_before : lse[t - 1];
+      map[t] = {k == 0 ? acc_t(0) : fast_exp(shifted(lse[t], lse_prev)), wk[t]};
+      p[t] = fast_exp(shifted(x[t], lse[t]));
+    }
+  }
+  warp_inclusive_scan<kItems>(map, AffineThen());
+  scalar_t* grad_scores = c.grad_scores + b * n;
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t k = lane * kItems + t;
+    if (k < len) grad_scores[item[t]] = static_cast<scalar_t>(g * pl_score_grad(map[t].b, p[t], wk[t]));
+    if (k >= len && k < n) grad_scores[k] = scalar_t(0);  // the padding items (k as an item)
+    if (c.grad_weights != nullptr && k < n) {
+      c.grad_weights[b * n + k] = static_cast<scalar_t>(k < terms ? g * (lse[t] - x[t]) : acc_t(0));
+    }
+    // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
+    if (c.grad_teacher != nullptr && k < n) {
+      c.grad_teacher[b * n + item[t]] = static_cast<scalar_t>(g * w.inv_t * wk[t] * ((lse[t] - x[t]) - loss));
+    }
+  }
+}
+
+}  // namespace
+
+template <typename scalar_t, typename acc_t>
+void warp_rows(const PLRowsCall<scalar_t, acc_t>& c, LaunchTarget on) {
+  const int64_t blocks = (c.v.B + kRowsPerBlock - 1) / kRowsPerBlock;
+  const auto run = [&](auto kernel) { launch(kernel, blocks, kThreads, 0, on.stream, c, device_weights(c)); };
+  const int64_t n = c.v.n;
+  if (n <= kWarpSize) run(warp_pl_rows_kernel<scalar_t, acc_t, 1>);
+  else if (n <= 2 * kWarpSize) run(warp_pl_rows_kernel<scalar_t, acc_t, 2>);
+  else if (n <= 4 * kWarpSize) run(warp_pl_rows_kernel<scalar_t, acc_t, 4>);
+  else run(warp_pl_rows_kernel<scalar_t, acc_t, 8>);
+}
+
+static_assert(kMaxWarpRowItems == 8 * kWarpSize, "warp_rows: at most 8 positions a lane");
+
+#define KDOPS_INSTANTIATE(scalar_t, acc_t) \
+  template void warp_rows<scalar_t, acc_t>(const PLRowsCall<scalar_t, acc_t>&, LaunchTarget);
+KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE)
+#undef KDOPS_INSTANTIATE
+
+}  // namespace kdops::cuda::plackett_luce
