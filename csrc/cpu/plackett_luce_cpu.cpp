@@ -144,12 +144,14 @@ KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, 
   // The shifts in a loop of their own, so that no product x_i * scale is shared with the
   // comparison below and kept rounded: each shift may then be one fused multiply-add.
   for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
+  // `&` and a bit-mask select, not `&&` and a branch: GCC's vectoriser if-converts those only
+  // with AVX-512's mask registers, and the AVX2 clone ran this loop (the exps) scalar.
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    acc_t shift = shifted[i];
-    if (static_cast<acc_t>(x[i]) * scale == max && std::abs(shift) > acc_t(0.5)) shift = 0;
-    shifted[i] = shift;
-    prob[i] = fast_exp(shift);  // after shifted[i]: the two may be one array
+    const acc_t shift = shifted[i];
+    const bool pin = (static_cast<acc_t>(x[i]) * scale == max) & (std::abs(shift) > acc_t(0.5));
+    shifted[i] = zero_where(pin, shift);
+    prob[i] = fast_exp(shifted[i]);  // after shifted[i]: the two may be one array
   }
   const double total = row_sum_double(prob, len);
   const acc_t inv = static_cast<acc_t>(1 / total);
