@@ -38,7 +38,11 @@ GRAD_ITEM = 24  # per item: 2-3 exp, the weight, the gradient, its scattered sto
 HBM_LATENCY_CYCLES = 600  # assumed latency of a global load that misses L2
 BARRIER_CYCLES = 40  # assumed cost of a __syncthreads in a block of 256 threads
 SHUFFLE_LATENCY_CYCLES = 30  # assumed dependent-shuffle latency (a scan step)
-WARPS_PER_SM = 32  # assumed resident warps (registers of the 8-keys-a-lane kernel: ~64 a thread)
+# Registers a thread of the warp-per-row kernel (float, sm_90, by keys a lane), from
+# benchmarks/results/static/kernels.md; they set the resident blocks of 256 threads an SM.
+WARP_KERNEL_REGISTERS = {1: 32, 2: 40, 4: 60, 8: 97}
+KD_REGISTERS = 40  # listwise_kd_rows_kernel, float, warp and block teams
+SM_REGISTERS, MAX_BLOCKS_PER_SM = 65536, 8
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,21 @@ def hbm_bytes(s: ListShape) -> float:
     return read + ranking + grad + backward
 
 
+def _items(s: ListShape) -> int:
+    """Keys a lane of the warp-per-row kernel: 1, 2, 4 or 8."""
+    return 1 << max(0, math.ceil(math.log2(_ceil(s.n, 32))))
+
+
+def _resident_warps(s: ListShape) -> int:
+    """Warps an SM holds, by the kernel's registers (blocks of 256 threads)."""
+    registers = KD_REGISTERS if s.op == "kd" else WARP_KERNEL_REGISTERS[min(_items(s), 8)]
+    blocks = min(MAX_BLOCKS_PER_SM, SM_REGISTERS // (registers * BLOCK_THREADS))
+    return blocks * BLOCK_THREADS // 32
+
+
 def _warp_row(s: ListShape) -> tuple[float, float]:
     """(warp instructions, latency cycles) of one row computed by one warp (n <= 256)."""
-    items = 1 << max(0, math.ceil(math.log2(_ceil(s.n, 32))))  # keys a lane: 1, 2, 4, 8
+    items = _items(s)
     log = int(math.log2(32 * items))
     stages = log * (log + 1) // 2
     cross = sum(1 for k in range(1, log + 1) for j in range(k) if (1 << j) >= items)
@@ -129,10 +145,9 @@ def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
     """(seconds, bound, launches) of a fwd+bwd step."""
     warp_rows = s.n <= WARP_ROW_ITEMS
     instr, latency = (_warp_row if warp_rows else _block_row)(s)
-    if warp_rows:
-        in_flight = gpu.sms * WARPS_PER_SM  # a row a warp
-    else:
-        in_flight = gpu.sms * (WARPS_PER_SM * 32 // BLOCK_THREADS)  # a row a block
+    in_flight = gpu.sms * _resident_warps(s)  # a row a warp
+    if not warp_rows:
+        in_flight //= BLOCK_THREADS // 32  # a row a block
     times = {
         "HBM": hbm_bytes(s) / (gpu.hbm_peak * gpu.hbm_share),
         "issue": s.rows * instr / (gpu.schedulers * gpu.sms) / gpu.clock_hz,
