@@ -10,10 +10,13 @@ namespace kdops::cuda {
 
 // Call from every thread of every block with the block's totals (valid in thread 0, e.g. from
 // block_sum). Returns true in exactly one block, the last to arrive, whose thread 0 then holds
-// the grid totals in *sum and *count. `done` must be zero before the launch.
+// the grid totals in *sum and *count. `done` must be zero before the launch; nullptr for a grid
+// of one block, whose totals are the grid's (no partials, no counter to zero before the launch:
+// the same bits as the partials' path, which adds zeros to the one partial).
 template <int kThreads, typename acc_t>
 __device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long long* partial_count,
                          unsigned int* done) {
+  if (done == nullptr) return true;
   __shared__ bool is_last;
   if (threadIdx.x == 0) {
     partial_sum[blockIdx.x] = sum;

@@ -24,16 +24,23 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   at::Tensor loss = at::empty({}, opts);
   at::Tensor count = at::empty({}, opts.dtype(at::kLong));
   const int64_t blocks = margin_mse::forward_blocks(a.B * a.N);
-  at::Tensor done = at::zeros({1}, opts.dtype(at::kInt));
+  // The grid sum's partials and arrival counter (zeroed: a launch); a grid of one block (up to
+  // 2048 terms) needs neither.
+  const bool grid = blocks > 1;
+  at::Tensor done = grid ? at::zeros({1}, opts.dtype(at::kInt)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "margin_mse_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    at::Tensor partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
-    at::Tensor partial_count = at::empty({blocks}, opts.dtype(at::kLong));
+    at::Tensor partial_sum, partial_count;
+    if (grid) {
+      partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
+      partial_count = at::empty({blocks}, opts.dtype(at::kLong));
+    }
     margin_mse::forward<scalar_t, acc_t>(
         a.view<scalar_t>(), reduction, per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
-        partial_sum.data_ptr<acc_t>(), reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()),
-        reinterpret_cast<unsigned int*>(done.data_ptr<int>()), loss.data_ptr<scalar_t>(),
+        grid ? partial_sum.data_ptr<acc_t>() : nullptr,
+        grid ? reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()) : nullptr,
+        grid ? reinterpret_cast<unsigned int*>(done.data_ptr<int>()) : nullptr, loss.data_ptr<scalar_t>(),
         count.data_ptr<int64_t>(), blocks, launch_target());
   });
   return {reduction == Reduction::None ? per_term : loss, count};
