@@ -147,6 +147,19 @@ PLResult run_pl(const PLRequest& r) {
   return out;
 }
 
+// A backward op's request r: the gradients (no loss) of its given ranking at the upstream
+// gradient `grad` (checked by the op), the values' too when values_grad.
+std::tuple<at::Tensor, at::Tensor> pl_gradients(PLRequest r, const at::Tensor& grad, Reduction reduction,
+                                                bool values_grad) {
+  r.loss = false;
+  r.grads = true;
+  r.grad = grad;
+  r.reduction = reduction;
+  r.values_grad = values_grad;
+  PLResult out = run_pl(r);
+  return {out.grad_scores, out.grad_values};
+}
+
 // --- ops --------------------------------------------------------------------------------------
 
 at::Tensor plackett_luce_loss_cuda(const at::Tensor& scores, const at::Tensor& ranking,
@@ -182,13 +195,7 @@ std::tuple<at::Tensor, at::Tensor> plackett_luce_loss_backward_cuda(
     r.mode = WeightMode::Position;
   }
   TORCH_CHECK_VALUE(!weights_grad || r.values.defined(), "weights_grad needs weights");
-  r.loss = false;
-  r.grads = true;
-  r.grad = grad;
-  r.reduction = red;
-  r.values_grad = weights_grad;
-  PLResult out = run_pl(r);
-  return {out.grad_scores, out.grad_values};
+  return pl_gradients(r, grad, red, weights_grad);
 }
 
 // ListMLE's request: the ranking by relevance, the loss, and the gradient when `grads` (at an
@@ -261,13 +268,7 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cuda(
   r.values = like_arg(teacher, rows.scores, "teacher_logits", "student_logits");
   r.temperature = temperature_arg(temperature, "temperature");
   r.ranking = ranking_arg(ranking, rows.scores, "ranking");
-  r.loss = false;
-  r.grads = true;
-  r.grad = grad;
-  r.reduction = red;
-  r.values_grad = teacher_grad;
-  PLResult out = run_pl(r);
-  return {out.grad_scores, out.grad_values};
+  return pl_gradients(r, grad, red, teacher_grad);
 }
 
 // pld_loss and pld_loss_backward's gradients at an upstream gradient of 1, from the same kernel

@@ -40,6 +40,16 @@ __device__ inline int64_t item_of(const int64_t* pi, int64_t k, int64_t n) {
   return i < 0 ? 0 : (i >= n ? n - 1 : i);
 }
 
+// One entry of a permutation check: whether pi[k] lies outside [0, len) or its item's bit in
+// bitmap (zeroed words of the row) is already set, setting it (integer atomics: a repeated item
+// finds its bit set, whichever thread comes first).
+__device__ inline bool bad_ranking_entry(const int64_t* pi, int64_t k, int64_t len, unsigned int* bitmap) {
+  const int64_t i = pi[k];
+  if (i < 0 || i >= len) return true;
+  const unsigned int bit = 1u << (i & 31);
+  return (atomicOr(bitmap + (i >> 5), bit) & bit) != 0;
+}
+
 // Whether row b's user-given indices are in range: lengths[b] in [0, n], first[b] (PLD's target)
 // in [0, n). The kernels read them clamped, so an unchecked value stays inside the row; the op
 // asserts the flags on the device (plackett_luce_inputs.h).

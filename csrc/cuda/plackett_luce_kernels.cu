@@ -111,15 +111,7 @@ __device__ void block_teacher_lse(DeviceWeights<scalar_t, acc_t>& w, int64_t b, 
 // zeroed words); written to *row_ok.
 __device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap, bool* row_ok) {
   bool bad = false;
-  for (int64_t k = threadIdx.x; k < len; k += kThreads) {
-    const int64_t i = pi[k];
-    if (i < 0 || i >= len) {
-      bad = true;
-    } else {
-      const unsigned int bit = 1u << (i & 31);
-      bad |= (atomicOr(bitmap + (i >> 5), bit) & bit) != 0;
-    }
-  }
+  for (int64_t k = threadIdx.x; k < len; k += kThreads) bad |= bad_ranking_entry(pi, k, len, bitmap);
   bad = __syncthreads_or(bad);
   if (threadIdx.x == 0) *row_ok = !bad;
   return !bad;

@@ -23,7 +23,7 @@ constexpr int kRowsPerBlock = kThreads / kWarpSize;
 constexpr int kBitmapWords = static_cast<int>(kMaxWarpRowItems / 32);
 
 // Warp-wide: whether the given ranking row pi[0..len) is a permutation of 0..len-1 (a bitmap in
-// the warp's shared words, set with integer atomics: a repeated item finds its bit set).
+// the warp's shared words).
 template <int kItems>
 __device__ bool warp_is_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap) {
   const int lane = threadIdx.x % kWarpSize;
@@ -33,14 +33,7 @@ __device__ bool warp_is_permutation(const int64_t* pi, int64_t len, unsigned int
 #pragma unroll
   for (int t = 0; t < kItems; ++t) {
     const int64_t k = lane * kItems + t;
-    if (k >= len) continue;
-    const int64_t i = pi[k];
-    if (i < 0 || i >= len) {
-      bad = true;
-    } else {
-      const unsigned int bit = 1u << (i & 31);
-      bad |= (atomicOr(bitmap + (i >> 5), bit) & bit) != 0;
-    }
+    if (k < len) bad |= bad_ranking_entry(pi, k, len, bitmap);
   }
   return !__any_sync(kFullWarp, bad);
 }
