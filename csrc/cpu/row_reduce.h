@@ -6,6 +6,7 @@
 // CPU rounds it alike; a reduction's follows the vector width of the clone the loader picked.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
