@@ -1,6 +1,6 @@
-// The maximum and the sum over a contiguous row, in 64-byte vectors of GCC's vector extensions
-// (compiled to AVX-512, AVX2 or SSE2 registers in each clone of cpu_clones.h), ending in a fixed
-// tree over the lanes. An `omp simd reduction` ends instead by combining its lanes one after
+// The maximum and the sum over a contiguous row, in the lanes of a 64-byte vector of GCC's vector
+// extensions (compiled to AVX-512, AVX2 or SSE2 registers in each clone of cpu_clones.h), ending
+// in a fixed tree over the lanes. An `omp simd reduction` ends instead by combining its lanes one after
 // the other through the stack: 16 dependent operations, which cost more than the rest of a
 // 32-item row (ListMLE, listwise KD at n = 32). The sum's order is fixed by this code, so every
 // CPU rounds it alike; a reduction's follows the vector width of the clone the loader picked.
@@ -18,78 +18,76 @@
 
 namespace kdops::cpu {
 
-template <typename T>
-struct Lanes;
-template <>
-struct Lanes<float> {
-  typedef float type __attribute__((vector_size(64)));
-  typedef int32_t index __attribute__((vector_size(64)));
-  static constexpr int kCount = 16;
-};
-template <>
-struct Lanes<double> {
-  typedef double type __attribute__((vector_size(64)));
-  typedef int64_t index __attribute__((vector_size(64)));
-  static constexpr int kCount = 8;
+// T's vector of kBytes (one lane when kBytes = sizeof(T)).
+template <typename T, int kBytes>
+struct VecOf {
+  typedef T type __attribute__((vector_size(kBytes)));
 };
 
-// Lane l of the result is lane l ^ half of v: the partner at distance `half` in the tree.
-template <typename T, int kHalf>
-inline __attribute__((always_inline)) typename Lanes<T>::type partner(typename Lanes<T>::type v) {
-  typename Lanes<T>::index idx;
-  for (int l = 0; l < Lanes<T>::kCount; ++l) idx[l] = l ^ kHalf;
-  return __builtin_shuffle(v, idx);
+// combine over the lanes of v: lane l with l + W/2, then + W/4, ..., + 1, as the lower half with
+// the upper one, halving the vector each step.
+template <typename T, int kBytes, typename Combine>
+inline __attribute__((always_inline)) T lane_tree(typename VecOf<T, kBytes>::type v, const Combine& combine) {
+  if constexpr (kBytes == sizeof(T)) {
+    return v[0];
+  } else {
+    typename VecOf<T, kBytes / 2>::type lo, hi;
+    std::memcpy(&lo, &v, kBytes / 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + kBytes / 2, kBytes / 2);
+    return lane_tree<T, kBytes / 2>(combine(lo, hi), combine);
+  }
 }
 
-// combine over the lanes of v: lane l with l + W/2, then + W/4, ..., + 1.
-template <typename T, typename Combine>
-inline __attribute__((always_inline)) T lane_tree(typename Lanes<T>::type v, const Combine& combine) {
-  if constexpr (Lanes<T>::kCount == 16) v = combine(v, partner<T, 8>(v));
-  v = combine(v, partner<T, 4>(v));
-  v = combine(v, partner<T, 2>(v));
-  v = combine(v, partner<T, 1>(v));
-  return v[0];
-}
-
-template <typename T>
-inline __attribute__((always_inline)) typename Lanes<T>::type load_lanes(const T* p) {
-  typename Lanes<T>::type v;
+template <typename V, typename T>
+inline __attribute__((always_inline)) V load_lanes(const T* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
+// The order of both reductions is that of one 64-byte vector of W lanes (lane l takes items
+// l, l + W, ...; then the tree), held as its two 32-byte halves: whole registers on AVX2 and
+// AVX-512 alike. As one 64-byte generic vector, GCC moved it through the stack in the AVX2 clone
+// and scalarised the max's select there.
+
 // max_i x_i * scale, -inf for len = 0; NaN items are skipped (std::max(running, item) semantics).
 template <typename T>
 inline __attribute__((always_inline)) T scaled_row_max(const T* x, int64_t len, T scale) {
-  using V = typename Lanes<T>::type;
-  constexpr int W = Lanes<T>::kCount;
-  const auto vmax = [](V a, V b) { return b > a ? b : a; };
-  V run = V{} - std::numeric_limits<T>::infinity();
+  using H = typename VecOf<T, 32>::type;
+  constexpr int W = 64 / sizeof(T), kHalf = W / 2;
+  const auto vmax = [](auto a, auto b) { return b > a ? b : a; };
+  H lo = H{} - std::numeric_limits<T>::infinity(), hi = lo;
   int64_t i = 0;
-  for (; i + W <= len; i += W) run = vmax(run, load_lanes(x + i) * scale);
-  T max = lane_tree<T>(run, vmax);
+  for (; i + W <= len; i += W) {
+    lo = vmax(lo, load_lanes<H>(x + i) * scale);
+    hi = vmax(hi, load_lanes<H>(x + i + kHalf) * scale);
+  }
+  T max = lane_tree<T, 32>(vmax(lo, hi), vmax);
   for (; i < len; ++i) max = std::max(max, x[i] * scale);
   return max;
 }
 
-// sum_i x_i in double: whole vectors into double lanes, the tree, then the last items in order.
+// sum_i x_i in double: lane l of 8 double lanes takes the items l (and l + 8 for float) of each
+// W items, then the tree, then the last items in order.
 template <typename T>
 inline __attribute__((always_inline)) double row_sum_double(const T* x, int64_t len) {
-  using D = Lanes<double>::type;
-  constexpr int W = Lanes<T>::kCount;
-  const auto add = [](D a, D b) { return a + b; };
-  D acc = D{};
+  using D = VecOf<double, 32>::type;
+  constexpr int W = 64 / sizeof(T);
+  const auto add = [](auto a, auto b) { return a + b; };
+  D lo = D{}, hi = D{};
   int64_t i = 0;
   for (; i + W <= len; i += W) {
-    const auto v = load_lanes(x + i);
     if constexpr (W == 16) {
-      acc += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), D) +
-             __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), D);
+      using F = VecOf<float, 16>::type;
+      const auto wide = [&](int64_t at) { return __builtin_convertvector(load_lanes<F>(x + at), D); };
+      lo += wide(i) + wide(i + 8);
+      hi += wide(i + 4) + wide(i + 12);
     } else {
-      acc += v;
+      lo += load_lanes<D>(x + i);
+      hi += load_lanes<D>(x + i + 4);
     }
   }
-  double total = lane_tree<double>(acc, add);
+  double total = lane_tree<double, 32>(lo + hi, add);
   for (; i < len; ++i) total += x[i];
   return total;
 }
