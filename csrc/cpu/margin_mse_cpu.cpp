@@ -1,7 +1,7 @@
 // Margin-MSE CPU kernels: one pass over the terms forward (loss and valid-term count together),
 // one pass over the rows backward. Math: common/margin_mse.h.
 //
-// Float multi-negative rows without a mask, reduced, run in AVX-512 masked vectors where the CPU
+// Float multi-negative rows without a mask, reduced, run in AVX-512 or AVX2 vectors where the CPU
 // has them (margin_mse_rows.h); everything else runs the loops below, cloned per ISA. Sums run
 // inside fixed-size chunks in a fixed order, so the float result does not depend on the thread
 // count (it may on the ISA path: KDOPS_CPU_ISA).
@@ -28,7 +28,7 @@ namespace {
 
 // The forward walks one negative column j at a time over a tile of rows (the tile's scores stay
 // in L1 while its columns are walked). The multi-negative form's strided loads stay scalar even
-// in the ISA clones; the pairwise form's unit stride vectorises. Stores go through
+// in the ISA clones; the pairwise form's unit stride vectorises (kUnitStride below). Stores go through
 // restrict-qualified function parameters only (GCC ignores restrict on local pointers): else a
 // store could alias the scores and the compiler would reload them after each one.
 constexpr int64_t kRowTile = 256;
@@ -36,26 +36,37 @@ constexpr int64_t kRowTile = 256;
 // Sum and valid count of column j's terms over the rows [b0, b1); per_term[b * N + j] written
 // when kPerTerm. Rows go round kLanes accumulators, summed in order at the end: independent
 // chains (one chain of dependent float adds would cost an add's latency per term) that the
-// compiler may also vectorise, and the same sum order whether it does or not.
-template <bool kMasked, bool kPerTerm, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v, int64_t j, int64_t b0,
-                                      int64_t b1, scalar_t* __restrict per_term) {
+// compiler may also vectorise, and the same sum order whether it does or not. The accumulators
+// are one vector of kLanes: as an array, GCC vectorises the row loop around them instead, with a
+// lane permutation per load.
+template <bool kMasked, bool kPerTerm, bool kUnitStride, typename scalar_t,
+          typename acc_t = at::opmath_type<scalar_t>>
+KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& view, int64_t j,
+                                                int64_t b0, int64_t b1, scalar_t* __restrict per_term) {
+  // kUnitStride (the pairwise form: N = 1, j = 0): a local copy whose strides are the constant 1,
+  // so the compiler sees unit-stride loads across rows and vectorises them; with the strides read
+  // at run time it runs them scalar.
+  MarginMSEView<scalar_t> v = view;
+  if constexpr (kUnitStride) v.pos_stride = v.neg_stride = 1, j = 0;
   constexpr int64_t kLanes = 8;
-  acc_t lane_sum[kLanes] = {};
+  typedef acc_t Lanes __attribute__((vector_size(kLanes * sizeof(acc_t))));
+  Lanes lane_sum = {};
   int64_t lane_count[kLanes] = {};
-  const auto add = [&](int64_t b, int64_t lane) {
+  const auto term = [&](int64_t b, int64_t lane) {
     const bool valid = !kMasked || v.valid(b, j);
     const acc_t r = v.template residual<acc_t>(b, j);
     const acc_t value = valid ? r * r : acc_t(0);
     if constexpr (kPerTerm) per_term[b * v.N + j] = static_cast<scalar_t>(value);
-    lane_sum[lane] += value;
     if constexpr (kMasked) lane_count[lane] += valid;
+    return value;
   };
   int64_t b = b0;
   for (; b + kLanes <= b1; b += kLanes) {
-    for (int64_t lane = 0; lane < kLanes; ++lane) add(b + lane, lane);
+    Lanes value;
+    for (int64_t lane = 0; lane < kLanes; ++lane) value[lane] = term(b + lane, lane);
+    lane_sum += value;
   }
-  for (int64_t lane = 0; b < b1; ++b, ++lane) add(b, lane);
+  for (int64_t lane = 0; b < b1; ++b, ++lane) lane_sum[lane] += term(b, lane);
   SumCount<acc_t> total{acc_t(0), kMasked ? 0 : b1 - b0};
   for (int64_t lane = 0; lane < kLanes; ++lane) {
     total.sum += lane_sum[lane];
@@ -64,32 +75,35 @@ KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v
   return total;
 }
 
-// Whether the multi-negative rows of this call run margin_mse_rows_*_avx512: float scores, no
-// mask, a reduced loss, more than one negative, and a CPU with AVX-512 (cpu_isa()).
+// The ISA whose hand-vectorised rows (margin_mse_rows.h) run the multi-negative rows of this call:
+// float scores, no mask, a reduced loss, more than one negative, and a CPU with AVX-512 or AVX2
+// (cpu_isa()); generic: the loops below.
 template <bool kMasked, bool kPerTerm, typename scalar_t>
-bool avx512_rows(const MarginMSEView<scalar_t>& v) {
-#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
+CpuIsa vector_rows(const MarginMSEView<scalar_t>& v) {
+#ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
   if constexpr (!kMasked && !kPerTerm && std::is_same_v<scalar_t, float>) {
-    return v.N > 1 && cpu_isa() == CpuIsa::avx512;
+    return v.N > 1 ? cpu_isa() : CpuIsa::generic;
   }
 #endif
-  return false;
+  return CpuIsa::generic;
 }
 
-// Sum and valid count of all terms: per chunk, tile by tile, column by column (or the AVX-512
+// Sum and valid count of all terms: per chunk, tile by tile, column by column (or the vector
 // rows, column sums then added in column order).
 template <bool kMasked, bool kPerTerm, typename scalar_t>
 SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& v,
                                                  scalar_t* per_term) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
+  const CpuIsa isa = vector_rows<kMasked, kPerTerm>(v);
+  const bool unit_stride = v.pos_stride == 1 && v.neg_stride == 1;  // hence N = 1
   return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
     SumCount<acc_t> total;
-#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
+#ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (avx512) {
+      if (isa != CpuIsa::generic) {
         std::vector<float> column_sum((v.N + 15) / 16 * 16, 0.0f);
-        margin_mse_rows_forward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, column_sum.data());
+        const auto rows = isa == CpuIsa::avx512 ? margin_mse_rows_forward_avx512 : margin_mse_rows_forward_avx2;
+        rows(v.student_pos, v.teacher_pos, v.N, b0, b1, column_sum.data());
         for (int64_t j = 0; j < v.N; ++j) total.sum += column_sum[j];
         total.count = (b1 - b0) * v.N;
         return total;
@@ -98,7 +112,11 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
 #endif
     for (int64_t t0 = b0; t0 < b1; t0 += kRowTile) {
       const int64_t t1 = std::min(b1, t0 + kRowTile);
-      for (int64_t j = 0; j < v.N; ++j) total += forward_column<kMasked, kPerTerm>(v, j, t0, t1, per_term);
+      if (unit_stride) {
+        total += forward_column<kMasked, kPerTerm, true>(v, 0, t0, t1, per_term);
+      } else {
+        for (int64_t j = 0; j < v.N; ++j) total += forward_column<kMasked, kPerTerm, false>(v, j, t0, t1, per_term);
+      }
     }
     return total;
   });
@@ -184,12 +202,13 @@ template <bool kMasked, bool kPerTerm, typename scalar_t>
 void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
                    at::opmath_type<scalar_t> shared, scalar_t* grad_pos, scalar_t* grad_neg,
                    int64_t stride) {
-  const bool avx512 = avx512_rows<kMasked, kPerTerm>(v);
+  const CpuIsa isa = vector_rows<kMasked, kPerTerm>(v);
   at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
-#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
+#ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (avx512) {  // grad_pos: the [B, 1+N] gradient's first column
-        return margin_mse_rows_backward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
+      if (isa != CpuIsa::generic) {  // grad_pos: the [B, 1+N] gradient's first column
+        const auto rows = isa == CpuIsa::avx512 ? margin_mse_rows_backward_avx512 : margin_mse_rows_backward_avx2;
+        return rows(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
       }
     }
 #endif

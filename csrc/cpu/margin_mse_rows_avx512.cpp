@@ -3,7 +3,7 @@
 // loops' do.
 #include "cpu/margin_mse_rows.h"
 
-#ifdef KDOPS_MARGIN_MSE_AVX512_ROWS
+#ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
 
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq")
 #pragma GCC optimize("fp-contract=off")
