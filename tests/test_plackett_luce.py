@@ -238,12 +238,13 @@ def test_rows_across_the_warp_block_and_long_sorts_match_reference(cpu_isa, devi
 
 
 @devices
-@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 100, 127, 128, 129, 300])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 100, 127, 128, 129, 300])
 def test_the_rankings_the_ops_return_are_the_stable_descending_sorts(cpu_isa, device, n):
     """The ranking listmle and pld_loss return (and their backward reads) is torch.sort's, stable
-    and descending, for row lengths either side of every sort's switch (the CPU's sorting network
-    takes 1, 2, 4, 8 or 16 vectors of 8 keys, up to 128; the radix sort beyond): graded keys
-    that tie often, padding columns in their own places after the valid items."""
+    and descending, for row lengths either side of every sort's switch (the CPU's sorting networks
+    take 1, 2, 4, 8 or 16 vectors of 8 keys (AVX-512) or 1 .. 32 of 4 (AVX2), up to 128; the radix
+    sort beyond): graded keys that tie often, padding columns in their own places after the valid
+    items."""
     batch = 6
     relevance = _scores((batch, n), torch.float32, device, 1.0, n, ties=True)
     relevance[0, n // 2] = float("-inf")

@@ -49,7 +49,7 @@ struct RowScratch {
   std::vector<double> rest, sum;
   std::vector<typename RankKeyOf<acc_t>::type> keys, keys_tmp;
   std::vector<uint8_t> seen;
-  bool sort_network = use_sort_network();
+  CpuIsa sort_network = sort_network_isa();
 };
 
 // The first row that failed a check, over all threads (the lowest, so the message is stable).

@@ -2,7 +2,7 @@
 // radix sort over the image, 8 bits per pass, skipping passes whose digit every key shares: keys
 // enter in index order, so stability keeps ties in index order. Several times faster than
 // std::sort for PLD's rows (C = 100..1000), with no comparison branches to mispredict. Short
-// float rows go to the AVX-512 sorting network (rank_sort_network.h) where the CPU has it.
+// float rows go to the AVX-512 or AVX2 sorting network (rank_sort_network.h) where the CPU has one.
 #pragma once
 
 #include <algorithm>
@@ -20,26 +20,31 @@ namespace kdops::cpu {
 // Below this many keys a comparison sort is cheaper than the radix histograms.
 constexpr size_t kRadixMinKeys = 16;
 
-// Whether short float rows go to the AVX-512 network: asked once per task of rows (RowScratch),
-// not per row, as cpu_isa() reads the environment.
-inline bool use_sort_network() {
-#ifdef KDOPS_RANK_SORT_NETWORK_AVX512
-  return cpu_isa() == CpuIsa::avx512;
+// The ISA of the network that sorts short float rows (generic: none), asked once per task of
+// rows (RowScratch), not per row, as cpu_isa() reads the environment.
+inline CpuIsa sort_network_isa() {
+#ifdef KDOPS_RANK_SORT_NETWORK
+  return cpu_isa();
 #else
-  return false;
+  return CpuIsa::generic;
 #endif
 }
 
 // Sorts keys ascending, i.e. by descending key value, ties to the lower index. tmp: scratch.
-// network: use_sort_network() of the call. Every path gives the same order (keys are distinct).
+// network: sort_network_isa() of the call. Every path gives the same order (keys are distinct).
 template <typename acc_t>
 void sort_rank_keys(std::vector<typename RankKeyOf<acc_t>::type>& keys,
-                    std::vector<typename RankKeyOf<acc_t>::type>& tmp, bool network) {
+                    std::vector<typename RankKeyOf<acc_t>::type>& tmp, CpuIsa network) {
   using K = RankKeyOf<acc_t>;
   const size_t n = keys.size();
-#ifdef KDOPS_RANK_SORT_NETWORK_AVX512
+#ifdef KDOPS_RANK_SORT_NETWORK
   if constexpr (std::is_same_v<typename K::type, uint64_t>) {
-    if (network && n <= kNetworkMaxKeys) return sort_rank_keys_network_avx512(keys.data(), n);
+    if (n <= kNetworkMaxKeys && network == CpuIsa::avx512) {
+      return sort_rank_keys_network_avx512(keys.data(), n);
+    }
+    if (n <= kNetworkMaxKeys && network == CpuIsa::avx2) {
+      return sort_rank_keys_network_avx2(keys.data(), n);
+    }
   }
 #endif
   if (n < kRadixMinKeys) {

@@ -5,7 +5,7 @@
 // pair lanes of one vector through a permutation, with a mask choosing which lane keeps the max.
 #include "cpu/rank_sort_network.h"
 
-#ifdef KDOPS_RANK_SORT_NETWORK_AVX512
+#ifdef KDOPS_RANK_SORT_NETWORK
 
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq")
 // GCC 12's permutation intrinsics start from an operand initialised from itself
