@@ -32,8 +32,8 @@ class MarginMSEFunction : public torch::autograd::Function<MarginMSEFunction> {
     const auto needs = ctx->saved_data["grads"].toBoolList();
     const c10::optional<at::Tensor> mask =
         saved[2].defined() ? c10::optional<at::Tensor>(saved[2]) : c10::nullopt;
-    const at::Tensor grad_student = op.call(grads[0], saved[0], saved[1], mask, saved[3],
-                                            ctx->saved_data["reduction"].toStringRef());
+    const at::Tensor grad_student = call_backward_op(
+        op, grads[0], saved[0], saved[1], mask, saved[3], ctx->saved_data["reduction"].toStringRef());
     return {if_needed(needs[0], grad_student), needs[1] ? -grad_student : at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
@@ -65,8 +65,8 @@ class MarginMSEPairwiseFunction : public torch::autograd::Function<MarginMSEPair
         const at::Tensor&, c10::string_view)>("margin_mse_pairwise_backward");
     const auto s = ctx->get_saved_variables();
     const auto needs = ctx->saved_data["grads"].toBoolList();
-    auto [grad_pos, grad_neg] =
-        op.call(grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["reduction"].toStringRef());
+    auto [grad_pos, grad_neg] = call_backward_op(op, grads[0], s[0], s[1], s[2], s[3],
+                                                 ctx->saved_data["reduction"].toStringRef());
     return {if_needed(needs[0], grad_pos), if_needed(needs[1], grad_neg),
             needs[2] ? -grad_pos : at::Tensor(), needs[3] ? -grad_neg : at::Tensor(), at::Tensor()};
   }

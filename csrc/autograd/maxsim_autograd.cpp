@@ -37,8 +37,8 @@ class MaxSimFunction : public torch::autograd::Function<MaxSimFunction> {
     const auto s = ctx->get_saved_variables();
     const auto needs = ctx->saved_data["grads"].toBoolList();
     auto [grad_Q, grad_D] =
-        op.call(grads[0], s[4], s[0], s[1], optional_of(s[2]), optional_of(s[3]),
-                ctx->saved_data["length_normalize"].toBool(), needs[0], needs[1]);
+        call_backward_op(op, grads[0], s[4], s[0], s[1], optional_of(s[2]), optional_of(s[3]),
+                         ctx->saved_data["length_normalize"].toBool(), needs[0], needs[1]);
     return {if_needed(needs[0], grad_Q), if_needed(needs[1], grad_D), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

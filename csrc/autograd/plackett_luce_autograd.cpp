@@ -48,9 +48,9 @@ class PlackettLuceFunction : public torch::autograd::Function<PlackettLuceFuncti
     const auto s = ctx->get_saved_variables();
     const auto needs = ctx->saved_data["grads"].toBoolList();
     auto [grad_scores, grad_weights] =
-        op.call(grads[0], s[0], s[1], optional_of(s[2]), optional_of(s[3]),
-                ctx->saved_data["top_k"].toOptional<int64_t>(),
-                ctx->saved_data["reduction"].toStringRef(), needs[1]);
+        call_backward_op(op, grads[0], s[0], s[1], optional_of(s[2]), optional_of(s[3]),
+                         ctx->saved_data["top_k"].toOptional<int64_t>(),
+                         ctx->saved_data["reduction"].toStringRef(), needs[1]);
     return {if_needed(needs[0], grad_scores), at::Tensor(), if_needed(needs[1], grad_weights),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
