@@ -28,8 +28,10 @@ def check_tensor(value: object, name: str) -> Tensor:
 
 
 def check_backend(tensor: Tensor, op: str) -> None:
-    """An actionable error, instead of the dispatcher's, for CUDA tensors in a CPU-only build."""
-    if tensor.device.type == "cuda":
+    """An actionable error, instead of the dispatcher's, for CUDA tensors in a CPU-only build.
+    ``is_cuda``, not ``device.type``: the latter builds a torch.device per call (0.4 us, a tenth of
+    a small op's Python cost)."""
+    if tensor.is_cuda:
         from kdops.ops import built_with_cuda
 
         if not built_with_cuda():
