@@ -2,11 +2,11 @@
 // that runs these kernels in CI cannot execute CUB's internals (inline PTX, architecture
 // dispatch), and one implementation that CI actually executes beats a GPU-only one nobody
 // has run. The combination order is fixed by the block size alone (a shuffle tree in each warp,
-// then the warp totals in warp order), so results are bit-identical from run to run whatever
-// the schedule.
+// warp_reduce of warp_scan.cuh, then the warp totals in warp order), so results are
+// bit-identical from run to run whatever the schedule.
 #pragma once
 
-#include "cuda/warp_shuffle.cuh"
+#include "cuda/warp_scan.cuh"
 
 namespace kdops::cuda {
 
@@ -25,12 +25,7 @@ __device__ T block_all_reduce(T v, Op op) {
   alignas(T) __shared__ unsigned char partial_bytes[kWarps * sizeof(T)];  // raw: T may have a constructor
   T* partial = reinterpret_cast<T*>(partial_bytes);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // Lane 0 ends with lanes 0..31 combined in a fixed tree (lanes past 31 only feed unused lanes).
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const T other = shfl_down(v, offset);
-    if (lane + offset < 32) v = op(v, other);
-  }
+  v = warp_reduce(v, op);  // lanes 0..31 combined in lane 0
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   T total = partial[0];

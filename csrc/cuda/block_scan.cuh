@@ -1,9 +1,10 @@
 // Block-wide inclusive scan carried across tiles, the project's own rather than cub::BlockScan
 // with a prefix callback (why: see block_reduce.cuh). Fixed combination order: a shuffle scan in
-// each warp, then the carry and the totals of the lower warps in warp order.
+// each warp (warp_scan_lanes of warp_scan.cuh), then the carry and the totals of the lower warps
+// in warp order.
 #pragma once
 
-#include "cuda/warp_shuffle.cuh"
+#include "cuda/warp_scan.cuh"
 
 namespace kdops::cuda {
 
@@ -18,11 +19,7 @@ __device__ T block_inclusive_scan(T v, Op op, T& carry) {
   alignas(T) __shared__ unsigned char total_bytes[kWarps * sizeof(T)];  // raw: T may have a constructor
   T* warp_total = reinterpret_cast<T*>(total_bytes);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) {
-    const T lower = shfl_up(v, offset);
-    if (lane >= offset) v = op(lower, v);
-  }
+  v = warp_scan_lanes(v, op);  // this warp's lanes 0..lane combined
   if (lane == 31) warp_total[warp] = v;
   __syncthreads();
   T before = carry;  // carry and the warps below this one

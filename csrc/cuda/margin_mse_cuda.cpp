@@ -14,6 +14,13 @@
 namespace kdops::cuda {
 namespace {
 
+// t's data, or null where t was never allocated (the kernels take null for an output or scratch
+// array they do without).
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction reduction) {
   const DeviceGuard guard(a.student_pos.device());
   const auto opts = a.student_pos.options();
@@ -37,10 +44,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
       partial_count = at::empty({blocks}, opts.dtype(at::kLong));
     }
     margin_mse::forward<scalar_t, acc_t>(
-        a.view<scalar_t>(), reduction, per_term.defined() ? per_term.data_ptr<scalar_t>() : nullptr,
-        grid ? partial_sum.data_ptr<acc_t>() : nullptr,
-        grid ? reinterpret_cast<long long*>(partial_count.data_ptr<int64_t>()) : nullptr,
-        grid ? reinterpret_cast<unsigned int*>(done.data_ptr<int>()) : nullptr, loss.data_ptr<scalar_t>(),
+        a.view<scalar_t>(), reduction, data_or_null<scalar_t>(per_term), data_or_null<acc_t>(partial_sum),
+        reinterpret_cast<long long*>(data_or_null<int64_t>(partial_count)),
+        reinterpret_cast<unsigned int*>(data_or_null<int>(done)), loss.data_ptr<scalar_t>(),
         count.data_ptr<int64_t>(), blocks, launch_target());
   });
   return {reduction == Reduction::None ? per_term : loss, count};

@@ -1,25 +1,45 @@
-// Warp-wide reductions and scans over a row held in one warp's registers in the blocked layout of
-// warp_sort.cuh: lane l holds positions l * kItems .. l * kItems + kItems - 1. The combination
-// order is fixed (in-lane in position order, then a shuffle tree or scan across lanes), so a
-// result is bit-identical from run to run whatever the schedule. op must be associative up to
-// rounding; it need not be commutative: its left operand always holds the lower positions. Every
-// lane of the warp must call.
+// Warp-wide reductions and scans: of one value a lane (warp_reduce, warp_scan_lanes, which the
+// block-wide ones of block_reduce.cuh and block_scan.cuh also build on), and of a row held in one
+// warp's registers in the blocked layout of warp_sort.cuh: lane l holds positions
+// l * kItems .. l * kItems + kItems - 1. The combination order is fixed (in-lane in position
+// order, then a shuffle tree or scan across lanes), so a result is bit-identical from run to run
+// whatever the schedule. op must be associative up to rounding; it need not be commutative: its
+// left operand always holds the lower positions (lanes). Every lane of the warp must call.
 #pragma once
 
 #include "cuda/warp_shuffle.cuh"
 
 namespace kdops::cuda {
 
-// op over v of the warp's 32 lanes, lane order, the result in every lane.
+// op over v of the warp's 32 lanes, lane order, the result in lane 0 from a fixed tree (the
+// other lanes end with partial combinations).
 template <typename T, typename Op>
-__device__ __forceinline__ T warp_all_reduce(T v, Op op) {
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
   const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     const T upper = shfl_down(v, offset);
     if (lane + offset < kWarpSize) v = op(v, upper);
   }
-  return shfl_from(v, 0);  // lane 0 holds lanes 0..31 combined
+  return v;
+}
+
+// op over v of the warp's 32 lanes, lane order, the result in every lane.
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_all_reduce(T v, Op op) {
+  return shfl_from(warp_reduce(v, op), 0);
+}
+
+// v of the lanes 0..lane combined, lane order (an inclusive scan across lanes).
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_scan_lanes(T v, Op op) {
+  const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+  for (int offset = 1; offset < kWarpSize; offset *= 2) {
+    const T lower = shfl_up(v, offset);
+    if (lane >= offset) v = op(lower, v);
+  }
+  return v;
 }
 
 // v[t] becomes v_0 . v_1 . ... . v_p, p = the position of v[t] (an inclusive prefix scan).
@@ -28,12 +48,7 @@ __device__ __forceinline__ void warp_inclusive_scan(T (&v)[kItems], Op op) {
   const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
   for (int t = 1; t < kItems; ++t) v[t] = op(v[t - 1], v[t]);
-  T lanes = v[kItems - 1];  // becomes the lanes 0..lane combined
-#pragma unroll
-  for (int offset = 1; offset < kWarpSize; offset *= 2) {
-    const T lower = shfl_up(lanes, offset);
-    if (lane >= offset) lanes = op(lower, lanes);
-  }
+  const T lanes = warp_scan_lanes(v[kItems - 1], op);  // the lanes 0..lane combined
   const T before = shfl_up(lanes, 1);  // lanes 0..lane-1 combined (lane 0: nothing)
   if (lane > 0) {
 #pragma unroll
