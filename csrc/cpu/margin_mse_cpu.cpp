@@ -1,8 +1,8 @@
 // Margin-MSE CPU kernels: one pass over the terms forward (loss and valid-term count together),
 // one pass over the rows backward. Math: common/margin_mse.h.
 //
-// Float multi-negative rows without a mask, reduced, run in AVX-512 or AVX2 vectors where the CPU
-// has them (margin_mse_rows.h); everything else runs the loops below, cloned per ISA. Sums run
+// Float multi-negative rows, reduced, run in AVX-512 or AVX2 vectors where the CPU has them
+// (margin_mse_rows.h; AVX2 for masked calls); everything else runs the loops below, cloned per ISA. Sums run
 // inside fixed-size chunks in a fixed order, so the float result does not depend on the thread
 // count (it may on the ISA path: KDOPS_CPU_ISA).
 #include <ATen/Dispatch.h>
@@ -51,38 +51,36 @@ KDOPS_CPU_CLONES SumCount<acc_t> forward_column(const MarginMSEView<scalar_t>& v
   constexpr int64_t kLanes = 8;
   typedef acc_t Lanes __attribute__((vector_size(kLanes * sizeof(acc_t))));
   Lanes lane_sum = {};
-  int64_t lane_count[kLanes] = {};
-  const auto term = [&](int64_t b, int64_t lane) {
+  int64_t count = kMasked ? 0 : b1 - b0;  // one counter: integer adds are exact in any order
+  const auto term = [&](int64_t b) {
     const bool valid = !kMasked || v.valid(b, j);
     const acc_t r = v.template residual<acc_t>(b, j);
     const acc_t value = valid ? r * r : acc_t(0);
     if constexpr (kPerTerm) per_term[b * v.N + j] = static_cast<scalar_t>(value);
-    if constexpr (kMasked) lane_count[lane] += valid;
+    if constexpr (kMasked) count += valid;
     return value;
   };
   int64_t b = b0;
   for (; b + kLanes <= b1; b += kLanes) {
     Lanes value;
-    for (int64_t lane = 0; lane < kLanes; ++lane) value[lane] = term(b + lane, lane);
+    for (int64_t lane = 0; lane < kLanes; ++lane) value[lane] = term(b + lane);
     lane_sum += value;
   }
-  for (int64_t lane = 0; b < b1; ++b, ++lane) lane_sum[lane] += term(b, lane);
-  SumCount<acc_t> total{acc_t(0), kMasked ? 0 : b1 - b0};
-  for (int64_t lane = 0; lane < kLanes; ++lane) {
-    total.sum += lane_sum[lane];
-    if constexpr (kMasked) total.count += lane_count[lane];
-  }
+  for (int64_t lane = 0; b < b1; ++b, ++lane) lane_sum[lane] += term(b);
+  SumCount<acc_t> total{acc_t(0), count};
+  for (int64_t lane = 0; lane < kLanes; ++lane) total.sum += lane_sum[lane];
   return total;
 }
 
 // The ISA whose hand-vectorised rows (margin_mse_rows.h) run the multi-negative rows of this call:
-// float scores, no mask, a reduced loss, more than one negative, and a CPU with AVX-512 or AVX2
-// (cpu_isa()); generic: the loops below.
+// float scores, a reduced loss, more than one negative, and a CPU with AVX-512 or AVX2
+// (cpu_isa()); masked calls run the AVX2 rows on AVX-512 CPUs too; generic: the loops below.
 template <bool kMasked, bool kPerTerm, typename scalar_t>
 CpuIsa vector_rows(const MarginMSEView<scalar_t>& v) {
 #ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
-  if constexpr (!kMasked && !kPerTerm && std::is_same_v<scalar_t, float>) {
-    return v.N > 1 ? cpu_isa() : CpuIsa::generic;
+  if constexpr (!kPerTerm && std::is_same_v<scalar_t, float>) {
+    const CpuIsa isa = v.N > 1 ? cpu_isa() : CpuIsa::generic;
+    return kMasked && isa == CpuIsa::avx512 ? CpuIsa::avx2 : isa;
   }
 #endif
   return CpuIsa::generic;
@@ -102,10 +100,14 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (isa != CpuIsa::generic) {
         std::vector<float> column_sum((v.N + 15) / 16 * 16, 0.0f);
-        const auto rows = isa == CpuIsa::avx512 ? margin_mse_rows_forward_avx512 : margin_mse_rows_forward_avx2;
-        rows(v.student_pos, v.teacher_pos, v.N, b0, b1, column_sum.data());
+        if (isa == CpuIsa::avx512) {
+          margin_mse_rows_forward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, column_sum.data());
+          total.count = (b1 - b0) * v.N;
+        } else {
+          total.count = margin_mse_rows_forward_avx2(v.student_pos, v.teacher_pos, v.mask, v.N, b0, b1,
+                                                     column_sum.data());
+        }
         for (int64_t j = 0; j < v.N; ++j) total.sum += column_sum[j];
-        total.count = (b1 - b0) * v.N;
         return total;
       }
     }
@@ -206,9 +208,11 @@ void backward_rows(const MarginMSEView<scalar_t>& v, const scalar_t* grad,
   at::parallel_for(0, v.B, 4096, [&](int64_t b0, int64_t b1) {
 #ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (isa != CpuIsa::generic) {  // grad_pos: the [B, 1+N] gradient's first column
-        const auto rows = isa == CpuIsa::avx512 ? margin_mse_rows_backward_avx512 : margin_mse_rows_backward_avx2;
-        return rows(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
+      if (isa == CpuIsa::avx512) {  // grad_pos: the [B, 1+N] gradient's first column
+        return margin_mse_rows_backward_avx512(v.student_pos, v.teacher_pos, v.N, b0, b1, shared, grad_pos);
+      }
+      if (isa == CpuIsa::avx2) {
+        return margin_mse_rows_backward_avx2(v.student_pos, v.teacher_pos, v.mask, v.N, b0, b1, shared, grad_pos);
       }
     }
 #endif
