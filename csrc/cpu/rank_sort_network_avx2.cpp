@@ -1,15 +1,16 @@
-// The AVX2 sorting network of rank_sort_network.h: the bitonic network of the AVX-512 file
-// (rank_sort_network_avx512.cpp, which explains its stages) with 4 keys a vector. AVX2 has no
-// unsigned 64-bit compare: keys are loaded with their top bit flipped, so that the signed compare
-// orders them as unsigned, and flipped back when stored. AVX2 has no lane masks either: a
-// compare-exchange takes the min and the max by a blend on the compare, and lanes pick one of
-// the two by an immediate blend.
+// The AVX2 sorting network of rank_sort_network.h: 4 keys a vector, its merge stages in
+// rank_sort_network_body.h. AVX2 has no unsigned 64-bit compare: keys are loaded with their top
+// bit flipped, so that the signed compare orders them as unsigned, and flipped back when stored.
+// AVX2 has no lane masks either: a compare-exchange takes the min and the max by a blend on the
+// compare, and lanes pick one of the two by an immediate blend.
 #include "cpu/rank_sort_network.h"
 
 #ifdef KDOPS_RANK_SORT_NETWORK
 
 #pragma GCC target("avx2")
 #include <immintrin.h>
+
+#include "cpu/rank_sort_network_body.h"
 
 namespace kdops::cpu {
 namespace {
@@ -48,37 +49,14 @@ Vec clean4(Vec v) {
   return exchange<kOdd>(v, swap1(v));
 }
 
-// Sorts kVecs vectors (4 kVecs keys) in registers: every loop bound is a constant, unrolled.
-template <int kVecs>
-void sort_vectors(Vec* v) {
-#pragma GCC unroll 16
-  for (int i = 0; i < kVecs; ++i) v[i] = sort4(v[i]);
-#pragma GCC unroll 16
-  for (int run = 1; run < kVecs; run *= 2) {  // merge runs of `run` vectors pairwise
-#pragma GCC unroll 16
-    for (int base = 0; base < kVecs; base += 2 * run) {
-#pragma GCC unroll 16
-      for (int i = 0; i < run; ++i) {  // flip: key j against key 8 run - 1 - j
-        const int j = base + 2 * run - 1 - i;
-        const Vec a = v[base + i], b = reverse(v[j]);
-        v[base + i] = vmin(a, b);
-        v[j] = reverse(vmax(a, b));
-      }
-#pragma GCC unroll 16
-      for (int d = run / 2; d >= 1; d /= 2) {  // half-cleaners between whole vectors
-#pragma GCC unroll 16
-        for (int r = base; r < base + 2 * run; ++r) {
-          if ((r - base) & d) continue;
-          const Vec a = v[r], b = v[r + d];
-          v[r] = vmin(a, b);
-          v[r + d] = vmax(a, b);
-        }
-      }
-#pragma GCC unroll 16
-      for (int r = base; r < base + 2 * run; ++r) v[r] = clean4(v[r]);
-    }
-  }
-}
+struct Avx2 {
+  using Vec = __m256i;
+  static Vec reverse(Vec v) { return kdops::cpu::reverse(v); }
+  static Vec min(Vec a, Vec b) { return vmin(a, b); }
+  static Vec max(Vec a, Vec b) { return vmax(a, b); }
+  static Vec sort_vector(Vec v) { return sort4(v); }
+  static Vec clean_vector(Vec v) { return clean4(v); }
+};
 
 // The lanes of vector i that hold keys of a row of n (all ones where present).
 Vec present(size_t n, int i) {
@@ -99,7 +77,7 @@ void sort_row(uint64_t* keys, size_t n) {
     const Vec m = present(n, i);
     v[i] = _mm256_blendv_epi8(last, _mm256_xor_si256(_mm256_maskload_epi64(at + 4 * i, m), flip), m);
   }
-  sort_vectors<kVecs>(v);
+  sort_vectors<Avx2, kVecs>(v);
 #pragma GCC unroll 16
   for (int i = 0; i < kVecs; ++i) {
     if (n >= size_t(4 * i + 4)) {

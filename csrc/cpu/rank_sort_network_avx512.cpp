@@ -1,8 +1,6 @@
-// The AVX-512 sorting network of rank_sort_network.h: Batcher's bitonic sort in its form with
-// ascending comparators only. Merging two sorted runs of w keys into 2w first compares key i
-// with key 2w-1-i (the "flip"), which leaves two bitonic halves, then half-cleaners compare key i
-// with key i + d for d = w/2 .. 1. Distances of 8 keys or more pair whole vectors; shorter ones
-// pair lanes of one vector through a permutation, with a mask choosing which lane keeps the max.
+// The AVX-512 sorting network of rank_sort_network.h: 8 keys a vector, its merge stages in
+// rank_sort_network_body.h. Within a vector, distances pair lanes through a permutation, with a
+// mask choosing which lane keeps the max.
 #include "cpu/rank_sort_network.h"
 
 #ifdef KDOPS_RANK_SORT_NETWORK
@@ -13,6 +11,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+
+#include "cpu/rank_sort_network_body.h"
 
 namespace kdops::cpu {
 namespace {
@@ -49,37 +49,14 @@ Vec clean8(Vec v) {
   return exchange(v, swap1(v), 0xAA);
 }
 
-// Sorts kVecs vectors (8 kVecs keys) in registers: every loop bound is a constant, unrolled.
-template <int kVecs>
-void sort_vectors(Vec* v) {
-#pragma GCC unroll 16
-  for (int i = 0; i < kVecs; ++i) v[i] = sort8(v[i]);
-#pragma GCC unroll 16
-  for (int run = 1; run < kVecs; run *= 2) {  // merge runs of `run` vectors pairwise
-#pragma GCC unroll 16
-    for (int base = 0; base < kVecs; base += 2 * run) {
-#pragma GCC unroll 16
-      for (int i = 0; i < run; ++i) {  // flip: key j against key 16 run - 1 - j
-        const int j = base + 2 * run - 1 - i;
-        const Vec a = v[base + i], b = reverse(v[j]);
-        v[base + i] = _mm512_min_epu64(a, b);
-        v[j] = reverse(_mm512_max_epu64(a, b));
-      }
-#pragma GCC unroll 16
-      for (int d = run / 2; d >= 1; d /= 2) {  // half-cleaners between whole vectors
-#pragma GCC unroll 16
-        for (int r = base; r < base + 2 * run; ++r) {
-          if ((r - base) & d) continue;
-          const Vec a = v[r], b = v[r + d];
-          v[r] = _mm512_min_epu64(a, b);
-          v[r + d] = _mm512_max_epu64(a, b);
-        }
-      }
-#pragma GCC unroll 16
-      for (int r = base; r < base + 2 * run; ++r) v[r] = clean8(v[r]);
-    }
-  }
-}
+struct Avx512 {
+  using Vec = __m512i;
+  static Vec reverse(Vec v) { return kdops::cpu::reverse(v); }
+  static Vec min(Vec a, Vec b) { return _mm512_min_epu64(a, b); }
+  static Vec max(Vec a, Vec b) { return _mm512_max_epu64(a, b); }
+  static Vec sort_vector(Vec v) { return sort8(v); }
+  static Vec clean_vector(Vec v) { return clean8(v); }
+};
 
 // Loads keys[0..n) into kVecs vectors, the lanes past n holding the largest key (sorted last,
 // never stored), sorts and stores the first n.
@@ -93,7 +70,7 @@ void sort_row(uint64_t* keys, size_t n) {
     const __mmask8 m = rest >= 8 ? __mmask8(0xFF) : __mmask8((1u << rest) - 1);
     v[i] = _mm512_mask_loadu_epi64(last, m, keys + 8 * i);
   }
-  sort_vectors<kVecs>(v);
+  sort_vectors<Avx512, kVecs>(v);
 #pragma GCC unroll 16
   for (int i = 0; i < kVecs; ++i) {
     const size_t rest = n > size_t(8 * i) ? n - 8 * i : 0;
