@@ -2,9 +2,9 @@
 // one pass over the rows backward. Math: common/margin_mse.h.
 //
 // Float multi-negative rows, reduced, run in AVX-512 or AVX2 vectors where the CPU has them
-// (margin_mse_rows.h; AVX2 for masked calls); everything else runs the loops below, cloned per ISA. Sums run
-// inside fixed-size chunks in a fixed order, so the float result does not depend on the thread
-// count (it may on the ISA path: KDOPS_CPU_ISA).
+// (margin_mse_rows.h; AVX2 for masked calls); everything else runs the loops below, cloned per
+// ISA. Sums run inside fixed-size chunks in a fixed order, so the float result does not depend on
+// the thread count (it may on the ISA path: KDOPS_CPU_ISA).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -28,9 +28,9 @@ namespace {
 
 // The forward walks one negative column j at a time over a tile of rows (the tile's scores stay
 // in L1 while its columns are walked). The multi-negative form's strided loads stay scalar even
-// in the ISA clones; the pairwise form's unit stride vectorises (kUnitStride below). Stores go through
-// restrict-qualified function parameters only (GCC ignores restrict on local pointers): else a
-// store could alias the scores and the compiler would reload them after each one.
+// in the ISA clones; the pairwise form's unit stride vectorises (kUnitStride below). Stores go
+// through restrict-qualified function parameters only (GCC ignores restrict on local pointers):
+// else a store could alias the scores and the compiler would reload them after each one.
 constexpr int64_t kRowTile = 256;
 
 // Sum and valid count of column j's terms over the rows [b0, b1); per_term[b * N + j] written
