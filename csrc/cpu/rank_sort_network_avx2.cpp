@@ -49,6 +49,7 @@ Vec clean4(Vec v) {
   return exchange<kOdd>(v, swap1(v));
 }
 
+// The network's vector operations, as rank_sort_network_body.h takes them.
 struct Avx2 {
   using Vec = __m256i;
   static Vec reverse(Vec v) { return kdops::cpu::reverse(v); }

@@ -49,6 +49,7 @@ Vec clean8(Vec v) {
   return exchange(v, swap1(v), 0xAA);
 }
 
+// The network's vector operations, as rank_sort_network_body.h takes them.
 struct Avx512 {
   using Vec = __m512i;
   static Vec reverse(Vec v) { return kdops::cpu::reverse(v); }
