@@ -16,9 +16,9 @@ the same layer of the floor, ``torch.autograd.grad(x.sum(), [x])``:
 - that forward and that backward alternated in one loop, which costs what the step costs.
 
 The forward and backward rows timed alone add up to less than the step; alternated, they cost
-the step's time. The difference is not work (callgrind counts the step's instructions) but the
-longer code path of an out-of-tree op running cold: each half evicts the other's code and branch
-history. The kernels' own share is small at this shape (the ``torch.ops`` row against
+the step's time. The difference is not work (callgrind counts 1.34x the floor's instructions in
+the step): most likely the longer code path of an out-of-tree op running cold, each half evicting
+the other's code and branch history (no hardware counters on the VMs this was written on). The kernels' own share is small at this shape (the ``torch.ops`` row against
 ``x.sum()``); the rest is torch's machinery for an out-of-tree op (the ``torch.ops`` binding, a
 custom autograd node and its saved state), which a native op like ``sum`` does not pay.
 """
