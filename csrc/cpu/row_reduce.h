@@ -2,8 +2,9 @@
 // vector extensions (compiled to AVX-512, AVX2 or SSE2 registers in each clone of
 // cpu_clones.h), ending in a fixed tree over the lanes. An `omp simd reduction` ends instead by
 // combining its lanes one after the other through the stack: 16 dependent operations, which cost
-// more than the rest of a 32-item row (ListMLE, listwise KD at n = 32). The sum's order is fixed by this code, so every
-// CPU rounds it alike; a reduction's follows the vector width of the clone the loader picked.
+// more than the rest of a 32-item row (ListMLE, listwise KD at n = 32). The sum's order is fixed
+// by this code, so every CPU rounds it alike; a reduction's follows the vector width of the
+// clone the loader picked.
 #pragma once
 
 #include <algorithm>
