@@ -93,7 +93,9 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
                                                  scalar_t* per_term) {
   using acc_t = at::opmath_type<scalar_t>;
   const CpuIsa isa = vector_rows<kMasked, kPerTerm>(v);
-  const bool unit_stride = v.pos_stride == 1 && v.neg_stride == 1;  // hence N = 1
+  // The pairwise form (hence N = 1), which takes no mask: its loop is the unmasked one, so a
+  // masked instance compiles no unit-stride loop of its own.
+  const bool unit_stride = !kMasked && v.pos_stride == 1 && v.neg_stride == 1;
   return deterministic_sum<SumCount<acc_t>>(v.B, [&](int64_t b0, int64_t b1) {
     SumCount<acc_t> total;
 #ifdef KDOPS_MARGIN_MSE_VECTOR_ROWS
@@ -115,7 +117,7 @@ SumCount<at::opmath_type<scalar_t>> forward_impl(const MarginMSEView<scalar_t>& 
     for (int64_t t0 = b0; t0 < b1; t0 += kRowTile) {
       const int64_t t1 = std::min(b1, t0 + kRowTile);
       if (unit_stride) {
-        total += forward_column<kMasked, kPerTerm, true>(v, 0, t0, t1, per_term);
+        total += forward_column<false, kPerTerm, true>(v, 0, t0, t1, per_term);
       } else {
         for (int64_t j = 0; j < v.N; ++j) total += forward_column<kMasked, kPerTerm, false>(v, j, t0, t1, per_term);
       }
