@@ -14,6 +14,8 @@ DEPS := $(VENV)/.deps-installed
 
 # PyLate's environment for tests/test_integration_pylate.py (see requirements-pylate.txt): its
 # own packages first, then the main venv's site-packages through a .pth, so torch is not installed twice.
+# The .pth adds the main venv as a site directory (site.addsitedir), so that its own .pth files run
+# too: kdops' editable install then imports from any directory, as in the main venv.
 PYLATE_VENV ?= .venv-pylate
 PYLATE_DEPS := $(PYLATE_VENV)/.deps-installed
 
@@ -23,7 +25,8 @@ export CUDA_HOME ?= /usr/local/cuda
 export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
-.PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage clean
+.PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage \
+	sdist wheel test-wheel clean
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -130,12 +133,53 @@ $(TSAN_DIR)/run_ops: $(TSAN_OBJECTS)
 sim-tsan: $(TSAN_DIR)/run_ops
 	TSAN_OPTIONS=halt_on_error=1:exitcode=66 $(TSAN_DIR)/run_ops
 
+# --- packaging -------------------------------------------------------------------------------
+# sdist: every source and header (MANIFEST.in). wheel: built from that sdist in a clean folder
+# (so a file missing from the sdist fails the build), for every default arch, then repaired by
+# auditwheel to a manylinux tag, torch's own libraries excluded: the user's torch provides them.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' kdops/_version.py)
+SDIST = dist/kdops-$(VERSION).tar.gz
+AUDITWHEEL_EXCLUDES := $(foreach lib,libtorch.so libtorch_cpu.so libtorch_cuda.so libtorch_python.so libc10.so \
+	libc10_cuda.so libcudart.so.13 libgomp.so.1,--exclude $(lib))
+
+sdist: $(DEPS)
+	rm -f $(SDIST)
+	$(PY) setup.py -q sdist -d dist
+
+# build/wheel/src: the sdist unpacked; KDOPS_WHEEL_CUDA=0 builds a CPU-only wheel (CI's test-wheel).
+KDOPS_WHEEL_CUDA ?= 1
+wheel: sdist
+	rm -rf build/wheel && mkdir -p build/wheel/src build/wheel/raw
+	tar -xzf $(SDIST) -C build/wheel/src --strip-components=1
+	cd build/wheel/src && KDOPS_CUDA=$(KDOPS_WHEEL_CUDA) KDOPS_SIM=0 $(abspath $(PY)) -m pip wheel -q --no-build-isolation \
+		--no-deps -w ../raw .
+	$(PY) -m auditwheel repair $(AUDITWHEEL_EXCLUDES) -w dist build/wheel/raw/kdops-*.whl
+
+# The installed package, tested as a user has it: a CPU-only wheel built from the sdist, installed
+# into a fresh virtualenv (torch and the test tools reused from .venv through a .pth, so torch
+# is not installed twice), the op tests run from a folder outside the source tree. The
+# simulated kernels are not part of a wheel; they run in `make pytest`.
+WHEEL_VENV := build/wheel-venv
+WHEEL_TESTS := tests/test_packaging.py tests/test_build.py tests/test_argument_checks.py \
+	tests/test_margin_mse.py tests/test_plackett_luce.py tests/test_maxsim.py
+test-wheel: $(DEPS)
+	rm -f dist/kdops-*.whl
+	$(MAKE) wheel KDOPS_WHEEL_CUDA=0
+	rm -rf $(WHEEL_VENV) build/wheel-tests && mkdir -p build/wheel-tests
+	$(PYTHON) -m venv --without-pip $(WHEEL_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/main-venv.pth"
+	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install -q --no-compile --no-deps dist/kdops-*.whl
+	cp -r tests build/wheel-tests/
+	cd build/wheel-tests && KDOPS_CUDA=0 KDOPS_EXPECT_INSTALLED=1 $(abspath $(WHEEL_VENV))/bin/python -m pytest -q \
+		-p no:cacheprovider -m "not sim" $(WHEEL_TESTS)
+
 $(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
 	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)
-	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+	$(PY) -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" > \
 		"$$($(PYLATE_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/main-venv.pth"
 	$(PY) -m pip --python $(PYLATE_VENV)/bin/python install -q --no-compile --no-deps -r requirements-pylate.txt
 	touch $@
 
 clean:
-	rm -rf build kdops/*.so *.egg-info
+	rm -rf build dist kdops/*.so *.egg-info

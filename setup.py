@@ -19,13 +19,23 @@ Environment:
 
 import glob
 import os
+import platform
 import re
 import subprocess
 import sys
 
-import torch
-from setuptools import setup
-from torch.utils import cpp_extension
+import setuptools
+
+# pyproject.toml's SPDX license string needs setuptools 77; an older one (a fresh Python 3.11
+# venv has 65.5) rejects it with a schema error that does not say so. --no-build-isolation
+# skips pyproject's build requirements, so check here.
+if tuple(int(p) for p in re.findall(r"\d+", setuptools.__version__)[:2]) < (77, 0):
+    sys.exit(f"kdops needs setuptools>=77 to build (found {setuptools.__version__}): "
+             "pip install --upgrade pip setuptools wheel ninja")
+
+import torch  # noqa: E402
+from setuptools import setup  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("DEBUG", "0") == "1"
@@ -228,7 +238,58 @@ def main_extension(opt: list[str]):
     return cpp_extension.CUDAExtension("kdops._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common)
 
 
+def _version() -> str:
+    """kdops/_version.py's release with a local tag naming the torch and CUDA it is built for
+    (0.1.0+pt2141cu130, 0.1.0+pt2141cpu), as torch-scatter and flash-attn tag their wheels: the
+    binary runs with that torch release only. The sdist, which builds for any torch, has none."""
+    release = re.search(r'__version__ = "([^"]+)"', open(os.path.join(ROOT, "kdops", "_version.py")).read()).group(1)
+    if "sdist" in sys.argv:  # the source builds for any torch: no tag
+        return release
+    major, minor, patch = (re.findall(r"\d+", torch.__version__) + ["0", "0", "0"])[:3]
+    device = "cu" + torch.version.cuda.replace(".", "") if _want_cuda() else "cpu"
+    return f"{release}+pt{major}{minor}{patch}{device}"
+
+
+def _cuda_decision() -> str:
+    forced = os.environ.get("KDOPS_CUDA")
+    if forced is not None:
+        return f"{'on' if forced == '1' else 'off'} (KDOPS_CUDA={forced})"
+    if torch.version.cuda is None:
+        return "off (this torch is a CPU build)"
+    if _cuda_home() is None:
+        return "off (torch is a CUDA build but no CUDA toolkit was found: set CUDA_HOME)"
+    return f"on (torch is a CUDA {torch.version.cuda} build, toolkit at {_cuda_home()})"
+
+
+def _summary() -> str:
+    """What this build decided and why, printed before compiling (shown by `pip install -v`)."""
+    sim = {"0": "off", "1": "on (kdops._C_sim)", "only": "only kdops._C_sim"}.get(os.environ.get("KDOPS_SIM", "0"), "?")
+    if os.environ.get("KDOPS_SIM_SANITIZE"):
+        sim = f"only kdops._C_sim, with {os.environ['KDOPS_SIM_SANITIZE']} sanitizers"
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or f"{DEFAULT_ARCHS} (default)"
+    isa = ("x86-64: loops cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA) and the baseline; MaxSim, "
+           "Margin-MSE rows and sorting networks in AVX-512 and AVX2, chosen at run time"
+           if platform.machine() in ("x86_64", "AMD64") else f"{platform.machine()}: portable loops only")
+    lines = [
+        f"kdops {_version()} build",
+        f"  torch        {torch.__version__} ({os.path.dirname(torch.__file__)})",
+        f"  CUDA kernels {_cuda_decision()}",
+        f"  CUDA archs   {archs if _want_cuda() else '-'}",
+        f"  CPU kernels  {isa}",
+        f"  simulator    {sim}",
+        f"  compile      {'DEBUG=1: -O0 -g' if DEBUG else '-O3'}; MAX_JOBS={os.environ.get('MAX_JOBS', 'all cores')}",
+    ]
+    return "\n".join(lines)
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    def run(self):
+        print(_summary(), file=sys.stderr, flush=True)
+        super().run()
+
+
 setup(
+    version=_version(),
     ext_modules=extensions(),
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExtension},
 )

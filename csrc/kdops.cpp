@@ -6,13 +6,18 @@
 // frontend that header pulls in tripled this file's compile time (in each of the four builds).
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include "common/macros.h"
 
 #ifdef KDOPS_WITH_CUDA
 namespace kdops::cuda {
 const char* compiled_arch_list();  // csrc/cuda/build_info.cu
-}
+const char* compiler_version();    // csrc/cuda/build_info.cu
+}  // namespace kdops::cuda
+#endif
+#ifndef KDOPS_SIM
+#include "cpu/cpu_isa.h"
 #endif
 
 TORCH_LIBRARY(KDOPS_NS, m) {
@@ -97,6 +102,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       "build_info",
       [] {
         pybind11::dict info;
+        // The torch whose headers this library was compiled against: its C++ ABI is the one
+        // the library links to, so kdops/__init__.py refuses another torch.
+        info["torch"] = std::string(TORCH_VERSION);
+        info["nvcc"] = std::string();
 #if defined(KDOPS_SIM)
         info["cuda"] = false;
         info["cuda_archs"] = std::string();
@@ -104,13 +113,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #elif defined(KDOPS_WITH_CUDA)
         info["cuda"] = true;
         info["cuda_archs"] = std::string(kdops::cuda::compiled_arch_list());
+        info["nvcc"] = std::string(kdops::cuda::compiler_version());
 #else
         info["cuda"] = false;
         info["cuda_archs"] = std::string();
 #endif
         return info;
       },
-      "How kdops._C was built: {'cuda': bool, 'cuda_archs': the device archs compiled in}.");
+      "How kdops._C was built: {'torch': the torch version compiled against, 'cuda': bool, "
+      "'cuda_archs': the device archs compiled in, 'nvcc': the CUDA compiler's version}.");
+#ifndef KDOPS_SIM
+  module.def(
+      "cpu_isa", [] { return std::string(kdops::cpu::isa_name(kdops::cpu::cpu_isa())); },
+      "The vector ISA the hand-vectorised CPU kernels run now (KDOPS_CPU_ISA or the CPU's widest).");
+#endif
 #ifdef KDOPS_SIM
   module.def(
       "set_schedule",

@@ -17,9 +17,8 @@ from kdops.functional import (
     pld_loss,
 )
 from kdops.losses import ListMLELoss, ListwiseKDLoss, MarginMSELoss, MaxSim, PlackettLuceLoss, PLDLoss
+from kdops._version import __version__
 from kdops.ops import build_info
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ListMLELoss",
@@ -37,4 +36,5 @@ __all__ = [
     "plackett_luce_loss",
     "pld_loss",
     "reference",
+    "__version__",
 ]

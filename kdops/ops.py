@@ -14,11 +14,16 @@ each library, from csrc/autograd)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 
-from kdops import _C
+from kdops import _version
+
 from kdops import _fake_checks as check
+from kdops._load import installed_version, load_extension
+
+_C = load_extension()
 
 # Not built unless asked for; when its file exists, an import error is a real error.
 _C_sim = importlib.import_module("kdops._C_sim") if importlib.util.find_spec("kdops._C_sim") else None
@@ -66,10 +71,41 @@ def _arch_names(compiled: str) -> list[str]:
     return names
 
 
+def arch_verdict(capability: tuple[int, int], archs: list[str]) -> str:
+    """Whether kdops' CUDA kernels run on a GPU of this compute capability, given the archs
+    built (as _arch_names gives them): machine code for it (or for an earlier minor of its major,
+    which the driver runs as is), PTX of an arch not newer than it (compiled by the driver on
+    first use), or nothing."""
+    major, minor = capability
+    cc = major * 10 + minor
+    sass = sorted(int(a[3:]) for a in archs if a.startswith("sm_"))
+    ptx = sorted(int(a[8:]) for a in archs if a.startswith("compute_"))
+    if cc in sass:
+        return f"ok: machine code for sm_{cc}"
+    same_major = [a for a in sass if a // 10 == major and a < cc]
+    if same_major:
+        return f"ok: machine code for sm_{same_major[-1]} runs on sm_{cc}"
+    usable_ptx = [a for a in ptx if a <= cc]
+    if usable_ptx:
+        return f"ok: PTX of compute_{usable_ptx[-1]}, compiled by the driver on first use (slow first call)"
+    if not sass and not ptx:
+        return "no CUDA kernels: this kdops is a CPU-only build"
+    return f"NO KERNEL for sm_{cc}: rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}"
+
+
+def _gpu_verdict(index: int, archs: list[str]) -> dict:
+    capability = torch.cuda.get_device_capability(index)
+    return {"name": torch.cuda.get_device_name(index), "capability": f"{capability[0]}.{capability[1]}",
+            "verdict": arch_verdict(capability, archs)}
+
+
 def build_info() -> dict:
-    """How kdops was built and what it can run: torch and CUDA versions, whether CUDA kernels
-    were compiled and for which archs, whether the simulated CUDA kernels (kdops._C_sim) were
-    built, and the backends with a kernel for every kdops op ("sim": torch.ops.kdops_sim)."""
+    """How kdops was built and what it can run here: kdops' version and path (and the installed
+    distribution's version, whose local tag names the torch and CUDA of its build), the torch it
+    was built against and the one running, the CUDA compiler and archs of its device code, each
+    visible GPU with whether kdops has a kernel for it, the CPU instruction set its vectorised
+    kernels use, whether the simulated CUDA kernels (kdops._C_sim) were built, and the backends
+    with a kernel for every kdops op ("sim": torch.ops.kdops_sim)."""
     build = _C.build_info()
     names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("kdops::"))
 
@@ -78,11 +114,18 @@ def build_info() -> dict:
         return _op_backends(name) + (["sim"] if sim else [])
 
     return {
+        "kdops": _version.__version__,
+        "kdops_installed": installed_version(),
+        "path": os.path.dirname(os.path.abspath(__file__)),
         "torch": torch.__version__,
+        "torch_built": str(build["torch"]),
         "torch_cuda": torch.version.cuda,
+        "nvcc": str(build["nvcc"]) or None,
         "cuda_kernels": bool(build["cuda"]),
         "cuda_archs": _arch_names(str(build["cuda_archs"])),
         "cuda_available": torch.cuda.is_available(),
+        "gpus": [_gpu_verdict(i, _arch_names(str(build["cuda_archs"]))) for i in range(torch.cuda.device_count())],
+        "cpu_isa": _C.cpu_isa(),
         "simulator": _C_sim is not None,
         "ops": {name.removeprefix("kdops::"): backends(name) for name in names},
     }

@@ -18,4 +18,9 @@ const char* compiled_arch_list() {
 #endif
 }
 
+// nvcc's own version ("13.0"), the toolkit the device code was compiled with.
+const char* compiler_version() {
+  return KDOPS_STRINGIFY(__CUDACC_VER_MAJOR__) "." KDOPS_STRINGIFY(__CUDACC_VER_MINOR__);
+}
+
 }  // namespace kdops::cuda
