@@ -153,7 +153,7 @@ wheel: sdist
 	tar -xzf $(SDIST) -C build/wheel/src --strip-components=1
 	cd build/wheel/src && KDOPS_CUDA=$(KDOPS_WHEEL_CUDA) KDOPS_SIM=0 $(abspath $(PY)) -m pip wheel -q --no-build-isolation \
 		--no-deps -w ../raw .
-	$(PY) -m auditwheel repair $(AUDITWHEEL_EXCLUDES) -w dist build/wheel/raw/kdops-*.whl
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair $(AUDITWHEEL_EXCLUDES) -w dist build/wheel/raw/kdops-*.whl
 
 # The installed package, tested as a user has it: a CPU-only wheel built from the sdist, installed
 # into a fresh virtualenv (torch and the test tools reused from .venv through a .pth, so torch
