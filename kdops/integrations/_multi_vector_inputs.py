@@ -2,7 +2,7 @@
 :func:`kdops.maxsim` and :func:`kdops.maxsim_packed` take.
 
 Callers pass padded ``[N, L, d]`` tensors with or without masks (the losses), ragged lists of
-``[L_i, d]`` tensors (``MultiVectorEncoder.encode_query`` / ``encode_document``, hence every
+``[L_i, d]`` tensors, numpy arrays or nested Python lists (``MultiVectorEncoder.encode_query`` / ``encode_document``, hence every
 evaluator), numpy arrays, a bare ``[L, d]`` for a single item, and masks as tensors or as lists
 of per-item masks. Every error names the argument as the caller spelled it and the shape the
 caller passed, never a reshaped one.
@@ -46,9 +46,14 @@ class Packed:
 def _as_float_tensor(value, name: str) -> Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
+    elif isinstance(value, (list, tuple)):  # one item as nested Python lists of numbers
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"`{name}` is a list that is not a [tokens, dim] grid of numbers: {err}") from None
     if not isinstance(value, Tensor):
         raise TypeError(
-            f"`{name}` must be a tensor, a numpy array or a list of [tokens, dim] tensors, got {type(value).__name__}"
+            f"`{name}` must be a tensor, a numpy array or a list of [tokens, dim] items, got {type(value).__name__}"
         )
     # Quantized (integer) embeddings score as float32, as in sentence-transformers.
     return value if value.is_floating_point() else value.float()
@@ -72,14 +77,20 @@ def _shape(t: Tensor) -> list[int]:
 
 def split_side(embeddings, mask, name: str, mask_name: str) -> tuple[Tensor | list[Tensor], Tensor | None]:
     """One side of a scoring call as ``(items, mask)``: items a tensor or a list of 2-D float
-    tensors, a bare ``[L, d]`` tensor (one item, as a singular ``encode`` call returns) lifted
-    to a batch of one, and the mask a bool tensor or None."""
+    tensors (list items may be tensors, numpy arrays or nested Python lists, all of one embedding
+    size), a bare ``[L, d]`` tensor (one item, as a singular ``encode`` call returns) lifted to a
+    batch of one, and the mask a bool tensor or None."""
     mask = _as_mask(mask, mask_name)
     if isinstance(embeddings, (list, tuple)):
         items = [_as_float_tensor(item, f"{name}[{i}]") for i, item in enumerate(embeddings)]
         for i, item in enumerate(items):
             if item.dim() != 2:
                 raise ValueError(f"`{name}[{i}]` must be a [tokens, dim] tensor, got shape {_shape(item)}")
+            if item.shape[-1] != items[0].shape[-1]:
+                raise ValueError(
+                    f"`{name}[{i}]` has embedding size {item.shape[-1]}, but `{name}[0]` has {items[0].shape[-1]}: "
+                    "every item of a side must have the same embedding size"
+                )
         return items, mask
     tensor = _as_float_tensor(embeddings, name)
     if tensor.dim() == 2:
@@ -89,10 +100,23 @@ def split_side(embeddings, mask, name: str, mask_name: str) -> tuple[Tensor | li
     return tensor, mask
 
 
-def _check_mask(mask: Tensor, expected: list[int], mask_name: str, name: str) -> Tensor:
-    if _shape(mask) != expected:
-        raise ValueError(f"`{mask_name}` must have shape {expected} to match `{name}`, got {_shape(mask)}")
-    return mask
+def _fit_mask(mask: Tensor, expected: list[int], mask_name: str, name: str) -> Tensor:
+    """A mask for items whose tokens span ``expected`` (``[..., L]``), broadcast over the batch
+    dimensions where it has size 1 or lacks them, as sentence-transformers broadcasts a ``(1, L)``
+    mask; anything else raises, naming the mask and both shapes."""
+    if mask.shape[-1] != expected[-1]:
+        raise ValueError(
+            f"`{mask_name}` covers {mask.shape[-1]} tokens, but the padded embeddings have {expected[-1]}: "
+            f"`{mask_name}` must have shape {expected} to match `{name}`, got {_shape(mask)}"
+        )
+    if _shape(mask) == expected:
+        return mask
+    try:
+        if mask.dim() <= len(expected) and list(torch.broadcast_shapes(mask.shape, expected)) == expected:
+            return mask.expand(expected)
+    except RuntimeError:
+        pass
+    raise ValueError(f"`{mask_name}` must have shape {expected} to match `{name}`, got {_shape(mask)}")
 
 
 def pad(items: Tensor | list[Tensor], mask: Tensor | None, name: str, mask_name: str, rank: int = 3) -> Padded:
@@ -105,13 +129,13 @@ def pad(items: Tensor | list[Tensor], mask: Tensor | None, name: str, mask_name:
         embeddings = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)
         if mask is None:
             mask = torch.arange(embeddings.shape[1]) < lengths.unsqueeze(1)
-        return Padded(embeddings, _check_mask(mask.to(embeddings.device), _shape(embeddings)[:-1], mask_name, name))
+        return Padded(embeddings, _fit_mask(mask.to(embeddings.device), _shape(embeddings)[:-1], mask_name, name))
     if items.dim() != rank:
         layout = "[batch, tokens, dim]" if rank == 3 else "[batch, n_docs, tokens, dim]"
         raise ValueError(f"`{name}` must be {layout} ({rank}-D), got shape {_shape(items)}")
     if mask is None:
         mask = items.ne(0).any(dim=-1)
-    return Padded(items, _check_mask(mask.to(items.device), _shape(items)[:-1], mask_name, name))
+    return Padded(items, _fit_mask(mask.to(items.device), _shape(items)[:-1], mask_name, name))
 
 
 def pack(items: list[Tensor], mask: Tensor | None, name: str, mask_name: str) -> Packed:
@@ -119,7 +143,7 @@ def pack(items: list[Tensor], mask: Tensor | None, name: str, mask_name: str) ->
     lengths = torch.tensor([len(item) for item in items])
     tokens = torch.cat(items)
     if mask is not None:
-        _check_mask(mask, [len(items), int(lengths.max())], mask_name, name)
+        mask = _fit_mask(mask, [len(items), int(lengths.max())], mask_name, name)
         within = torch.arange(mask.shape[1]) < lengths.unsqueeze(1)
         kept = mask.cpu() & within
         tokens = tokens[kept[within].to(tokens.device)]

@@ -7,20 +7,35 @@ computation are replaced::
     from kdops.integrations.sentence_transformers import MarginMSELoss
     loss = MarginMSELoss(model)  # was sentence_transformers.sentence_transformer.losses.MarginMSELoss
 
+Or patch the installed library in one line, so that its own losses, scorers and evaluators run
+on kdops (``unpatch()`` restores it)::
+
+    import kdops.integrations.sentence_transformers as kd_st
+    kd_st.patch()
+
 Multi-vector (ColBERT) scorers have the signatures of sentence-transformers' ``util.maxsim``,
 ``util.maxsim_pairwise``, ``multi_vector_encoder.scoring.colbert_*`` and their MeanMaxSim
-``mean_*`` forms, and accept everything those do (padded tensors with masks, ragged lists of
-``[L_i, d]`` tensors, numpy arrays, one ``[L, d]`` item), so they serve as a loss's
-``similarity_fct``, an evaluator's ``similarity_fct`` or ``score_functions`` entry, or to score
-encoded outputs. Where they differ from sentence-transformers, on purpose:
+``mean_*`` forms (kdops' one extra, ``empty_document_score``, is keyword-only, after theirs),
+and accept everything those do (padded tensors with masks, a ``(1, L)`` mask broadcast over the
+batch, ragged lists of ``[L_i, d]`` tensors, numpy arrays or nested Python lists, one ``[L, d]``
+item), so they serve as a loss's ``similarity_fct``, an evaluator's ``similarity_fct`` or
+``score_functions`` entry, or to score encoded outputs. Where they differ from
+sentence-transformers, on purpose:
 
 - bf16/fp16 embeddings: kdops accumulates every token similarity in float32;
   sentence-transformers rounds each one to the input dtype before the max.
-- ``chunk_elements`` raises: it budgets a similarity tensor kdops never builds.
-- Their ``__name__`` starts with ``kdops.``, so configs and model cards say which scorer ran.
+- ``chunk_elements`` is accepted and ignored: it budgets the similarity tensor that
+  sentence-transformers builds, which kdops never builds (memory O(queries x documents x
+  query tokens)).
+
+Their ``__name__`` is sentence-transformers' own (``colbert_scores``, ``maxsim``, ...), so a
+loss or evaluator config, a model card and a saved model read as with sentence-transformers and
+load where kdops is not installed; which implementation scores is chosen when the code runs
+(``patch()`` or a kdops loss), not stored with the model: the two compute the same function.
 
 An empty document (no valid token) scores ``EMPTY_DOCUMENT_SCORE`` (-1e9) as in
-sentence-transformers; ``empty_document_score=0.0`` gives kdops' own 0.
+sentence-transformers, with the same one-time warning; ``empty_document_score=0.0`` gives
+kdops' own 0.
 
 A loss whose loss module the user replaced (``loss.loss_fct = nn.L1Loss()`` on
 :class:`MarginMSELoss`, ``loss.loss_function`` on the multi-vector losses) runs the original
@@ -44,11 +59,17 @@ except ImportError as err:  # pragma: no cover - exercised only without the pack
 import warnings
 from collections.abc import Callable
 
+from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
+from sentence_transformers.multi_vector_encoder.scoring import colbert as _st_colbert
+from sentence_transformers.util import similarity as _st_similarity
+from transformers.utils import is_torchdynamo_compiling
+
 import torch
 from torch import Tensor, nn
 
 import kdops
 from kdops.integrations import _multi_vector_inputs as _in
+from kdops.integrations._patching import Patcher
 
 __all__ = [
     "EMPTY_DOCUMENT_SCORE",
@@ -67,7 +88,9 @@ __all__ = [
     "mean_colbert_scores_pairwise",
     "mean_maxsim",
     "mean_maxsim_pairwise",
+    "patch",
     "teacher_scores_from_labels",
+    "unpatch",
 ]
 
 
@@ -156,20 +179,17 @@ class MarginMSELoss(_KdopsLoss, _dense_losses.MarginMSELoss):
 #: ``empty_document_score=0.0`` to any scorer here for that.
 EMPTY_DOCUMENT_SCORE = -1e9
 
-def _kdops_named(scorer):
-    """sentence-transformers records a scorer by its ``__name__`` in loss and evaluator configs,
-    hence in model cards; the prefix tells a reader that kdops scored. ``__qualname__`` is kept,
-    so the function still pickles by reference."""
-    scorer.__name__ = f"kdops.{scorer.__name__}"
-    return scorer
-
-
-def _reject_chunk_elements(chunk_elements: int | None) -> None:
-    if chunk_elements is not None:
-        raise ValueError(
-            "chunk_elements budgets the [queries, documents, q_tokens, d_tokens] similarity tensor that "
-            "sentence-transformers builds; kdops never builds it (memory O(queries x documents x q_tokens)), "
-            f"so there is nothing to budget. Drop chunk_elements={chunk_elements!r}."
+def _warn_empty_documents(empty: Tensor, score: float) -> None:
+    """sentence-transformers' one-time warning about documents without a valid token, through its
+    own logger (so one warning covers both implementations). Read only where that is free: on a
+    CPU tensor outside torch.compile (reading a GPU tensor is a host sync)."""
+    if not is_torchdynamo_compiling() and empty.device.type == "cpu" and bool(empty.any()):
+        _st_similarity.logger.warning_once(
+            "Encountered documents without any scoreable token during multi-vector similarity scoring, "
+            "e.g. because MultiVectorMask (via keep_only_token_ids or skiplist_words) masked out every "
+            "token, or because a document embedding has zero token vectors. These documents score "
+            f"{score:.0e} (before any normalization)"
+            + (", ranking them below every real document." if score == EMPTY_DOCUMENT_SCORE else ".")
         )
 
 
@@ -231,6 +251,7 @@ def _score(
         elif layout == "grouped":
             empty = empty.flatten()
     scores = scores.float()
+    _warn_empty_documents(empty, empty_document_score)
     if empty_document_score != 0.0:  # kdops already scores an empty document 0
         scores = scores.masked_fill(empty, empty_document_score)
     if length_normalize:
@@ -243,7 +264,6 @@ _AB_NAMES = ("a", "b", "a_mask", "b_mask")
 _COLBERT_NAMES = ("queries_embeddings", "documents_embeddings", "queries_mask", "documents_mask")
 
 
-@_kdops_named
 def maxsim(
     a,
     b,
@@ -265,15 +285,13 @@ def maxsim(
     padded tensor's all-zero rows are padding. Use it as a ``score_functions`` entry of
     ``MultiVectorInformationRetrievalEvaluator`` or the ``similarity_fct`` of
     ``MultiVectorRerankingEvaluator``. ``device`` is where scoring runs (the result comes back to
-    the documents' device); ``chunk_elements`` must be None, as kdops builds no similarity
-    tensor to budget; an empty document scores ``empty_document_score`` (see
+    the documents' device); ``chunk_elements`` is accepted for sentence-transformers' signature
+    and ignored, as kdops builds no similarity tensor to budget; an empty document scores ``empty_document_score`` (see
     :data:`EMPTY_DOCUMENT_SCORE`)."""
-    _reject_chunk_elements(chunk_elements)
     return _score(a, b, a_mask, b_mask, layout="all_pairs", names=_AB_NAMES, length_normalize=length_normalize,
                   empty_document_score=empty_document_score, device=device)
 
 
-@_kdops_named
 def maxsim_pairwise(
     a,
     b,
@@ -287,19 +305,16 @@ def maxsim_pairwise(
 ) -> Tensor:
     """``sentence_transformers.util.maxsim_pairwise`` by kdops: ``a[i]`` against ``b[i]`` ->
     ``[len(a)]`` float32, inputs as in :func:`maxsim` (ragged lists are padded once)."""
-    _reject_chunk_elements(chunk_elements)
     return _score(a, b, a_mask, b_mask, layout="pairwise", names=_AB_NAMES, length_normalize=length_normalize,
                   empty_document_score=empty_document_score, device=device)
 
 
-@_kdops_named
 def mean_maxsim(a, b, a_mask=None, b_mask=None, chunk_elements=None, length_normalize: bool = True, device=None, *,
                 empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
     """:func:`maxsim` divided by each query's number of valid tokens (MeanMaxSim)."""
     return maxsim(a, b, a_mask, b_mask, chunk_elements, length_normalize, device, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def mean_maxsim_pairwise(a, b, a_mask=None, b_mask=None, chunk_elements=None, length_normalize: bool = True,
                          device=None, *, empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
     """:func:`maxsim_pairwise` divided by each query's number of valid tokens (MeanMaxSim)."""
@@ -307,7 +322,6 @@ def mean_maxsim_pairwise(a, b, a_mask=None, b_mask=None, chunk_elements=None, le
                            empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def colbert_scores(
     queries_embeddings,
     documents_embeddings,
@@ -322,12 +336,10 @@ def colbert_scores(
     ``[Q, Lq, d]`` against document groups ``[G, N, Ld, d]`` -> ``[Q, G*N]`` float32, column
     ``g*N + n`` the n-th document of group g, by one :func:`kdops.maxsim` call over all G*N
     documents (never a ``Q x G*N x Lq x Ld`` similarity tensor)."""
-    _reject_chunk_elements(chunk_elements)
     return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="grouped",
                   names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def colbert_kd_scores(
     queries_embeddings,
     documents_embeddings,
@@ -340,12 +352,10 @@ def colbert_kd_scores(
 ) -> Tensor:
     """Each query against its own candidates (``multi_vector_encoder.scoring.colbert_kd_scores``):
     queries ``[B, Lq, d]``, documents ``[B, N, Ld, d]`` -> ``[B, N]`` float32, in one launch."""
-    _reject_chunk_elements(chunk_elements)
     return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="per_query",
                   names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def colbert_scores_pairwise(
     queries_embeddings,
     documents_embeddings,
@@ -359,12 +369,10 @@ def colbert_scores_pairwise(
     """Matched pairs (``multi_vector_encoder.scoring.colbert_scores_pairwise``): ``[B, Lq, d]``
     and ``[B, Ld, d]`` tensors, or ragged lists, -> ``[B]`` float32. Works as the
     ``similarity_fct`` of ``MultiVectorDistillationEvaluator`` and ``MultiVectorMarginMSELoss``."""
-    _reject_chunk_elements(chunk_elements)
     return _score(queries_embeddings, documents_embeddings, queries_mask, documents_mask, layout="pairwise",
                   names=_COLBERT_NAMES, length_normalize=length_normalize, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def mean_colbert_scores(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
                         chunk_elements=None, length_normalize: bool = True, *,
                         empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
@@ -373,7 +381,6 @@ def mean_colbert_scores(queries_embeddings, documents_embeddings, queries_mask=N
                           length_normalize, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def mean_colbert_kd_scores(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
                            chunk_elements=None, length_normalize: bool = True, *,
                            empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
@@ -382,7 +389,6 @@ def mean_colbert_kd_scores(queries_embeddings, documents_embeddings, queries_mas
                              length_normalize, empty_document_score=empty_document_score)
 
 
-@_kdops_named
 def mean_colbert_scores_pairwise(queries_embeddings, documents_embeddings, queries_mask=None, documents_mask=None,
                                  chunk_elements=None, length_normalize: bool = True, *,
                                  empty_document_score: float = EMPTY_DOCUMENT_SCORE) -> Tensor:
@@ -488,3 +494,54 @@ class CachedMultiVectorMultipleNegativesRankingLoss(
 
     def __init__(self, model, *, similarity_fct=None, **kwargs) -> None:
         super().__init__(model, similarity_fct=similarity_fct or colbert_scores, **kwargs)
+
+
+# --- one-line patch ----------------------------------------------------------------------------
+
+_SCORERS = ("maxsim", "maxsim_pairwise", "mean_maxsim", "mean_maxsim_pairwise")
+_COLBERT_SCORERS = (
+    "colbert_scores", "colbert_kd_scores", "colbert_scores_pairwise",
+    "mean_colbert_scores", "mean_colbert_kd_scores", "mean_colbert_scores_pairwise",
+)
+_LOSSES = (
+    "MultiVectorMarginMSELoss", "MultiVectorDistillKLDivLoss",
+    "MultiVectorMultipleNegativesRankingLoss", "CachedMultiVectorMultipleNegativesRankingLoss",
+)
+# sentence-transformers' own objects, taken at import (before any patch rebinds the names).
+_REPLACEMENTS: dict[object, object] = {
+    **{getattr(_st_similarity, name): globals()[name] for name in _SCORERS},
+    **{getattr(_st_colbert, name): globals()[name] for name in _COLBERT_SCORERS},
+    **{getattr(_mv_losses, name): globals()[name] for name in _LOSSES},
+    _dense_losses.MarginMSELoss: MarginMSELoss,
+}
+_patcher = Patcher("sentence_transformers", lambda: _REPLACEMENTS)
+
+
+def _rebind_similarity(models: tuple[MultiVectorEncoder, ...]) -> None:
+    # A model resolves its similarity_fn_name to a function when the name is set (at load);
+    # setting it again resolves it through the (un)patched SimilarityFunction.
+    for model in models:
+        model.similarity_fn_name = model.similarity_fn_name
+
+
+def patch(*models: MultiVectorEncoder) -> list[str]:
+    """Run the installed sentence-transformers on kdops: its MaxSim scorers (``util.maxsim``,
+    ``maxsim_pairwise``, ``mean_*`` and ``multi_vector_encoder.scoring.colbert_*``), hence the
+    evaluators' and ``model.similarity``'s default scoring and the losses' default
+    ``similarity_fct``, and its losses (the four multi-vector losses and the dense
+    ``MarginMSELoss``) become kdops' drop-ins, under every name the library binds them to.
+
+    Patch before creating or loading models, or pass the models created before: a model fixes
+    its ``similarity`` function when its ``similarity_fn_name`` is set. Idempotent; returns the
+    ``module.attribute`` names swapped. :func:`unpatch` restores them."""
+    swapped = _patcher.patch()
+    _rebind_similarity(models)
+    return swapped
+
+
+def unpatch(*models: MultiVectorEncoder) -> list[str]:
+    """Undo :func:`patch` (and rebind the given models' similarity to sentence-transformers');
+    returns the names restored, empty when nothing was patched."""
+    restored = _patcher.unpatch()
+    _rebind_similarity(models)
+    return restored
