@@ -43,3 +43,20 @@ def test_block_runs(code, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_relative_links_resolve(page):
+    """Links between the README, docs/ and the repository's files point at files that exist
+    (pages moved from the README into docs/ keep working links)."""
+    broken = []
+    for target in LINK.findall(open(page).read()):
+        path = target.split("#")[0]
+        if not path or re.match(r"[a-z]+:", path):
+            continue
+        if not os.path.exists(os.path.join(os.path.dirname(page), path)):
+            broken.append(target)
+    assert broken == []
