@@ -4,8 +4,10 @@
 # kernels for the CUDA simulator).
 #   make bench   the benchmark table (results under benchmarks/results/<device>/)
 #   make test    the whole test suite, then the simulated CUDA kernels under AddressSanitizer +
-#                UBSan and ThreadSanitizer, and their line coverage
-# The parts of `make test`, for running one at a time: build, pytest, sim-asan, sim-tsan, coverage.
+#                UBSan and ThreadSanitizer, and their line coverage; and a CPU-only wheel built
+#                from the sdist, installed in a fresh virtualenv and tested there (test-wheel)
+# The parts of `make test`, for running one at a time: build, pytest, sim-asan, sim-tsan, coverage,
+# test-wheel. Packaging: make sdist, make wheel (every arch).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -49,6 +51,7 @@ test-lane-pytest:
 test-lane-sanitizers:
 	MAX_JOBS=1 $(MAKE) sim-asan
 	$(MAKE) sim-tsan
+	MAX_JOBS=1 $(MAKE) test-wheel
 
 # The two extensions build side by side (`make test` also installs the PyLate venv, mostly I/O,
 # beside them): each build ends on one long compile while the other's keep the second core busy.
