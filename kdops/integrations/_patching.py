@@ -32,15 +32,22 @@ class Patcher:
             if module is not None and (name == self.package or name.startswith(self.package + ".")):
                 yield name, module
 
-    def rebind(self, namespace: dict) -> list[str]:
-        """Rebind the originals bound in ``namespace`` (a module's or a doctest's globals) to
-        their replacements, in place; returns the names rebound. Not undone by :meth:`unpatch`:
-        for namespaces outside the library, such as its test modules."""
+    def rebind(self, namespace: dict, module_name: str | None = None) -> list[str]:
+        """Rebind the originals bound in ``namespace`` (the globals of module ``module_name``,
+        or a doctest's) to their replacements, in place; returns the names rebound. Not undone
+        by :meth:`unpatch`: for namespaces outside the library, such as its test modules.
+
+        A class stays bound in the module that defines it: its methods may name it there, as in
+        ``super(Distillation, self).__init__()``, which with the name rebound to a subclass would
+        call the class's own ``__init__`` again. Everywhere else (package re-exports, importers)
+        it is rebound."""
         by_id = {id(original): (original, replacement) for original, replacement in self.originals().items()}
         rebound = []
         for name, value in list(namespace.items()):
             found = by_id.get(id(value))
             if found is not None and found[0] is value:
+                if isinstance(value, type) and value.__module__ == module_name:
+                    continue
                 namespace[name] = found[1]
                 rebound.append(name)
         return rebound
@@ -49,7 +56,7 @@ class Patcher:
         """Rebind every original to its replacement; returns the ``module.attribute`` names swapped."""
         for module_name, module in self._modules():
             originals = dict(vars(module))
-            for attribute in self.rebind(vars(module)):
+            for attribute in self.rebind(vars(module), module_name):
                 self._swapped[(module_name, attribute)] = originals[attribute]
         return self.swapped()
 

@@ -151,3 +151,163 @@ def test_pylate_has_no_pluggable_scoring_backend():
     q, d = torch.randn(1, 2, 4), torch.randn(1, 3, 4)
     with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'flash', 'lik'"):
         scores.colbert_scores(q, d, backend="kdops")
+
+
+# --- what PyLate's own suite checks of its scorers, with kdops' --------------------------------
+
+
+def test_grouped_scores_shape_order_and_slicing():
+    """PyLate's tests/test_colbert_scores.py, on kdops' ColBERTScores: (Q, Q*N) query-major
+    scores, equal to the per-group colbert_scores loop reordered, and a slice of queries scoring
+    as the same rows of the full call (the loss's query chunks)."""
+    g = torch.Generator().manual_seed(0)
+    q, d = torch.randn(6, 5, 8, generator=g), torch.randn(6, 3, 7, 8, generator=g)
+    full = kd_pylate.ColBERTScores()(q, d)
+    assert full.shape == (6, 18)
+    per_group = torch.stack([kd_pylate.colbert_scores(q, d[:, n]) for n in range(3)], dim=2).reshape(6, 18)
+    torch.testing.assert_close(full, per_group)
+    torch.testing.assert_close(full, scores.ColBERTScores()(q, d, backend="torch"))
+    torch.testing.assert_close(kd_pylate.ColBERTScores()(q[:3], d), full[:3])
+    positives = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    docs = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.5]]], [[[0.0, 1.0]], [[0.5, 0.0]]]])
+    assert kd_pylate.ColBERTScores()(positives, docs).argmax(dim=1).tolist() == [0, 2]  # positive at i*N
+
+
+def test_backend_keeps_pylates_meaning(monkeypatch):
+    """``backend=``: PyLate's validation and errors; None/"auto" scores with kdops, a named
+    PyLate backend (or PYLATE_SCORES_BACKEND) runs PyLate's own implementation."""
+    q, d = -torch.ones(1, 1, 2), torch.tensor([[[1.0, 1.0], [0.5, 0.5]]])
+    d_mask = torch.tensor([[True, False]])
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'flash', 'lik'"):
+        kd_pylate.colbert_scores(q, d, backend="nope")
+    with pytest.raises(RuntimeError, match="CUDA or MPS"):
+        kd_pylate.colbert_scores(q, d, backend="lik")
+    exclude = kd_pylate.ColBERTScores(masking="exclude")
+    d4, m4 = d.unsqueeze(1), d_mask.unsqueeze(1)
+    pylate_torch = scores.ColBERTScores()(q, d4, documents_mask=m4, backend="torch")
+    assert exclude(q, d4, documents_mask=m4).item() == -2.0 != pylate_torch.item()  # kdops' masking
+    assert exclude(q, d4, documents_mask=m4, backend="auto").item() == -2.0
+    torch.testing.assert_close(exclude(q, d4, documents_mask=m4, backend="torch"), pylate_torch)
+    monkeypatch.setenv("PYLATE_SCORES_BACKEND", "torch")
+    torch.testing.assert_close(exclude(q, d4, documents_mask=m4), pylate_torch)
+
+
+def test_encode_output_scores(model):
+    """``model.encode()`` returns a list of [L_i, d] numpy arrays: PyLate's scorers need equal
+    lengths (queries, padded to query_length), kdops' take ragged documents too."""
+    queries = model.encode(QUERIES, is_query=True)
+    documents = model.encode([row[0] for row in DOCUMENTS], is_query=False)
+    assert isinstance(documents, list) and len({len(doc) for doc in documents}) > 1
+    expected = torch.stack([scores.colbert_scores(queries, [doc], backend="torch")[:, 0] for doc in documents], dim=1)
+    torch.testing.assert_close(kd_pylate.colbert_scores(queries, documents), expected)
+    with pytest.raises(ValueError):
+        scores.colbert_scores(queries, documents, backend="torch")  # ragged: PyLate cannot stack them
+
+
+# --- the one-line patch, PyLate's loss modules on kdops --------------------------------------
+
+
+def test_patch_rebinds_and_unpatch_restores(model):
+    import pylate.losses.distillation as distillation_module
+
+    originals = (scores.colbert_kd_scores, losses.Distillation, distillation_module.colbert_kd_scores)
+    swapped = kd_pylate.patch()
+    try:
+        assert kd_pylate.patch() == swapped
+        for name in ("pylate.scores.colbert_scores", "pylate.scores.colbert.colbert_kd_scores",
+                     "pylate.losses.distillation.colbert_kd_scores", "pylate.losses.Distillation",
+                     "pylate.losses.Contrastive", "pylate.losses.CachedContrastive"):
+            assert name in swapped
+        assert losses.Distillation(model).score_metric is kd_pylate.colbert_kd_scores
+        assert isinstance(losses.Contrastive(model).score_metric, kd_pylate.ColBERTScores)
+        assert scores.colbert_scores is kd_pylate.colbert_scores
+    finally:
+        assert kd_pylate.unpatch() == swapped
+    assert kd_pylate.unpatch() == []
+    assert (scores.colbert_kd_scores, losses.Distillation, distillation_module.colbert_kd_scores) == originals
+
+
+@pytest.mark.parametrize("normalize_scores", [True, False])
+@pytest.mark.parametrize("size_average", [True, False])
+def test_distillation_module_matches_pylate(model, normalize_scores, size_average):
+    features = _features(model)
+    labels = torch.randn(len(QUERIES), 3, generator=torch.Generator().manual_seed(2)) * 3
+    kw = dict(normalize_scores=normalize_scores, size_average=size_average)
+    _assert_same(_loss_and_grads(kd_pylate.Distillation(model, **kw), model, features, labels),
+                 _loss_and_grads(losses.Distillation(model, **kw), model, features, labels))
+
+
+@pytest.mark.parametrize("name", ["Contrastive", "CachedContrastive"])
+def test_contrastive_modules_match_pylate(model, name):
+    features = _features(model, ways=2)
+    features = [features[0], *[{k: v[j::2] for k, v in features[1].items()} for j in range(2)]]
+    labels = torch.zeros(len(QUERIES))
+    kw = {"mini_batch_size": 2} if name == "CachedContrastive" else {}
+    ours, theirs = getattr(kd_pylate, name)(model, **kw), getattr(losses, name)(model, **kw)
+    assert isinstance(ours.score_metric, kd_pylate.ColBERTScores)
+    _assert_same(_loss_and_grads(ours, model, features, labels), _loss_and_grads(theirs, model, features, labels))
+
+
+def test_distillation_module_is_finite_on_equal_half_scores(model):
+    """fp16 student scores that are all equal (PyLate issue #239): PyLate 1.6.0's loss is NaN,
+    kdops' finite, with finite gradients."""
+    equal = torch.full((len(QUERIES), 3), 2.0, dtype=torch.float16, requires_grad=True)
+    labels = torch.randn(len(QUERIES), 3)
+    metric = lambda *args, **kwargs: equal  # noqa: E731 - the scores the model would give
+    assert losses.Distillation(model, score_metric=metric)(_features(model), labels).isnan()
+    loss = kd_pylate.Distillation(model, score_metric=metric)(_features(model), labels)
+    loss.backward()
+    assert loss.isfinite() and equal.grad.isfinite().all()
+
+
+def test_distillation_module_honours_a_user_set_loss_function(model):
+    ours, theirs = kd_pylate.Distillation(model), losses.Distillation(model)
+    ours.loss_function = theirs.loss_function = torch.nn.KLDivLoss(reduction="mean", log_target=True)
+    labels = torch.randn(len(QUERIES), 3)
+    with torch.no_grad(), pytest.warns(UserWarning, match="kdops does not fuse"):
+        got = ours(_features(model), labels)
+    with torch.no_grad():
+        torch.testing.assert_close(got, theirs(_features(model), labels))
+
+
+def test_patched_pylate_trains_as_the_original(model, tmp_path):
+    """PyLate's training code unchanged (its own loss name, its collator, sentence-transformers'
+    trainer), as shipped and after ``patch()``: the patched run trains with kdops' loss and
+    scoring, with the original's loss curve and weights to float32 round-off."""
+    import copy
+
+    from datasets import Dataset
+    from pylate import utils
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    dataset = Dataset.from_dict({
+        "query": QUERIES * 2, "positive": [row[0] for row in DOCUMENTS] * 2, "negative": [row[1] for row in DOCUMENTS] * 2,
+    })
+    made = []
+
+    def train(out: str):
+        student = copy.deepcopy(model)
+        made.append(losses.Contrastive(student))  # looked up at run time, as user code would
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(tmp_path / out), max_steps=3, per_device_train_batch_size=2, learning_rate=0.05,
+            optim="sgd", logging_steps=1, seed=0, report_to="none", save_strategy="no", use_cpu=True,
+            dataloader_num_workers=0, disable_tqdm=True,
+        )
+        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=dataset, loss=made[-1],
+                                             data_collator=utils.ColBERTCollator(tokenize_fn=student.tokenize))
+        trainer.train()
+        return torch.tensor([e["loss"] for e in trainer.state.log_history if "loss" in e]), student
+
+    theirs_losses, theirs_model = train("theirs")
+    kd_pylate.patch()
+    try:
+        ours_losses, ours_model = train("ours")
+    finally:
+        kd_pylate.unpatch()
+    assert type(made[0]) is losses.Contrastive and type(made[1]) is kd_pylate.Contrastive
+    assert len(ours_losses) == 3
+    torch.testing.assert_close(ours_losses, theirs_losses, rtol=1e-5, atol=1e-7)
+    moved = max((a - s).abs().max().item() for a, s in zip(theirs_model.parameters(), model.parameters()))
+    assert moved > 1e-3, "the steps must change the weights for the comparison to mean anything"
+    for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * moved)
