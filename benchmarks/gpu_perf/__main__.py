@@ -29,13 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         from . import compile_all, kdops_profile
 
-        data = json.loads(PROFILES.read_text()) if PROFILES.exists() else {}
         if args.peers:
-            data.update(compile_all.peer_profiles(args.peers))
+            compile_all.peer_profiles(args.peers, save=compile_all.merge_into_cache)
         else:
             print("(no --peers DIR: the peers' SASS summaries are the cached ones)", file=sys.stderr)
-        data.update(kdops_profile.fresh())
-        PROFILES.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        compile_all.merge_into_cache(kdops_profile.fresh())
     print(report.markdown(json.loads(PROFILES.read_text())))
     return 0
 

@@ -62,11 +62,14 @@ def markdown(profiles: dict) -> str:
     for r in rows:
         out.append(f"| {r['peer']} | {GPUS[r['arch']].name} | {r['shape']} ({r['B']}, {r['Lq']}, {r['Ld']}) | {r['config']} | "
                    f"{r['bound']} | {r['predicted_ms']:.3f} | {r['ms']:.3f} | {math.exp(r['log_ratio']):.2f} |")
-    out += ["", "| peer | GPU | points | median error | max error |", "|---|---|---|---|---|"]
+    out += ["", "| peer | GPU | points | median error | max error | median predicted / published |",
+            "|---|---|---|---|---|---|"]
     for (peer, arch), (med, mx, n) in sorted(err.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        out.append(f"| {peer} | {GPUS[arch].name} | {n} | {_factor(med)} | {_factor(mx)} |")
+        signed = statistics.median(r["log_ratio"] for r in rows if r["arch"] == arch and peer in ("all", r["peer"]))
+        out.append(f"| {peer} | {GPUS[arch].name} | {n} | {_factor(med)} | {_factor(mx)} | {math.exp(signed):.2f} |")
     out.append("")
-    out.append("Error: exp(|ln(predicted / published)|), so x1.50 means off by 1.5 times either way.")
+    out.append("Error: exp(|ln(predicted / published)|), so x1.50 means off by 1.5 times either way; the last "
+               "column keeps the sign (below 1: the model is optimistic).")
     for arch in (90, 80):
         g = GPUS[arch]
         pooled = err.get(("all", arch))
