@@ -30,15 +30,16 @@ LISTING = """
         /*0060*/              @!P1 BRA 0x40 ;
         /*0070*/                   FMNMX R20, R12, R20, !PT ;
         /*0080*/               @P2 BRA 0x20 ;
-        /*0090*/                   HGMMA.64x128x16.F32.BF16 gdesc[UR4], RZ, !UPT ;
+        /*0090*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT ;
         /*00a0*/                   STS.64 [R0], R20 ;
         /*00b0*/                   EXIT ;
+        /*00c0*/                   BRA 0xc0 ;
 """
 
 
 def test_parser_classes_loops_and_bytes():
     f = sass.parse(LISTING)["tiny"]
-    assert len(f.instrs) == 12
+    assert len(f.instrs) == 13  # the trap after EXIT (a branch to itself) is no loop
     assert [(l.start, l.end) for l in f.loops] == [(0x20, 0x80)]
     inner = f.loops[0].children
     assert [(l.start, l.end) for l in inner] == [(0x40, 0x60)]
@@ -47,9 +48,10 @@ def test_parser_classes_loops_and_bytes():
     assert outer["all"] == 4 and outer["global"] == 1 and outer["ldsm"] == 1 and outer["shared"] == 1 and outer["fp"] == 1
     t = sass.totals(f, 0, 0xb0)
     assert t["fma"] == 16 * 8 * 16 + 64 * 128 * 16 // 4  # HMMA m16n8k16 + a quarter of the warpgroup's wgmma
-    assert t["smem_bytes"] == 512 + 256 and t["gmem_bytes"] == 512  # LDSM .4, STS.64; LDG.128
+    # LDSM .4, STS.64, the wgmma's A (64x16) and B (128x16) 16-bit operands from shared, a quarter per warp
+    assert t["smem_bytes"] == 512 + 256 + (64 * 16 * 2 + 128 * 16 * 2) // 4 and t["gmem_bytes"] == 512  # LDG.128
     s = sass.summary(f)
-    assert s["loops"] == 1 and s["loop"]["all"] == 7 and s["straight"]["all"] == 5 and s["straight"]["hgmma"] == 1
+    assert s["loops"] == 1 and s["loop"]["all"] == 7 and s["straight"]["all"] == 6 and s["straight"]["hgmma"] == 1
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,9 @@ def peer_profiles(site: str, archs=(80, 90), only_lq: tuple[int, ...] | None = N
                         continue
                     seen.add(c.key)
                     t = time.time()
-                    r = peers.compile_sass(site, peer, arch, lq, c, "chunk" if lq == 128 else dtype)
+                    # flash-maxsim's Lq = 128 instance is compiled as the chunks of a longer query
+                    # use it (with query lengths); a 128-token query alone runs it without them.
+                    r = peers.compile_sass(site, peer, arch, lq, c, dtype, q_lengths=peer == "flash-maxsim" and lq == 128)
                     func = list(sass.parse(r["sass"]).values())[0]
                     out[f"{peer}|sm_{arch}|{lq}|{c.key}"] = dict(
                         sass.summary(func), registers=list(r["registers"].values())[0], shared=r["shared"],

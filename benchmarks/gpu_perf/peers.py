@@ -88,17 +88,19 @@ def _signature(fn, constexprs: dict, pointer_types: dict) -> dict:
     return sig
 
 
-def kernel_and_constexprs(site: str, peer: str, lq: int, cfg: Config, d: int = 128, dtype: str = "fp16"):
+def kernel_and_constexprs(site: str, peer: str, lq: int, cfg: Config, d: int = 128, dtype: str = "fp16",
+                          q_lengths: bool = False):
     """The kernel and its compile-time arguments as the benchmark's call site passes them: forward
-    only, no argmax, no masks (flash-maxsim: fp16 inputs, shared docs, query lengths when Lq is
-    chunked; late-interaction-kernels: bf16, cross-product layout, its docs/benchmarks.md setup)."""
+    only, no argmax, no masks (flash-maxsim: fp16 inputs, shared docs, `q_lengths` for the
+    128-token chunks of a longer query; late-interaction-kernels: bf16, cross-product layout, its
+    docs/benchmarks.md setup)."""
     fm, lik = import_peers(site)
     if peer == "flash-maxsim":
         fn = fm._maxsim_fwd_kernel.fn
-        c = dict(Lq=lq, d=d, d_pad=d, shared_docs=1, save_argmax=0, use_q_lengths=int(lq == 128 and dtype == "chunk"),
+        c = dict(Lq=lq, d=d, d_pad=d, shared_docs=1, save_argmax=0, use_q_lengths=int(q_lengths),
                  input_dtype=int(dtype == "bf16"), BLOCK_Q=cfg.block_q, BLOCK_D=cfg.block_d)
-        ptrs = {"Q_ptr": f"*{'bf16' if dtype == 'bf16' else 'fp16'}", "D_ptr": f"*{'bf16' if dtype == 'bf16' else 'fp16'}",
-                "lengths_ptr": "*i32", "q_lengths_ptr": "*i32", "scores_ptr": "*fp32", "argmax_ptr": "*i32"}
+        ptrs = {"Q_ptr": f"*{dtype}", "D_ptr": f"*{dtype}", "lengths_ptr": "*i32", "q_lengths_ptr": "*i32",
+                "scores_ptr": "*fp32", "argmax_ptr": "*i32"}
         return fn, c, ptrs
     import triton.language as tl
 
@@ -110,7 +112,7 @@ def kernel_and_constexprs(site: str, peer: str, lq: int, cfg: Config, d: int = 1
     return fn, c, ptrs
 
 
-def compile_sass(site: str, peer: str, arch: int, lq: int, cfg: Config, dtype: str) -> dict:
+def compile_sass(site: str, peer: str, arch: int, lq: int, cfg: Config, dtype: str, q_lengths: bool = False) -> dict:
     """{'sass': text, 'registers': n, 'shared': bytes} of one kernel instance (no GPU needed)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -118,7 +120,7 @@ def compile_sass(site: str, peer: str, arch: int, lq: int, cfg: Config, dtype: s
 
     from .tools import cuobjdump_sass, registers
 
-    fn, constexprs, ptrs = kernel_and_constexprs(site, peer, lq, cfg, dtype=dtype)
+    fn, constexprs, ptrs = kernel_and_constexprs(site, peer, lq, cfg, dtype=dtype, q_lengths=q_lengths)
     src = ASTSource(fn=fn, signature=_signature(fn, constexprs, ptrs), constexprs=constexprs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})

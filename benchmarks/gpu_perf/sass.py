@@ -125,7 +125,9 @@ def parse(text: str) -> dict[str, Function]:
             for i in instrs:
                 if i.opcode.split(".")[0] == "BRA":
                     target = re.search(r"0x([0-9a-f]+)", i.operands)
-                    if target and int(target.group(1), 16) <= i.addr:
+                    # target < addr: a loop. (A branch to itself is the trap after EXIT that
+                    # ends every function: never taken.)
+                    if target and int(target.group(1), 16) < i.addr:
                         spans.append((int(target.group(1), 16), i.addr))
             funcs[name] = Function(name, instrs, _nest(spans))
 
@@ -170,6 +172,15 @@ def tensor_fma(opcode: str) -> int:
     return 0
 
 
+def wgmma_shared_bytes(opcode: str, operands: str) -> int:
+    """Shared bytes a wgmma reads, per warp (a quarter of the warpgroup's): B (N x 16, 16-bit)
+    always comes from shared memory through a descriptor; A (64 x 16) too when its operand is a
+    descriptor (`gdesc`) rather than registers."""
+    m, n, k = (int(x) for x in opcode.split(".")[1].split("x"))
+    a_from_shared = operands.split(",")[1].strip().startswith("gdesc")
+    return ((m * k * 2 if a_from_shared else 0) + n * k * 2) // 4
+
+
 def totals(func: Function, lo: int, hi: int, exclude: tuple[Loop, ...] = ()) -> dict[str, int]:
     """Per warp over [lo, hi] (without `exclude`): instructions by class, tensor FMAs, shared
     bytes (LDS/STS/LDSM/LDGSTS's shared side) and global bytes requested (LDG/STG/LDGSTS)."""
@@ -182,6 +193,8 @@ def totals(func: Function, lo: int, hi: int, exclude: tuple[Loop, ...] = ()) -> 
         fma += tensor_fma(i.opcode)
         if base in ("LDS", "STS", "LDSM", "LDGSTS", "LD", "ST"):
             smem += access_bytes(i.opcode)
+        elif base == "HGMMA":
+            smem += wgmma_shared_bytes(i.opcode, i.operands)
         if base in ("LDG", "STG", "LDGSTS"):
             gmem += access_bytes(i.opcode)
     out.update(fma=fma, smem_bytes=smem, gmem_bytes=gmem, hgmma=sum(1 for i in func.instrs
