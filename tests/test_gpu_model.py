@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,15 @@ def test_quick_command_prints_both_tables(capsys):
     for s in report.SIDE_BY_SIDE:
         assert out.count(f"| {s.name} |") == 2  # one row per GPU
     assert "PREDICTED" in out
+
+
+def test_docs_page_shows_what_the_command_prints(capsys):
+    """docs/gpu-model.md embeds `python -m benchmarks.gpu_perf --quick` verbatim (headings one level
+    down): a changed cache or model without the page regenerated fails here."""
+    cli.main(["--quick"])
+    out = capsys.readouterr().out.replace("## ", "### ").rstrip()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "gpu-model.md").read_text()
+    assert out in page
 
 
 def test_list_model_launches_match_the_counted_launches():

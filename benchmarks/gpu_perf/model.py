@@ -1,6 +1,7 @@
 """Time of one kernel launch from its SASS summary (sass.totals per program) and the GPU's
 constants (hw.py). Per SM, the work of the programs it gets is bounded by four rates, and the
-slowest wins (no overlap is assumed to be imperfect, so this is optimistic where several are close):
+slowest wins (the others are assumed to overlap it completely, which is optimistic where several
+are close):
   issue   : every warp instruction takes an issue slot; a scheduler with w warps issues
             min(1, w / dependent_issue_cycles) per cycle (too few warps cannot fill the slots)
   tensor  : tensor-core multiply-adds / the arch's rate (mma.sync or wgmma, by opcode)

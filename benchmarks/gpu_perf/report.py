@@ -77,15 +77,15 @@ def markdown(profiles: dict) -> str:
             continue
         e = {p: err.get((p, arch), pooled) for p in PEERS}
         out += ["", f"## Side by side on {g.name}: forward, no argmax, d = 128 (ALL PREDICTED)", "",
-                f"Calibration error beside each figure: the peer's own median / max on this GPU; kdops' is the "
-                f"pooled error of both peers here ({_factor(pooled[0])} / {_factor(pooled[1])}), since no "
-                f"kdops measurement exists. kdops is given as lo-hi (tile loop's straight-line code not "
-                f"counted / counted); the ratio uses hi.", "",
+                f"Calibration error beside each figure: the peer's own median / max on this GPU (the pooled "
+                f"error where a peer publishes no time on it); kdops' is the pooled error of the peers here "
+                f"({_factor(pooled[0])} / {_factor(pooled[1])}), since no kdops measurement exists. kdops is "
+                f"given as lo-hi (tile loop's straight-line code not counted / counted) with the bound of hi; "
+                f"the ratio uses hi. In brackets: the configuration the model picks, and its bound.", "",
                 "| shape | kdops fp16 us | kdops bf16 us | flash-maxsim (fp16) us | late-interaction-kernels (bf16) us | kdops bf16 / best peer |",
                 "|---|---|---|---|---|---|"]
         for s in SIDE_BY_SIDE:
-            k = {dt: (kernels.kdops(profiles, dt, s, g, "lo").seconds * 1e6, kernels.kdops(profiles, dt, s, g, "hi").seconds * 1e6)
-                 for dt in ("fp16", "bf16")}
+            k = {dt: (kernels.kdops(profiles, dt, s, g, "lo"), kernels.kdops(profiles, dt, s, g, "hi")) for dt in ("fp16", "bf16")}
             peers = {}
             for p in PEERS:
                 try:
@@ -93,10 +93,11 @@ def markdown(profiles: dict) -> str:
                     peers[p] = (pred.seconds * 1e6, cfg, pred.bound)
                 except KeyError:
                     peers[p] = None
-            cells = [f"{k[dt][0]:.0f}-{k[dt][1]:.0f} ({_factor(pooled[0])}/{_factor(pooled[1])})" for dt in ("fp16", "bf16")]
+            cells = [f"{k[dt][0].seconds * 1e6:.0f}-{k[dt][1].seconds * 1e6:.0f} [{k[dt][1].bound}] "
+                     f"({_factor(pooled[0])}/{_factor(pooled[1])})" for dt in ("fp16", "bf16")]
             for p in PEERS:
                 cells.append("not compiled" if peers[p] is None else
                              f"{peers[p][0]:.0f} [{peers[p][1]}, {peers[p][2]}] ({_factor(e[p][0])}/{_factor(e[p][1])})")
             best = min(v[0] for v in peers.values() if v is not None)
-            out.append(f"| {s.name} | " + " | ".join(cells) + f" | {k['bf16'][1] / best:.2f} |")
+            out.append(f"| {s.name} | " + " | ".join(cells) + f" | {k['bf16'][1].seconds * 1e6 / best:.2f} |")
     return "\n".join(out) + "\n"
