@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -50,8 +49,18 @@ def _device(arch: int):
 
 
 def import_peers(site: str):
+    """The two peers' forward modules from `site`, refusing other releases than the ones modelled
+    (their kernels and autotune lists change between releases)."""
     if site not in sys.path:
         sys.path.insert(0, site)
+        importlib.invalidate_caches()
+    from importlib.metadata import distributions
+
+    found = {d.metadata["Name"]: d.version for d in distributions(path=[site])}
+    for name, version in PEER_VERSIONS.items():
+        if found.get(name) != version:
+            raise RuntimeError(f"{site} has {name} {found.get(name)}, the model is for {version}: "
+                               f"pip install --no-deps --target DIR {name}=={version}")
     fm = importlib.import_module("flash_maxsim.flash_maxsim")
     lik = importlib.import_module("late_interaction_kernels.forward")
     return fm, lik
