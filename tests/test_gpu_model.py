@@ -100,6 +100,15 @@ def test_errors_median_and_max():
     assert report.errors(rows)[("p", 90)] == pytest.approx((math.log(2), math.log(4), 3))
 
 
+def test_leave_one_out_scaling_uses_the_other_points_only():
+    """Three points at ratios 1/2, 1/2, 1/8: each is scaled by the median of the other two."""
+    rows = [{"arch": 90, "log_ratio": math.log(x)} for x in (0.5, 0.5, 0.125)]
+    scale, med, mx = report.loo_scaled_errors(rows, 90)
+    assert scale == pytest.approx(2.0)
+    # point 1 and 2: others' median ln = (ln .5 + ln .125) / 2 -> |ln .5 - that| = ln 2; point 3: |ln .125 - ln .5| = ln 4
+    assert (med, mx) == pytest.approx((math.log(2), math.log(4)))
+
+
 def test_quick_command_prints_both_tables(capsys):
     assert cli.main(["--quick"]) == 0
     out = capsys.readouterr().out

@@ -49,6 +49,15 @@ def errors(rows: list[dict]) -> dict:
     return out
 
 
+def loo_scaled_errors(rows: list[dict], arch: int) -> tuple[float, float, float]:
+    """(scale, median, max |ln|) when every prediction on `arch` is multiplied by that GPU's median
+    published / predicted ratio (the scale), each point's ratio taken from the OTHER points only
+    (leave-one-out), so the error is out of sample."""
+    on = [r["log_ratio"] for r in rows if r["arch"] == arch]
+    logs = [abs(x - statistics.median(on[:i] + on[i + 1:])) for i, x in enumerate(on)]
+    return math.exp(-statistics.median(on)), statistics.median(logs), max(logs)
+
+
 def _factor(x: float) -> str:
     return f"x{math.exp(x):.2f}"
 
@@ -70,6 +79,14 @@ def markdown(profiles: dict) -> str:
     out.append("")
     out.append("Error: exp(|ln(predicted / published)|), so x1.50 means off by 1.5 times either way; the last "
                "column keeps the sign (below 1: the model is optimistic).")
+    out += ["", "Scaled by one factor per GPU (the median published / predicted of the other points: "
+            "leave-one-out, so out of sample):", "",
+            "| GPU | factor (all points) | median error | max error |", "|---|---|---|---|"]
+    for arch in sorted({r["arch"] for r in rows}, reverse=True):
+        scale, med, mx = loo_scaled_errors(rows, arch)
+        out.append(f"| {GPUS[arch].name} | {scale:.2f} | {_factor(med)} | {_factor(mx)} |")
+    out += ["", "The side-by-side tables below are NOT scaled: one factor per GPU multiplies every "
+            "implementation alike, so the ratios between them, what the tables are for, do not change."]
     for arch in (90, 80):
         g = GPUS[arch]
         pooled = err.get(("all", arch))
