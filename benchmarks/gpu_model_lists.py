@@ -19,7 +19,7 @@ The model, per kernel:
          SMs x clock), the latency of one row's dependent chain x rows / rows in flight) + launches
 with the instruction and latency counts per row estimated from the kernels' loops below; the
 bound named is the largest of those terms, or "launches" where the launches' fixed cost is
-larger than all of them (the small shapes: a step is then ~3 launches, whatever the kernels do).
+larger than all of them (the small shapes: a step is then 3 to 6 launches, whatever the kernels do; see STEP_CALLS).
 Every constant is an assumption, named; change one and the table follows.
 """
 
@@ -141,6 +141,31 @@ def _block_row(s: ListShape) -> tuple[float, float]:
     return sort + grad, sort_latency + grad_latency
 
 
+# Launches of a training step, from what tests/test_launch_counts.py counts on the simulator: each
+# raw op call below is its kdops kernels plus one launch per torch op it runs (the reduction, and
+# for PLD and PL the device-side range flags: aten::all and aten::_assert_async); autograd's
+# backward then multiplies the saved gradient by the upstream one (one more launch), except PL,
+# whose backward op takes the upstream gradient itself. tests/test_gpu_model.py checks CALL_LAUNCHES
+# against that test's CASES.
+STEP_CALLS = {  # (op, long rows) -> the raw op calls of a step (names of test_launch_counts.CASES)
+    ("listmle", False): ["listmle_and_grads sum"], ("listmle", True): ["listmle_and_grads long rows sum"],
+    ("pld", False): ["pld_loss_and_grads mean"], ("pld", True): ["pld_loss_and_grads long rows mean"],
+    ("kd", False): ["listwise_kd_loss mean"], ("kd", True): ["listwise_kd_loss long rows mean"],
+    ("pl", False): ["plackett_luce_loss mean", "plackett_luce_loss_backward mean"],
+    ("pl", True): ["plackett_luce_loss long rows mean", "plackett_luce_loss_backward mean"],
+}
+CALL_LAUNCHES = {  # kernels + torch ops of each call, as test_launch_counts.CASES lists them
+    "listmle_and_grads sum": 2, "listmle_and_grads long rows sum": 3,
+    "pld_loss_and_grads mean": 4, "pld_loss_and_grads long rows mean": 5,
+    "listwise_kd_loss mean": 2, "listwise_kd_loss long rows mean": 2,
+    "plackett_luce_loss mean": 4, "plackett_luce_loss long rows mean": 5, "plackett_luce_loss_backward mean": 1,
+}
+
+
+def step_launches(op: str, long_rows: bool) -> int:
+    return sum(CALL_LAUNCHES[c] for c in STEP_CALLS[(op, long_rows)]) + (0 if op == "pl" else 1)
+
+
 def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
     """(seconds, bound, launches) of a fwd+bwd step."""
     warp_rows = s.n <= WARP_ROW_ITEMS
@@ -153,10 +178,7 @@ def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
         "issue": s.rows * instr / (gpu.schedulers * gpu.sms) / gpu.clock_hz,
         "latency": _ceil(s.rows, in_flight) * latency / gpu.clock_hz,
     }
-    # Launches: the rows kernel(s) (+ the block sort for long ranked rows; PL: its forward and its
-    # backward op), the reduction of the per-row losses, the backward's multiply.
-    kernels = 1 + (1 if s.ranked and not warp_rows else 0) + (1 if s.op == "pl" else 0)
-    launches = kernels + 1 + (0 if s.op == "pl" else 1)
+    launches = step_launches(s.op, not warp_rows)
     times["launches"] = launches * gpu.launch_s
     bound = max(times, key=times.get)
     work = max(t for k, t in times.items() if k != "launches")

@@ -1,0 +1,83 @@
+"""Each implementation's launches for a MaxSim forward of one shape (no argmax, no masks, d = 128):
+Nq queries [Lq, d] against B shared docs [Ld, d], built from the SASS summaries in profiles.json,
+the way each library's Python code launches them. Returns the predicted time and what bounds it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import model
+from .hw import Gpu
+
+D = 128
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    nq: int
+    b: int
+    lq: int
+    ld: int
+
+
+def _sum(a: dict, b: dict, times: float = 1.0) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v * times
+    return out
+
+
+def _hbm(s: Shape, elem: int) -> float:
+    return (s.b * s.ld + s.nq * s.lq) * D * elem + s.nq * s.b * 4
+
+
+def triton_launch(prof: dict, programs: int, ld: int, hbm: float) -> model.Launch:
+    trips = math.ceil(ld / prof["block_d"])
+    return model.Launch(
+        programs=programs, warps=prof["num_warps"], registers=prof["registers"], shared=prof["shared"],
+        per_program=_sum(prof["straight"], prof["loop"], trips), iterations=trips * prof["loops"],
+        stages=prof["num_stages"], hbm_bytes=hbm, hgmma=prof["loop"].get("hgmma", 0) > 0)
+
+
+def peer(profiles: dict, name: str, s: Shape, g: Gpu) -> tuple[model.Prediction, str]:
+    """The autotuner's pick as the model sees it: the candidate predicted fastest."""
+    if name == "flash-maxsim":
+        # flash_maxsim / flash_maxsim_batched: Lq <= 128 in one launch; longer queries in 128-token
+        # chunks as Nq * chunks "queries" (one launch), plus torch.full (chunk lengths) and the
+        # chunk sum: two more launches.
+        chunks = 1 if s.lq <= 128 else math.ceil(s.lq / 128)
+        lq, programs, extra = (s.lq, s.nq * s.b, 0) if chunks == 1 else (128, s.nq * chunks * s.b, 2)
+    else:
+        # late_interaction_kernels.maxsim: one program per (query, doc), Lq compiled in.
+        lq, programs, extra = s.lq, s.nq * s.b, 0
+    best = None
+    prefix = f"{name}|sm_{g.arch}|{lq}|"
+    for key, prof in profiles.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            p = model.predict(triton_launch(prof, programs, s.ld, _hbm(s, 2)), g)
+        except ValueError:
+            continue
+        if best is None or p.seconds < best[0].seconds:
+            best = (p, key.removeprefix(prefix))
+    if best is None:
+        raise KeyError(f"no compiled candidates for {prefix} in profiles.json")
+    p, cfg = best
+    return model.Prediction(p.seconds + extra * g.launch_s, p.bound, p.resident, p.parts), cfg
+
+
+def kdops(profiles: dict, dtype: str, s: Shape, g: Gpu, bound: str = "hi") -> model.Prediction:
+    """maxsim_tensor_core_kernel: one block per (doc, group of G queries), 64 query rows of
+    `seg` rows per query, 64-token doc tiles, 2 stages (maxsim_tensor_core.cuh, groups_for)."""
+    prof = profiles[f"kdops|sm_{g.arch}|{dtype}|argmax0"]
+    seg = 64 if s.lq >= 64 else math.ceil(s.lq / 16) * 16
+    groups = math.ceil(s.nq / (64 // seg))
+    chunks = math.ceil(s.lq / seg)
+    tiles = math.ceil(s.ld / 64)
+    per_program = {k: v * chunks for k, v in _sum(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
+    launch = model.Launch(programs=s.b * groups, warps=4, registers=prof["registers"], shared=prof["shared"],
+                          per_program=per_program, iterations=chunks * tiles, stages=2, hbm_bytes=_hbm(s, 2))
+    return model.predict(launch, g)
