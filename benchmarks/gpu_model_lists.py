@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmarks.gpu_model import Gpu
+from benchmarks.gpu_perf.hw import H100, Gpu
 
 # Assumed instruction counts (warp instructions, per item a lane holds, or per step).
 SORT_STEP = 8  # one compare-exchange of 64-bit (image, index) keys: compare, selects, index math
@@ -174,7 +174,7 @@ def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
     if not warp_rows:
         in_flight //= BLOCK_THREADS // 32  # a row a block
     times = {
-        "HBM": hbm_bytes(s) / (gpu.hbm_peak * gpu.hbm_share),
+        "HBM": hbm_bytes(s) / (gpu.hbm_bytes_per_s * gpu.hbm_share),
         "issue": s.rows * instr / (gpu.schedulers * gpu.sms) / gpu.clock_hz,
         "latency": _ceil(s.rows, in_flight) * latency / gpu.clock_hz,
     }
@@ -185,7 +185,7 @@ def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
     return work + times["launches"], bound, launches
 
 
-def table(gpu: Gpu = Gpu()) -> str:
+def table(gpu: Gpu = H100) -> str:
     lines = [
         f"Predicted (not measured) float32 list-loss fwd+bwd times on an {gpu.name}; assumptions in "
         "benchmarks/gpu_model_lists.py.",
@@ -195,7 +195,7 @@ def table(gpu: Gpu = Gpu()) -> str:
     ]
     for s in SHAPES:
         seconds, bound, launches = predict(s, gpu)
-        roof = hbm_bytes(s) / gpu.hbm_peak
+        roof = hbm_bytes(s) / gpu.hbm_bytes_per_s
         lines.append(
             f"| {s.name} | {'a warp' if s.n <= WARP_ROW_ITEMS else 'a block'} | {hbm_bytes(s) / 1e6:.2f} "
             f"| {roof * 1e6:.2f} | {seconds * 1e6:.1f} ({bound}) | {launches} | {seconds / roof:.0f} |"
