@@ -4,8 +4,9 @@ package when it is missing; nothing here is imported by ``import kdops``.
 
 - ``kdops.integrations.sentence_transformers``: dense ``MarginMSELoss``; multi-vector
   (ColBERT) scorers for the losses, the evaluators and encoded outputs, and losses for
-  ``MultiVectorEncoder``.
-- ``kdops.integrations.pylate``: ColBERT scoring (a ``score_metric`` for PyLate's losses) and
-  distillation with PyLate's conventions.
+  ``MultiVectorEncoder``; ``patch()`` / ``unpatch()`` swap them into the installed library.
+- ``kdops.integrations.pylate``: ColBERT scoring (a ``score_metric`` for PyLate's losses),
+  distillation with PyLate's conventions, drop-ins for its ``Distillation``, ``Contrastive``
+  and ``CachedContrastive`` losses; ``patch()`` / ``unpatch()`` swap them into PyLate.
 - ``kdops.integrations.transformers``: a loss hook for ``transformers.Trainer``.
 """
