@@ -48,6 +48,15 @@ def test_documented_examples():
     torch.testing.assert_close(kd_pylate.colbert_scores(q, d, q_mask, d_mask), expected)
     pairs_d = torch.tensor([[[10.0], [0.0], [1.0]], [[0.0], [100.0], [1.0]], [[1.0], [0.0], [1000.0]]])
     torch.testing.assert_close(kd_pylate.colbert_scores_pairwise(q, pairs_d), torch.tensor([10.0, 200.0, 3000.0]))
+    kd_d = torch.tensor([
+        [[[10.0], [0.0], [1.0]], [[20.0], [0.0], [1.0]], [[30.0], [0.0], [1.0]]],
+        [[[0.0], [100.0], [1.0]], [[0.0], [200.0], [1.0]], [[0.0], [300.0], [1.0]]],
+        [[[1.0], [0.0], [1000.0]], [[1.0], [0.0], [2000.0]], [[10.0], [0.0], [3000.0]]],
+    ])
+    kd_mask = torch.ones(3, 3, 3)
+    kd_mask[0, 0, 0] = 0  # the first document's best token is masked: its next best, 1, counts
+    expected = torch.tensor([[1.0, 20.0, 30.0], [200.0, 400.0, 600.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(kd_pylate.colbert_kd_scores(q, kd_d, q_mask, kd_mask), expected)
 
 
 def test_kd_scores_match_pylate_where_masking_by_zero_is_harmless():

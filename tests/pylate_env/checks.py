@@ -182,6 +182,9 @@ def test_backend_keeps_pylates_meaning(monkeypatch):
         kd_pylate.colbert_scores(q, d, backend="nope")
     with pytest.raises(RuntimeError, match="CUDA or MPS"):
         kd_pylate.colbert_scores(q, d, backend="lik")
+    with pytest.raises(RuntimeError, match="requires CUDA"):
+        kd_pylate.colbert_scores(q, d, backend="flash")
+    assert kd_pylate.colbert_scores(q, d, backend="auto").shape == (1, 1)
     exclude = kd_pylate.ColBERTScores(masking="exclude")
     d4, m4 = d.unsqueeze(1), d_mask.unsqueeze(1)
     pylate_torch = scores.ColBERTScores()(q, d4, documents_mask=m4, backend="torch")
