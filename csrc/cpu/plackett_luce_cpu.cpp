@@ -21,6 +21,7 @@
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
 #include "cpu/cpu_clones.h"
+#include "cpu/parallel_grain.h"
 #include "cpu/radix_rank.h"
 #include "cpu/row_reduce.h"
 
@@ -37,8 +38,10 @@
 namespace kdops::cpu {
 namespace {
 
-// Rows per parallel task: about 4k items, tens of microseconds of work (a sort, exps, logs).
-int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)); }
+// Rows per parallel task (parallel_grain): an item costs 5-15 ns forward and backward at n = 64
+// (a sort, exps, logs; ~45 ns at n = 1000, where the sort grows), so 10 ns an item.
+constexpr double kItemNs = 10;
+int64_t row_grain(int64_t n) { return parallel_grain(kItemNs * static_cast<double>(std::max<int64_t>(n, 1))); }
 
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
