@@ -282,8 +282,8 @@ KDOPS_MATH bool kl_small(float r) { return (bits_of_float(r) & 0x7fffffffu) < 0x
 KDOPS_MATH bool kl_small(double r) { return r > -0.5 && r < 0.5; }
 
 // Ts (e_t - e_s) of one item, e = exp(z) of each side: z = (x - max) / T (tempered), d = x - max,
-// ratio = Ts / Tt. Where both |z| < 1/2 it is Ts (expm1(z_t) - expm1(z_s)), each expm1(z) as
-// d / T times the series of expm1(z) / z: e_t - e_s would keep only the absolute error of each e,
+// ratio = Ts / Tt. Where both |z| < 1/2 it is Ts (expm1(z_t) - expm1(z_s)), each Ts expm1(z) as
+// d Ts / T times the series of expm1(z) / z: e_t - e_s would keep only the absolute error of each e,
 // all that is left of an item at T = 1e30 (z ~ 1e-30). Summed over a row, D of
 // kd_scaled_log_ratio.
 template <typename acc_t>
