@@ -574,11 +574,36 @@ inline __attribute__((always_inline)) double chunked_sum(int64_t len, const F& f
   return total;
 }
 
+// After the two softmax_row calls of a KDRow (z and unnormalised e of the teacher in zt, pt, of
+// the student in zs, qs): log_ratio from D = Ts (S_t - S_s) (chunked_sum), never from two
+// O(log n) log-normalisers whose rounding would swamp an r of 1e-5 at a high temperature; then
+// p and q normalised in place, u_i (kd_shift_difference) into zt and r_i = (u_i - log_ratio) / Ts
+// into zs. Returns log_ratio. Its own function, so the loader picks its vector ISA.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES acc_t kd_row_shifts(const scalar_t* s, const scalar_t* t, int64_t len, SoftmaxNorm<acc_t> norm_s,
+                                     SoftmaxNorm<acc_t> norm_t, const KDTemperatures<acc_t>& temps, acc_t* pt,
+                                     acc_t* qs, acc_t* zt, acc_t* zs) {
+  const acc_t mt = norm_t.max, ms = norm_s.max, ts = temps.ts, ratio = temps.ratio;
+  const auto dt = [&](int64_t i) { return static_cast<acc_t>(t[i]) - mt; };
+  const auto ds = [&](int64_t i) { return static_cast<acc_t>(s[i]) - ms; };
+  const double d = chunked_sum<acc_t>(len, [&](int64_t i) {
+    return kd_scaled_exp_difference(dt(i), zt[i], pt[i], ds(i), zs[i], qs[i], ts, ratio);
+  });
+  const acc_t lr = static_cast<acc_t>(kd_scaled_log_ratio(d, norm_s.sum, temps.ts_d));
+  normalise(pt, len, norm_t.sum);
+  normalise(qs, len, norm_s.sum);
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    const acc_t ui = kd_shift_difference(dt(i), ds(i), ratio);
+    zt[i] = ui;
+    zs[i] = divided(ui - lr, ts);
+  }
+  return lr;
+}
+
 // One row of listwise KD in units of Ts (common/plackett_luce.h): p = softmax(t / Tt) and
 // q = softmax(s / Ts) over its len items (p in x, q in e), u_i (kd_shift_difference) in m and
-// r_i = v_i / Ts in terms, v_i = u_i - log_ratio. log_ratio comes from D = Ts (S_t - S_s)
-// (chunked_sum), never from two O(log n) log-normalisers whose rounding would swamp an r of 1e-5
-// at a high temperature.
+// r_i = v_i / Ts in terms, v_i = u_i - log_ratio (kd_row_shifts).
 template <typename acc_t>
 struct KDRow {
   const acc_t *p, *q, *u, *r;
@@ -591,26 +616,11 @@ struct KDRow {
     acc_t *pt = b.x.data(), *qs = b.e.data(), *zt = b.m.data(), *zs = b.terms.data();
     const auto norm_t = softmax_row(t, len, temps.tt, zt, pt);
     const auto norm_s = softmax_row(s, len, temps.ts, zs, qs);
-    const acc_t mt = norm_t.max, ms = norm_s.max, ts = temps.ts, ratio = temps.ratio;
-    const auto dt = [&](int64_t i) { return static_cast<acc_t>(t[i]) - mt; };
-    const auto ds = [&](int64_t i) { return static_cast<acc_t>(s[i]) - ms; };
-    const double d = chunked_sum<acc_t>(len, [&](int64_t i) {
-      return kd_scaled_exp_difference(dt(i), zt[i], pt[i], ds(i), zs[i], qs[i], ts, ratio);
-    });
-    const acc_t lr = static_cast<acc_t>(kd_scaled_log_ratio(d, norm_s.sum, temps.ts_d));
-    normalise(pt, len, norm_t.sum);
-    normalise(qs, len, norm_s.sum);
-    KDOPS_SIMD
-    for (int64_t i = 0; i < len; ++i) {
-      const acc_t ui = kd_shift_difference(dt(i), ds(i), ratio);
-      zt[i] = ui;
-      zs[i] = divided(ui - lr, ts);
-    }
+    log_ratio = kd_row_shifts(s, t, len, norm_s, norm_t, temps, pt, qs, zt, zs);
     p = pt;
     q = qs;
     u = zt;
     r = zs;
-    log_ratio = lr;
   }
 };
 
