@@ -1,6 +1,7 @@
 """Plackett-Luce family cases, forward + backward in float32: PLD (B=256 C=100, B=256 C=1000,
 B=1024 C=1000), ListMLE, listwise KD and the PL loss of a given ranking (B=256 n=64,
-B=4096 n=32). The teacher is detached, as in distillation.
+B=4096 n=32), and on the CPU ListMLE B=256 n=64 beside a busy process. The teacher is detached,
+as in distillation.
 
 Peers (written inline so they run without the packages):
 - "allrank": allRank's ``listMLE`` formula (sort by relevance, gather, reversed cumsum of exp
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import kdops
-from benchmarks.harness import Case, Impl, compiled, floor_impl, forward_backward
+from benchmarks.harness import Case, Impl, busy_process, compiled, floor_impl, forward_backward
 from kdops import reference
 
 PLD_SHAPES = [(256, 100), (256, 1000), (1024, 1000)]
@@ -77,6 +78,17 @@ def _listmle(device: torch.device, batch: int, n: int) -> Case:
     return Case("listmle", "ListMLE", f"B={batch} n={n}", torch.float32, "fwd+bwd", impls)
 
 
+def _listmle_beside_busy_process(device: torch.device) -> Case:
+    """ListMLE B=256 n=64 while another process spins on one core (busy_process): a training job
+    on a shared machine. A parallel region over work this small waits a whole time slice for the
+    thread that lost its core; kdops' ratio to eager is reported here as in the idle case."""
+    case = _listmle(device, *LIST_SHAPES[0])
+    case.case = "ListMLE beside a busy process"
+    case.impls = [impl for impl in case.impls if impl.name in ("reference", "kdops")]
+    case.beside = busy_process
+    return case
+
+
 def _listwise_kd(device: torch.device, batch: int, n: int) -> Case:
     gen = torch.Generator().manual_seed(2)
     inputs = [
@@ -107,4 +119,6 @@ def cases(device: torch.device) -> list[Case]:
     out = [_pld(device, b, c) for b, c in PLD_SHAPES]
     for build in (_listmle, _listwise_kd, _plackett_luce):
         out += [build(device, b, n) for b, n in LIST_SHAPES]
+    if device.type == "cpu":  # a busy core delays the host's parallel regions, not a GPU's kernels
+        out.append(_listmle_beside_busy_process(device))
     return out

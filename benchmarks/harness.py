@@ -5,11 +5,14 @@ its peak extra memory during one pass is measured."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch.utils import benchmark as tbench
@@ -34,6 +37,22 @@ class Case:
     pass_: str  # "fwd" | "fwd+bwd"
     impls: list[Impl] = field(default_factory=list)
     flops: float | None = None  # useful multiply-adds x 2 of one pass, for GFLOP/s
+    # What runs beside the timing: a context manager factory (busy_process: another process
+    # competing for a core), entered around every implementation's runs; None: nothing.
+    beside: Callable[[], ContextManager] | None = None
+
+
+@contextlib.contextmanager
+def busy_process() -> Iterator[None]:
+    """Another process spinning on one core for the duration: a machine shared with other jobs,
+    where a parallel region waits for a thread that lost its core for a whole time slice."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # running before the first timed call
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def forward_backward(loss_fn: Callable[..., torch.Tensor], inputs: Tensors) -> Callable[[], object]:

@@ -14,6 +14,7 @@ table under benchmarks/results/<device>/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -53,13 +54,14 @@ def _runs(impl) -> bool:
 
 
 def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict, clock: str = "wall") -> list[dict]:
-    """Times every implementation of the case (with clock='cpu', in turns: time_passes_interleaved),
-    then measures each one's peak memory."""
+    """Times every implementation of the case (with clock='cpu', in turns: time_passes_interleaved;
+    beside whatever case.beside runs), then measures each one's peak memory."""
     impls = [impl for impl in case.impls if _runs(impl)]
-    if clock == "cpu":
-        timings = time_passes_interleaved([impl.fn for impl in impls], min_run_time)
-    else:
-        timings = [time_pass(impl.fn, min_run_time) for impl in impls]
+    with case.beside() if case.beside is not None else contextlib.nullcontext():
+        if clock == "cpu":
+            timings = time_passes_interleaved([impl.fn for impl in impls], min_run_time)
+        else:
+            timings = [time_pass(impl.fn, min_run_time) for impl in impls]
     records = []
     for impl, (median, p20, p80) in zip(impls, timings):
         peak = peak_bytes(impl.fn, device)

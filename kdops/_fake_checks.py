@@ -20,8 +20,12 @@ def dim(t: Tensor, n: int, name: str, shape: str) -> None:
     torch._check_value(t.dim() == n, lambda: f"{name} must be {shape}, got a tensor of shape {list(t.shape)}")
 
 
+# The score dtypes of csrc/common/checks.h's check_floating (not is_floating_point: float8).
+FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
 def floating(t: Tensor, name: str) -> None:
-    torch._check_type(t.dtype.is_floating_point,
+    torch._check_type(t.dtype in FLOATING,
                       lambda: f"{name} must be a floating-point tensor (float32, float64, float16 or bfloat16), got {t.dtype}")
 
 
@@ -74,6 +78,6 @@ def row_loss_grad(grad: Tensor, scores: Tensor, reduced: bool) -> None:
     """The upstream gradient of a per-row loss: a scalar for 'mean'/'sum', else [B]."""
     torch._check_type(grad.dtype == scores.dtype, lambda: f"grad must have the dtype of the scores ({scores.dtype}), got {grad.dtype}")
     device(scores, "the scores", grad=grad)
-    expected = 1 if reduced else scores.shape[0]
-    torch._check_value(grad.numel() == expected,
-                       lambda: f"grad must be {'a scalar' if reduced else '[B]'}, got shape {list(grad.shape)}")
+    expected = () if reduced else (scores.shape[0],)
+    torch._check_value(tuple(grad.shape) == expected,
+                       lambda: f"grad must be {'a scalar (shape [])' if reduced else f'[B] = {list(expected)}'}, got shape {list(grad.shape)}")

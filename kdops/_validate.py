@@ -39,6 +39,9 @@ def check_backend(tensor: Tensor, op: str) -> None:
 
 
 def check_positive(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
+    """A temperature: a real number in (0, inf). A bool is refused, not read as 1.0 (as top_k)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive finite number (int or float), got {type(value).__name__} {value!r}")
+    if not (value > 0 and value != float("inf")):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)

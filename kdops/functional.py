@@ -256,7 +256,10 @@ def listwise_kd_loss(
     check_tensor(student, "student")
     check_tensor(teacher, "teacher")
     _check_optional(lengths, "lengths")
-    ts = check_positive(temperature if student_temperature is None else student_temperature, "student_temperature")
-    tt = check_positive(temperature if teacher_temperature is None else teacher_temperature, "teacher_temperature")
+    # Each checked under the name it was given by (a bad `temperature` is named so, not as the
+    # side it stands in for).
+    temperature = check_positive(temperature, "temperature")
+    ts = temperature if student_temperature is None else check_positive(student_temperature, "student_temperature")
+    tt = temperature if teacher_temperature is None else check_positive(teacher_temperature, "teacher_temperature")
     check_backend(student, "kdops.listwise_kd_loss")
     return _ops.listwise_kd_loss.default(student, teacher, lengths, ts, tt, reduction)

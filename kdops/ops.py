@@ -157,8 +157,9 @@ def _(student, teacher, mask, reduction):
 def _(grad, student, teacher, mask, count, reduction):
     _margin_mse_args(student, teacher, mask, reduction)
     torch._check_type(grad.dtype == student.dtype, lambda: f"grad must have the dtype of student ({student.dtype}), got {grad.dtype}")
-    terms = 1 if reduction != "none" else student.shape[0] * (student.shape[1] - 1)
-    torch._check_value(grad.numel() == terms, lambda: f"grad must be the shape of the loss, got {list(grad.shape)}")
+    loss_shape = () if reduction != "none" else (student.shape[0], student.shape[1] - 1)
+    torch._check_value(tuple(grad.shape) == loss_shape,
+                       lambda: f"grad must be the shape of the loss {list(loss_shape)}, got {list(grad.shape)}")
     check.dtype(count, torch.int64, "count")
     check.shape(count, (), "count", "the scalar margin_mse returned")
     check.device(student, "student", grad=grad, count=count)

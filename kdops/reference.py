@@ -171,6 +171,23 @@ def listmle(
     return plackett_luce_loss(scores, ranking, lengths=lengths, top_k=top_k, reduction=reduction)
 
 
+def _tempered(x: Tensor, temperature: float, valid: Tensor | None = None) -> Tensor:
+    """(x - max) / T per row: the logits of softmax(x / T), shifted by the row's max (over its
+    valid items) before the division, so that no x / T is formed that overflows on finite inputs
+    (x = 1e9 at T = 1e-30: the max items give exactly 0, the others -inf, the hard max). The max
+    is detached: a softmax does not depend on its shift. A row whose max is not finite has no
+    softmax: NaN. Padding (not `valid`) takes the dtype's lowest value afterwards (as in
+    plackett_luce_loss: both sides' padding then cancels in log p - log q, finite gradients)."""
+    if valid is None:
+        top = x.amax(dim=1, keepdim=True)
+    else:
+        top = torch.where(valid, x, float("-inf")).amax(dim=1, keepdim=True)
+    top = top.detach()
+    top = torch.where(top.isfinite(), top, float("nan"))
+    z = (x - top) / temperature
+    return z if valid is None else torch.where(valid, z, torch.finfo(x.dtype).min)
+
+
 def pld_ranking(teacher_logits: Tensor, target: Tensor) -> Tensor:
     """The teacher-optimal ranking of PLD: the true class first, then the other classes by
     descending teacher logit (ties: lower index first)."""
@@ -194,7 +211,7 @@ def pld_loss(
         loss_b = sum_k softmax(t_b / T)[pi_k] * (logsumexp_{j >= k} s[pi_j] - s[pi_k])
     """
     ranking = pld_ranking(teacher_logits, target)
-    weights = torch.softmax(teacher_logits / temperature, dim=1).gather(1, ranking)
+    weights = torch.softmax(_tempered(teacher_logits, temperature), dim=1).gather(1, ranking)
     return plackett_luce_loss(student_logits, ranking, weights=weights, reduction=reduction)
 
 
@@ -215,13 +232,13 @@ def listwise_kd_loss(
     ts = temperature if student_temperature is None else student_temperature
     tt = temperature if teacher_temperature is None else teacher_temperature
     valid = _valid_columns(student, lengths)
-    lowest = torch.finfo(student.dtype).min  # as in plackett_luce_loss: finite gradients
-    log_q = torch.log_softmax(torch.where(valid, student / ts, lowest), dim=1)
-    log_p = torch.log_softmax(torch.where(valid, teacher / tt, lowest), dim=1)
+    # _tempered shifts each row by its max before dividing by T, padding at the lowest value.
+    log_q = torch.log_softmax(_tempered(student, ts, valid), dim=1)
+    log_p = torch.log_softmax(_tempered(teacher, tt, valid), dim=1)
     p = log_p.exp()
     # p = 0 adds 0 (the limit of p log p); a NaN p (a NaN or +inf teacher score) propagates.
     terms = torch.where(valid & (p != 0), p * (log_p - log_q), torch.zeros_like(p))
-    loss = ts * ts * terms.sum(1)
+    loss = ts * (ts * terms.sum(1))  # never ts * ts, which overflows where the loss does not
     # A side whose valid items are all -inf (or NaN) has no softmax: the row's loss is NaN.
     no_softmax = [~torch.where(valid, x, float("-inf")).gt(float("-inf")).any(1) for x in (student, teacher)]
     undefined = valid.any(1) & (no_softmax[0] | no_softmax[1])

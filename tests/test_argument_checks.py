@@ -109,3 +109,104 @@ COMPILE_MISMATCHES = [
 def test_shape_mismatch_under_compile_names_the_argument_and_its_shape(name, fn, args):
     message = _compile_error(fn, *args)
     assert f"{name} must" in message and "got" in message, message
+
+
+# --- dtypes: one accepted set on every backend, the others refused by name (issue #30) ----------
+
+NOT_SCORE_DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.complex64, torch.int32, torch.bool]
+
+
+def _score_calls(device, dtype):
+    """(name of the scores argument, call) of every public op, its scores in `dtype` (the
+    other float tensors too, so only the dtype itself is wrong)."""
+    g = torch.Generator().manual_seed(0)
+    f = lambda *shape: torch.randn(*shape, generator=g).to(device).to(dtype)  # noqa: E731
+    ranking = torch.tensor([[0, 1, 2], [2, 1, 0]], device=device)
+    target = torch.tensor([0, 2], device=device)
+    return [
+        ("student", lambda: kdops.margin_mse(f(2, 3), f(2, 3))),
+        ("student_pos", lambda: kdops.margin_mse(f(2), f(2), f(2), f(2))),
+        ("Q", lambda: kdops.maxsim(f(2, 3, 4), f(5, 6, 4))),
+        ("scores", lambda: kdops.plackett_luce_loss(f(2, 3), ranking)),
+        ("scores", lambda: kdops.listmle(f(2, 3), torch.rand(2, 3, generator=g).to(device))),
+        ("student_logits", lambda: kdops.pld_loss(f(2, 3), f(2, 3), target)),
+        ("student", lambda: kdops.listwise_kd_loss(f(2, 3), f(2, 3))),
+    ]
+
+
+@devices
+@pytest.mark.parametrize("dtype", NOT_SCORE_DTYPES, ids=str)
+@pytest.mark.parametrize("which", range(7))
+def test_scores_of_other_dtypes_are_refused_by_name(device, dtype, which):
+    """float8 passed at::isFloatingType and failed in the dispatch ("not implemented for
+    'Float8_e4m3fn'", no argument named); every backend now refuses it as it refuses complex."""
+    name, call = _score_calls(device, dtype)[which]
+    with pytest.raises(TypeError, match=f"^{name} must be a floating-point tensor"):
+        call()
+
+
+@pytest.mark.parametrize("dtype", NOT_SCORE_DTYPES[:2], ids=str)
+@pytest.mark.parametrize("which", range(7))
+def test_fake_kernels_refuse_float8_scores_by_name(dtype, which):
+    """The fake kernels (torch.compile, meta tensors) take the same dtypes as the C++ checks."""
+    name, call = _score_calls("meta", dtype)[which]
+    with pytest.raises(TypeError, match=f"{name} must be a floating-point tensor"):
+        call()
+
+
+INDEX_DTYPES = [torch.int8, torch.int16, torch.int32, torch.uint8, torch.uint16, torch.uint32, torch.uint64]
+
+
+@devices
+@pytest.mark.parametrize("dtype", INDEX_DTYPES, ids=str)
+def test_lengths_and_target_of_any_integer_dtype_equal_int64(device, dtype):
+    """Unsigned lengths (uint16/32/64) failed on the CPU ("aminmax_cpu" not implemented for
+    'UInt32') and were taken by the CUDA kernels; every integer dtype is now taken alike."""
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 5, generator=g).to(device), torch.randn(3, 5, generator=g).to(device)
+    lengths, target = torch.tensor([5, 0, 3]), torch.tensor([4, 0, 2])
+    for call, index in [(lambda x: kdops.listwise_kd_loss(s, t, lengths=x, reduction="none"), lengths),
+                        (lambda x: kdops.listmle(s, t, lengths=x, reduction="none"), lengths),
+                        (lambda x: kdops.pld_loss(s, t, x, reduction="none"), target)]:
+        expected = call(index.to(device))
+        torch.testing.assert_close(call(index.to(dtype).to(device)), expected, rtol=0, atol=0)
+
+
+@devices
+def test_bool_and_out_of_range_unsigned_indices_are_refused_by_name(device):
+    s, t = torch.randn(2, 3).to(device), torch.randn(2, 3).to(device)
+    with pytest.raises(TypeError, match="^lengths must be an integer tensor"):
+        kdops.listwise_kd_loss(s, t, lengths=torch.tensor([True, False], device=device))
+    with pytest.raises(TypeError, match="^target must be an integer tensor"):
+        kdops.pld_loss(s, t, torch.tensor([True, False], device=device))
+    # 2^64 - 1 as uint64 is -1 as int64: out of range, named, on every backend.
+    huge = torch.tensor([3, 2**64 - 1], dtype=torch.uint64, device=device)
+    with raises_value_check(device, "lengths must hold row lengths in", IndexError):
+        kdops.listwise_kd_loss(s, t, lengths=huge)
+
+
+# --- gradient shapes of the raw backward ops ------------------------------------------------------
+
+
+@devices
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_raw_backward_ops_refuse_a_gradient_of_the_right_size_and_wrong_shape(device, reduction):
+    """A [B * N] gradient of a [B, N] loss (or a [1] of a scalar one) was taken because its
+    numel matched: a caller's mix-up, refused naming grad on every backend."""
+    from tests.helpers import ops
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 3, generator=g).to(device), torch.randn(4, 3, generator=g).to(device)
+    loss, count = ops().margin_mse.default(s, t, None, reduction)
+    wrong = loss.reshape(-1) if reduction == "none" else loss.reshape(1)
+    with pytest.raises(ValueError, match="^grad must be the shape of the loss"):
+        ops().margin_mse_backward.default(wrong, s, t, None, count, reduction)
+    rows = ops().listwise_kd_loss.default(s, t, None, 1.0, 1.0, reduction)
+    wrong = rows.reshape(-1, 1) if reduction == "none" else rows.reshape(1)
+    ranking = torch.stack([torch.randperm(3, generator=g) for _ in range(4)]).to(device)
+    for call in [lambda: ops().listwise_kd_loss_backward.default(wrong, s, t, None, 1.0, 1.0, reduction, True),
+                 lambda: ops().pld_loss_backward.default(wrong, s, t, ranking, 1.0, reduction, True),
+                 lambda: ops().plackett_luce_loss_backward.default(wrong, s, ranking, None, None, None, reduction, False),
+                 lambda: ops().margin_mse_pairwise_backward.default(wrong, s[:, 0], s[:, 1], t[:, 0], t[:, 1], reduction)]:
+        with pytest.raises(ValueError, match="^grad must be"):
+            call()

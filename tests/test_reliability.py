@@ -6,9 +6,12 @@ on random calls (a fuzz test with a fixed example budget)."""
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import pytest
 import torch
+
+import kdops
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -207,3 +210,72 @@ def test_modules_run_and_refuse_bad_input(make_module, make_inputs):
     assert torch.isfinite(out).all()
     with pytest.raises((TypeError, ValueError)):
         module(inputs[0].long(), *inputs[1:])
+
+
+# --- no parallel region for small calls (issue #30) -----------------------------------------------
+
+
+def _other_threads_cpu_ns() -> int | None:
+    """CPU time so far of this process's threads other than the calling one (Linux schedstat),
+    or None where /proc does not give it."""
+    import os
+    import threading
+
+    me, total = threading.get_native_id(), 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != me:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    except OSError:
+        return None
+    return total
+
+
+def _small_and_large_calls():
+    g = torch.Generator().manual_seed(0)
+
+    def listmle(b, n):
+        s, r = torch.randn(b, n, generator=g).requires_grad_(), torch.randint(0, 5, (b, n), generator=g).float()
+        return lambda: kdops.listmle(s, r).backward()
+
+    def kd(b, n):
+        s, t = torch.randn(b, n, generator=g).requires_grad_(), torch.randn(b, n, generator=g)
+        return lambda: kdops.listwise_kd_loss(s, t, 2.0).backward()
+
+    def pld(b, n):
+        s, t = torch.randn(b, n, generator=g).requires_grad_(), torch.randn(b, n, generator=g)
+        y = torch.randint(0, n, (b,), generator=g)
+        return lambda: kdops.pld_loss(s, t, y, 2.0).backward()
+
+    # (name, small call, large call): small = the issue's ListMLE B=256 n=64 and the like (16k
+    # items, ~0.1-0.2 ms; below torch's own parallel grain, so only kdops could start a region);
+    # large = past 2 x 1.5 ms of estimated work (csrc/cpu/parallel_grain.h).
+    return [("listmle", listmle(256, 64), listmle(1024, 640)), ("listwise_kd", kd(256, 64), kd(4096, 640)),
+            ("pld", pld(256, 64), pld(1024, 640))]
+
+
+@pytest.mark.parametrize("which", range(3), ids=["listmle", "listwise_kd", "pld"])
+def test_small_calls_run_on_the_calling_thread_alone(which):
+    """With a core taken by another process, a parallel region waits a whole time slice for its
+    descheduled thread: ListMLE B=256 n=64 went from 0.11 ms to 6.8 ms a call. So work below a
+    time slice runs on the calling thread alone (no parallel region: the other threads get no
+    CPU time), and large calls still use every thread."""
+    if _other_threads_cpu_ns() is None:
+        pytest.skip("per-thread CPU times need Linux's /proc")
+    name, small, large = _small_and_large_calls()[which]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        small(), large()
+        time.sleep(0.5)  # OpenMP workers spin a while after a region before they sleep
+        before = _other_threads_cpu_ns()
+        for _ in range(100):
+            small()
+        assert _other_threads_cpu_ns() - before < 1e6, f"{name}: other threads ran during small calls"
+        before = _other_threads_cpu_ns()
+        for _ in range(3):
+            large()
+        assert _other_threads_cpu_ns() - before > 1e6, f"{name}: a large call ran on one thread"
+    finally:
+        torch.set_num_threads(threads)

@@ -1,6 +1,8 @@
 // Host side of Margin-MSE: argument checks and the raw-pointer view the kernels read.
 #pragma once
 
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
@@ -84,9 +86,12 @@ inline MarginMSEArgs margin_mse_pairwise_args(const at::Tensor& student_pos,
 inline void check_margin_mse_grad(const at::Tensor& grad, const MarginMSEArgs& a, bool reduced) {
   check_same_dtype(grad, a.student_pos, "grad", "the scores");
   check_same_device(grad, a.student_pos, "grad", "the scores");
-  TORCH_CHECK_VALUE(reduced ? grad.numel() == 1 : grad.numel() == a.B * a.N, "grad must be ",
-                    reduced ? "a scalar" : "the shape of the unreduced loss", ", got shape ",
-                    grad.sizes());
+  // The shape, not only the number of elements: a [B*N] gradient for a [B, N] loss is a caller's
+  // mix-up, not a layout to guess.
+  const std::vector<int64_t> loss_shape =
+      reduced ? std::vector<int64_t>{} : (a.pairwise ? std::vector<int64_t>{a.B} : std::vector<int64_t>{a.B, a.N});
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(loss_shape), "grad must be the shape of the loss ",
+                    reduced ? "(a scalar) " : "", at::IntArrayRef(loss_shape), ", got ", grad.sizes());
 }
 
 // The valid-term count margin_mse returned with the loss ('mean' divides backward by it): an

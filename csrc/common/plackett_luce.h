@@ -10,10 +10,17 @@
 //   C_j = sum_{k<=min(j,K-1)} w_k exp(lse_j - lse_k) = C_{j-1} * (1 - p_{j-1}) + w_j [j<K],
 // because exp(lse_j - lse_{j-1}) = 1 - p_{j-1}; and d loss / d w_k = lse_k - s[pi_k].
 // PLD (Plackett-Luce Distillation) takes w_k = softmax(teacher / T)[pi_k]; through the weights,
-//   d loss / d teacher_c = (1/T) * w_c * (term_c - loss),  term_c the term of class c.
+//   d loss / d teacher_c = w_c * (term_c - loss) / T,  term_c the term of class c.
 // Listwise KD: loss = Ts^2 * sum_i p_i (log p_i - log q_i), p = softmax(t/Tt), q = softmax(s/Ts):
 //   d / d s_i = Ts * (q_i - p_i),   d / d t_i = (Ts^2 / Tt) * p_i * (log p_i - log q_i - KL);
-// summed as non-negative terms (kl_term, below).
+// summed as non-negative terms (kd_term, below).
+//
+// Temperatures: any T in (0, inf) of the double the op takes, in every accumulation type. No
+// kernel forms 1/T, x/T or T^2, which overflow (fp32: T < 2.9e-39 or T >= 1.9e19) or underflow
+// where the result does not: a softmax at T is taken from z_i = (x_i - max) / T (tempered), the
+// max items' z exactly 0, so T -> 0 gives the hard max with ties shared (the other z reach
+// -inf) and T -> inf the uniform distribution (every z reaches 0). Listwise KD works in units
+// of Ts (kd_* below): v_i = Ts (log p_i - log q_i) and Ts^2 KL stay finite where the loss is.
 #pragma once
 
 #include <cmath>
@@ -62,6 +69,29 @@ KDOPS_MATH acc_t shifted(acc_t x, acc_t m) {
   return zero_where(x == m, x - m);
 }
 
+// (x - m) / t, the exponent of x's term in a softmax at temperature t against the row's max
+// m >= x: 0 where x == m (the max items, -inf items of an all -inf set), so no x / t is formed
+// that could overflow, and a t that rounds to 0 or inf in acc_t still gives the limits.
+template <typename acc_t>
+KDOPS_MATH acc_t tempered(acc_t x, acc_t m, acc_t t) {
+  return zero_where(x == m, (x - m) / t);
+}
+
+// a / t, 0 where a == 0 (where t rounded to 0 in acc_t, 0 / 0 would be NaN).
+template <typename acc_t>
+KDOPS_MATH acc_t divided(acc_t a, acc_t t) {
+  return zero_where(a == 0, a / t);
+}
+
+// The max a softmax is shifted by: a row whose max is not finite (all -inf, or a +inf item,
+// whose softmax is inf - inf; NaN items are skipped by the max) has no softmax, so its max
+// becomes NaN and every exponent with it: the row is NaN (as torch.softmax gives), and a teacher
+// that diverged never turns into uniform or one-hot weights.
+template <typename acc_t>
+KDOPS_MATH acc_t softmax_max(acc_t m) {
+  return m - m == 0 ? m : std::numeric_limits<acc_t>::quiet_NaN();
+}
+
 // log sum exp of a set as (max, sum of exp(x - max)): a running max, so that no exp overflows
 // (scores of 1e4) and a set far below its max keeps its exact log (no log(0)). The union of two
 // sets is associative (the combine of the CUDA kernels' block scans); -inf items never compute
@@ -83,6 +113,17 @@ struct LogSumExp {
   }
 
   KDOPS_HD acc_t value() const { return sum == 0 ? neg_inf<acc_t>() : max + fast_log(sum); }
+
+  // The union at temperature t: sum holds sum exp((x - max) / t) (tempered), so the set's
+  // softmax at t is exp(tempered(x, max, t)) / sum.
+  KDOPS_HD LogSumExp merged_at(const LogSumExp& o, acc_t t) const {
+    if (o.sum == 0) return *this;
+    if (sum == 0) return o;
+    LogSumExp r;
+    r.max = max > o.max ? max : o.max;
+    r.sum = sum * fast_exp(tempered(max, r.max, t)) + o.sum * fast_exp(tempered(o.max, r.max, t));
+    return r;
+  }
 };
 
 // The scan state of C_j (above) as an affine map C -> a * C + b; composing maps in order is
@@ -193,6 +234,13 @@ struct PLRowsView {
 // and loses every digit (negative KLs). Where |r| < 1/2, q phi(r) comes from phi's series (no
 // cancellation at all); elsewhere from p (r - 1) + q, whose parts cancel by at most 10x there.
 // A term of p = 0 is q (the limit; r may be -inf).
+//
+// In units of Ts: r_i is O(range / T), so at T = 1e30 neither r_i nor KL (O(r^2)) nor Ts^2 fits
+// a float, while Ts^2 KL does. The kernels compute v_i = Ts r_i from the shifted logits
+//   v_i = u_i - Ts log(S_t / S_s),   u_i = (Ts / Tt) (t_i - max_t) - (s_i - max_s),
+// S the softmax sums (S_t / S_s from D = Ts (S_t - S_s), kd_scaled_log_ratio), r_i = v_i / Ts
+// only where it is needed, and sum q_i Ts^2 phi(r_i) (Ts >= 1) or q_i Ts phi(r_i) (Ts < 1) as
+// terms in v: the one of the two that neither overflows nor underflows first.
 constexpr double kl_factorial(int k) { return k <= 1 ? 1.0 : k * kl_factorial(k - 1); }
 
 // Series of phi(r) / r^2 = sum_{k>=2} (k - 1) r^(k-2) / k!, terms k = K..Kmax, by Horner.
@@ -233,27 +281,82 @@ KDOPS_MATH double pick(bool c, double a, double b) { return c ? a : b; }
 KDOPS_MATH bool kl_small(float r) { return (bits_of_float(r) & 0x7fffffffu) < 0x3f000000u; }
 KDOPS_MATH bool kl_small(double r) { return r > -0.5 && r < 0.5; }
 
-// The KL term q phi(r) >= 0 of one item.
+// Ts (e_t - e_s) of one item, e = exp(z) of each side: z = (x - max) / T (tempered), d = x - max,
+// ratio = Ts / Tt. Where both |z| < 1/2 it is Ts (expm1(z_t) - expm1(z_s)), each Ts expm1(z) as
+// d Ts / T times the series of expm1(z) / z: e_t - e_s would keep only the absolute error of each e,
+// all that is left of an item at T = 1e30 (z ~ 1e-30). Summed over a row, D of
+// kd_scaled_log_ratio.
 template <typename acc_t>
-KDOPS_MATH acc_t kl_term(acc_t p, acc_t q, acc_t r) {
-  const acc_t series = q * (r * r) * kl_phi_series<2, kl_series_terms<acc_t>()>(r);
-  const acc_t direct = p * (r - acc_t(1)) + q;
-  const acc_t term = pick(p == 0, q, pick(kl_small(r), series, direct));
+KDOPS_MATH acc_t kd_scaled_exp_difference(acc_t dt, acc_t zt, acc_t et, acc_t ds, acc_t zs, acc_t es,
+                                          acc_t ts, acc_t ratio) {
+  constexpr int N = kl_series_terms<acc_t>();
+  const acc_t series = zero_where(dt == 0, dt * ratio) * kl_expm1_series<1, N>(zt) - ds * kl_expm1_series<1, N>(zs);
+  return pick(kl_small(zt) & kl_small(zs), series, ts * (et - es));
+}
+
+// Ts log(S_t / S_s) from D = Ts (S_t - S_s) and S_s >= 1, in double (once per row): with
+// y = S_t / S_s - 1 = D / (Ts S_s), it is (D / S_s) log1p(y) / y, so a y of 1e-30 (T = 1e30)
+// keeps its digits, where Ts log(S_t / S_s) of the two sums would be 1e30 times their rounding.
+KDOPS_HD double kd_scaled_log_ratio(double d, double sum_s, double ts) {
+  const double y = d / ts / sum_s;
+  return y == 0 ? d / sum_s : (d / sum_s) * (log1p(y) / y);
+}
+
+// u_i = (Ts / Tt) (t_i - max_t) - (s_i - max_s), so that v_i = Ts r_i = u_i - log_ratio (of
+// kd_scaled_log_ratio). dt = 0 (the teacher's max items) adds 0 also where Ts / Tt is inf.
+template <typename acc_t>
+KDOPS_MATH acc_t kd_shift_difference(acc_t dt, acc_t ds, acc_t ratio) {
+  return zero_where(dt == 0, dt * ratio) - ds;
+}
+
+// The KL term of one item >= 0, from p, q, v = Ts r and r = v / Ts (divided): q Ts^2 phi(r) when
+// kLossUnits (Ts >= 1), else q Ts phi(r) (Ts < 1, times Ts once summed: kd_row_loss). Each form
+// is a product of v, p, q and Ts alone, so it overflows only where the term does.
+template <bool kLossUnits, typename acc_t>
+KDOPS_MATH acc_t kd_term(acc_t p, acc_t q, acc_t v, acc_t r, acc_t ts) {
+  const acc_t f = kLossUnits ? ts : acc_t(1);
+  const acc_t series = q * v * (kLossUnits ? v : r) * kl_phi_series<2, kl_series_terms<acc_t>()>(r);
+  const acc_t direct = f * (p * v + (q - p) * ts);  // Ts^2 (p (r - 1) + q) = Ts (p v + (q - p) Ts)
+  const acc_t term = pick(p == 0, f * (ts * q), pick(kl_small(r), series, direct));
   return pick(term < 0, acc_t(0), term);  // only rounding makes a term < 0 (phi >= 0)
 }
 
-// d (Ts^2 KL) / d s_i = Ts (q_i - p_i) = -Ts q_i expm1(r_i): the series where |r| < 1/2, where
-// q - p from the two rounded probabilities would lose digits.
-template <typename acc_t>
-KDOPS_MATH acc_t kl_student_grad(acc_t p, acc_t q, acc_t r, acc_t ts) {
-  const acc_t series = -q * r * kl_expm1_series<1, kl_series_terms<acc_t>()>(r);
-  return ts * pick(kl_small(r), series, q - p);
+// A row's loss Ts^2 KL from the sum of its kd_term<Ts >= 1> terms, in double; a row of no items
+// adds 0.
+KDOPS_HD double kd_row_loss(double terms, double ts, bool empty) {
+  return empty ? 0.0 : (ts >= 1 ? terms : terms * ts);
 }
 
-// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (r_i - KL); 0 where p_i = 0.
+// d (Ts^2 KL) / d s_i = Ts (q_i - p_i) = -q_i v_i expm1(r_i) / r_i: the series where |r| < 1/2,
+// where q - p from the two rounded probabilities would lose digits.
 template <typename acc_t>
-KDOPS_MATH acc_t kl_teacher_grad(acc_t p, acc_t r, acc_t kl, acc_t ts, acc_t tt) {
-  return zero_where(p == 0, ts * ts / tt * p * (r - kl));
+KDOPS_MATH acc_t kd_student_grad(acc_t p, acc_t q, acc_t v, acc_t r, acc_t ts) {
+  const acc_t series = -q * v * kl_expm1_series<1, kl_series_terms<acc_t>()>(r);
+  return pick(kl_small(r), series, ts * (q - p));
+}
+
+// p_i u_i, 0 where p_i = 0 (u_i may be -inf there): summed over the row, the mean_u of
+// kd_teacher_grad.
+template <typename acc_t>
+KDOPS_MATH acc_t kd_weighted_shift(acc_t p, acc_t u) {
+  return zero_where(p == 0, p * u);
+}
+
+// d (Ts^2 KL) / d t_i = (Ts^2 / Tt) p_i (r_i - KL) = (Ts / Tt) p_i (u_i - sum_j p_j u_j), since
+// Ts KL = sum_j p_j v_j and v = u - log_ratio with sum p = 1: log_ratio cancels, and a one-hot p
+// (a teacher at T -> 0) gives exactly 0, where (Ts / Tt) times the rounding of a KL would be
+// 1e30 times it. 0 where p_i = 0; ratio = Ts / Tt, mean_u = sum_j p_j u_j.
+template <typename acc_t>
+KDOPS_MATH acc_t kd_teacher_grad(acc_t p, acc_t u, acc_t mean_u, acc_t ratio) {
+  const acc_t x = zero_where(p == 0, p * (u - mean_u));
+  return zero_where(x == 0, ratio * x);
+}
+
+// PLD's d loss / d t_c = w_c (term_c - loss) / T, times the upstream g: divided last, so that
+// neither 1/T nor g / T is formed.
+template <typename acc_t>
+KDOPS_MATH acc_t pld_teacher_grad_of(acc_t g, acc_t w, acc_t term, acc_t loss, acc_t t) {
+  return divided(g * w * (term - loss), t);
 }
 
 }  // namespace kdops

@@ -84,8 +84,11 @@ inline PLRowsArgs pl_rows_args(const at::Tensor& scores, const c10::optional<at:
     check_same_device(*lengths, scores, "lengths", name);
     TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == B, "lengths must be [B] = [", B,
                       "], got shape ", lengths->sizes());
-    check_index_range(*lengths, 0, n, "lengths", "row lengths", kernels_check_indices);
+    // Converted before the range check: any integer dtype is taken alike on every backend (the
+    // host check's aminmax has no kernel for uint16/32/64), and a uint64 past 2^63 becomes
+    // negative, out of range.
     len = lengths->to(at::kLong).contiguous();
+    check_index_range(len, 0, n, "lengths", "row lengths", kernels_check_indices);
   }
   return {scores.contiguous(), len, B, n, top_k.has_value() ? std::min(*top_k, n) : n};
 }
@@ -142,8 +145,9 @@ inline PLDArgs pld_args(const at::Tensor& student, const at::Tensor& teacher,
   check_same_device(target, student, "target", "student_logits");
   TORCH_CHECK_VALUE(target.dim() == 1 && target.size(0) == rows.B, "target must be [B] = [",
                     rows.B, "], got shape ", target.sizes());
-  check_index_range(target, 0, rows.n - 1, "target", "class indices", kernels_check_indices);
-  return {rows, t, target.to(at::kLong).contiguous(), temperature_arg(temperature, "temperature")};
+  const at::Tensor classes = target.to(at::kLong).contiguous();  // as lengths in pl_rows_args
+  check_index_range(classes, 0, rows.n - 1, "target", "class indices", kernels_check_indices);
+  return {rows, t, classes, temperature_arg(temperature, "temperature")};
 }
 
 // Listwise KD: student and teacher [B, n] with optional lengths, and the two temperatures.
@@ -166,8 +170,10 @@ inline void check_row_loss_grad(const at::Tensor& grad, const at::Tensor& scores
                                 bool reduced) {
   check_same_dtype(grad, scores, "grad", "the scores");
   check_same_device(grad, scores, "grad", "the scores");
-  TORCH_CHECK_VALUE(reduced ? grad.numel() == 1 : grad.numel() == B, "grad must be ",
-                    reduced ? "a scalar" : "[B]", ", got shape ", grad.sizes());
+  // The shape, not only the number of elements (a [1] grad of a scalar loss, a [B, 1] of a [B]).
+  TORCH_CHECK_VALUE(reduced ? grad.dim() == 0 : (grad.dim() == 1 && grad.size(0) == B), "grad must be ",
+                    reduced ? "a scalar (shape [])" : "[B] = [" + std::to_string(B) + "]", ", got shape ",
+                    grad.sizes());
 }
 
 }  // namespace kdops

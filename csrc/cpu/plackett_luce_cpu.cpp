@@ -21,6 +21,7 @@
 #include "common/plackett_luce_inputs.h"
 #include "common/reduction.h"
 #include "cpu/cpu_clones.h"
+#include "cpu/parallel_grain.h"
 #include "cpu/radix_rank.h"
 #include "cpu/row_reduce.h"
 
@@ -37,8 +38,10 @@
 namespace kdops::cpu {
 namespace {
 
-// Rows per parallel task: about 4k items, tens of microseconds of work (a sort, exps, logs).
-int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)); }
+// Rows per parallel task (parallel_grain): an item costs 5-15 ns forward and backward at n = 64
+// (a sort, exps, logs; ~45 ns at n = 1000, where the sort grows), so 10 ns an item.
+constexpr double kItemNs = 10;
+int64_t row_grain(int64_t n) { return parallel_grain(kItemNs * static_cast<double>(std::max<int64_t>(n, 1))); }
 
 // Buffers one thread reuses across its rows (no allocation per row).
 template <typename acc_t>
@@ -101,63 +104,46 @@ void rank_by_key(const scalar_t* key, int64_t len, int64_t n, int64_t first, int
   for (int64_t i = len; i < n; ++i) out[i] = i;
 }
 
-// A row's softmax normaliser: log sum_i exp(x_i) = max + log(sum), sum = sum_i exp(x_i - max)
-// in [1, len], accumulated in double (a float sum of 50,000 terms loses 3-4 digits).
+// A row's softmax at a temperature, unnormalised: its max and sum = sum_i exp(z_i) in [1, len]
+// (z_i = (x_i - max) / T), accumulated in double (a float sum of 50,000 terms loses 3-4 digits).
 template <typename acc_t>
 struct SoftmaxNorm {
   acc_t max;
   double sum;
 };
 
-// softmax(x * scale) over a row of len items into prob, and its normaliser; the shifted logits
-// x_i * scale - max into `shifted` (may be prob), which callers reuse rather than recompute: a
-// recomputed x_i * scale - max may be contracted to a fused multiply-add and differ from the one
-// that went into the exp by half an ulp of x_i * scale. One exp per item, in loops the compiler
-// vectorises. A row with no number above -inf (all -inf, or all NaN: the max skips NaN) has no
-// softmax: NaN, as torch.softmax and the CUDA kernels give, so a teacher that diverged never
-// turns into uniform weights.
+// softmax(x / t) over a row of len items, unnormalised: the exponents z_i = (x_i - max) / t
+// (tempered: the max items' exactly 0, no x / t formed) into `shifted`, which callers reuse
+// rather than recompute, and exp(z_i) into prob (may be `shifted`); divide by the returned sum.
+// One exp and one division per item, in a loop the compiler vectorises. A row with no number
+// above -inf has no softmax: NaN (softmax_max), as torch.softmax and the CUDA kernels give.
 template <typename acc_t, typename scalar_t>
-KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t scale,
+KDOPS_CPU_CLONES SoftmaxNorm<acc_t> softmax_row(const scalar_t* x, int64_t len, acc_t t,
                                                 acc_t* shifted, acc_t* prob) {
   acc_t max = neg_inf<acc_t>();
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    max = scaled_row_max(x, len, scale);
+    max = row_max(x, len);
   } else {
     KDOPS_SIMD_MAX(max)
-    for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]) * scale);
+    for (int64_t i = 0; i < len; ++i) max = std::max(max, static_cast<acc_t>(x[i]));
   }
   if (len == 0) return {max, 1.0};
-  if (max == neg_inf<acc_t>()) {
-    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
-    std::fill(shifted, shifted + len, nan);
-    std::fill(prob, prob + len, nan);
-    return {nan, std::numeric_limits<double>::quiet_NaN()};
-  }
-  // max is above -inf here, so -inf items give exp(-inf) = 0, no -inf - -inf (a +inf max gives
-  // inf - inf = NaN, as torch.softmax does). The compiler may contract x_i * scale - max into a
-  // fused multiply-add: every shift then holds its product's exact value minus the rounded max,
-  // the max items' shifts their own rounding error (at most half an ulp of max). That is the
-  // more accurate softmax at T = 0.01-0.1 (tests/test_accuracy.py), but at a huge scale
-  // (T = 1e-30) half an ulp of max alone overflows or underflows exp (inf / inf, 0 / 0). So a
-  // max item's shift beyond 0.5 is pinned to 0: ulp(max) > 1 there, the others' are at most
-  // -ulp(max) / 2 < -0.5 (their weights stay smaller), and a one-item row's softmax is 1.
-  // The shifts in a loop of their own, so that no product x_i * scale is shared with the
-  // comparison below and kept rounded: each shift may then be one fused multiply-add.
-  for (int64_t i = 0; i < len; ++i) shifted[i] = static_cast<acc_t>(x[i]) * scale - max;
-  // `&` and a bit-mask select, not `&&` and a branch: GCC's vectoriser if-converts those only
-  // with AVX-512's mask registers, and the AVX2 clone ran this loop (the exps) scalar.
+  max = softmax_max(max);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) {
-    const acc_t shift = shifted[i];
-    const bool pin = (static_cast<acc_t>(x[i]) * scale == max) & (std::abs(shift) > acc_t(0.5));
-    shifted[i] = zero_where(pin, shift);
-    prob[i] = fast_exp(shifted[i]);  // after shifted[i]: the two may be one array
+    const acc_t z = tempered(static_cast<acc_t>(x[i]), max, t);
+    shifted[i] = z;
+    prob[i] = fast_exp(z);  // after shifted[i]: the two may be one array
   }
-  const double total = row_sum_double(prob, len);
-  const acc_t inv = static_cast<acc_t>(1 / total);
+  return {max, row_sum_double(prob, len)};
+}
+
+// prob[0..len) /= sum.
+template <typename acc_t>
+KDOPS_CPU_CLONES void normalise(acc_t* prob, int64_t len, double sum) {
+  const acc_t inv = static_cast<acc_t>(1 / sum);
   KDOPS_SIMD
   for (int64_t i = 0; i < len; ++i) prob[i] *= inv;
-  return {max, total};
 }
 
 // The reversed log-sum-exp scan of one row, in array passes (the exps vectorise; one sequential
@@ -320,10 +306,10 @@ auto with_row_weights(const scalar_t* weights, int64_t b, int64_t n, const F& f)
 // PLD's position weights w_k = softmax(teacher / T)[pi_k], gathered into the row's buffer.
 template <typename acc_t, typename scalar_t>
 PositionWeights<acc_t, acc_t> teacher_weights(const scalar_t* teacher, const int64_t* pi,
-                                              int64_t n, acc_t inv_t, RowScratch<acc_t>& b) {
+                                              int64_t n, acc_t t, RowScratch<acc_t>& b) {
   b.weights.resize(2 * n);
   acc_t* prob = b.weights.data() + n;
-  softmax_row(teacher, n, inv_t, prob, prob);
+  normalise(prob, n, softmax_row(teacher, n, t, prob, prob).sum);
   for (int64_t k = 0; k < n; ++k) b.weights[k] = prob[pi[k]];
   return {b.weights.data()};
 }
@@ -456,12 +442,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> listmle_and_grads_cpu(
 
 // --- pld_loss ---------------------------------------------------------------------------------
 
-// d loss / d t_c = (1/T) w_c (term_c - loss) through the softmax weights, times the upstream g:
-// scale = g / T, into the row's columns pi_k.
+// d loss / d t_c = w_c (term_c - loss) / T through the softmax weights, times the upstream g
+// (pld_teacher_grad_of), into the row's columns pi_k.
 template <typename acc_t, typename scalar_t>
-void pld_teacher_grad(const int64_t* pi, int64_t n, acc_t scale, const PositionWeights<acc_t, acc_t>& w,
+void pld_teacher_grad(const int64_t* pi, int64_t n, acc_t g, acc_t t, const PositionWeights<acc_t, acc_t>& w,
                       const acc_t* terms, acc_t loss, scalar_t* grad_row) {
-  for (int64_t k = 0; k < n; ++k) grad_row[pi[k]] = static_cast<scalar_t>(scale * w(k) * (terms[k] - loss));
+  for (int64_t k = 0; k < n; ++k) grad_row[pi[k]] = static_cast<scalar_t>(pld_teacher_grad_of(g, w(k), terms[k], loss, t));
 }
 
 std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
@@ -484,7 +470,7 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
     const int64_t* pi_p = pi.data_ptr<int64_t>();
     scalar_t* gs = grad_student.data_ptr<scalar_t>();
     scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
-    const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
+    const acc_t t_a = static_cast<acc_t>(temperature);
     backward_rows<scalar_t>(grad, v.B, v.n, red,
                             [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
       const scalar_t* t_row = t_p + b * v.n;
@@ -493,12 +479,12 @@ std::tuple<at::Tensor, at::Tensor> pld_loss_backward_cpu(
         bad.report(b);
         return;
       }
-      const auto w = teacher_weights(t_row, row_pi, v.n, inv_t, scratch);
+      const auto w = teacher_weights(t_row, row_pi, v.n, t_a, scratch);
       scan_row(v.row(b), row_pi, v.n, scratch);
       pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);
       if (gt == nullptr) return;
       const acc_t* terms = row_terms(v.n, scratch);
-      pld_teacher_grad(row_pi, v.n, g * inv_t, w, terms, weighted_sum(v.n, w, terms), gt + b * v.n);
+      pld_teacher_grad(row_pi, v.n, g, t_a, w, terms, weighted_sum(v.n, w, terms), gt + b * v.n);
     });
   });
   bad.check("ranking");
@@ -527,17 +513,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_rows(
     int64_t* pi_p = ranking.data_ptr<int64_t>();
     scalar_t* gs = with_grads ? grad_student.data_ptr<scalar_t>() : nullptr;
     scalar_t* gt = with_grads && teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
-    const acc_t inv_t = static_cast<acc_t>(1.0 / a.temperature);
+    const acc_t t_a = static_cast<acc_t>(a.temperature);
     const acc_t g = unit_row_grad<acc_t>(red, v.B);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const scalar_t* t_row = t_p + b * v.n;
       int64_t* row_pi = pi_p + b * v.n;
       rank_by_key(t_row, v.n, v.n, target_p[b], row_pi, scratch);
-      const auto w = teacher_weights(t_row, row_pi, v.n, inv_t, scratch);
+      const auto w = teacher_weights(t_row, row_pi, v.n, t_a, scratch);
       scan_row(v.row(b), row_pi, v.n, scratch);
       const acc_t* terms = row_terms(v.n, scratch);
       const acc_t row_loss = weighted_sum(v.n, w, terms);
-      if (gt != nullptr) pld_teacher_grad(row_pi, v.n, g * inv_t, w, terms, row_loss, gt + b * v.n);
+      if (gt != nullptr) pld_teacher_grad(row_pi, v.n, g, t_a, w, terms, row_loss, gt + b * v.n);
       if (gs != nullptr) pl_row_grad<acc_t>(row_pi, v.n, v.n, v.n, w, g, scratch, gs + b * v.n);  // after terms: it overwrites e
       return row_loss;
     });
@@ -560,81 +546,113 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pld_loss_and_grads_cp
 
 // --- listwise_kd_loss -------------------------------------------------------------------------
 
-// One row of listwise KD: p = softmax(t / Tt) and q = softmax(s / Ts) over its len items, into
-// the scratch buffers (p in x, q in e), and r_i = log p_i - log q_i from the shifted logits (in
-// m and terms) and the two normalisers (S_t, S_s the sums of softmax_row):
-//   r_i = (t_i / Tt - max_t) - (s_i / Ts - max_s) - log(S_t / S_s),
-// never from two O(log n) log-normalisers whose float rounding (~1e-6) would swamp an r of 1e-5
-// at a high temperature.
+// The temperatures of a listwise KD call in the accumulation type (Ts, Ts / Tt) and Ts in double
+// (kd_scaled_log_ratio, kd_row_loss): a temperature past acc_t's range rounds to 0 or inf there,
+// where the tempered exponents still give the limits.
 template <typename acc_t>
-struct KDRow {
-  const acc_t *p, *q, *shifted_t, *shifted_s;
-  acc_t log_ratio;
-
-  template <typename scalar_t>
-  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, acc_t inv_ts, acc_t inv_tt,
-        RowScratch<acc_t>& b) {
-    for (auto* v : {&b.x, &b.e, &b.m, &b.terms}) v->resize(len);
-    const auto norm_t = softmax_row(t, len, inv_tt, b.m.data(), b.x.data());
-    const auto norm_s = softmax_row(s, len, inv_ts, b.terms.data(), b.e.data());
-    log_ratio = static_cast<acc_t>(std::log(norm_t.sum / norm_s.sum));
-    p = b.x.data();
-    q = b.e.data();
-    shifted_t = b.m.data();
-    shifted_s = b.terms.data();
-  }
+struct KDTemperatures {
+  double ts_d;
+  acc_t ts, tt, ratio;
+  KDTemperatures(double ts, double tt)
+      : ts_d(ts), ts(static_cast<acc_t>(ts)), tt(static_cast<acc_t>(tt)), ratio(static_cast<acc_t>(ts / tt)) {}
 };
 
-// r_i of KDRow (the loops read its arrays through local pointers, which they vectorise; member
-// loads in the loop body they do not).
-template <typename acc_t>
-KDOPS_MATH acc_t kd_log_ratio(acc_t shifted_t, acc_t shifted_s, acc_t log_ratio) {
-  return (shifted_t - shifted_s) - log_ratio;
-}
-
-// KL(p || q) of the row: the non-negative terms of kl_term, summed in float over chunks of 64
-// (a loop the compiler vectorises; a double reduction in it does not) and the chunk sums in
-// double, so the error stays a few float roundings whatever the row's length.
-template <typename acc_t>
-KDOPS_CPU_CLONES acc_t row_kl(const KDRow<acc_t>& row, int64_t len) {
+// sum_i f(i) over a row of len items, in float over chunks of 64 (a loop the compiler
+// vectorises; a double reduction in it does not) and the chunk sums in double, so the error
+// stays a few float roundings whatever the row's length.
+template <typename acc_t, typename F>
+inline __attribute__((always_inline)) double chunked_sum(int64_t len, const F& f) {
   constexpr int64_t kChunk = 64;
-  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
-  double kl = 0;
+  double total = 0;
   for (int64_t c = 0; c < len; c += kChunk) {
     const int64_t end = std::min(len, c + kChunk);
     acc_t part = 0;
     KDOPS_SIMD_SUM(part)
-    for (int64_t i = c; i < end; ++i) part += kl_term(p[i], q[i], kd_log_ratio(st[i], ss[i], lr));
-    kl += part;
+    for (int64_t i = c; i < end; ++i) part += f(i);
+    total += part;
   }
-  return static_cast<acc_t>(kl);
+  return total;
+}
+
+// After the two softmax_row calls of a KDRow (z and unnormalised e of the teacher in zt, pt, of
+// the student in zs, qs): log_ratio from D = Ts (S_t - S_s) (chunked_sum), never from two
+// O(log n) log-normalisers whose rounding would swamp an r of 1e-5 at a high temperature; then
+// p and q normalised in place, u_i (kd_shift_difference) into zt and r_i = (u_i - log_ratio) / Ts
+// into zs. Returns log_ratio. Its own function, so the loader picks its vector ISA.
+template <typename acc_t, typename scalar_t>
+KDOPS_CPU_CLONES acc_t kd_row_shifts(const scalar_t* s, const scalar_t* t, int64_t len, SoftmaxNorm<acc_t> norm_s,
+                                     SoftmaxNorm<acc_t> norm_t, const KDTemperatures<acc_t>& temps, acc_t* pt,
+                                     acc_t* qs, acc_t* zt, acc_t* zs) {
+  const acc_t mt = norm_t.max, ms = norm_s.max, ts = temps.ts, ratio = temps.ratio;
+  const auto dt = [&](int64_t i) { return static_cast<acc_t>(t[i]) - mt; };
+  const auto ds = [&](int64_t i) { return static_cast<acc_t>(s[i]) - ms; };
+  const double d = chunked_sum<acc_t>(len, [&](int64_t i) {
+    return kd_scaled_exp_difference(dt(i), zt[i], pt[i], ds(i), zs[i], qs[i], ts, ratio);
+  });
+  const acc_t lr = static_cast<acc_t>(kd_scaled_log_ratio(d, norm_s.sum, temps.ts_d));
+  normalise(pt, len, norm_t.sum);
+  normalise(qs, len, norm_s.sum);
+  KDOPS_SIMD
+  for (int64_t i = 0; i < len; ++i) {
+    const acc_t ui = kd_shift_difference(dt(i), ds(i), ratio);
+    zt[i] = ui;
+    zs[i] = divided(ui - lr, ts);
+  }
+  return lr;
+}
+
+// One row of listwise KD in units of Ts (common/plackett_luce.h): p = softmax(t / Tt) and
+// q = softmax(s / Ts) over its len items (p in x, q in e), u_i (kd_shift_difference) in m and
+// r_i = v_i / Ts in terms, v_i = u_i - log_ratio (kd_row_shifts).
+template <typename acc_t>
+struct KDRow {
+  const acc_t *p, *q, *u, *r;
+  acc_t log_ratio;
+
+  template <typename scalar_t>
+  KDRow(const scalar_t* s, const scalar_t* t, int64_t len, const KDTemperatures<acc_t>& temps,
+        RowScratch<acc_t>& b) {
+    for (auto* buf : {&b.x, &b.e, &b.m, &b.terms}) buf->resize(len);
+    acc_t *pt = b.x.data(), *qs = b.e.data(), *zt = b.m.data(), *zs = b.terms.data();
+    const auto norm_t = softmax_row(t, len, temps.tt, zt, pt);
+    const auto norm_s = softmax_row(s, len, temps.ts, zs, qs);
+    log_ratio = kd_row_shifts(s, t, len, norm_s, norm_t, temps, pt, qs, zt, zs);
+    p = pt;
+    q = qs;
+    u = zt;
+    r = zs;
+  }
+};
+
+// The sum of the row's KL terms kd_term<kLossUnits>.
+template <bool kLossUnits, typename acc_t>
+KDOPS_CPU_CLONES double row_kl_terms(const KDRow<acc_t>& row, int64_t len, acc_t ts) {
+  const acc_t *p = row.p, *q = row.q, *u = row.u, *r = row.r, lr = row.log_ratio;
+  return chunked_sum<acc_t>(len, [&](int64_t i) { return kd_term<kLossUnits>(p[i], q[i], u[i] - lr, r[i], ts); });
+}
+
+// The row's loss Ts^2 KL.
+template <typename acc_t>
+acc_t row_kd_loss(const KDRow<acc_t>& row, int64_t len, const KDTemperatures<acc_t>& temps) {
+  const double terms = temps.ts_d >= 1 ? row_kl_terms<true>(row, len, temps.ts)
+                                       : row_kl_terms<false>(row, len, temps.ts);
+  return static_cast<acc_t>(kd_row_loss(terms, temps.ts_d, len == 0));
 }
 
 // One row's gradients: Ts (q - p) into grad_s, and (Ts^2 / Tt) p (r - KL) into grad_t when
-// given (kl: row_kl of the row, read only then), each times the upstream g; padding columns
-// [len, n) get 0.
+// given, each times the upstream g; padding columns [len, n) get 0.
 template <typename acc_t, typename scalar_t>
 KDOPS_CPU_CLONES void kd_row_grads(const KDRow<acc_t>& row, int64_t len, int64_t n, acc_t g,
-                                   acc_t ts, acc_t tt, acc_t kl, scalar_t* grad_s, scalar_t* grad_t) {
-  const acc_t *p = row.p, *q = row.q, *st = row.shifted_t, *ss = row.shifted_s, lr = row.log_ratio;
+                                   acc_t ts, acc_t ratio, scalar_t* grad_s, scalar_t* grad_t) {
+  const acc_t *p = row.p, *q = row.q, *u = row.u, *r = row.r, lr = row.log_ratio;
   KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i) {
-    grad_s[i] = static_cast<scalar_t>(g * kl_student_grad(p[i], q[i], kd_log_ratio(st[i], ss[i], lr), ts));
-  }
+  for (int64_t i = 0; i < len; ++i) grad_s[i] = static_cast<scalar_t>(g * kd_student_grad(p[i], q[i], u[i] - lr, r[i], ts));
   std::fill(grad_s + len, grad_s + n, scalar_t(0));
   if (grad_t == nullptr) return;
+  const acc_t mean_u = static_cast<acc_t>(chunked_sum<acc_t>(len, [&](int64_t i) { return kd_weighted_shift(p[i], u[i]); }));
   KDOPS_SIMD
-  for (int64_t i = 0; i < len; ++i) {
-    grad_t[i] = static_cast<scalar_t>(g * kl_teacher_grad(p[i], kd_log_ratio(st[i], ss[i], lr), kl, ts, tt));
-  }
+  for (int64_t i = 0; i < len; ++i) grad_t[i] = static_cast<scalar_t>(g * kd_teacher_grad(p[i], u[i], mean_u, ratio));
   std::fill(grad_t + len, grad_t + n, scalar_t(0));
-}
-
-// A row's loss Ts^2 KL; a row of no items adds 0, also where Ts^2 overflows to inf (inf * 0
-// would be NaN).
-template <typename acc_t>
-acc_t kd_row_loss(acc_t scale, acc_t kl, int64_t len) {
-  return len == 0 ? acc_t(0) : scale * kl;
 }
 
 std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
@@ -654,15 +672,12 @@ std::tuple<at::Tensor, at::Tensor> listwise_kd_loss_backward_cpu(
     const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
     scalar_t* gs = grad_student.data_ptr<scalar_t>();
     scalar_t* gt = teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
-    const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
-    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
+    const KDTemperatures<acc_t> temps(a.ts, a.tt);
     backward_rows<scalar_t>(grad, v.B, v.n, red,
                             [&](int64_t b, acc_t g, RowScratch<acc_t>& scratch) {
       const int64_t len = v.length(b);
-      const scalar_t *s = v.row(b), *t = t_p + b * v.n;
-      const KDRow<acc_t> row(s, t, len, inv_ts, inv_tt, scratch);
-      const acc_t kl = gt == nullptr ? acc_t(0) : row_kl(row, len);
-      kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+      const KDRow<acc_t> row(v.row(b), t_p + b * v.n, len, temps, scratch);
+      kd_row_grads(row, len, v.n, g, temps.ts, temps.ratio, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
     });
   });
   return {grad_student, grad_teacher};
@@ -687,18 +702,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kd_rows(
     const scalar_t* t_p = a.teacher.data_ptr<scalar_t>();
     scalar_t* gs = with_grads ? grad_student.data_ptr<scalar_t>() : nullptr;
     scalar_t* gt = with_grads && teacher_grad ? grad_teacher.data_ptr<scalar_t>() : nullptr;
-    const acc_t ts_a = static_cast<acc_t>(a.ts), tt_a = static_cast<acc_t>(a.tt);
-    const acc_t inv_ts = static_cast<acc_t>(1.0 / a.ts), inv_tt = static_cast<acc_t>(1.0 / a.tt);
-    const acc_t scale = static_cast<acc_t>(a.ts * a.ts);
+    const KDTemperatures<acc_t> temps(a.ts, a.tt);
     const acc_t g = unit_row_grad<acc_t>(red, v.B);
     loss = reduce_rows<scalar_t>(v.B, v.n, red, opts, [&](int64_t b, RowScratch<acc_t>& scratch) -> acc_t {
       const int64_t len = v.length(b);
-      const KDRow<acc_t> row(v.row(b), t_p + b * v.n, len, inv_ts, inv_tt, scratch);
-      const acc_t kl = row_kl(row, len);
+      const KDRow<acc_t> row(v.row(b), t_p + b * v.n, len, temps, scratch);
       if (gs != nullptr) {
-        kd_row_grads(row, len, v.n, g, ts_a, tt_a, kl, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
+        kd_row_grads(row, len, v.n, g, temps.ts, temps.ratio, gs + b * v.n, gt == nullptr ? nullptr : gt + b * v.n);
       }
-      return kd_row_loss(scale, kl, len);
+      return row_kd_loss(row, len, temps);
     });
   });
   return {loss, grad_student, grad_teacher};

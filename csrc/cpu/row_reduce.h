@@ -51,20 +51,20 @@ inline __attribute__((always_inline)) V load_lanes(const T* p) {
 // AVX-512 alike. As one 64-byte generic vector, GCC moved it through the stack in the AVX2 clone
 // and scalarised the max's select there.
 
-// max_i x_i * scale, -inf for len = 0; NaN items are skipped (std::max(running, item) semantics).
+// max_i x_i, -inf for len = 0; NaN items are skipped (std::max(running, item) semantics).
 template <typename T>
-inline __attribute__((always_inline)) T scaled_row_max(const T* x, int64_t len, T scale) {
+inline __attribute__((always_inline)) T row_max(const T* x, int64_t len) {
   using H = typename VecOf<T, 32>::type;
   constexpr int W = 64 / sizeof(T), kHalf = W / 2;
   const auto vmax = [](auto a, auto b) { return b > a ? b : a; };
   H lo = H{} - std::numeric_limits<T>::infinity(), hi = lo;
   int64_t i = 0;
   for (; i + W <= len; i += W) {
-    lo = vmax(lo, load_lanes<H>(x + i) * scale);
-    hi = vmax(hi, load_lanes<H>(x + i + kHalf) * scale);
+    lo = vmax(lo, load_lanes<H>(x + i));
+    hi = vmax(hi, load_lanes<H>(x + i + kHalf));
   }
   T max = lane_tree<T, 32>(vmax(lo, hi), vmax);
-  for (; i < len; ++i) max = std::max(max, x[i] * scale);
+  for (; i < len; ++i) max = std::max(max, x[i]);
   return max;
 }
 

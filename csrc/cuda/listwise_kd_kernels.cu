@@ -1,8 +1,9 @@
 // Listwise KD CUDA kernel: per row, p = softmax(t / Tt) and q = softmax(s / Ts) over the len
-// valid items, the row's KL and, when asked, the gradients (common/plackett_luce.h), all in one
-// launch. A row is computed by one warp (8 rows per 256-thread block) up to kMaxWarpRowItems
-// items, else by one block: the same code, reduced warp-wide or block-wide (a Team), in a fixed
-// order, so the results are bit-identical from run to run.
+// valid items, the row's Ts^2 KL and, when asked, the gradients, in units of Ts
+// (common/plackett_luce.h), all in one launch. A row is computed by one warp (8 rows per
+// 256-thread block) up to kMaxWarpRowItems items, else by one block: the same code, reduced
+// warp-wide or block-wide (a Team), in a fixed order, so the results are bit-identical from run
+// to run.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -33,6 +34,20 @@ struct WarpTeam {
   __device__ static T all_reduce(T v, Op op) { return warp_all_reduce(v, op); }
 };
 
+// The max of two values, skipping a NaN b (as the CPU kernels' row max): partials start at
+// -inf and never take a NaN, so a NaN item leaves the max of the numbers.
+struct MaxOp {
+  template <typename T>
+  __device__ T operator()(const T& a, const T& b) const { return b > a ? b : a; }
+};
+
+// p, q, u, v = Ts (log p - log q) = u - log_ratio and r = v / Ts of one valid item
+// (common/plackett_luce.h).
+template <typename acc_t>
+struct KDItem {
+  acc_t p, q, u, v, r;
+};
+
 template <typename scalar_t, typename acc_t, typename Team>
 __global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<scalar_t, acc_t> c) {
   const int64_t b = int64_t(blockIdx.x) * Team::kRowsPerBlock + threadIdx.x / Team::kSize;
@@ -40,35 +55,55 @@ __global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<s
   if (c.args_ok != nullptr && Team::rank() == 0) c.args_ok[b] = row_args_ok(c.v, nullptr, b);
   const int64_t n = c.v.n, len = c.v.length(b);
   const scalar_t *s = c.v.row(b), *t = c.teacher + b * n;
+  // The temperatures in acc_t (past its range they round to 0 or inf, where the tempered
+  // exponents still give the limits); Ts in double for the per-row sums.
   const acc_t ts = static_cast<acc_t>(c.ts), tt = static_cast<acc_t>(c.tt);
-  const acc_t inv_ts = 1 / ts, inv_tt = 1 / tt;
-  LogSumExp<acc_t> ls, lt;
+  const acc_t ratio = static_cast<acc_t>(c.ts / c.tt);
+  acc_t ms = neg_inf<acc_t>(), mt = neg_inf<acc_t>();
   for (int64_t i = Team::rank(); i < len; i += Team::kSize) {
-    ls = ls.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(s[i]) * inv_ts));
-    lt = lt.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(t[i]) * inv_tt));
+    ms = MaxOp()(ms, static_cast<acc_t>(s[i]));
+    mt = MaxOp()(mt, static_cast<acc_t>(t[i]));
   }
-  const acc_t lse_s = Team::all_reduce(ls, LSEMerge()).value();
-  const acc_t lse_t = Team::all_reduce(lt, LSEMerge()).value();
-  // log p_i, log q_i of a valid item i
-  const auto log_p = [&](int64_t i) { return static_cast<acc_t>(t[i]) * inv_tt - lse_t; };
-  const auto log_q = [&](int64_t i) { return static_cast<acc_t>(s[i]) * inv_ts - lse_s; };
-  acc_t local = 0;
+  ms = softmax_max(Team::all_reduce(ms, MaxOp()));
+  mt = softmax_max(Team::all_reduce(mt, MaxOp()));
+  const auto ds = [&](int64_t i) { return static_cast<acc_t>(s[i]) - ms; };
+  const auto dt = [&](int64_t i) { return static_cast<acc_t>(t[i]) - mt; };
+  const auto zs = [&](int64_t i) { return tempered(static_cast<acc_t>(s[i]), ms, ts); };
+  const auto zt = [&](int64_t i) { return tempered(static_cast<acc_t>(t[i]), mt, tt); };
+  // The softmax sums S_s, S_t and D = Ts (S_t - S_s).
+  acc_t sum_s = 0, sum_t = 0, d = 0;
   for (int64_t i = Team::rank(); i < len; i += Team::kSize) {
-    const acc_t lp = log_p(i), lq = log_q(i);
-    local += kl_term(fast_exp(lp), fast_exp(lq), lp - lq);
+    const acc_t a = zs(i), z = zt(i), es = fast_exp(a), et = fast_exp(z);
+    sum_s += es;
+    sum_t += et;
+    d += kd_scaled_exp_difference(dt(i), z, et, ds(i), a, es, ts, ratio);
   }
-  const acc_t kl = Team::all_reduce(local, SumOp());
-  // A row of no items adds 0, also where Ts^2 overflows to inf (inf * 0 would be NaN).
-  if (c.row_loss != nullptr && Team::rank() == 0) c.row_loss[b] = len == 0 ? acc_t(0) : ts * ts * kl;
+  sum_s = Team::all_reduce(sum_s, SumOp());
+  sum_t = Team::all_reduce(sum_t, SumOp());
+  d = Team::all_reduce(d, SumOp());
+  const acc_t log_ratio = static_cast<acc_t>(kd_scaled_log_ratio(d, sum_s, c.ts));
+  const auto item = [&](int64_t i) {
+    const acc_t u = kd_shift_difference(dt(i), ds(i), ratio), v = u - log_ratio;
+    return KDItem<acc_t>{fast_exp(zt(i)) / sum_t, fast_exp(zs(i)) / sum_s, u, v, divided(v, ts)};
+  };
+  const bool loss_units = c.ts >= 1;
+  acc_t local = 0, local_u = 0;
+  for (int64_t i = Team::rank(); i < len; i += Team::kSize) {
+    const KDItem<acc_t> it = item(i);
+    local += loss_units ? kd_term<true>(it.p, it.q, it.v, it.r, ts) : kd_term<false>(it.p, it.q, it.v, it.r, ts);
+    local_u += kd_weighted_shift(it.p, it.u);
+  }
+  const double terms = Team::all_reduce(local, SumOp());
+  if (c.row_loss != nullptr && Team::rank() == 0) c.row_loss[b] = static_cast<acc_t>(kd_row_loss(terms, c.ts, len == 0));
   if (c.grad_student == nullptr) return;
   const acc_t g = row_upstream<scalar_t, acc_t>(c.grad, c.reduction, b, c.v.B);
+  const acc_t mean_u = c.grad_teacher == nullptr ? acc_t(0) : Team::all_reduce(local_u, SumOp());
   for (int64_t i = Team::rank(); i < n; i += Team::kSize) {
     acc_t gs = 0, gt = 0;
     if (i < len) {
-      const acc_t lp = log_p(i), lq = log_q(i);
-      const acc_t p = fast_exp(lp), q = fast_exp(lq);
-      gs = g * kl_student_grad(p, q, lp - lq, ts);
-      gt = g * kl_teacher_grad(p, lp - lq, kl, ts, tt);
+      const KDItem<acc_t> it = item(i);
+      gs = g * kd_student_grad(it.p, it.q, it.v, it.r, ts);
+      gt = g * kd_teacher_grad(it.p, it.u, mean_u, ratio);
     }
     c.grad_student[b * n + i] = static_cast<scalar_t>(gs);
     if (c.grad_teacher != nullptr) c.grad_teacher[b * n + i] = static_cast<scalar_t>(gt);

@@ -21,27 +21,23 @@ namespace {
 // the simulated build reads the same flag).
 bool tf32_allowed() { return at::globalContext().allowTF32CuBLAS(); }
 
-// fp16/bf16 on tensor cores; fp32 on TF32 tensor cores when allowed (and d fits), else, and fp64,
-// on the exact SIMT kernel. (A function template, so the branch not taken is not instantiated:
-// no SIMT kernel is built for the half types.)
+// fp16/bf16 on tensor cores, fp32 on TF32 tensor cores when allowed, where d fits their tiles;
+// else, and fp64, on the SIMT kernel, which takes any d. (A function template, so the branch not
+// taken is not instantiated: no tensor-core kernel is built for fp64.)
 template <typename scalar_t, bool kWriteArgmax>
 void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
-  const char* dtype = c10::toString(a.Q.scalar_type());
+  using acc_t = at::opmath_type<scalar_t>;
   const auto v = a.view<scalar_t>();
-  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-    maxsim::tensor_core_forward<scalar_t, kWriteArgmax>(v, dtype, scores.data_ptr<float>(), argmax,
-                                                        launch_target());
-  } else {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      // allow_tf32 permits TF32, it does not require it: a d too wide for the TF32 tiles (4-byte
-      // elements) runs exact, as it would without the flag.
-      if (tf32_allowed() && maxsim::tensor_core_fits<float, kWriteArgmax>(a.dim)) {
-        return maxsim::tensor_core_forward<float, kWriteArgmax>(v, dtype, scores.data_ptr<float>(), argmax,
-                                                                launch_target());
-      }
+  constexpr bool half = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+  if constexpr (half || std::is_same_v<scalar_t, float>) {
+    // allow_tf32 permits TF32, it does not require it: a d too wide for the TF32 tiles (4-byte
+    // elements) runs exact, as it would without the flag; fp16/bf16 too wide for theirs run on
+    // CUDA cores, in fp32 as on the tensor cores.
+    if ((half || tf32_allowed()) && maxsim::tensor_core_fits<scalar_t, kWriteArgmax>(a.dim)) {
+      return maxsim::tensor_core_forward<scalar_t, kWriteArgmax>(v, scores.data_ptr<float>(), argmax, launch_target());
     }
-    maxsim::simt_forward<scalar_t, kWriteArgmax>(v, dtype, scores.data_ptr<scalar_t>(), argmax, launch_target());
   }
+  maxsim::simt_forward<scalar_t, acc_t, kWriteArgmax>(v, scores.data_ptr<acc_t>(), argmax, launch_target());
 }
 
 std::tuple<at::Tensor, at::Tensor> maxsim_cuda(const at::Tensor& Q, const at::Tensor& D,

@@ -3,7 +3,8 @@
 // Forward, fp16/bf16, and fp32 when torch.backends.cuda.matmul.allow_tf32 is set: on tensor cores
 // (maxsim_tensor_core.cuh; TF32 for fp32). fp64, and fp32 without that flag (exact): one
 // block per (query, column) pair (grid-stride). The block loads kTile query tokens into shared
-// memory, streams the doc's tokens through shared memory kTile at a time, and each thread keeps
+// memory, streams the doc's tokens through shared memory kTile at a time (both in chunks of
+// features when d is wider than shared memory holds: any d runs), and each thread keeps
 // the running max (and first argmax) of one query token over its share of the doc tokens; the
 // kSplit threads of a query token then merge their maxima with warp shuffles. Accumulation is in
 // acc_t (fp32 for half inputs). No similarity tensor is written. Both forward kernels take a
@@ -39,59 +40,69 @@ constexpr int kGradThreads = 128;
 // tokens at the same feature hit different banks.
 KDOPS_HD int64_t padded_dim(int64_t dim) { return dim + 1; }
 
-// Copies rows [first, first + count) of a [*, dim] matrix into tile (row stride dim + 1) as
-// acc_t, zero-filling up to kTile rows.
+// Copies features [c0, c0 + width) of rows [first, first + count) of a [*, dim] matrix into
+// tile (row stride width + 1) as acc_t, zero-filling up to kTile rows.
 template <typename scalar_t, typename acc_t>
-__device__ void load_tile(const scalar_t* src, int64_t first, int64_t count, int64_t dim,
-                          acc_t* tile) {
-  const int64_t stride = padded_dim(dim);
-  for (int64_t e = threadIdx.x; e < kTile * dim; e += kThreads) {
-    const int64_t r = e / dim, c = e - r * dim;
-    tile[r * stride + c] = r < count ? static_cast<acc_t>(src[(first + r) * dim + c]) : acc_t(0);
+__device__ void load_tile(const scalar_t* src, int64_t first, int64_t count, int64_t dim, int64_t c0,
+                          int64_t width, acc_t* tile) {
+  const int64_t stride = padded_dim(width);
+  for (int64_t e = threadIdx.x; e < kTile * width; e += kThreads) {
+    const int64_t r = e / width, c = e - r * width;
+    tile[r * stride + c] = r < count ? static_cast<acc_t>(src[(first + r) * dim + c0 + c]) : acc_t(0);
   }
 }
 
 constexpr int kTokensPerThread = kTile / kSplit;
 
-// The similarities of one query token row with this thread's doc tokens part, part + kSplit,
-// ... of the tile: each query feature is read once from shared memory for all of them.
+// Adds to sims the products over the tiles' width features of one query token row with this
+// thread's doc tokens part, part + kSplit, ... of the tile: each query feature is read once from
+// shared memory for all of them. Called once per feature chunk, in feature order, each sim is
+// the same sum, in the same order, whatever the chunks.
 template <typename acc_t>
-__device__ void dot_tile_rows(const acc_t* q_row, const acc_t* d_tile, int part, int64_t dim,
+__device__ void dot_tile_rows(const acc_t* q_row, const acc_t* d_tile, int part, int64_t width,
                               acc_t (&sims)[kTokensPerThread]) {
-  const int64_t stride = padded_dim(dim);
-#pragma unroll
-  for (int u = 0; u < kTokensPerThread; ++u) sims[u] = 0;
-  for (int64_t c = 0; c < dim; ++c) {
+  const int64_t stride = padded_dim(width);
+  for (int64_t c = 0; c < width; ++c) {
     const acc_t qc = q_row[c];
 #pragma unroll
     for (int u = 0; u < kTokensPerThread; ++u) sims[u] += qc * d_tile[(part + u * kSplit) * stride + c];
   }
 }
 
+// chunk: the features a shared-memory tile holds (simt_forward: all d when they fit, else the
+// most that do). With one chunk the query tile is loaded once per kTile query tokens; with more,
+// each doc tile pass reloads the query tile's chunk beside the doc tile's.
 template <typename scalar_t, typename acc_t, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads)
-    maxsim_forward_kernel(MaxSimView<scalar_t> v, acc_t* scores, int32_t* argmax) {
+    maxsim_forward_kernel(MaxSimView<scalar_t> v, int64_t chunk, acc_t* scores, int32_t* argmax) {
   KDOPS_DYNAMIC_SMEM(unsigned char, smem_raw);
   acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* d_tile = q_tile + kTile * padded_dim(v.dim);
+  acc_t* d_tile = q_tile + kTile * padded_dim(chunk);
   const MaxSimLayout& l = v.layout;
   const int row = threadIdx.x / kSplit, part = threadIdx.x % kSplit;
-  const int64_t stride = padded_dim(v.dim);
+  const bool one_chunk = chunk >= v.dim;
   for (int64_t pair = blockIdx.x; pair < v.Nq * l.K; pair += gridDim.x) {
     const int64_t q = pair / l.K, k = pair - q * l.K;
     const int64_t doc = l.doc(q, k), start = l.start(doc), length = l.length(doc);
     acc_t score = 0;  // this thread's query tokens' contributions (part 0 only)
     for (int64_t i0 = 0; i0 < v.Lq; i0 += kTile) {
+      const int64_t q_rows = std::min<int64_t>(kTile, v.Lq - i0);
       __syncthreads();  // the previous tiles are no longer read
-      load_tile(v.Q + q * v.Lq * v.dim, i0, std::min<int64_t>(kTile, v.Lq - i0), v.dim, q_tile);
+      if (one_chunk) load_tile(v.Q + q * v.Lq * v.dim, i0, q_rows, v.dim, 0, v.dim, q_tile);
       RunningMax<acc_t> m = empty_running_max<acc_t>();
       for (int64_t j0 = 0; j0 < length; j0 += kTile) {
-        __syncthreads();
-        load_tile(v.D, start + j0, std::min<int64_t>(kTile, length - j0), v.dim, d_tile);
-        __syncthreads();
-        // Rows past the doc's end are zero-filled: their similarities are computed and dropped.
         acc_t sims[kTokensPerThread];
-        dot_tile_rows(q_tile + row * stride, d_tile, part, v.dim, sims);
+#pragma unroll
+        for (int u = 0; u < kTokensPerThread; ++u) sims[u] = 0;
+        for (int64_t c0 = 0; c0 < v.dim; c0 += chunk) {
+          const int64_t width = std::min<int64_t>(chunk, v.dim - c0);
+          __syncthreads();
+          if (!one_chunk) load_tile(v.Q + q * v.Lq * v.dim, i0, q_rows, v.dim, c0, width, q_tile);
+          load_tile(v.D, start + j0, std::min<int64_t>(kTile, length - j0), v.dim, c0, width, d_tile);
+          __syncthreads();
+          // Rows past the doc's end are zero-filled: their similarities are computed and dropped.
+          dot_tile_rows(q_tile + row * padded_dim(width), d_tile, part, width, sims);
+        }
         // Each thread visits its doc tokens in increasing j: update keeps the first maximum.
 #pragma unroll
         for (int u = 0; u < kTokensPerThread; ++u) {
@@ -153,30 +164,28 @@ bool tensor_core_fits(int64_t dim) {
 }
 
 template <typename scalar_t, bool kWriteArgmax>
-void tensor_core_forward(const MaxSimView<scalar_t>& v, const char* dtype, float* scores,
-                         int32_t* argmax, LaunchTarget on) {
+void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, LaunchTarget on) {
   namespace tc = tensor_core;
   using stored = typename tc::Operand<scalar_t>::stored;
   constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
-  constexpr int elem_bytes = sizeof(stored);
-  const int64_t smem = tc::smem_bytes(v.dim, elem_bytes), limit = dynamic_shared_memory_limit<kernel>();
-  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", tc::max_dim(limit, elem_bytes),
-                    " for ", dtype, ", got d = ", v.dim);
+  const int64_t smem = tc::smem_bytes(v.dim, sizeof(stored));
+  TORCH_INTERNAL_ASSERT(smem <= dynamic_shared_memory_limit<kernel>(), "callers check tensor_core_fits");
   const tc::Groups groups = tc::groups_for(v.Nq, v.Lq, v.layout);
   const bool vec = tc::vector_loads<stored>(v.dim, v.Q, v.D);
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
   launch(kernel, blocks, tc::kThreads, smem, on.stream, v, groups, vec, scores, argmax);
 }
 
-template <typename scalar_t, bool kWriteArgmax>
-void simt_forward(const MaxSimView<scalar_t>& v, const char* dtype, scalar_t* scores,
-                  int32_t* argmax, LaunchTarget on) {
-  constexpr auto kernel = maxsim_forward_kernel<scalar_t, scalar_t, kWriteArgmax>;
-  const int64_t row_bytes = 2 * kTile * int64_t(sizeof(scalar_t));
-  const int64_t smem = row_bytes * padded_dim(v.dim), limit = dynamic_shared_memory_limit<kernel>();
-  TORCH_CHECK_VALUE(smem <= limit, "kdops.maxsim on CUDA supports d up to ", limit / row_bytes - 1,
-                    " for ", dtype, ", got d = ", v.dim);
-  launch(kernel, blocks_for(v.Nq * v.layout.K, on.sms), kThreads, smem, on.stream, v, scores, argmax);
+template <typename scalar_t, typename acc_t, bool kWriteArgmax>
+void simt_forward(const MaxSimView<scalar_t>& v, acc_t* scores, int32_t* argmax, LaunchTarget on) {
+  constexpr auto kernel = maxsim_forward_kernel<scalar_t, acc_t, kWriteArgmax>;
+  // Two tiles of kTile rows of chunk + 1 acc_t: every d when they fit, else the widest chunk
+  // that does (any d runs; a shared-memory opt-in of 48 KiB or more holds chunks of >= 95).
+  const int64_t row_bytes = 2 * kTile * int64_t(sizeof(acc_t)), limit = dynamic_shared_memory_limit<kernel>();
+  const int64_t chunk = std::min<int64_t>(v.dim, limit / row_bytes - 1);
+  TORCH_CHECK(chunk >= 1, "kdops.maxsim: the device's shared memory (", limit, " bytes) holds no tile");
+  launch(kernel, blocks_for(v.Nq * v.layout.K, on.sms), kThreads, row_bytes * padded_dim(chunk), on.stream, v,
+         chunk, scores, argmax);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -194,22 +203,21 @@ void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc
          doc_grad::kThreads, 0, on.stream, v, tiles, w, argmax, dD);
 }
 
-// Tensor cores: fp16, bf16, fp32 (TF32). Exact: fp32, fp64. Gradients: every dtype.
-#define KDOPS_INSTANTIATE_FORWARD(kind, scalar_t, out_t, argmax)                                       \
-  template void kind##_forward<scalar_t, argmax>(const MaxSimView<scalar_t>&, const char*, out_t*, \
-                                                 int32_t*, LaunchTarget);
-#define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)                     \
-  KDOPS_INSTANTIATE_FORWARD(tensor_core, scalar_t, float, true)     \
-  KDOPS_INSTANTIATE_FORWARD(tensor_core, scalar_t, float, false)    \
-  template bool tensor_core_fits<scalar_t, true>(int64_t);          \
+// Tensor cores: fp16, bf16, fp32 (TF32). SIMT: every dtype (fp16/bf16 where d is too wide for the
+// tensor-core tiles). Gradients: every dtype.
+#define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)                                                                  \
+  template void tensor_core_forward<scalar_t, true>(const MaxSimView<scalar_t>&, float*, int32_t*, LaunchTarget);  \
+  template void tensor_core_forward<scalar_t, false>(const MaxSimView<scalar_t>&, float*, int32_t*, LaunchTarget); \
+  template bool tensor_core_fits<scalar_t, true>(int64_t);                                                       \
   template bool tensor_core_fits<scalar_t, false>(int64_t);
 KDOPS_INSTANTIATE_TENSOR_CORE(c10::Half)
 KDOPS_INSTANTIATE_TENSOR_CORE(c10::BFloat16)
 KDOPS_INSTANTIATE_TENSOR_CORE(float)
-KDOPS_INSTANTIATE_FORWARD(simt, float, float, true)
-KDOPS_INSTANTIATE_FORWARD(simt, float, float, false)
-KDOPS_INSTANTIATE_FORWARD(simt, double, double, true)
-KDOPS_INSTANTIATE_FORWARD(simt, double, double, false)
+#define KDOPS_INSTANTIATE_SIMT(scalar_t, acc_t)                                                           \
+  template void simt_forward<scalar_t, acc_t, true>(const MaxSimView<scalar_t>&, acc_t*, int32_t*, LaunchTarget); \
+  template void simt_forward<scalar_t, acc_t, false>(const MaxSimView<scalar_t>&, acc_t*, int32_t*, LaunchTarget);
+KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_SIMT)
+#undef KDOPS_INSTANTIATE_SIMT
 #define KDOPS_INSTANTIATE_GRADS(scalar_t, acc_t)                                                             \
   template void query_gradient<scalar_t, acc_t>(const MaxSimView<scalar_t>&, const acc_t*, const int32_t*,  \
                                             scalar_t*, LaunchTarget);                                       \
@@ -218,6 +226,5 @@ KDOPS_INSTANTIATE_FORWARD(simt, double, double, false)
 KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_GRADS)
 #undef KDOPS_INSTANTIATE_GRADS
 #undef KDOPS_INSTANTIATE_TENSOR_CORE
-#undef KDOPS_INSTANTIATE_FORWARD
 
 }  // namespace kdops::cuda::maxsim

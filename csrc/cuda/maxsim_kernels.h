@@ -1,5 +1,5 @@
 // Launchers of the MaxSim kernels (maxsim_kernels.cu), called by the ops in maxsim_cuda.cpp.
-// Pointers are device memory; `dtype` names the input dtype in errors.
+// Pointers are device memory.
 #pragma once
 
 #include <cstdint>
@@ -9,21 +9,20 @@
 
 namespace kdops::cuda::maxsim {
 
-// Forward on tensor cores (fp32 scores [Nq, K]): scalar_t fp16/bf16, or float as TF32.
-// Refuses a d whose tiles do not fit in shared memory.
+// Forward on tensor cores (fp32 scores [Nq, K]): scalar_t fp16/bf16, or float as TF32, for a d
+// whose tiles fit in shared memory (tensor_core_fits: check first).
 template <typename scalar_t, bool kWriteArgmax>
-void tensor_core_forward(const MaxSimView<scalar_t>& v, const char* dtype, float* scores,
-                         int32_t* argmax, LaunchTarget on);
+void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, LaunchTarget on);
 
 // Whether tensor_core_forward's tiles of d features fit in shared memory.
 template <typename scalar_t, bool kWriteArgmax>
 bool tensor_core_fits(int64_t dim);
 
-// The exact forward (float, double): scores [Nq, K] in scalar_t. Refuses a d too wide for its
-// shared-memory tiles.
-template <typename scalar_t, bool kWriteArgmax>
-void simt_forward(const MaxSimView<scalar_t>& v, const char* dtype, scalar_t* scores,
-                  int32_t* argmax, LaunchTarget on);
+// The forward on CUDA cores, any d (tiles of as many features as shared memory holds): scores
+// [Nq, K] in acc_t. Exact for float and double; fp16/bf16 (acc_t float) where d is too wide
+// for the tensor-core tiles.
+template <typename scalar_t, typename acc_t, bool kWriteArgmax>
+void simt_forward(const MaxSimView<scalar_t>& v, acc_t* scores, int32_t* argmax, LaunchTarget on);
 
 // dQ [Nq, Lq, d] and dD [T, d] (T = total_tokens) from the saved argmax and the per-score
 // weights w [Nq, K] (acc_t).

@@ -95,12 +95,6 @@ inline int64_t smem_bytes(int64_t dim, int elem_bytes) {
   return kAlign + int64_t(kStagedRows) * tile_stride(dim) * elem_bytes + int64_t(kRows) * kSimStride * 4;
 }
 
-// The largest d whose buffers fit in `limit` bytes of dynamic shared memory.
-inline int64_t max_dim(int64_t limit, int elem_bytes) {
-  const int64_t fixed = kAlign + int64_t(kRows) * kSimStride * 4, per_feature = int64_t(kStagedRows) * elem_bytes;
-  return std::max<int64_t>(0, ((limit - fixed) / per_feature - 8) / kFrag * kFrag);
-}
-
 // Which queries, rows and doc a block works on (see the top of the file).
 struct Groups {
   int seg;     // shared-memory rows per query (Lq rounded up to 16, at most kRows)

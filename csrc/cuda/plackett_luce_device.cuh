@@ -18,6 +18,15 @@ struct LSEMerge {
   }
 };
 
+// The union of two sets at temperature t (LogSumExp::merged_at).
+template <typename acc_t>
+struct LSEMergeAt {
+  acc_t t;
+  __device__ LogSumExp<acc_t> operator()(const LogSumExp<acc_t>& a, const LogSumExp<acc_t>& b) const {
+    return a.merged_at(b, t);
+  }
+};
+
 struct AffineThen {
   template <typename acc_t>
   __device__ Affine<acc_t> operator()(const Affine<acc_t>& a, const Affine<acc_t>& b) const {
@@ -61,24 +70,34 @@ __device__ bool row_args_ok(const PLRowsView<scalar_t>& v, const int64_t* first,
 }
 
 // w_k of a row: 1, weights[b, k], or softmax(teacher[b] / T)[pi_k] (PLD), given the row's
-// log sum exp(teacher[b] / T) in lse_t (set per row by the kernel, which reduces it block- or warp-wide).
+// tempered log-sum-exp of teacher[b] at T (set per row by set_row, from the kernel's block- or
+// warp-wide LogSumExp::merged_at reduction): max and log of sum exp((t - max) / T).
 template <typename scalar_t, typename acc_t>
 struct DeviceWeights {
   WeightMode mode;
   const scalar_t* values;  // weights or teacher [B, n]
-  acc_t inv_t;
-  acc_t lse_t;
+  acc_t t;                 // the temperature (PLD)
+  acc_t max;
+  acc_t log_sum;
+
+  __device__ LogSumExp<acc_t> merged_item(const LogSumExp<acc_t>& l, int64_t b, int64_t n, int64_t i) const {
+    return l.merged_at(LogSumExp<acc_t>::item(static_cast<acc_t>(values[b * n + i])), t);
+  }
+  __device__ void set_row(const LogSumExp<acc_t>& l) {
+    max = softmax_max(l.max);
+    log_sum = fast_log(l.sum);
+  }
 
   __device__ acc_t at(int64_t b, int64_t n, int64_t k, int64_t item) const {
     if (mode == WeightMode::Unit) return 1;
     if (mode == WeightMode::Position) return static_cast<acc_t>(values[b * n + k]);
-    return fast_exp(static_cast<acc_t>(values[b * n + item]) * inv_t - lse_t);
+    return fast_exp(tempered(static_cast<acc_t>(values[b * n + item]), max, t) - log_sum);
   }
 };
 
 template <typename scalar_t, typename acc_t>
 DeviceWeights<scalar_t, acc_t> device_weights(const PLRowsCall<scalar_t, acc_t>& c) {
-  return {c.mode, c.values, static_cast<acc_t>(1.0 / c.temperature), acc_t(0)};
+  return {c.mode, c.values, static_cast<acc_t>(c.temperature), acc_t(0), acc_t(0)};
 }
 
 }  // namespace kdops::cuda::plackett_luce

@@ -95,16 +95,14 @@ int64_t shared_sort_items(int64_t n) {
 
 // --- the weighted PL kernels ------------------------------------------------------------------
 
-// Block-wide (call from every thread at the start of row b): PLD's log sum exp(teacher[b] / T)
-// into w.lse_t.
+// Block-wide (call from every thread at the start of row b): PLD's softmax of teacher[b] at T
+// (DeviceWeights::set_row).
 template <typename scalar_t, typename acc_t>
 __device__ void block_teacher_lse(DeviceWeights<scalar_t, acc_t>& w, int64_t b, int64_t n) {
   if (w.mode != WeightMode::Teacher) return;
   LogSumExp<acc_t> local;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    local = local.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(w.values[b * n + i]) * w.inv_t));
-  }
-  w.lse_t = block_all_reduce<kThreads>(local, LSEMerge()).value();
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) local = w.merged_item(local, b, n, i);
+  w.set_row(block_all_reduce<kThreads>(local, LSEMergeAt<acc_t>{w.t}));
 }
 
 // Block-wide: whether ranking row pi[0..len) is a permutation of 0..len-1 (bitmap: the row's
@@ -153,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Per row: grad_scores[pi_j] = g (C_j p_j - w_j [j<K]), C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K]
 // as an affine scan; grad_weights[k] = g (lse_k - x_k) for k < K; PLD's teacher gradient
-// g / T * w_k (term_k - loss_b); the row's loss where c.row_loss is given (the same sum as
+// g w_k (term_k - loss_b) / T; the row's loss where c.row_loss is given (the same sum as
 // pl_forward_kernel's). lse: scratch [B, n].
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
@@ -200,11 +198,11 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t loss = block_sum<kThreads>(local_loss);
   if (c.row_loss != nullptr && threadIdx.x == 0) c.row_loss[b] = loss;
   if (c.grad_teacher == nullptr) return;
-  // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
+  // PLD (every position a term): d loss / d t_c = w_c (term_c - loss) / T.
   for (int64_t k = threadIdx.x; k < n; k += kThreads) {
     const int64_t item = item_of(pi, k, n);
     const acc_t term = lse[k] - static_cast<acc_t>(s[item]);
-    c.grad_teacher[b * n + item] = static_cast<scalar_t>(g * w.inv_t * w.at(b, n, k, item) * (term - loss));
+    c.grad_teacher[b * n + item] = static_cast<scalar_t>(pld_teacher_grad_of(g, w.at(b, n, k, item), term, loss, w.t));
   }
 }
 

@@ -82,14 +82,14 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  if (w.mode == WeightMode::Teacher) {  // PLD: log sum exp(teacher[b] / T) over the row's classes
+  if (w.mode == WeightMode::Teacher) {  // PLD: the softmax of teacher[b] at T over the row's classes
     LogSumExp<acc_t> local;
 #pragma unroll
     for (int t = 0; t < kItems; ++t) {
       const int64_t i = lane * kItems + t;
-      if (i < n) local = local.merged(LogSumExp<acc_t>::item(static_cast<acc_t>(w.values[b * n + i]) * w.inv_t));
+      if (i < n) local = w.merged_item(local, b, n, i);
     }
-    w.lse_t = warp_all_reduce(local, LSEMerge()).value();
+    w.set_row(warp_all_reduce(local, LSEMergeAt<acc_t>{w.t}));
   }
 
   // x_k = s[pi_k], lse_k = log sum_{j >= k} exp(x_j) (a suffix scan), w_k, and the row's loss.
@@ -141,9 +141,9 @@ __global__ void __launch_bounds__(kThreads)
     if (c.grad_weights != nullptr && k < n) {
       c.grad_weights[b * n + k] = static_cast<scalar_t>(k < terms ? g * (lse[t] - x[t]) : acc_t(0));
     }
-    // PLD (every position a term): d loss / d t_c = (1/T) w_c (term_c - loss).
+    // PLD (every position a term): d loss / d t_c = w_c (term_c - loss) / T.
     if (c.grad_teacher != nullptr && k < n) {
-      c.grad_teacher[b * n + item[t]] = static_cast<scalar_t>(g * w.inv_t * wk[t] * ((lse[t] - x[t]) - loss));
+      c.grad_teacher[b * n + item[t]] = static_cast<scalar_t>(pld_teacher_grad_of(g, wk[t], lse[t] - x[t], loss, w.t));
     }
   }
 }
