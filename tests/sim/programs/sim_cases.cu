@@ -2,7 +2,8 @@
 // reference under every thread/block order, and planted bugs each check must catch. Built by
 // tests/sim/simbuild.py with g++ against csrc/sim (plain, ASan+UBSan and TSan builds).
 //
-//   sim_cases <case> [seed] [t][b]     t: shuffle threads, b: shuffle blocks
+//   sim_cases <case> [seed] [t|r|w|p][b]   threads: t random, r run-ahead, w warp round-robin,
+//                                          p PCT (default in order); b: shuffle blocks
 //
 // Prints the case's results (hex, so floats compare bit for bit) or "ERROR: <message>" and exits
 // with 3 when the simulator raised. Lines the tests look for carry "// @<marker>" comments.
@@ -68,8 +69,10 @@ __global__ void grid_sum(const int* x, int n, long long* partial, unsigned* done
   }
   if (threadIdx.x == 0) {
     partial[blockIdx.x] = sums[0];
-    __threadfence();
-    is_last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;
+    __threadfence();  // release: the partial before the count
+    const bool last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;
+    if (last) __threadfence();  // acquire: the others' partials after their count
+    is_last = last;
   }
   __syncthreads();
   if (is_last && threadIdx.x == 0) {
@@ -789,14 +792,21 @@ void case_conversions() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s <case> [seed] [t][b]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <case> [seed] [t|r|w|p][b]\n", argv[0]);
     return 2;
   }
   const std::string name = argv[1];
   kdops::sim::Options options;
   options.seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 0;
   const std::string flags = argc > 3 ? argv[3] : "";
-  options.shuffle_threads = flags.find('t') != std::string::npos;
+  // The thread schedule: t random, r run-ahead, w warp round-robin, p PCT (else in order).
+  const std::pair<char, kdops::sim::Schedule> schedules[] = {{'t', kdops::sim::Schedule::kRandom},
+                                                             {'r', kdops::sim::Schedule::kRunAhead},
+                                                             {'w', kdops::sim::Schedule::kRoundRobin},
+                                                             {'p', kdops::sim::Schedule::kPct}};
+  for (const auto& [flag, schedule] : schedules) {
+    if (flags.find(flag) != std::string::npos) options.threads = schedule;
+  }
   options.shuffle_blocks = flags.find('b') != std::string::npos;
   kdops::sim::set_options(options);
 
