@@ -86,7 +86,9 @@ coverage:
 # same small shapes hundreds of times over (finite differences, tracing) and took 236 s of the
 # run's 436 s; they run unsanitized in `make pytest`. Python is
 # not built with ASan: its runtime is preloaded, with libstdc++ (else ASan cannot intercept C++
-# throws from a library loaded later, and the first TORCH_CHECK aborts).
+# throws from a library loaded later, and the first TORCH_CHECK aborts). --capture=sys: pytest
+# captures Python's sys.stdout/stderr only, so an ASan or UBSan report, written to file
+# descriptor 2 as the process aborts, reaches the log (pytest's default fd capture swallowed it).
 ASAN_DIR := build/asan
 sim-asan:
 	rm -rf $(ASAN_DIR)/kdops $(ASAN_DIR)/tests && mkdir -p $(ASAN_DIR)
@@ -96,7 +98,7 @@ sim-asan:
 		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		KDOPS_TEST_MAX_EXAMPLES=4 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests \
+		KDOPS_TEST_MAX_EXAMPLES=4 $(abspath $(PY)) -m pytest -q -p no:cacheprovider --capture=sys -m sim tests \
 		-k "not gradcheck and not opcheck and not torch_compile"
 
 # TSan: a standalone runner (tests/sim_tsan/run_ops.cpp) calling every kdops_sim op, linked with

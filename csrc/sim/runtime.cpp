@@ -36,6 +36,7 @@
 
 #include "device_state.h"
 #include "dynamic_smem.h"
+#include "faults.h"
 #include "fiber.h"
 #include "messages.h"
 #include "runtime_api.h"
@@ -757,6 +758,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
 void Engine::run(const Launch& launch) {
   const DeviceProperties props = device();
   check_configuration(launch, props);
+  catch_kernel_faults();
   const dim3 g = launch.grid, b = launch.block;
   const uint64_t block_threads = uint64_t{b.x} * b.y * b.z;
   launch_ = &launch;

@@ -115,7 +115,8 @@ inline void atomic_point(const void*) {}
 #endif
 
 // Aborts the running launch with `message` (plus the warp_call's site, kernel, block, thread):
-// for checks inside a WarpCompletion, the only place header code may call it. Never returns.
+// for checks inside a WarpCompletion, the only place header code may call it, and for memory
+// faults (faults.cpp). Never returns.
 [[noreturn]] void fail(const char* message);
 
 // Type-erased launch.

@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
-from tests.sim.simbuild import line_of
+from tests.sim.simbuild import PROGRAMS, REPO, line_of
 
 WARP_SCHEDULES = {"r": "run-ahead", "w": "round-robin", "p": "pct"}
 SEEDED = ["t", *WARP_SCHEDULES]
@@ -147,3 +151,17 @@ def test_planted_cross_block_bugs_are_reported_by_tsan(tsan_schedule_cases, case
     report = run.stderr.split("ThreadSanitizer: data race", 1)[1]
     current, previous = report.split("  Previous ", 1)
     assert kernel in current.split("#1 ", 1)[0] and kernel in previous.split("#1 ", 1)[0], report[:3000]
+
+
+def test_schedule_kernels_and_the_project_helpers_compile_with_nvcc(tmp_path):
+    """The kernels here include csrc/cuda's helpers, whose caller-line parameters (portable.h's
+    KDOPS_CALLER) must vanish under nvcc: the same source compiles there."""
+    nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    if not os.path.exists(nvcc):
+        nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    cmd = [nvcc, "-std=c++20", "-arch=sm_80", f"-I{REPO}", f"-I{REPO / 'csrc'}", "-c", "-x", "cu",
+           str(PROGRAMS / "sim_schedules.cu"), "-o", str(tmp_path / "sim_schedules.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -163,6 +163,17 @@ def test_runtime_recovers_after_an_error_and_serves_two_os_threads(cases):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_memory_fault_in_a_kernel_fails_its_launch_and_the_next_runs(cases):
+    """A wild read in thread 5 is reported as the launch's error, naming the fault's address,
+    kernel, block and thread, instead of ending the process; the next launch gives its reference.
+    (Under ASan and TSan their handlers report the fault instead.)"""
+    run = cases.run("fault_then_recover")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("FAULT: kdops.sim: memory fault in the kernel: SIGSEGV at address 0x40")
+    fault, rest = run.stdout.split("\nreference\n", 1)
+    assert "in kernel sim_cases::wild_read(int*), block (0,0,0), thread (5,0,0)" in fault
+
+
 def test_half_and_bfloat16_conversions_are_bit_exact(cases):
     if "f16c" not in open("/proc/cpuinfo").read():
         pytest.skip("the reference float->half conversion needs the CPU's F16C instructions")

@@ -188,6 +188,12 @@ __global__ void reverse_block(const int* in, int* out) {
   out[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
 }
 
+// Thread 5 reads through a wild pointer: a memory fault in one CUDA thread.
+__global__ void wild_read(int* out) {
+  const int* wild = reinterpret_cast<const int*>(static_cast<uintptr_t>(64));
+  out[threadIdx.x] = threadIdx.x == 5 ? *reinterpret_cast<const volatile int*>(wild) : 1;  // @wild-read
+}
+
 // Lanes exchange values through shared memory; `synced` separates the writes from the reads with
 // __syncwarp, called from two sites (allowed since Volta: it is not a per-site rendezvous).
 template <bool synced>
@@ -731,6 +737,18 @@ void case_launch_checks() {
 }
 
 // An error leaves the runtime usable, on this OS thread and on others launching at once.
+// A kernel's memory fault fails its launch with a message; the next launch runs as usual.
+void case_fault_then_recover() {
+  std::vector<int> out(64, 0);
+  try {
+    launch(wild_read, dim3(2), dim3(64), 0, nullptr, out.data());
+    std::printf("no fault\n");
+  } catch (const std::runtime_error& e) {
+    std::printf("FAULT: %s\n", e.what());
+  }
+  case_reverse<true>();
+}
+
 void case_recover_and_threads() {
   std::vector<int> out(64);
   bool raised = false;
@@ -848,6 +866,7 @@ int main(int argc, char** argv) {
       {"block_max_atomic", case_block_max<false>},
       {"launch_checks", case_launch_checks},
       {"recover_and_threads", case_recover_and_threads},
+      {"fault_then_recover", case_fault_then_recover},
       {"conversions", case_conversions},
   };
   const auto it = cases.find(name);
