@@ -23,7 +23,7 @@ export CUDA_HOME ?= /usr/local/cuda
 export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
-.PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage clean
+.PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage mutants clean
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -131,6 +131,12 @@ $(TSAN_DIR)/run_ops: $(TSAN_OBJECTS)
 
 sim-tsan: $(TSAN_DIR)/run_ops
 	TSAN_OPTIONS=halt_on_error=1:exitcode=66 $(TSAN_DIR)/run_ops
+
+# The mutation test of the simulated kernels (not part of `make test`: each of the corpus's bugs
+# rebuilds kdops._C_sim and runs the sim tests of its file, an hour or more in all): applies each
+# mutant of tests/mutants/corpus.toml in turn, prints a kill table, restores the sources.
+mutants: $(DEPS)
+	$(PY) -m tests.mutants.run_mutants --python $(abspath $(PY))
 
 $(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
 	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)
