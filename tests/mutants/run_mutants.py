@@ -161,7 +161,7 @@ def table(rows: list[tuple[Mutant, Outcome]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", help="mutant ids to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="mutant ids to run, in this order (default: all)")
     parser.add_argument("--check", action="store_true", help="only check that every mutant applies")
     parser.add_argument("--build-temp", default="build/mutants", help="the incremental build folder")
     parser.add_argument("--python", default=sys.executable, help="the interpreter `make sim-tsan` uses")
@@ -179,7 +179,8 @@ def main() -> int:
     if args.check:
         print(f"{len(mutants)} mutants apply")
         return 0
-    chosen = [m for m in mutants if not args.only or m.id in args.only]
+    by_id = {m.id: m for m in mutants}
+    chosen = [by_id[i] for i in args.only] if args.only else mutants  # in the order given
     rows = []
     try:
         for m in chosen:
