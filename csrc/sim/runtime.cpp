@@ -8,13 +8,17 @@
 // synchronisation points execution is sequential, so a missing barrier shows up as results that
 // change with the schedule.
 //
+// At each block's start its static __shared__ is poisoned with 0xFF bytes (static_shared.h), as
+// its dynamic shared memory is (dynamic_smem.h).
+//
 // Blocks under ThreadSanitizer: nothing orders one block of a launch before another but what
 // CUDA guarantees, so TSan sees the races between blocks that sequential execution hides. Each
 // block's threads are other TSan fibers than the previous block's, its barriers use sync objects
 // of its own, TSan forgets the accesses to the module's thread-local storage (static __shared__
-// included) at its start, and the host orders launches, not blocks. A __threadfence followed by an atomic is a release on the
-// atomic's address; an atomic followed by a __threadfence is an acquire from it (the PTX memory
-// model's release and acquire patterns), so a cross-block protocol is clean only with both fences.
+// included) at its start, and the host orders launches, not blocks. A __threadfence followed by
+// an atomic is a release on the atomic's address; an atomic followed by a __threadfence is an
+// acquire from it (the PTX memory model's release and acquire patterns), so a cross-block
+// protocol is clean only with both fences.
 //
 // Checks (each raises std::runtime_error from launch, naming kernel, block, thread and lines):
 // threads waiting at different barriers (divergence), a thread exiting while others wait at a
@@ -40,16 +44,12 @@
 #include "fiber.h"
 #include "messages.h"
 #include "runtime_api.h"
+#include "static_shared.h"
 
 #if defined(__SANITIZE_THREAD__)
-#include <link.h>
 #include <sanitizer/tsan_interface.h>
 extern "C" void __tsan_ignore_thread_begin();
 extern "C" void __tsan_ignore_thread_end();
-// Resets TSan's shadow of a range, as for new memory (the annotation meant for that,
-// AnnotateNewMemory, is a no-op in GCC 12's libtsan; this is the one call that reaches TSan's
-// MemoryResetRange, through its Java heap interface, whose setup only debug builds check).
-extern "C" void __tsan_java_alloc(unsigned long address, unsigned long size);
 #endif
 
 namespace kdops::sim::detail {
@@ -88,41 +88,6 @@ void end_section_for_good() { __tsan_ignore_thread_end(); }
 void happens_before_release(void* object) { __tsan_release(object); }
 void happens_before_acquire(void* object) { __tsan_acquire(object); }
 
-// This OS thread's block of the module's thread-local storage: static __shared__ lives there.
-struct TlsBlock {
-  void* begin = nullptr;
-  size_t size = 0;
-};
-
-TlsBlock module_tls_block() {
-  TlsBlock block;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, size_t, void* out) {
-        if (info->dlpi_tls_data == nullptr) return 0;
-        for (int i = 0; i < info->dlpi_phnum; ++i) {
-          if (info->dlpi_phdr[i].p_type != PT_TLS) continue;
-          char* begin = static_cast<char*>(info->dlpi_tls_data);
-          const char* mine = reinterpret_cast<const char*>(&current_thread);
-          if (mine >= begin && mine < begin + info->dlpi_phdr[i].p_memsz) {
-            *static_cast<TlsBlock*>(out) = TlsBlock{begin, info->dlpi_phdr[i].p_memsz};
-            return 1;
-          }
-        }
-        return 0;
-      },
-      &block);
-  return block;
-}
-
-// A block's static __shared__ is new memory: the previous block's accesses to the same
-// thread-local storage are not races with this one's.
-void announce_new_shared_memory() {
-  static thread_local const TlsBlock tls = module_tls_block();
-  if (tls.begin == nullptr) return;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(tls.begin) & ~uintptr_t{7};
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(tls.begin) + tls.size + 7) & ~uintptr_t{7};
-  __tsan_java_alloc(begin, end - begin);
-}
 #else
 struct [[maybe_unused]] RuntimeSection {
   RuntimeSection() {}  // user-provided: no unused-variable warning
@@ -130,7 +95,6 @@ struct [[maybe_unused]] RuntimeSection {
 void end_section_for_good() {}
 void happens_before_release(void*) {}
 void happens_before_acquire(void*) {}
-void announce_new_shared_memory() {}
 #endif
 
 uint64_t splitmix64(uint64_t& state) {
@@ -702,7 +666,8 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     warps_[w].sync_objects = block_sync_.get() + 3 + 2 * w;
   }
   start_schedule(block_linear, seed);
-  announce_new_shared_memory();
+  poison_static_shared();
+  forget_static_shared_accesses();
   for (unsigned t = 0; t < threads_; ++t) {
     Fiber& f = block_fiber(t);
     f.linear = t;

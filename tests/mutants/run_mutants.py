@@ -105,9 +105,13 @@ def build(build_temp: str) -> subprocess.CompletedProcess:
 
 
 def first_failure(out: str) -> str:
-    """The first failing test and the first line of its error, from pytest -q output."""
+    """The first failing test and the first line of its error (the simulator's message or a
+    sanitizer report's title where there is one), from pytest -q output."""
     failed = next((line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))), "")
-    error = next((line.strip() for line in out.splitlines() if line.startswith("E ")), "")
+    errors = [line.strip() for line in out.splitlines() if line.startswith("E ")]
+    error = next((e for e in errors if "ThreadSanitizer:" in e or "kdops.sim:" in e), errors[0] if errors else "")
+    if "ThreadSanitizer: data race" in error:
+        error = "E   ThreadSanitizer: data race" + error.split("ThreadSanitizer: data race", 1)[1].split("\\n", 1)[0]
     crash = next((line.strip() for line in out.splitlines() if "Fatal Python error" in line or "Aborted" in line), "")
     return " | ".join(x for x in (failed, error or crash) if x)[:300]
 

@@ -143,6 +143,14 @@ def test_uninitialised_dynamic_shared_memory_reads_poison(cases):
     assert cases.run("dynamic_smem_initialised").stdout == "".join(f"{i} " for i in range(64)) + "\n"
 
 
+def test_static_shared_memory_is_poisoned_at_each_block_start(cases):
+    """Each of two blocks reads the word before writing 7 to it: the block that runs second sees
+    0xFFFFFFFF, not the 7 the first one left, in every order."""
+    runs = [cases.run("static_smem_read_first", seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 for r in runs)
+    assert {r.stdout for r in runs} == {"-1 " * 64 + "\n"}
+
+
 def test_dynamic_shared_memory_overflow_is_caught_without_sanitizers(cases):
     """Canaries around the buffer catch a write just past the end in every simulated run (the
     ASan build, in test_simulator_sanitizers.py, names the thread and line)."""

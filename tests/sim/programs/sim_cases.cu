@@ -188,6 +188,18 @@ __global__ void reverse_block(const int* in, int* out) {
   out[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
 }
 
+// Reads a static __shared__ word before the block writes it, then writes it: the block that runs
+// second must see the poison (0xFF bytes), not the word the first block left (static __shared__
+// is thread-local storage on the simulator, reused by the next block).
+__global__ void static_smem_read_first(int* out) {
+  __shared__ int word;
+  const int seen = word;  // @static-read-first
+  __syncthreads();
+  if (threadIdx.x == 0) word = 7;
+  __syncthreads();
+  out[threadIdx.x] = seen;  // the block that runs second writes last
+}
+
 // Thread 5 reads through a wild pointer: a memory fault in one CUDA thread.
 __global__ void wild_read(int* out) {
   const int* wild = reinterpret_cast<const int*>(static_cast<uintptr_t>(64));
@@ -867,6 +879,7 @@ int main(int argc, char** argv) {
       {"launch_checks", case_launch_checks},
       {"recover_and_threads", case_recover_and_threads},
       {"fault_then_recover", case_fault_then_recover},
+      {"static_smem_read_first", [] { launch_ints(static_smem_read_first, 64); }},
       {"conversions", case_conversions},
   };
   const auto it = cases.find(name);
