@@ -28,7 +28,7 @@ export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
 .PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage \
-	sdist wheel test-wheel clean
+	mutants sdist wheel test-wheel clean
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -92,7 +92,9 @@ coverage:
 # same small shapes hundreds of times over (finite differences, tracing) and took 236 s of the
 # run's 436 s; they run unsanitized in `make pytest`. Python is
 # not built with ASan: its runtime is preloaded, with libstdc++ (else ASan cannot intercept C++
-# throws from a library loaded later, and the first TORCH_CHECK aborts).
+# throws from a library loaded later, and the first TORCH_CHECK aborts). --capture=sys: pytest
+# captures Python's sys.stdout/stderr only, so an ASan or UBSan report, written to file
+# descriptor 2 as the process aborts, reaches the log (pytest's default fd capture swallowed it).
 ASAN_DIR := build/asan
 sim-asan:
 	rm -rf $(ASAN_DIR)/kdops $(ASAN_DIR)/tests && mkdir -p $(ASAN_DIR)
@@ -102,7 +104,7 @@ sim-asan:
 		--build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cd $(ASAN_DIR) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		KDOPS_TEST_MAX_EXAMPLES=4 $(abspath $(PY)) -m pytest -q -p no:cacheprovider -m sim tests \
+		KDOPS_TEST_MAX_EXAMPLES=4 $(abspath $(PY)) -m pytest -q -p no:cacheprovider --capture=sys -m sim tests \
 		-k "not gradcheck and not opcheck and not torch_compile"
 
 # TSan: a standalone runner (tests/sim_tsan/run_ops.cpp) calling every kdops_sim op, linked with
@@ -176,6 +178,12 @@ test-wheel: $(DEPS)
 	cp -r tests build/wheel-tests/
 	cd build/wheel-tests && KDOPS_CUDA=0 KDOPS_EXPECT_INSTALLED=1 $(abspath $(WHEEL_VENV))/bin/python -m pytest -q \
 		-p no:cacheprovider -m "not sim" $(WHEEL_TESTS)
+
+# The mutation test of the simulated kernels (not part of `make test`: each of the corpus's bugs
+# rebuilds kdops._C_sim and runs the sim tests of its file, an hour or more in all): applies each
+# mutant of tests/mutants/corpus.toml in turn, prints a kill table, restores the sources.
+mutants: $(DEPS)
+	$(PY) -m tests.mutants.run_mutants --python $(abspath $(PY))
 
 $(PYLATE_DEPS): requirements-pylate.txt | $(DEPS)
 	$(PYTHON) -m venv --without-pip $(PYLATE_VENV)

@@ -130,17 +130,35 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #ifdef KDOPS_SIM
   module.def(
       "set_schedule",
-      [](uint64_t seed, bool shuffle_threads, bool shuffle_blocks) {
+      [](uint64_t seed, const std::string& threads, bool shuffle_blocks, int pct_depth) {
+        using kdops::sim::Schedule;
+        const std::pair<const char*, Schedule> names[] = {{"in_order", Schedule::kInOrder},
+                                                          {"random", Schedule::kRandom},
+                                                          {"run_ahead", Schedule::kRunAhead},
+                                                          {"round_robin", Schedule::kRoundRobin},
+                                                          {"pct", Schedule::kPct}};
         kdops::sim::Options options;
+        bool known = false;
+        for (const auto& [name, schedule] : names) {
+          if (threads == name) {
+            options.threads = schedule;
+            known = true;
+          }
+        }
+        TORCH_CHECK_VALUE(known, "threads must be 'in_order', 'random', 'run_ahead', 'round_robin' or 'pct', got '",
+                          threads, "'");
+        TORCH_CHECK_VALUE(pct_depth >= 1, "pct_depth must be at least 1, got ", pct_depth);
         options.seed = seed;
-        options.shuffle_threads = shuffle_threads;
         options.shuffle_blocks = shuffle_blocks;
+        options.pct_depth = pct_depth;
         kdops::sim::set_options(options);
       },
-      pybind11::arg("seed") = 0, pybind11::arg("shuffle_threads") = false,
-      pybind11::arg("shuffle_blocks") = false,
-      "The simulator's schedule for the following launches: threads between barriers and the "
-      "blocks of a grid run in ascending order, or in an order shuffled by `seed`.");
+      pybind11::arg("seed") = 0, pybind11::arg("threads") = "in_order", pybind11::arg("shuffle_blocks") = false,
+      pybind11::arg("pct_depth") = 3,
+      "The simulator's schedule for the following launches: how the next ready thread of a block is "
+      "picked at every switch ('in_order', or seeded by `seed`: 'random', 'run_ahead' (a warp runs "
+      "as far as it can), 'round_robin' (warps in turn), 'pct' (random warp priorities with "
+      "pct_depth - 1 change points)), and whether the blocks of a grid run in a seeded order.");
   module.def(
       "set_device",
       [](const std::string& name) {

@@ -70,7 +70,8 @@ def pytest_collection_modifyitems(config, items):
     cap = os.environ.get("KDOPS_TEST_MAX_EXAMPLES")
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if item.module.__name__.endswith("test_simulated_kernels") or (callspec and callspec.params.get("device") == "sim"):
+        simulated_module = item.module.__name__.endswith(("test_simulated_kernels", "test_sim_schedules"))
+        if simulated_module or (callspec and callspec.params.get("device") == "sim"):
             item.add_marker(pytest.mark.sim)
         test = getattr(item, "obj", None)
         current = getattr(test, "_hypothesis_internal_use_settings", None)

@@ -57,11 +57,11 @@ def test_every_sim_op_has_a_cpu_kernel_and_autograd():
 
 @contextlib.contextmanager
 def _schedule(seed: int, threads: bool, blocks: bool):
-    _C_sim.set_schedule(seed, threads, blocks)
+    _C_sim.set_schedule(seed, "random" if threads else "in_order", blocks)
     try:
         yield
     finally:
-        _C_sim.set_schedule(0, False, False)
+        _C_sim.set_schedule(0, "in_order", False)
 
 
 @contextlib.contextmanager
@@ -212,4 +212,8 @@ def test_maxsim_takes_any_embedding_size(dtype, largest):
 def test_schedule_and_device_arguments_are_checked():
     with pytest.raises(ValueError, match="device must be 'h100' or 'small'"):
         _C_sim.set_device("a100")
+    with pytest.raises(ValueError, match="threads must be 'in_order', 'random', 'run_ahead', 'round_robin' or 'pct'"):
+        _C_sim.set_schedule(1, "depth_first")
+    with pytest.raises(ValueError, match="pct_depth must be at least 1"):
+        _C_sim.set_schedule(1, "pct", pct_depth=0)
     assert _C_sim.build_info()["simulator"] is True

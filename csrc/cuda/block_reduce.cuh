@@ -19,25 +19,25 @@ struct SumOp {
 // op must be associative up to rounding; it need not be commutative (left operand = lower
 // threads).
 template <int kThreads, typename T, typename Op>
-__device__ T block_all_reduce(T v, Op op) {
+__device__ T block_all_reduce(T v, Op op KDOPS_CALLER) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "kThreads: whole warps, at most 1024");
   constexpr int kWarps = kThreads / 32;
   alignas(T) __shared__ unsigned char partial_bytes[kWarps * sizeof(T)];  // raw: T may have a constructor
   T* partial = reinterpret_cast<T*>(partial_bytes);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_reduce(v, op);  // lanes 0..31 combined in lane 0
+  v = warp_reduce(v, op KDOPS_FORWARD_CALLER);  // lanes 0..31 combined in lane 0
   if (lane == 0) partial[warp] = v;
-  __syncthreads();
+  __syncthreads(KDOPS_SITE_ONLY);
   T total = partial[0];
 #pragma unroll
   for (int w = 1; w < kWarps; ++w) total = op(total, partial[w]);
-  __syncthreads();  // partial is reused by the next call
+  __syncthreads(KDOPS_SITE_ONLY);  // partial is reused by the next call
   return total;
 }
 
 template <int kThreads, typename T>
-__device__ T block_sum(T v) {
-  return block_all_reduce<kThreads>(v, SumOp());
+__device__ T block_sum(T v KDOPS_CALLER) {
+  return block_all_reduce<kThreads>(v, SumOp() KDOPS_FORWARD_CALLER);
 }
 
 }  // namespace kdops::cuda

@@ -13,22 +13,22 @@ namespace kdops::cuda {
 // to carry . v_0 . ... . v_last, ready for the next tile. op must be associative up to rounding;
 // it need not be commutative (the left operand always holds the lower positions).
 template <int kThreads, typename T, typename Op>
-__device__ T block_inclusive_scan(T v, Op op, T& carry) {
+__device__ T block_inclusive_scan(T v, Op op, T& carry KDOPS_CALLER) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "kThreads: whole warps, at most 1024");
   constexpr int kWarps = kThreads / 32;
   alignas(T) __shared__ unsigned char total_bytes[kWarps * sizeof(T)];  // raw: T may have a constructor
   T* warp_total = reinterpret_cast<T*>(total_bytes);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_scan_lanes(v, op);  // this warp's lanes 0..lane combined
+  v = warp_scan_lanes(v, op KDOPS_FORWARD_CALLER);  // this warp's lanes 0..lane combined
   if (lane == 31) warp_total[warp] = v;
-  __syncthreads();
+  __syncthreads(KDOPS_SITE_ONLY);
   T before = carry;  // carry and the warps below this one
   for (int w = 0; w < kWarps; ++w) {
     if (w == warp) v = op(before, v);
     before = op(before, warp_total[w]);
   }
   carry = before;
-  __syncthreads();  // warp_total is reused by the next call
+  __syncthreads(KDOPS_SITE_ONLY);  // warp_total is reused by the next call
   return v;
 }
 

@@ -15,16 +15,21 @@ namespace kdops::cuda {
 // the same bits as the partials' path, which adds zeros to the one partial).
 template <int kThreads, typename acc_t>
 __device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long long* partial_count,
-                         unsigned int* done) {
+                         unsigned int* done KDOPS_CALLER) {
   if (done == nullptr) return true;
   __shared__ bool is_last;
   if (threadIdx.x == 0) {
     partial_sum[blockIdx.x] = sum;
     partial_count[blockIdx.x] = count;
-    __threadfence();  // partials visible to the last block before it is counted
-    is_last = atomicAdd(done, 1u) == gridDim.x - 1;
+    __threadfence();  // release: the partial is visible before the block is counted
+    const bool last = atomicAdd(done, 1u) == gridDim.x - 1;
+    // acquire: the other blocks' partials, counted before this block, are visible to it. Without
+    // this fence the reads below may see partials the counter says are there, but not yet
+    // their values (PTX memory model: a fence after the atomic makes an acquire pattern).
+    if (last) __threadfence();
+    is_last = last;
   }
-  __syncthreads();
+  __syncthreads(KDOPS_SITE_ONLY);
   if (!is_last) return false;
   acc_t s = 0;
   long long c = 0;
@@ -32,8 +37,8 @@ __device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long 
     s += __ldcg(partial_sum + i);  // bypass L1: written by other blocks
     c += __ldcg(partial_count + i);
   }
-  sum = block_sum<kThreads>(s);
-  count = block_sum<kThreads>(c);
+  sum = block_sum<kThreads>(s KDOPS_FORWARD_CALLER);
+  count = block_sum<kThreads>(c KDOPS_FORWARD_CALLER);
   return true;
 }
 

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "sim/portable.h"
+
 namespace kdops::cuda {
 
 constexpr int kWarpSize = 32;
@@ -32,26 +34,34 @@ __device__ __forceinline__ T shuffle_words(const T& v, Shuffle shuffle) {
 
 // The value of lane (lane - delta), or the caller's own where that is below lane 0.
 template <typename T>
-__device__ __forceinline__ T shfl_up(const T& v, unsigned delta) {
-  return shuffle_words(v, [delta](unsigned w) { return __shfl_up_sync(kFullWarp, w, delta); });
+__device__ __forceinline__ T shfl_up(const T& v, unsigned delta KDOPS_CALLER) {
+  return shuffle_words(v, [delta KDOPS_FORWARD_CALLER](unsigned w) {
+    return __shfl_up_sync(kFullWarp, w, delta, kWarpSize KDOPS_SITE);
+  });
 }
 
 // The value of lane (lane + delta), or the caller's own where that is past lane 31.
 template <typename T>
-__device__ __forceinline__ T shfl_down(const T& v, unsigned delta) {
-  return shuffle_words(v, [delta](unsigned w) { return __shfl_down_sync(kFullWarp, w, delta); });
+__device__ __forceinline__ T shfl_down(const T& v, unsigned delta KDOPS_CALLER) {
+  return shuffle_words(v, [delta KDOPS_FORWARD_CALLER](unsigned w) {
+    return __shfl_down_sync(kFullWarp, w, delta, kWarpSize KDOPS_SITE);
+  });
 }
 
 // The value of lane src_lane (a broadcast when every lane names the same one).
 template <typename T>
-__device__ __forceinline__ T shfl_from(const T& v, int src_lane) {
-  return shuffle_words(v, [src_lane](unsigned w) { return __shfl_sync(kFullWarp, w, src_lane); });
+__device__ __forceinline__ T shfl_from(const T& v, int src_lane KDOPS_CALLER) {
+  return shuffle_words(v, [src_lane KDOPS_FORWARD_CALLER](unsigned w) {
+    return __shfl_sync(kFullWarp, w, src_lane, kWarpSize KDOPS_SITE);
+  });
 }
 
 // The value of lane (lane ^ mask).
 template <typename T>
-__device__ __forceinline__ T shfl_xor(const T& v, int mask) {
-  return shuffle_words(v, [mask](unsigned w) { return __shfl_xor_sync(kFullWarp, w, mask); });
+__device__ __forceinline__ T shfl_xor(const T& v, int mask KDOPS_CALLER) {
+  return shuffle_words(v, [mask KDOPS_FORWARD_CALLER](unsigned w) {
+    return __shfl_xor_sync(kFullWarp, w, mask, kWarpSize KDOPS_SITE);
+  });
 }
 
 }  // namespace kdops::cuda

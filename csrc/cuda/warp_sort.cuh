@@ -12,7 +12,7 @@
 namespace kdops::cuda {
 
 template <int kItems, typename key_t>
-__device__ __forceinline__ void warp_bitonic_sort(key_t (&v)[kItems]) {
+__device__ __forceinline__ void warp_bitonic_sort(key_t (&v)[kItems] KDOPS_CALLER) {
   static_assert(kItems > 0 && (kItems & (kItems - 1)) == 0, "items per lane: a power of two");
   constexpr int kSize = kWarpSize * kItems;
   const int lane = threadIdx.x % kWarpSize;
@@ -24,7 +24,7 @@ __device__ __forceinline__ void warp_bitonic_sort(key_t (&v)[kItems]) {
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
           const int i = lane * kItems + t;
-          const key_t other = shfl_xor(v[t], j / kItems);
+          const key_t other = shfl_xor(v[t], j / kItems KDOPS_FORWARD_CALLER);
           const bool lower = (i & j) == 0, ascending = (i & k) == 0;
           const bool take_min = lower == ascending;
           const bool other_less = other < v[t];

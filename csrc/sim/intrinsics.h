@@ -17,8 +17,12 @@
 #define blockDim (::kdops::sim::detail::current().block_dim)
 #define gridDim (::kdops::sim::detail::current().grid_dim)
 
-#define KDOPS_SIM_SITE const char *file = __builtin_FILE(), int line = __builtin_LINE()
-#define KDOPS_SIM_HERE ::kdops::sim::detail::Site { file, line }
+// caller_file/caller_line: the kernel line that called the helper making this call (portable.h's
+// KDOPS_SITE), so that errors name the kernel's line beside the helper's.
+#define KDOPS_SIM_SITE                                                                                     \
+  const char *file = __builtin_FILE(), int line = __builtin_LINE(), const char *caller_file = nullptr, \
+  int caller_line = 0
+#define KDOPS_SIM_HERE ::kdops::sim::detail::Site { file, line, caller_file, caller_line }
 
 // ---- block barriers
 inline void __syncthreads(KDOPS_SIM_SITE) {
@@ -83,10 +87,10 @@ inline unsigned __ballot_sync(unsigned mask, int predicate, KDOPS_SIM_SITE) {
                                                              predicate != 0, 0, warpSize, KDOPS_SIM_HERE));
 }
 inline int __any_sync(unsigned mask, int predicate, KDOPS_SIM_SITE) {
-  return __ballot_sync(mask, predicate, file, line) != 0;
+  return __ballot_sync(mask, predicate, file, line, caller_file, caller_line) != 0;
 }
 inline int __all_sync(unsigned mask, int predicate, KDOPS_SIM_SITE) {
-  return __ballot_sync(mask, predicate, file, line) == mask;
+  return __ballot_sync(mask, predicate, file, line, caller_file, caller_line) == mask;
 }
 inline unsigned __reduce_add_sync(unsigned mask, unsigned value, KDOPS_SIM_SITE) {
   return static_cast<unsigned>(
@@ -126,6 +130,7 @@ inline unsigned long long __brevll(unsigned long long x) {
 namespace kdops::sim::detail {
 template <typename T, typename F>
 T atomic_update(T* address, F f) {  // CAS loop for what the hardware has no instruction for here
+  atomic_point(address);
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
   while (!__atomic_compare_exchange_n(address, &old, f(old), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
@@ -151,12 +156,14 @@ using AtomicInt = std::enable_if_t<std::is_same_v<T, int> || std::is_same_v<T, u
 
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicAdd(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
 }
 inline float atomicAdd(float* address, float value) { return ::kdops::sim::detail::atomic_update_float(address, value); }
 inline double atomicAdd(double* address, double value) { return ::kdops::sim::detail::atomic_update_float(address, value); }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicSub(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_fetch_sub(address, value, __ATOMIC_RELAXED);
 }
 template <typename T>
@@ -169,26 +176,32 @@ template <typename T>
 }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicAnd(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_fetch_and(address, value, __ATOMIC_RELAXED);
 }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicOr(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_fetch_or(address, value, __ATOMIC_RELAXED);
 }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicXor(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_fetch_xor(address, value, __ATOMIC_RELAXED);
 }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicExch(T* address, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   return __atomic_exchange_n(address, value, __ATOMIC_RELAXED);
 }
 inline float atomicExch(float* address, float value) {
+  ::kdops::sim::detail::atomic_point(address);
   return ::kdops::sim::detail::from_bits<float>(
       __atomic_exchange_n(reinterpret_cast<uint32_t*>(address), ::kdops::sim::detail::to_bits(value), __ATOMIC_RELAXED));
 }
 template <typename T>
 ::kdops::sim::detail::AtomicInt<T> atomicCAS(T* address, ::kdops::sim::detail::Same<T> compare, ::kdops::sim::detail::Same<T> value) {
+  ::kdops::sim::detail::atomic_point(address);
   __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
   return compare;  // the old value either way
 }
@@ -201,9 +214,13 @@ inline unsigned atomicDec(unsigned* address, unsigned limit) {  // ((old == 0 ||
 }
 
 // ---- fences: a launch's threads all run on one OS thread and switch only at collectives, so a
-// fence orders nothing the simulator could reorder; it stays a compiler barrier. (TSan does not
-// model fences at all; the blocks of a launch are ordered for it by the runtime.)
-inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+// fence orders nothing the simulator could reorder; it stays a compiler barrier. Under TSan,
+// __threadfence and the atomics around it make the release and acquire patterns that order
+// blocks (runtime_api.h's fence_point).
+inline void __threadfence() {
+  ::kdops::sim::detail::fence_point();
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 

@@ -61,7 +61,10 @@ std::string format(const char* fmt, ...) {
   return out;
 }
 
-std::string where(Site site) { return format("%s:%d", site.file, site.line); }
+std::string where(Site site) {
+  if (site.caller_file == nullptr) return format("%s:%d", site.file, site.line);
+  return format("%s:%d, in a helper at %s:%d", site.caller_file, site.caller_line, site.file, site.line);
+}
 
 std::string triple(uint3 v) { return format("(%u,%u,%u)", v.x, v.y, v.z); }
 

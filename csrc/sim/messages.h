@@ -11,7 +11,7 @@ namespace kdops::sim::detail {
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 const char* barrier_name(BarrierKind kind);
 const char* warp_op_name(WarpOp op);
-std::string where(Site site);          // "file:line"
+std::string where(Site site);          // "file:line", the kernel's line first when a helper called
 std::string triple(uint3 v);           // "(x,y,z)"
 std::string lanes(unsigned mask);      // "0-15,17"
 // The launch's name if given, else the kernel's dynamic symbol, else its type and address.

@@ -3,9 +3,22 @@
 // Model: every CUDA thread of a block is a fiber; a block's fibers share the launching OS thread
 // and blocks run one after another (seeded shuffled order on request). A fiber runs until it
 // reaches a synchronisation point (barrier, warp collective, exit), then hands the CPU directly
-// to the next ready fiber: ascending thread order by default, a seeded random ready fiber at every
-// switch on request. Between synchronisation points execution is sequential, so a missing barrier
-// shows up as results that change with the thread order.
+// to the next ready fiber, chosen by the launch's Schedule (runtime_api.h): ascending thread
+// order by default, or seeded random, warp run-ahead, warp round-robin or PCT. Between
+// synchronisation points execution is sequential, so a missing barrier shows up as results that
+// change with the schedule.
+//
+// At each block's start its static __shared__ is poisoned with 0xFF bytes (static_shared.h), as
+// its dynamic shared memory is (dynamic_smem.h).
+//
+// Blocks under ThreadSanitizer: nothing orders one block of a launch before another but what
+// CUDA guarantees, so TSan sees the races between blocks that sequential execution hides. Each
+// block's threads are other TSan fibers than the previous block's, its barriers use sync objects
+// of its own, TSan forgets the accesses to the module's thread-local storage (static __shared__
+// included) at its start, and the host orders launches, not blocks. A __threadfence followed by
+// an atomic is a release on the atomic's address; an atomic followed by a __threadfence is an
+// acquire from it (the PTX memory model's release and acquire patterns), so a cross-block
+// protocol is clean only with both fences.
 //
 // Checks (each raises std::runtime_error from launch, naming kernel, block, thread and lines):
 // threads waiting at different barriers (divergence), a thread exiting while others wait at a
@@ -16,6 +29,7 @@
 //
 // After an error the fibers still suspended are abandoned without unwinding (their stacks are
 // reused for the next block), and the engine is ready for the next launch.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -26,9 +40,11 @@
 
 #include "device_state.h"
 #include "dynamic_smem.h"
+#include "faults.h"
 #include "fiber.h"
 #include "messages.h"
 #include "runtime_api.h"
+#include "static_shared.h"
 
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
@@ -45,6 +61,17 @@ constexpr size_t kStackSize = 1024 * 1024;  // sanitizers' instrumentation grows
 constexpr size_t kStackSize = 256 * 1024;
 #endif
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kTrackedAtomics = 8;  // addresses an acquiring __threadfence looks back at (TSan)
+// Sets of fibers (stack and TSan thread) that consecutive blocks alternate between. Under TSan, 2:
+// the threads of consecutive blocks are then different TSan threads on different stacks, not
+// ordered by program order. (Creating TSan fibers per block instead costs ~0.5 ms a thread.)
+// Blocks an even number of places apart in the run order share TSan threads, so a race between
+// two such blocks alone is missed; shuffled block orders change the pairs.
+#if defined(__SANITIZE_THREAD__)
+constexpr unsigned kFiberSets = 2;
+#else
+constexpr unsigned kFiberSets = 1;
+#endif
 
 // ThreadSanitizer sees each fiber as a thread. The runtime's own bookkeeping is shared by all
 // fibers of a block without synchronisation (they never run at once), so it is hidden from TSan;
@@ -60,6 +87,7 @@ struct RuntimeSection {
 void end_section_for_good() { __tsan_ignore_thread_end(); }
 void happens_before_release(void* object) { __tsan_release(object); }
 void happens_before_acquire(void* object) { __tsan_acquire(object); }
+
 #else
 struct [[maybe_unused]] RuntimeSection {
   RuntimeSection() {}  // user-provided: no unused-variable warning
@@ -90,6 +118,11 @@ struct Fiber {
   uint64_t in = 0, out = 0;
   int arg = 0, width = 0;
   void* data = nullptr;
+  // Under TSan (fence_point, atomic_point): whether the thread has fenced, so its atomics release,
+  // and the addresses of its atomics since its last fence, which the next fence acquires from.
+  bool fenced = false;
+  int atomics = 0;
+  const void* atomic_addresses[kTrackedAtomics] = {};
 
   ~Fiber() {
 #if defined(__SANITIZE_THREAD__)
@@ -112,17 +145,21 @@ struct Pending {  // a warp collective waiting for lanes
 
 struct Warp {
   unsigned existing = 0, exited = 0;
+  unsigned ready = 0;  // lanes in the ready set (the warp-level schedules')
   std::vector<Pending> pending;
   unsigned sync_generation = 0;
-  char sync_objects[2] = {};  // TSan happens-before objects of __syncwarp
+  char* sync_objects = nullptr;  // 2 TSan happens-before objects of __syncwarp (the block's)
 };
 
 bool is_shuffle(WarpOp op) {
   return op == WarpOp::kShflIdx || op == WarpOp::kShflUp || op == WarpOp::kShflDown || op == WarpOp::kShflXor;
 }
 
+bool same_file(const char* a, const char* b) { return a == b || (a != nullptr && b != nullptr && std::strcmp(a, b) == 0); }
+
 bool same_site(Site a, Site b) {
-  return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
+  return a.line == b.line && same_file(a.file, b.file) && a.caller_line == b.caller_line &&
+         same_file(a.caller_file, b.caller_file);
 }
 
 // One per OS thread: the block being run and the fibers, kept between launches.
@@ -147,22 +184,41 @@ class Engine {
   bool run_block(uint64_t block_linear, uint64_t seed);
   void push_ready(Fiber* fiber);
   Fiber* pop_ready();
+  unsigned pick_warp();
+  unsigned random_ready_warp();
+  void start_schedule(uint64_t block_linear, uint64_t seed);
   void resume_next(Fiber& self);
   [[noreturn]] void fail_deadlock();
   void complete(unsigned warp_index, const Pending& pending);
-  Fiber& lane_fiber(unsigned warp_index, int lane) { return *fibers_[warp_index * 32 + lane]; }
+  Fiber& block_fiber(unsigned t) { return *fibers_[fiber_base_ + t]; }
+  Fiber& lane_fiber(unsigned warp_index, int lane) { return block_fiber(warp_index * 32 + lane); }
   std::string whereabouts(unsigned warp_index, int lane);
 
-  std::vector<std::unique_ptr<Fiber>> fibers_;
+  std::vector<std::unique_ptr<Fiber>> fibers_;  // kFiberSets sets of threads_
+  size_t fiber_base_ = 0;                        // the running block's set
+  uint64_t blocks_run_ = 0;
   fiber::Context host_;
   const Launch* launch_ = nullptr;
   uint3 block_idx_{0, 0, 0};
   unsigned threads_ = 0, done_ = 0;
-  bool shuffle_threads_ = false;
+  Schedule schedule_ = Schedule::kInOrder;
+  int pct_depth_ = 3;
   uint64_t rng_ = 0;
-  // ready queue: a ring of at most threads_ fibers, its size a power of two (no division)
+  // The ready set. kInOrder and kRandom: a ring of at most threads_ fibers, its size a power of
+  // two (no division). The warp-level schedules: each warp's `ready` lanes.
   std::vector<Fiber*> ready_;
   size_t ready_mask_ = 0, ready_head_ = 0, ready_count_ = 0;
+  unsigned last_warp_ = 0;                // the warp of the fiber picked last
+  std::vector<unsigned> warp_order_;      // kRoundRobin: the warps' seeded cycle
+  unsigned order_pos_ = 0;                // kRoundRobin: position of last_warp_ in it
+  std::vector<int64_t> priority_;         // kPct: per warp, the highest runs
+  std::vector<uint64_t> change_points_;   // kPct: picks (counted from 1) that demote the running warp
+  uint64_t picks_ = 0;                    // kPct: picks so far in the block
+  uint64_t picks_estimate_ = 0;           // kPct: k, the picks of the launch's previous block
+  // TSan happens-before objects of the running block: 2 for its barriers, 2 per warp for
+  // __syncwarp, 1 for its start. Fresh for every block, so no block is ordered after another.
+  std::unique_ptr<char[]> block_sync_;
+  char launch_end_sync_ = 0;  // every thread of a launch happens before the launch returns
   // the pending barrier
   unsigned waiting_ = 0;
   BarrierKind barrier_kind_ = BarrierKind::kSync;
@@ -170,8 +226,8 @@ class Engine {
   Fiber* first_waiter_ = nullptr;
   int barrier_count_ = 0, barrier_result_ = 0;
   unsigned barrier_parity_ = 0;
-  char barrier_sync_[2] = {};  // TSan happens-before objects, alternating per barrier
-  char block_start_sync_ = 0, block_end_sync_ = 0;
+  char* barrier_sync_ = nullptr;  // 2 of block_sync_, alternating per barrier
+  char* block_start_sync_ = nullptr;
   std::vector<Warp> warps_;
   const Pending* completing_ = nullptr;  // the warp_call being completed
   std::string error_;
@@ -179,20 +235,101 @@ class Engine {
 
 thread_local Engine engine;
 
+bool ring_schedule(Schedule s) { return s == Schedule::kInOrder || s == Schedule::kRandom; }
+
 void Engine::push_ready(Fiber* fiber) {
   fiber->status = Status::kReady;
-  ready_[(ready_head_ + ready_count_) & ready_mask_] = fiber;
   ++ready_count_;
+  if (ring_schedule(schedule_)) {
+    ready_[(ready_head_ + ready_count_ - 1) & ready_mask_] = fiber;
+  } else {
+    warps_[fiber->linear / 32].ready |= 1u << fiber->state.lane;
+  }
+}
+
+// The seeded state of the block's schedule: the RNG, kRoundRobin's cycle, kPct's priorities and
+// change points.
+void Engine::start_schedule(uint64_t block_linear, uint64_t seed) {
+  rng_ = seed ^ (block_linear * 0xd1b54a32d192ed03ull);
+  const unsigned warps = static_cast<unsigned>(warps_.size());
+  last_warp_ = static_cast<unsigned>(splitmix64(rng_) % warps);
+  if (schedule_ == Schedule::kRoundRobin || schedule_ == Schedule::kPct) {
+    warp_order_.resize(warps);
+    for (unsigned w = 0; w < warps; ++w) warp_order_[w] = w;
+    for (unsigned i = warps; i > 1; --i) std::swap(warp_order_[i - 1], warp_order_[splitmix64(rng_) % i]);
+    order_pos_ = 0;
+  }
+  if (schedule_ == Schedule::kPct) {
+    // Initial priorities pct_depth_ .. pct_depth_ + warps - 1 in a random order; the change
+    // points demote to pct_depth_ - 1, pct_depth_ - 2, ..., below every initial one.
+    priority_.resize(warps);
+    for (unsigned i = 0; i < warps; ++i) priority_[warp_order_[i]] = pct_depth_ + i;
+    const uint64_t k = picks_estimate_ > 0 ? picks_estimate_ : uint64_t{threads_} * 8;
+    change_points_.clear();
+    for (int i = 1; i < pct_depth_; ++i) change_points_.push_back(1 + splitmix64(rng_) % k);
+    std::sort(change_points_.begin(), change_points_.end());
+    picks_ = 0;
+  }
+}
+
+unsigned Engine::random_ready_warp() {
+  unsigned with_ready = 0;
+  for (const Warp& w : warps_) with_ready += w.ready != 0;
+  uint64_t nth = splitmix64(rng_) % with_ready;
+  for (unsigned w = 0;; ++w) {
+    if (warps_[w].ready != 0 && nth-- == 0) return w;
+  }
+}
+
+// The warp whose lowest ready lane runs next (warp-level schedules; some warp has a ready lane).
+unsigned Engine::pick_warp() {
+  const unsigned warps = static_cast<unsigned>(warps_.size());
+  switch (schedule_) {
+    case Schedule::kRunAhead:
+      return warps_[last_warp_].ready != 0 ? last_warp_ : random_ready_warp();
+    case Schedule::kRoundRobin:
+      for (unsigned step = 1;; ++step) {
+        const unsigned pos = (order_pos_ + step) % warps;
+        if (warps_[warp_order_[pos]].ready != 0) {
+          order_pos_ = pos;
+          return warp_order_[pos];
+        }
+      }
+    case Schedule::kPct: {
+      ++picks_;
+      int64_t demoted = pct_depth_ - 1;
+      for (const uint64_t point : change_points_) {
+        if (point == picks_) priority_[last_warp_] = demoted;
+        --demoted;
+      }
+      unsigned best = warps;
+      for (unsigned w = 0; w < warps; ++w) {
+        if (warps_[w].ready != 0 && (best == warps || priority_[w] > priority_[best])) best = w;
+      }
+      return best;
+    }
+    case Schedule::kInOrder:
+    case Schedule::kRandom:
+      break;
+  }
+  return 0;
 }
 
 Fiber* Engine::pop_ready() {
-  if (shuffle_threads_ && ready_count_ > 1) {
-    const size_t pick = (ready_head_ + splitmix64(rng_) % ready_count_) & ready_mask_;
+  --ready_count_;
+  if (!ring_schedule(schedule_)) {
+    const unsigned w = pick_warp();
+    last_warp_ = w;
+    const int lane = __builtin_ctz(warps_[w].ready);
+    warps_[w].ready &= warps_[w].ready - 1;
+    return &lane_fiber(w, lane);
+  }
+  if (schedule_ == Schedule::kRandom && ready_count_ > 0) {
+    const size_t pick = (ready_head_ + splitmix64(rng_) % (ready_count_ + 1)) & ready_mask_;
     std::swap(ready_[ready_head_], ready_[pick]);
   }
   Fiber* fiber = ready_[ready_head_];
   ready_head_ = (ready_head_ + 1) & ready_mask_;
-  --ready_count_;
   return fiber;
 }
 
@@ -208,8 +345,11 @@ void Engine::resume_next(Fiber& self) {
 
 void Engine::fiber_main(void* arg) {
   fiber::on_start();
-  static_cast<Fiber*>(arg)->started = true;
-  happens_before_acquire(&engine.block_start_sync_);
+  {
+    RuntimeSection section;
+    static_cast<Fiber*>(arg)->started = true;
+  }
+  happens_before_acquire(engine.block_start_sync_);
   try {
     engine.launch_->run(engine.launch_->state);
   } catch (const std::exception& e) {
@@ -243,7 +383,7 @@ void Engine::exit_thread() {
   self.status = Status::kDone;
   warp.exited |= 1u << lane;
   ++done_;
-  happens_before_release(&block_end_sync_);
+  happens_before_release(&launch_end_sync_);
   if (ready_count_ == 0) {
     if (done_ < threads_) fail_deadlock();
     current_thread = nullptr;  // the block is done: back to the host
@@ -262,7 +402,7 @@ void Engine::fail(const std::string& message) {
   Fiber& self = running_fiber();
   self.status = Status::kDone;  // abandoned: its section is ended below
   self.stack_dirty = true;
-  happens_before_release(&block_end_sync_);
+  happens_before_release(&launch_end_sync_);
   const std::string at = completing_ != nullptr ? format(" (%s)", where(completing_->site).c_str()) : "";
   completing_ = nullptr;
   error_ = format("kdops.sim: %s%s\n  in kernel %s, block %s, thread %s (warp %u, lane %u)", message.c_str(),
@@ -356,7 +496,7 @@ int Engine::barrier(BarrierKind kind, int predicate, Site site) {
     }
     waiting_ = 0;
     barrier_parity_ ^= 1;
-    for (unsigned t = 0; t < threads_; ++t) push_ready(fibers_[t].get());
+    for (unsigned t = 0; t < threads_; ++t) push_ready(&block_fiber(t));
   }
   resume_next(self);
   happens_before_acquire(&barrier_sync_[parity]);
@@ -513,15 +653,23 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   done_ = 0;
   waiting_ = 0;
   ready_head_ = ready_count_ = 0;
+  fiber_base_ = (blocks_run_++ % kFiberSets) * threads_;
+  block_sync_ = std::make_unique<char[]>(3 + 2 * warps_.size());
+  barrier_sync_ = block_sync_.get();
+  block_start_sync_ = block_sync_.get() + 2;
   for (unsigned w = 0; w < warps_.size(); ++w) {
     const unsigned lanes_here = threads_ - w * 32 < 32 ? threads_ - w * 32 : 32;
     warps_[w].existing = lanes_here == 32 ? kFullMask : (1u << lanes_here) - 1;
     warps_[w].exited = 0;
+    warps_[w].ready = 0;
     warps_[w].pending.clear();
+    warps_[w].sync_objects = block_sync_.get() + 3 + 2 * w;
   }
-  rng_ = seed ^ (block_linear * 0xd1b54a32d192ed03ull);
+  start_schedule(block_linear, seed);
+  poison_static_shared();
+  forget_static_shared_accesses();
   for (unsigned t = 0; t < threads_; ++t) {
-    Fiber& f = *fibers_[t];
+    Fiber& f = block_fiber(t);
     f.linear = t;
     f.state.thread_idx = uint3{t % block.x, t / block.x % block.y, t / block.x / block.y};
     f.state.block_idx = block_idx_;
@@ -531,20 +679,22 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     f.state.lane = t % 32;
     f.state.async_copies.reset();
     f.started = false;
+    f.fenced = false;
+    f.atomics = 0;
     if (f.context.stack.low == nullptr) f.context.stack = fiber::allocate_stack(kStackSize);
     fiber::prepare(f.context, &Engine::fiber_main, &f, f.stack_dirty);
     f.stack_dirty = false;
     push_ready(&f);
   }
-  happens_before_release(&block_start_sync_);
+  happens_before_release(block_start_sync_);
   Fiber* first = pop_ready();
   first->status = Status::kRunning;
   current_thread = &first->state;
   fiber::switch_to(host_, first->context);
   // Back on the host: the block finished or failed.
   current_thread = nullptr;
+  if (schedule_ == Schedule::kPct) picks_estimate_ = picks_;
   if (error_.empty()) {
-    happens_before_acquire(&block_end_sync_);
     const std::string damage = smem.damage();
     if (damage.empty()) return true;
     error_ = format("kdops.sim: out-of-bounds write to dynamic shared memory: %s (the launch asked for %zu bytes; "
@@ -554,7 +704,7 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
     return false;
   }
   for (unsigned t = 0; t < threads_; ++t) {  // abandon the suspended fibers without unwinding
-    Fiber& f = *fibers_[t];
+    Fiber& f = block_fiber(t);
     if (f.status != Status::kDone && f.started) {
       f.stack_dirty = true;
 #if defined(__SANITIZE_THREAD__)
@@ -562,23 +712,23 @@ bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
       // what the call applies to; no stack is switched).
       __tsan_switch_to_fiber(f.context.tsan_fiber, __tsan_switch_to_fiber_no_sync);
       __tsan_ignore_thread_end();
-      happens_before_release(&block_end_sync_);  // what it did precedes the next launch
+      happens_before_release(&launch_end_sync_);  // what it did precedes the next launch
       __tsan_switch_to_fiber(host_.tsan_fiber, __tsan_switch_to_fiber_no_sync);
 #endif
     }
   }
-  happens_before_acquire(&block_end_sync_);
   return false;
 }
 
 void Engine::run(const Launch& launch) {
   const DeviceProperties props = device();
   check_configuration(launch, props);
+  catch_kernel_faults();
   const dim3 g = launch.grid, b = launch.block;
   const uint64_t block_threads = uint64_t{b.x} * b.y * b.z;
   launch_ = &launch;
   threads_ = static_cast<unsigned>(block_threads);
-  while (fibers_.size() < threads_) fibers_.push_back(std::make_unique<Fiber>());
+  while (fibers_.size() < kFiberSets * threads_) fibers_.push_back(std::make_unique<Fiber>());
   size_t ring = 1;
   while (ring < threads_) ring *= 2;
   ready_.assign(ring, nullptr);
@@ -588,7 +738,9 @@ void Engine::run(const Launch& launch) {
   fiber::adopt_current(host_);
 
   const Options opts = options();
-  shuffle_threads_ = opts.shuffle_threads;
+  schedule_ = opts.threads;
+  pct_depth_ = opts.pct_depth;
+  picks_estimate_ = 0;
   const uint64_t blocks = uint64_t{g.x} * g.y * g.z;
   std::vector<uint64_t> order;
   if (opts.shuffle_blocks) {
@@ -599,10 +751,12 @@ void Engine::run(const Launch& launch) {
   }
   for (uint64_t i = 0; i < blocks; ++i) {
     if (!run_block(opts.shuffle_blocks ? order[i] : i, opts.seed)) {
+      happens_before_acquire(&launch_end_sync_);
       launch_ = nullptr;
       throw std::runtime_error(error_);
     }
   }
+  happens_before_acquire(&launch_end_sync_);  // the launch returns after all its blocks, not before
   launch_ = nullptr;
 }
 
@@ -632,6 +786,29 @@ void warp_call(const char* what, void* data, WarpCompletion complete, Site site)
   RuntimeSection section;
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
+
+#if defined(__SANITIZE_THREAD__)
+void fence_point() {
+  if (current_thread == nullptr) return;
+  RuntimeSection section;
+  Fiber& self = running_fiber();
+  const int tracked = self.atomics < kTrackedAtomics ? self.atomics : kTrackedAtomics;
+  for (int i = 0; i < tracked; ++i) happens_before_acquire(const_cast<void*>(self.atomic_addresses[i]));
+  self.atomics = 0;
+  self.fenced = true;
+}
+
+void atomic_point(const void* address) {
+  if (current_thread == nullptr) return;
+  RuntimeSection section;
+  Fiber& self = running_fiber();
+  if (self.fenced) happens_before_release(const_cast<void*>(address));
+  for (int i = 0; i < self.atomics && i < kTrackedAtomics; ++i) {
+    if (self.atomic_addresses[i] == address) return;
+  }
+  self.atomic_addresses[self.atomics++ % kTrackedAtomics] = address;
+}
+#endif
 
 void fail(const char* message) {  // called inside a warp_call's completion: already in a section
   engine.fail(message);

@@ -14,11 +14,27 @@
 
 namespace kdops::sim {
 
+// How the next ready thread of a block is chosen at every switch (a thread runs until it reaches
+// a barrier, a warp collective or its exit). Every strategy but kInOrder draws from `seed`.
+enum class Schedule {
+  kInOrder,     // first come, first served: ascending thread order after each barrier
+  kRandom,      // a uniformly random ready thread
+  kRunAhead,    // depth first by warp: the running warp goes on while any lane of it is ready;
+                // when none is, a random warp with a ready lane takes over (one warp gets far
+                // ahead of the others: write-after-read races on shared memory)
+  kRoundRobin,  // one step of each warp in turn, in a seeded order of the warps (warps in lockstep)
+  kPct,         // PCT (Burckhardt et al., ASPLOS 2010) over warps: random distinct priorities, the
+                // highest-priority warp with a ready lane runs; at pct_depth - 1 random switches
+                // the running warp drops below every other (finds a bug of depth d with
+                // probability >= 1 / (warps * k^(d-1)), k the block's switches)
+};
+
 // Process-wide; each launch reads them once when it starts.
 struct Options {
   uint64_t seed = 0;
-  bool shuffle_threads = false;  // seeded random order of ready threads at every switch
-  bool shuffle_blocks = false;   // seeded random order of the blocks
+  Schedule threads = Schedule::kInOrder;
+  int pct_depth = 3;            // kPct's d: d - 1 priority change points per block
+  bool shuffle_blocks = false;  // seeded random order of the blocks
 };
 void set_options(const Options& options);
 Options options();
@@ -42,10 +58,13 @@ uint64_t launch_count();
 
 namespace detail {
 
-// Where a collective was called from (default arguments of the built-ins).
+// Where a collective was called from (default arguments of the built-ins), and, when a helper
+// (block_sum, shfl_down, ...) made the call, the line in the kernel that called the helper.
 struct Site {
   const char* file;
   int line;
+  const char* caller_file = nullptr;
+  int caller_line = 0;
 };
 
 // What a running CUDA thread's built-in variables read (runtime.cpp keeps it per fiber).
@@ -81,8 +100,23 @@ uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int widt
 using WarpCompletion = void (*)(void* const* lane_data);
 void warp_call(const char* what, void* data, WarpCompletion complete, Site site);
 
+// CUDA's memory model between blocks as ThreadSanitizer sees it (device-scope fences, relaxed
+// atomics): an atomic after a __threadfence of the same thread is a release on the atomic's
+// address, and a __threadfence after atomics is an acquire from their addresses (the PTX
+// release and acquire patterns). Approximations, on the side of fewer reports: the release
+// covers the thread's accesses up to the atomic, not only those before the fence, and the
+// acquire looks back at the last kTrackedAtomics addresses only. Without TSan, no-ops.
+#if defined(__SANITIZE_THREAD__)
+void fence_point();
+void atomic_point(const void* address);
+#else
+inline void fence_point() {}
+inline void atomic_point(const void*) {}
+#endif
+
 // Aborts the running launch with `message` (plus the warp_call's site, kernel, block, thread):
-// for checks inside a WarpCompletion, the only place header code may call it. Never returns.
+// for checks inside a WarpCompletion, the only place header code may call it, and for memory
+// faults (faults.cpp). Never returns.
 [[noreturn]] void fail(const char* message);
 
 // Type-erased launch.

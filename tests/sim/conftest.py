@@ -17,11 +17,11 @@ def sim_builder() -> Iterator[Builder]:
     shutil.rmtree(builder.out, ignore_errors=True)
 
 
-def _program(builder: Builder, mode: str) -> Program:
+def _program(builder: Builder, mode: str, name: str = "sim_cases") -> Program:
     why_not = builder.supported(mode)
     if why_not:
         pytest.skip(why_not)
-    return builder.program("sim_cases", mode)
+    return builder.program(name, mode)
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +37,13 @@ def asan_cases(sim_builder: Builder) -> Program:
 @pytest.fixture(scope="session")
 def tsan_cases(sim_builder: Builder) -> Program:
     return _program(sim_builder, "tsan")
+
+
+@pytest.fixture(scope="session")
+def schedule_cases(sim_builder: Builder) -> Program:
+    return _program(sim_builder, "plain", "sim_schedules")
+
+
+@pytest.fixture(scope="session")
+def tsan_schedule_cases(sim_builder: Builder) -> Program:
+    return _program(sim_builder, "tsan", "sim_schedules")

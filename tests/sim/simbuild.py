@@ -28,6 +28,7 @@ SIM_FLAGS = [
     "-include", str(SIM_DIR / "cuda_sim.h"),
     "-fno-extern-tls-init",  # g++ 12 calls a null TLS init function through the PLT without it
     f"-I{REPO}",
+    f"-I{REPO / 'csrc'}",  # as the kernels include the project's helpers: "cuda/block_reduce.cuh"
     "-isystem", str(SIM_DIR / "include"),
 ]
 RUNTIME_SOURCES = sorted(SIM_DIR.glob("*.cpp"))

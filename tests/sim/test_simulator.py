@@ -143,6 +143,14 @@ def test_uninitialised_dynamic_shared_memory_reads_poison(cases):
     assert cases.run("dynamic_smem_initialised").stdout == "".join(f"{i} " for i in range(64)) + "\n"
 
 
+def test_static_shared_memory_is_poisoned_at_each_block_start(cases):
+    """Each of two blocks reads the word before writing 7 to it: the block that runs second sees
+    0xFFFFFFFF, not the 7 the first one left, in every order."""
+    runs = [cases.run("static_smem_read_first", seed, shuffle) for seed, shuffle in ORDERS]
+    assert all(r.returncode == 0 for r in runs)
+    assert {r.stdout for r in runs} == {"-1 " * 64 + "\n"}
+
+
 def test_dynamic_shared_memory_overflow_is_caught_without_sanitizers(cases):
     """Canaries around the buffer catch a write just past the end in every simulated run (the
     ASan build, in test_simulator_sanitizers.py, names the thread and line)."""
@@ -161,6 +169,17 @@ def test_launch_configuration_checks(cases):
 def test_runtime_recovers_after_an_error_and_serves_two_os_threads(cases):
     run = cases.run("recover_and_threads")
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_memory_fault_in_a_kernel_fails_its_launch_and_the_next_runs(cases):
+    """A wild read in thread 5 is reported as the launch's error, naming the fault's address,
+    kernel, block and thread, instead of ending the process; the next launch gives its reference.
+    (Under ASan and TSan their handlers report the fault instead.)"""
+    run = cases.run("fault_then_recover")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("FAULT: kdops.sim: memory fault in the kernel: SIGSEGV at address 0x40")
+    fault, rest = run.stdout.split("\nreference\n", 1)
+    assert "in kernel sim_cases::wild_read(int*), block (0,0,0), thread (5,0,0)" in fault
 
 
 def test_half_and_bfloat16_conversions_are_bit_exact(cases):

@@ -1,16 +1,22 @@
 // The ThreadSanitizer run of the simulated CUDA kernels: a standalone program (TSan inside
 // CPython + torch is fragile) linking libtorch, csrc/kdops.cpp and csrc/cuda/*.{cu,cpp} compiled by g++
 // for the simulator with -fsanitize=thread (`make sim-tsan`). It calls every torch.ops.kdops_sim
-// op (forward and backward, float and double) through the dispatcher on small inputs whose
-// shapes still cross tile and block boundaries. The simulator runs each CUDA thread as a TSan
-// fiber and tells TSan about barriers, so an access to shared or global memory by two threads
-// with no barrier between them is reported as a data race; TSan's exit code fails the run.
-// Each call is also made under a shuffled schedule and must give the same bits.
+// op (forward and backward) through the dispatcher on small inputs whose shapes still cross tile
+// and block boundaries, on every kernel and dtype path: float and double everywhere; MaxSim's
+// tensor-core kernel in fp16, bf16 and TF32 beside its SIMT kernel, and its dQ and dD kernels;
+// the list losses' warp-per-row (n <= 256) and block-per-row kernels; listwise KD's warp and
+// block paths; Margin-MSE over one block and over several (its grid sum). The simulator runs each
+// CUDA thread as a TSan fiber and tells TSan about barriers and about what orders blocks (fences
+// with atomics, runtime.cpp), so an access to shared or global memory by two threads with nothing
+// between them that orders them is reported as a data race, within a block or between blocks;
+// TSan's exit code fails the run. Each call is also made under the warp run-ahead schedule and
+// must give the same bits.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -44,7 +50,7 @@ Stack run(const std::string& op, const Stack& args) {
   const Stack ordered = call("kdops_sim::" + op, args);
   kdops::sim::Options shuffled;
   shuffled.seed = 12345;
-  shuffled.shuffle_threads = true;
+  shuffled.threads = kdops::sim::Schedule::kRunAhead;
   shuffled.shuffle_blocks = true;
   kdops::sim::set_options(shuffled);
   const Stack again = call("kdops_sim::" + op, args);
@@ -58,11 +64,13 @@ Stack run(const std::string& op, const Stack& args) {
 }
 
 void margin_mse(const at::TensorOptions& f) {
-  // 40 x 8 terms: two blocks of the forward's grid sum.
-  const at::Tensor s = at::randn({40, 9}, f), t = at::randn({40, 9}, f);
-  const at::Tensor mask = at::rand({40, 9}, f) > 0.2;
-  const Stack out = run("margin_mse", {s, t, mask, std::string("mean")});
-  run("margin_mse_backward", {at::ones({}, f), s, t, mask, out[1], std::string("mean")});
+  // 40 x 8 terms: one block, no grid sum; 700 x 8: three blocks of 2048 terms and the grid sum.
+  for (const int64_t rows : {40, 700}) {
+    const at::Tensor s = at::randn({rows, 9}, f), t = at::randn({rows, 9}, f);
+    const at::Tensor mask = at::rand({rows, 9}, f) > 0.2;
+    const Stack out = run("margin_mse", {s, t, mask, std::string("mean")});
+    run("margin_mse_backward", {at::ones({}, f), s, t, mask, out[1], std::string("mean")});
+  }
   const at::Tensor sp = at::randn({300}, f), sn = at::randn({300}, f), tp = at::randn({300}, f),
                    tn = at::randn({300}, f);
   run("margin_mse_pairwise", {sp, sn, tp, tn, std::string("none")});
@@ -84,23 +92,34 @@ void maxsim(const at::TensorOptions& f) {
   run("maxsim_backward", {at::randn({2, 3}, f), packed[1], Q, tokens, q_mask, offsets, true, true, true});
 }
 
-void plackett_luce(const at::TensorOptions& f) {
-  // n = 300: two tiles of the 256-thread scans; row lengths 300, 7 and 0.
-  const int64_t n = 300;
+// MaxSim's tensor-core kernel (fp16, bf16 stored; fp32 with TF32 allowed): Lq = 70 and Ld = 75,
+// two strips of 64 query rows and two doc tiles of 64, d = 24 (a partial k-step); then its dQ
+// and dD from the saved argmax.
+void maxsim_tensor_core(const at::TensorOptions& f) {
+  const at::Tensor Q = at::randn({2, 70, 24}, f), D = at::randn({3, 75, 24}, f);
+  const at::Tensor q_mask = at::rand({2, 70}) > 0.1, d_mask = at::rand({3, 75}) > 0.2;
+  const Stack out = run("maxsim", {Q, D, q_mask, d_mask, c10::IValue(), false, true});
+  run("maxsim_backward",
+      {at::randn({2, 3}, f.dtype(at::kFloat)), out[1], Q, D, q_mask, c10::IValue(), false, true, true});
+}
+
+void plackett_luce(const at::TensorOptions& f, int64_t n) {
+  // n = 300: the block-per-row kernels, two tiles of the 256-thread scans; n = 40: a warp per row
+  // (two keys a lane), 3 rows in one block. Row lengths n, 7 and 0.
   const at::Tensor scores = at::randn({3, n}, f), weights = at::rand({3, n}, f);
   const at::Tensor lengths = at::tensor(std::vector<int64_t>{n, 7, 0});
   const at::Tensor valid_ranking = at::cat({at::randperm(n).unsqueeze(0),
                                             at::cat({at::randperm(7), at::arange(7, n)}).unsqueeze(0),
                                             at::arange(n).unsqueeze(0)});
-  run("plackett_luce_loss", {scores, valid_ranking, weights, lengths, int64_t(100), std::string("sum")});
+  run("plackett_luce_loss", {scores, valid_ranking, weights, lengths, std::min<int64_t>(100, n - 3), std::string("sum")});
   run("plackett_luce_loss_backward",
-      {at::ones({}, f), scores, valid_ranking, weights, lengths, int64_t(100), std::string("sum"), true});
+      {at::ones({}, f), scores, valid_ranking, weights, lengths, std::min<int64_t>(100, n - 3), std::string("sum"), true});
   const at::Tensor relevance = at::randint(0, 4, {3, n}, f);
   const Stack listmle = run("listmle", {scores, relevance, lengths, c10::IValue(), std::string("mean")});
   run("plackett_luce_loss_backward",
       {at::ones({}, f), scores, listmle[1], c10::IValue(), lengths, c10::IValue(), std::string("mean"), false});
   const at::Tensor teacher = at::randn({3, n}, f);
-  const at::Tensor target = at::tensor(std::vector<int64_t>{0, 299, 17});
+  const at::Tensor target = at::tensor(std::vector<int64_t>{0, n - 1, 17});
   const Stack pld = run("pld_loss", {scores, teacher, target, 2.0, std::string("none")});
   run("pld_loss_backward", {at::rand({3}, f), scores, teacher, pld[1], 2.0, std::string("none"), true});
   run("listwise_kd_loss", {scores, teacher, lengths, 1.5, 0.7, std::string("mean")});
@@ -117,8 +136,13 @@ int main() {
     const auto f = at::TensorOptions().dtype(dtype);
     margin_mse(f);
     maxsim(f);
-    plackett_luce(f);
+    plackett_luce(f, 300);
+    plackett_luce(f, 40);
   }
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) maxsim_tensor_core(at::TensorOptions().dtype(dtype));
+  at::globalContext().setAllowTF32CuBLAS(true);
+  maxsim_tensor_core(at::TensorOptions().dtype(at::kFloat));
+  at::globalContext().setAllowTF32CuBLAS(false);
   if (failures > 0) {
     std::fprintf(stderr, "%d op(s) changed under a shuffled schedule\n", failures);
     return 1;

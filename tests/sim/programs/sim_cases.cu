@@ -2,7 +2,8 @@
 // reference under every thread/block order, and planted bugs each check must catch. Built by
 // tests/sim/simbuild.py with g++ against csrc/sim (plain, ASan+UBSan and TSan builds).
 //
-//   sim_cases <case> [seed] [t][b]     t: shuffle threads, b: shuffle blocks
+//   sim_cases <case> [seed] [t|r|w|p][b]   threads: t random, r run-ahead, w warp round-robin,
+//                                          p PCT (default in order); b: shuffle blocks
 //
 // Prints the case's results (hex, so floats compare bit for bit) or "ERROR: <message>" and exits
 // with 3 when the simulator raised. Lines the tests look for carry "// @<marker>" comments.
@@ -68,8 +69,10 @@ __global__ void grid_sum(const int* x, int n, long long* partial, unsigned* done
   }
   if (threadIdx.x == 0) {
     partial[blockIdx.x] = sums[0];
-    __threadfence();
-    is_last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;
+    __threadfence();  // release: the partial before the count
+    const bool last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;
+    if (last) __threadfence();  // acquire: the others' partials after their count
+    is_last = last;
   }
   __syncthreads();
   if (is_last && threadIdx.x == 0) {
@@ -183,6 +186,24 @@ __global__ void reverse_block(const int* in, int* out) {
   tile[threadIdx.x] = in[base + threadIdx.x];
   if (synced) __syncthreads();
   out[base + threadIdx.x] = tile[blockDim.x - 1 - threadIdx.x];
+}
+
+// Reads a static __shared__ word before the block writes it, then writes it: the block that runs
+// second must see the poison (0xFF bytes), not the word the first block left (static __shared__
+// is thread-local storage on the simulator, reused by the next block).
+__global__ void static_smem_read_first(int* out) {
+  __shared__ int word;
+  const int seen = word;  // @static-read-first
+  __syncthreads();
+  if (threadIdx.x == 0) word = 7;
+  __syncthreads();
+  out[threadIdx.x] = seen;  // the block that runs second writes last
+}
+
+// Thread 5 reads through a wild pointer: a memory fault in one CUDA thread.
+__global__ void wild_read(int* out) {
+  const int* wild = reinterpret_cast<const int*>(static_cast<uintptr_t>(64));
+  out[threadIdx.x] = threadIdx.x == 5 ? *reinterpret_cast<const volatile int*>(wild) : 1;  // @wild-read
 }
 
 // Lanes exchange values through shared memory; `synced` separates the writes from the reads with
@@ -728,6 +749,18 @@ void case_launch_checks() {
 }
 
 // An error leaves the runtime usable, on this OS thread and on others launching at once.
+// A kernel's memory fault fails its launch with a message; the next launch runs as usual.
+void case_fault_then_recover() {
+  std::vector<int> out(64, 0);
+  try {
+    launch(wild_read, dim3(2), dim3(64), 0, nullptr, out.data());
+    std::printf("no fault\n");
+  } catch (const std::runtime_error& e) {
+    std::printf("FAULT: %s\n", e.what());
+  }
+  case_reverse<true>();
+}
+
 void case_recover_and_threads() {
   std::vector<int> out(64);
   bool raised = false;
@@ -789,14 +822,21 @@ void case_conversions() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s <case> [seed] [t][b]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <case> [seed] [t|r|w|p][b]\n", argv[0]);
     return 2;
   }
   const std::string name = argv[1];
   kdops::sim::Options options;
   options.seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 0;
   const std::string flags = argc > 3 ? argv[3] : "";
-  options.shuffle_threads = flags.find('t') != std::string::npos;
+  // The thread schedule: t random, r run-ahead, w warp round-robin, p PCT (else in order).
+  const std::pair<char, kdops::sim::Schedule> schedules[] = {{'t', kdops::sim::Schedule::kRandom},
+                                                             {'r', kdops::sim::Schedule::kRunAhead},
+                                                             {'w', kdops::sim::Schedule::kRoundRobin},
+                                                             {'p', kdops::sim::Schedule::kPct}};
+  for (const auto& [flag, schedule] : schedules) {
+    if (flags.find(flag) != std::string::npos) options.threads = schedule;
+  }
   options.shuffle_blocks = flags.find('b') != std::string::npos;
   kdops::sim::set_options(options);
 
@@ -838,6 +878,8 @@ int main(int argc, char** argv) {
       {"block_max_atomic", case_block_max<false>},
       {"launch_checks", case_launch_checks},
       {"recover_and_threads", case_recover_and_threads},
+      {"fault_then_recover", case_fault_then_recover},
+      {"static_smem_read_first", [] { launch_ints(static_smem_read_first, 64); }},
       {"conversions", case_conversions},
   };
   const auto it = cases.find(name);
