@@ -149,7 +149,7 @@ AUDITWHEEL_EXCLUDES := $(foreach lib,libtorch.so libtorch_cpu.so libtorch_cuda.s
 
 sdist: $(DEPS)
 	rm -f $(SDIST)
-	$(PY) setup.py -q sdist -d dist
+	$(PY) setup.py -q egg_info --egg-base build sdist -d dist  # no kdops.egg-info in the root: it would shadow the installed metadata
 
 # build/wheel/src: the sdist unpacked; KDOPS_WHEEL_CUDA=0 builds a CPU-only wheel (CI's test-wheel).
 KDOPS_WHEEL_CUDA ?= 1
