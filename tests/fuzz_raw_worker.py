@@ -74,7 +74,10 @@ def mutate(args: dict, m: list, name: str, device: str) -> None:
     tensors = _tensor_names(args)
     if kind == "swap":  # the same argument from another call (other shapes and values)
         arg = _pick(list(args), m[1])
-        other = raw_calls.build(name, m[2], m[3], device, args[_pick(tensors, 0)].dtype if tensors else torch.float64)
+        # The call's float dtype, whatever earlier dtype mutations made of its tensors: building a
+        # call in bool or an integer type is a harness error, not a probe of the op.
+        floats = [args[t].dtype for t in tensors if args[t].dtype.is_floating_point]
+        other = raw_calls.build(name, m[2], m[3], device, floats[0] if floats else torch.float64)
         args[arg] = other[arg]
     elif kind == "dtype":
         arg = _pick(tensors, m[1])
