@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import kdops._C as _C
+from benchmarks.gpu_perf.tools import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "static"
@@ -35,23 +36,6 @@ class KernelUsage:
     shared_bytes: int  # static shared memory as cuobjdump reports it (with the arch's reserve)
     local_bytes: int  # local memory per thread: spills or stack arrays
     stack_bytes: int
-
-
-def tool(name: str) -> str | None:
-    """cuobjdump / nvdisasm: next to this Python's pip-installed nvidia packages, in CUDA_HOME,
-    or on PATH."""
-    try:
-        import nvidia
-
-        for base in nvidia.__path__:
-            for found in sorted(Path(base).glob(f"cu*/bin/{name}")):
-                return str(found)
-    except ImportError:
-        pass
-    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
-    if os.path.exists(os.path.join(home, "bin", name)):
-        return os.path.join(home, "bin", name)
-    return shutil.which(name)
 
 
 def _run(*args: str) -> str:

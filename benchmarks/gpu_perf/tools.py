@@ -1,6 +1,6 @@
 """CUDA's binary tools: next to this Python's pip-installed nvidia packages (nvidia-cuda-cuobjdump,
-nvidia-cuda-nvdisasm), in CUDA_HOME, or on PATH. (benchmarks/static_evidence.py has the same
-lookup but imports kdops._C, which this model does not need.)"""
+nvidia-cuda-nvdisasm), in CUDA_HOME, or on PATH. One lookup for the model and for
+benchmarks/static_evidence.py (this module imports no kdops, so the model runs without a build)."""
 
 from __future__ import annotations
 
