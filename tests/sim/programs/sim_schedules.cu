@@ -9,6 +9,7 @@
 //
 // Prints the case's results, or "ERROR: <message>" and exits with 3 when the simulator raised.
 // Lines the tests look for carry "// @<marker>" comments. nvcc compiles the kernels too.
+#include "program_options.h"
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -177,23 +178,8 @@ void case_scan_in_branch() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s <case> [seed] [t|r|w|p][b]\n", argv[0]);
-    return 2;
-  }
+  if (!set_schedule_from_args(argc, argv)) return 2;
   const std::string name = argv[1];
-  kdops::sim::Options options;
-  options.seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 0;
-  const std::string flags = argc > 3 ? argv[3] : "";
-  const std::pair<char, kdops::sim::Schedule> schedules[] = {{'t', kdops::sim::Schedule::kRandom},
-                                                             {'r', kdops::sim::Schedule::kRunAhead},
-                                                             {'w', kdops::sim::Schedule::kRoundRobin},
-                                                             {'p', kdops::sim::Schedule::kPct}};
-  for (const auto& [flag, schedule] : schedules) {
-    if (flags.find(flag) != std::string::npos) options.threads = schedule;
-  }
-  options.shuffle_blocks = flags.find('b') != std::string::npos;
-  kdops::sim::set_options(options);
 
   const std::map<std::string, std::function<void()>> cases = {
       {"trace", case_trace},
