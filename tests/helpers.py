@@ -134,3 +134,16 @@ def assert_compiled_matches_eager(step, args: list) -> None:
     for a, e in zip(args, eager_args):
         if a.requires_grad:
             torch.testing.assert_close(a.grad, e.grad)
+
+
+@contextlib.contextmanager
+def sim_schedule(threads: str, seed: int) -> Iterator[None]:
+    """Runs the simulated kernels under the thread schedule `threads` ("random", "run_ahead",
+    "round_robin", "pct") seeded by `seed`, with the block order shuffled too; in order after."""
+    from kdops import _C_sim
+
+    _C_sim.set_schedule(seed, threads, True)
+    try:
+        yield
+    finally:
+        _C_sim.set_schedule(0, "in_order", False)

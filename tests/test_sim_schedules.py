@@ -26,7 +26,7 @@ import torch
 import kdops
 from kdops import reference
 from kdops.ops import built_with_simulator
-from tests.helpers import as_reference, assert_close, leaf, simulated
+from tests.helpers import as_reference, assert_close, leaf, sim_schedule, simulated
 
 if not built_with_simulator():
     pytest.skip("kdops._C_sim not built (build with KDOPS_SIM=1)", allow_module_level=True)
@@ -36,15 +36,6 @@ from kdops import _C_sim  # noqa: E402
 # (strategy, seed), blocks shuffled by the same seed: two seeds of the schedules that let one warp
 # run ahead (the write-after-read races), one of the others.
 SCHEDULES = [("random", 1), ("run_ahead", 2), ("run_ahead", 12), ("round_robin", 3), ("pct", 4), ("pct", 14)]
-
-
-@contextlib.contextmanager
-def _schedule(threads: str, seed: int):
-    _C_sim.set_schedule(seed, threads, True)
-    try:
-        yield
-    finally:
-        _C_sim.set_schedule(0, "in_order", False)
 
 
 @contextlib.contextmanager
@@ -205,7 +196,7 @@ def test_every_schedule_gives_the_reference_at_boundary_shapes(name, threads, se
     case = CASES[name]()
     ours = [leaf(a) for a in case.args]
     refs = [as_reference(a) for a in ours]
-    with simulated(), _tf32(case.tf32), _schedule(threads, seed):
+    with simulated(), _tf32(case.tf32), sim_schedule(threads, seed):
         out = case.ours(*ours)
         upstream = torch.rand(out.shape, generator=_gen(seed), dtype=torch.float64) + 0.5
         (out * upstream.to(out)).sum().backward()

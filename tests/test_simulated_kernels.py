@@ -19,7 +19,7 @@ import torch
 import kdops
 from kdops import reference
 from kdops.ops import built_with_simulator
-from tests.helpers import assert_close, simulated
+from tests.helpers import assert_close, sim_schedule, simulated
 from tests.op_cases import OP_CASES
 
 if not built_with_simulator():
@@ -56,15 +56,6 @@ def test_every_sim_op_has_a_cpu_kernel_and_autograd():
 
 
 @contextlib.contextmanager
-def _schedule(seed: int, threads: bool, blocks: bool):
-    _C_sim.set_schedule(seed, "random" if threads else "in_order", blocks)
-    try:
-        yield
-    finally:
-        _C_sim.set_schedule(0, "in_order", False)
-
-
-@contextlib.contextmanager
 def _device(name: str):
     _C_sim.set_device(name)
     try:
@@ -97,7 +88,7 @@ def test_shuffled_thread_and_block_orders_give_bit_identical_results(case, dtype
     with simulated():
         expected = _run(case, args, kwargs)
         for seed in range(1, 6):
-            with _schedule(seed, threads=True, blocks=True):
+            with sim_schedule("random", seed):
                 _assert_same_bits(expected, _run(case, args, kwargs), f"{case.name}, schedule seed {seed}")
 
 
@@ -127,7 +118,7 @@ def test_shuffles_cover_multi_block_reductions_and_long_rows():
     with simulated():
         expected = run()
         for seed in range(1, 6):
-            with _schedule(seed, threads=True, blocks=True):
+            with sim_schedule("random", seed):
                 _assert_same_bits(expected, run(), f"schedule seed {seed}")
 
 
