@@ -48,6 +48,7 @@
 #include "faults.h"
 #include "fiber.h"
 #include "global_memory.h"
+#include "guarded_heap.h"
 #include "messages.h"
 #include "runtime_api.h"
 #include "static_shared.h"
@@ -821,6 +822,12 @@ void Engine::run(const Launch& launch) {
   happens_before_acquire(&launch_end_sync_);  // the launch returns after all its blocks, not before
   memory_.clear();                            // and its stores are visible to the next launch
   launch_ = nullptr;
+  const std::string damage = damaged_guards(launch.state, launch.state_size);
+  if (!damage.empty()) {
+    throw std::runtime_error(format("kdops.sim: out-of-bounds write to global memory: %s (the AddressSanitizer "
+                                    "build names the thread and line)\n  in kernel %s",
+                                    damage.c_str(), kernel_name(launch).c_str()));
+  }
 }
 
 // The calls below are the runtime's entry points from kernel code.

@@ -125,6 +125,7 @@ struct Launch {
   const char* signature;     // __PRETTY_FUNCTION__ of signature<kernel type>()
   void (*run)(const void*);  // runs the kernel in the current thread
   const void* state;
+  size_t state_size;         // the bytes of *state: the parameters (guarded_heap.h scans them)
   dim3 grid, block;
   size_t dynamic_smem_bytes;
 };
@@ -161,7 +162,7 @@ void launch_named(const char* name, void (*kernel)(Params...), dim3 grid, dim3 b
   using Call = detail::KernelCall<void (*)(Params...), std::tuple<std::decay_t<Params>...>>;
   const Call call{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
   detail::launch(detail::Launch{reinterpret_cast<const void*>(kernel), name, detail::signature<void (*)(Params...)>(),
-                                &Call::run, &call, grid, block, dynamic_smem_bytes});
+                                &Call::run, &call, sizeof(call), grid, block, dynamic_smem_bytes});
 }
 
 template <typename... Params, typename... Args>
