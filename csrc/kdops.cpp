@@ -18,6 +18,25 @@ const char* compiler_version();    // csrc/cuda/build_info.cu
 #endif
 #ifndef KDOPS_SIM
 #include "cpu/cpu_isa.h"
+#else
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+
+namespace {
+// kdops._C_sim's CPU tensors are the simulated device's memory: allocated with guard bytes
+// (csrc/sim/guarded_heap.h), so that a kernel's write past a buffer fails its launch.
+struct GuardedCpuAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t bytes) override {
+    void* data = kdops::sim::guarded_allocate(bytes);
+    return {data, data, &kdops::sim::guarded_free, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &kdops::sim::guarded_free; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+GuardedCpuAllocator guarded_cpu_allocator;
+}  // namespace
 #endif
 
 TORCH_LIBRARY(KDOPS_NS, m) {
@@ -128,6 +147,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       "The vector ISA the hand-vectorised CPU kernels run now (KDOPS_CPU_ISA or the CPU's widest).");
 #endif
 #ifdef KDOPS_SIM
+  // Every CPU tensor allocated from now on, in this process (priority 1: above torch's default).
+  // Not under ASan: its own redzones, around every allocation, see more than the guards.
+#if !defined(__SANITIZE_ADDRESS__)
+  c10::SetCPUAllocator(&guarded_cpu_allocator, 1);
+#endif
   module.def(
       "set_schedule",
       [](uint64_t seed, const std::string& threads, bool shuffle_blocks, int pct_depth) {

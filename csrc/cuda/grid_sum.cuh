@@ -19,8 +19,10 @@ __device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long 
   if (done == nullptr) return true;
   __shared__ bool is_last;
   if (threadIdx.x == 0) {
-    partial_sum[blockIdx.x] = sum;
-    partial_count[blockIdx.x] = count;
+    // L2 stores and loads (.cg: L1 is not coherent between SMs) for what other blocks read; the
+    // simulator checks them against the PTX memory model (csrc/sim/global_memory.h).
+    __stcg(partial_sum + blockIdx.x, sum KDOPS_SITE);
+    __stcg(partial_count + blockIdx.x, count KDOPS_SITE);
     __threadfence();  // release: the partial is visible before the block is counted
     const bool last = atomicAdd(done, 1u) == gridDim.x - 1;
     // acquire: the other blocks' partials, counted before this block, are visible to it. Without
@@ -34,8 +36,8 @@ __device__ bool grid_sum(acc_t& sum, long long& count, acc_t* partial_sum, long 
   acc_t s = 0;
   long long c = 0;
   for (unsigned int i = threadIdx.x; i < gridDim.x; i += kThreads) {
-    s += __ldcg(partial_sum + i);  // bypass L1: written by other blocks
-    c += __ldcg(partial_count + i);
+    s += __ldcg(partial_sum + i KDOPS_SITE);
+    c += __ldcg(partial_count + i KDOPS_SITE);
   }
   sum = block_sum<kThreads>(s KDOPS_FORWARD_CALLER);
   count = block_sum<kThreads>(c KDOPS_FORWARD_CALLER);

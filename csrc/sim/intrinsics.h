@@ -214,35 +214,56 @@ inline unsigned atomicDec(unsigned* address, unsigned limit) {  // ((old == 0 ||
 }
 
 // ---- fences: a launch's threads all run on one OS thread and switch only at collectives, so a
-// fence orders nothing the simulator could reorder; it stays a compiler barrier. Under TSan,
-// __threadfence and the atomics around it make the release and acquire patterns that order
-// blocks (runtime_api.h's fence_point).
+// fence orders nothing the simulator could reorder in a block; it stays a compiler barrier.
+// Between blocks, __threadfence and the atomics around it make the release and acquire patterns
+// of global_memory.h's model (and TSan's happens-before edges): runtime_api.h's fence_point.
 inline void __threadfence() {
   ::kdops::sim::detail::fence_point();
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
-inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __threadfence(); }
 
-// ---- cache-hinted loads and stores are plain accesses
+// ---- loads and stores with cache hints. __ldg and __ldca are plain loads. The others are what
+// kernels use for data another block of the launch wrote or reads (L2 and not L1, which is not
+// coherent between SMs): they go through global_memory.h's model, which fails the launch when a
+// load reads another block's store without the release/acquire ordering CUDA requires.
 template <typename T>
 T __ldg(const T* p) { return *p; }
 template <typename T>
-T __ldcg(const T* p) { return *p; }
-template <typename T>
 T __ldca(const T* p) { return *p; }
+
+namespace kdops::sim::detail {
 template <typename T>
-T __ldcs(const T* p) { return *p; }
+T weak_load_of(const T* p, Site site) {
+  static_assert(std::is_trivially_copyable_v<T>, "cache-hinted loads read trivially copyable types");
+  T v;
+  weak_load(&v, p, sizeof(T), site);
+  return v;
+}
 template <typename T>
-T __ldlu(const T* p) { return *p; }
+void weak_store_of(T* p, const T& v, Site site) {
+  static_assert(std::is_trivially_copyable_v<T>, "cache-hinted stores write trivially copyable types");
+  weak_store(p, &v, sizeof(T), site);
+}
+}  // namespace kdops::sim::detail
+
 template <typename T>
-T __ldcv(const T* p) { return *p; }
+T __ldcg(const T* p, KDOPS_SIM_SITE) { return ::kdops::sim::detail::weak_load_of(p, KDOPS_SIM_HERE); }
 template <typename T>
-void __stcg(T* p, T v) { *p = v; }
+T __ldcs(const T* p, KDOPS_SIM_SITE) { return ::kdops::sim::detail::weak_load_of(p, KDOPS_SIM_HERE); }
 template <typename T>
-void __stcs(T* p, T v) { *p = v; }
+T __ldlu(const T* p, KDOPS_SIM_SITE) { return ::kdops::sim::detail::weak_load_of(p, KDOPS_SIM_HERE); }
 template <typename T>
-void __stwb(T* p, T v) { *p = v; }
+T __ldcv(const T* p, KDOPS_SIM_SITE) { return ::kdops::sim::detail::weak_load_of(p, KDOPS_SIM_HERE); }
+template <typename T>
+void __stcg(T* p, T v, KDOPS_SIM_SITE) { ::kdops::sim::detail::weak_store_of(p, v, KDOPS_SIM_HERE); }
+template <typename T>
+void __stcs(T* p, T v, KDOPS_SIM_SITE) { ::kdops::sim::detail::weak_store_of(p, v, KDOPS_SIM_HERE); }
+template <typename T>
+void __stwb(T* p, T v, KDOPS_SIM_SITE) { ::kdops::sim::detail::weak_store_of(p, v, KDOPS_SIM_HERE); }
+template <typename T>
+void __stwt(T* p, T v, KDOPS_SIM_SITE) { ::kdops::sim::detail::weak_store_of(p, v, KDOPS_SIM_HERE); }
 
 // ---- math: the intrinsics compute the exact functions (the hardware's approximations differ
 // by a few ulp; compare with dtype tolerances, never bitwise against a GPU).

@@ -11,6 +11,11 @@
 // At each block's start its static __shared__ is poisoned with 0xFF bytes (static_shared.h), as
 // its dynamic shared memory is (dynamic_smem.h).
 //
+// Memory between blocks: the cache-hinted loads and stores kernels use for data other blocks read
+// go through GlobalMemory (global_memory.h), which the engine feeds with fences, atomics,
+// barriers and launch boundaries; a load not ordered after another block's store by PTX's
+// release/acquire patterns fails the launch.
+//
 // Blocks under ThreadSanitizer: nothing orders one block of a launch before another but what
 // CUDA guarantees, so TSan sees the races between blocks that sequential execution hides. Each
 // block's threads are other TSan fibers than the previous block's, its barriers use sync objects
@@ -42,6 +47,8 @@
 #include "dynamic_smem.h"
 #include "faults.h"
 #include "fiber.h"
+#include "global_memory.h"
+#include "guarded_heap.h"
 #include "messages.h"
 #include "runtime_api.h"
 #include "static_shared.h"
@@ -61,7 +68,7 @@ constexpr size_t kStackSize = 1024 * 1024;  // sanitizers' instrumentation grows
 constexpr size_t kStackSize = 256 * 1024;
 #endif
 constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kTrackedAtomics = 8;  // addresses an acquiring __threadfence looks back at (TSan)
+constexpr int kTrackedAtomics = 8;  // addresses an acquiring __threadfence looks back at
 // Sets of fibers (stack and TSan thread) that consecutive blocks alternate between. Under TSan, 2:
 // the threads of consecutive blocks are then different TSan threads on different stacks, not
 // ordered by program order. (Creating TSan fibers per block instead costs ~0.5 ms a thread.)
@@ -118,11 +125,13 @@ struct Fiber {
   uint64_t in = 0, out = 0;
   int arg = 0, width = 0;
   void* data = nullptr;
-  // Under TSan (fence_point, atomic_point): whether the thread has fenced, so its atomics release,
-  // and the addresses of its atomics since its last fence, which the next fence acquires from.
+  // For fence_point and atomic_point: whether the thread has fenced, so its atomics release, and
+  // the addresses of its atomics since its last fence (with the stamp of the last one on each, in
+  // GlobalMemory's order of events), which the next fence acquires from.
   bool fenced = false;
   int atomics = 0;
   const void* atomic_addresses[kTrackedAtomics] = {};
+  uint64_t atomic_stamps[kTrackedAtomics] = {};
 
   ~Fiber() {
 #if defined(__SANITIZE_THREAD__)
@@ -178,6 +187,10 @@ class Engine {
   unsigned active_mask();
   [[noreturn]] void fail(const std::string& message);
   [[noreturn]] void exit_thread();
+  void fence();
+  void atomic(const void* address);
+  void weak_store(void* address, const void* value, size_t size, Site site);
+  void weak_load(void* out, const void* address, size_t size, Site site);
 
  private:
   static void fiber_main(void* fiber);
@@ -192,6 +205,9 @@ class Engine {
   void complete(unsigned warp_index, const Pending& pending);
   Fiber& block_fiber(unsigned t) { return *fibers_[fiber_base_ + t]; }
   Fiber& lane_fiber(unsigned warp_index, int lane) { return block_fiber(warp_index * 32 + lane); }
+  Accessor accessor(const Fiber& fiber) const {
+    return Accessor{block_linear_, fiber.linear, block_idx_, fiber.state.thread_idx};
+  }
   std::string whereabouts(unsigned warp_index, int lane);
 
   std::vector<std::unique_ptr<Fiber>> fibers_;  // kFiberSets sets of threads_
@@ -200,6 +216,8 @@ class Engine {
   fiber::Context host_;
   const Launch* launch_ = nullptr;
   uint3 block_idx_{0, 0, 0};
+  uint64_t block_linear_ = 0;
+  GlobalMemory memory_;  // the launch's stores between blocks (global_memory.h)
   unsigned threads_ = 0, done_ = 0;
   Schedule schedule_ = Schedule::kInOrder;
   int pct_depth_ = 3;
@@ -496,6 +514,7 @@ int Engine::barrier(BarrierKind kind, int predicate, Site site) {
     }
     waiting_ = 0;
     barrier_parity_ ^= 1;
+    memory_.barrier(block_linear_);
     for (unsigned t = 0; t < threads_; ++t) push_ready(&block_fiber(t));
   }
   resume_next(self);
@@ -644,8 +663,50 @@ unsigned Engine::active_mask() {
   return warp.existing & ~warp.exited;
 }
 
+// A __threadfence: an acquire from the addresses of the thread's atomics since its last fence,
+// and a release for its next atomics (the PTX patterns atomic-then-fence and fence-then-atomic).
+void Engine::fence() {
+  Fiber& self = running_fiber();
+  const Accessor who = accessor(self);
+  const int tracked = self.atomics < kTrackedAtomics ? self.atomics : kTrackedAtomics;
+  for (int i = 0; i < tracked; ++i) {
+    happens_before_acquire(const_cast<void*>(self.atomic_addresses[i]));
+    memory_.acquire(who, self.atomic_addresses[i], self.atomic_stamps[i]);
+  }
+  memory_.fence(who);
+  self.atomics = 0;
+  self.fenced = true;
+}
+
+void Engine::atomic(const void* address) {
+  Fiber& self = running_fiber();
+  const uint64_t stamp = memory_.atomic(accessor(self), address);
+  if (self.fenced) happens_before_release(const_cast<void*>(address));
+  for (int i = 0; i < self.atomics && i < kTrackedAtomics; ++i) {
+    if (self.atomic_addresses[i] == address) {
+      self.atomic_stamps[i] = stamp;  // a later atomic reads later in the address's order
+      return;
+    }
+  }
+  const int slot = self.atomics++ % kTrackedAtomics;
+  self.atomic_addresses[slot] = address;
+  self.atomic_stamps[slot] = stamp;
+}
+
+void Engine::weak_store(void* address, const void* value, size_t size, Site site) {
+  memory_.store(address, size, accessor(running_fiber()), site);
+  std::memcpy(address, value, size);
+}
+
+void Engine::weak_load(void* out, const void* address, size_t size, Site site) {
+  const std::string race = memory_.load(address, size, accessor(running_fiber()), site);
+  if (!race.empty()) fail(race);
+  std::memcpy(out, address, size);
+}
+
 bool Engine::run_block(uint64_t block_linear, uint64_t seed) {
   const dim3 grid = launch_->grid, block = launch_->block;
+  block_linear_ = block_linear;
   block_idx_ = uint3{static_cast<unsigned>(block_linear % grid.x), static_cast<unsigned>(block_linear / grid.x % grid.y),
                      static_cast<unsigned>(block_linear / grid.x / grid.y)};
   const DynamicSmem smem(launch_->dynamic_smem_bytes);
@@ -735,6 +796,7 @@ void Engine::run(const Launch& launch) {
   ready_mask_ = ring - 1;
   warps_.resize((threads_ + 31) / 32);
   error_.clear();
+  memory_.clear();
   fiber::adopt_current(host_);
 
   const Options opts = options();
@@ -752,12 +814,20 @@ void Engine::run(const Launch& launch) {
   for (uint64_t i = 0; i < blocks; ++i) {
     if (!run_block(opts.shuffle_blocks ? order[i] : i, opts.seed)) {
       happens_before_acquire(&launch_end_sync_);
+      memory_.clear();
       launch_ = nullptr;
       throw std::runtime_error(error_);
     }
   }
   happens_before_acquire(&launch_end_sync_);  // the launch returns after all its blocks, not before
+  memory_.clear();                            // and its stores are visible to the next launch
   launch_ = nullptr;
+  const std::string damage = damaged_guards(launch.state, launch.state_size);
+  if (!damage.empty()) {
+    throw std::runtime_error(format("kdops.sim: out-of-bounds write to global memory: %s (the AddressSanitizer "
+                                    "build names the thread and line)\n  in kernel %s",
+                                    damage.c_str(), kernel_name(launch).c_str()));
+  }
 }
 
 // The calls below are the runtime's entry points from kernel code.
@@ -787,28 +857,35 @@ void warp_call(const char* what, void* data, WarpCompletion complete, Site site)
   engine.collective(WarpOp::kCall, what, complete, kFullMask, 0, 0, 32, data, site);
 }
 
-#if defined(__SANITIZE_THREAD__)
 void fence_point() {
   if (current_thread == nullptr) return;
   RuntimeSection section;
-  Fiber& self = running_fiber();
-  const int tracked = self.atomics < kTrackedAtomics ? self.atomics : kTrackedAtomics;
-  for (int i = 0; i < tracked; ++i) happens_before_acquire(const_cast<void*>(self.atomic_addresses[i]));
-  self.atomics = 0;
-  self.fenced = true;
+  engine.fence();
 }
 
 void atomic_point(const void* address) {
   if (current_thread == nullptr) return;
   RuntimeSection section;
-  Fiber& self = running_fiber();
-  if (self.fenced) happens_before_release(const_cast<void*>(address));
-  for (int i = 0; i < self.atomics && i < kTrackedAtomics; ++i) {
-    if (self.atomic_addresses[i] == address) return;
-  }
-  self.atomic_addresses[self.atomics++ % kTrackedAtomics] = address;
+  engine.atomic(address);
 }
-#endif
+
+void weak_store(void* address, const void* value, size_t size, Site site) {
+  if (current_thread == nullptr) {
+    std::memcpy(address, value, size);
+    return;
+  }
+  RuntimeSection section;
+  engine.weak_store(address, value, size, site);
+}
+
+void weak_load(void* out, const void* address, size_t size, Site site) {
+  if (current_thread == nullptr) {
+    std::memcpy(out, address, size);
+    return;
+  }
+  RuntimeSection section;
+  engine.weak_load(out, address, size, site);
+}
 
 void fail(const char* message) {  // called inside a warp_call's completion: already in a section
   engine.fail(message);

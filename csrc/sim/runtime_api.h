@@ -100,19 +100,18 @@ uint64_t warp_op(WarpOp op, unsigned int mask, uint64_t value, int arg, int widt
 using WarpCompletion = void (*)(void* const* lane_data);
 void warp_call(const char* what, void* data, WarpCompletion complete, Site site);
 
-// CUDA's memory model between blocks as ThreadSanitizer sees it (device-scope fences, relaxed
-// atomics): an atomic after a __threadfence of the same thread is a release on the atomic's
-// address, and a __threadfence after atomics is an acquire from their addresses (the PTX
-// release and acquire patterns). Approximations, on the side of fewer reports: the release
-// covers the thread's accesses up to the atomic, not only those before the fence, and the
-// acquire looks back at the last kTrackedAtomics addresses only. Without TSan, no-ops.
-#if defined(__SANITIZE_THREAD__)
+// CUDA's memory model between blocks (device-scope fences, relaxed atomics): an atomic after a
+// __threadfence of the same thread is a release on the atomic's address, and a __threadfence
+// after atomics is an acquire from their addresses (the PTX release and acquire patterns).
+// Both feed global_memory.h's model, which checks the cache-hinted loads (weak_load) against the
+// cache-hinted stores (weak_store) of other blocks. Under ThreadSanitizer they are also
+// happens-before edges, for plain accesses. Approximations, on the side of fewer reports: the TSan
+// release covers the thread's accesses up to the atomic, not only those before the fence, and
+// the acquire looks back at the last kTrackedAtomics addresses only.
 void fence_point();
 void atomic_point(const void* address);
-#else
-inline void fence_point() {}
-inline void atomic_point(const void*) {}
-#endif
+void weak_store(void* address, const void* value, size_t size, Site site);  // __stcg, __stcs, __stwb, __stwt
+void weak_load(void* out, const void* address, size_t size, Site site);     // __ldcg, __ldcs, __ldcv, __ldlu
 
 // Aborts the running launch with `message` (plus the warp_call's site, kernel, block, thread):
 // for checks inside a WarpCompletion, the only place header code may call it, and for memory
@@ -126,6 +125,7 @@ struct Launch {
   const char* signature;     // __PRETTY_FUNCTION__ of signature<kernel type>()
   void (*run)(const void*);  // runs the kernel in the current thread
   const void* state;
+  size_t state_size;         // the bytes of *state: the parameters (guarded_heap.h scans them)
   dim3 grid, block;
   size_t dynamic_smem_bytes;
 };
@@ -162,7 +162,7 @@ void launch_named(const char* name, void (*kernel)(Params...), dim3 grid, dim3 b
   using Call = detail::KernelCall<void (*)(Params...), std::tuple<std::decay_t<Params>...>>;
   const Call call{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
   detail::launch(detail::Launch{reinterpret_cast<const void*>(kernel), name, detail::signature<void (*)(Params...)>(),
-                                &Call::run, &call, grid, block, dynamic_smem_bytes});
+                                &Call::run, &call, sizeof(call), grid, block, dynamic_smem_bytes});
 }
 
 template <typename... Params, typename... Args>

@@ -4,9 +4,11 @@
   changes with the seed, is the same for the same seed, and has the shape the strategy promises.
 - Warp run-ahead and PCT expose, by value, a write-after-read race that uniformly random picks
   practically never do: a block reduction reused without its trailing barrier.
-- Under ThreadSanitizer, blocks are ordered only by what CUDA guarantees: grid_sum.cuh's
-  protocol (release fence, atomic, acquire fence) is clean, and each of its fences or its atomic
-  removed is reported as a data race between blocks.
+- The memory model between blocks (csrc/sim/global_memory.h): grid_sum.cuh's protocol (__stcg,
+  release fence, atomic, acquire fence, __ldcg) passes, and each of its fences or its atomic
+  removed fails the launch with a message naming the accesses and the missing half.
+- Under ThreadSanitizer, blocks are ordered only by what CUDA guarantees: the same protocol with
+  plain accesses is clean, and each planted bug is reported as a data race between blocks.
 - A helper's barrier reached from a divergent branch is reported at the kernel's line.
 """
 
@@ -114,20 +116,40 @@ def test_helper_barrier_in_a_divergent_branch_names_the_kernel_line(schedule_cas
     assert "block_scan.cuh" in run.error
 
 
-GRID_SUM_CASES = ["project_grid_sum", "grid_sum_fenced", "grid_sum_no_release_fence", "grid_sum_plain_counter",
-                  "grid_sum_no_acquire_fence"]
+PLANTED = {  # case -> the half of the release/acquire pattern its message names
+    "grid_sum_no_release_fence": "did not __threadfence() between the store and an atomic (the release half)",
+    "grid_sum_plain_counter": "made no atomic after the fence for the reader to synchronise with (the release half)",
+    "grid_sum_no_acquire_fence": "(the acquire half)",
+}
 
 
-@pytest.mark.parametrize("case", GRID_SUM_CASES)
-def test_grid_sums_add_up_on_sequential_blocks(schedule_cases, case):
-    """Without TSan the planted bugs give the right totals: blocks run one after another on
-    sequentially consistent memory. This is why the TSan cases below exist."""
+@pytest.mark.parametrize("case", ["project_grid_sum", "grid_sum_fenced", *[f"plain_{c}" for c in PLANTED]])
+def test_grid_sums_with_the_ordering_or_with_plain_accesses_add_up(schedule_cases, case):
+    """grid_sum.cuh and its copy with both fences pass the memory model between blocks under
+    every schedule and block order. The planted bugs with plain accesses give the right totals:
+    blocks run one after another, and plain accesses are not checked by the model (the TSan
+    cases below are)."""
     for seed, flags in [(0, ""), (4, "rb"), (5, "pb")]:
         run = schedule_cases.run(case, seed, flags)
         assert run.returncode == 0 and run.stdout.startswith("reference"), run.stdout
 
 
-@pytest.mark.parametrize("case", ["project_grid_sum", "grid_sum_fenced"])
+@pytest.mark.parametrize("case", PLANTED)
+def test_memory_model_reports_each_planted_cross_block_bug(schedule_cases, case):
+    """The last block's __ldcg of a partial that another block stored with __stcg, without the
+    release/acquire pattern, fails the launch (not TSan: the plain build), under every block
+    order, naming both accesses' lines and the missing half of the pattern."""
+    for seed, flags in [(0, ""), (4, "rb"), (5, "pb")]:
+        run = schedule_cases.run(case, seed, flags)
+        assert run.returncode == 3, run.stdout
+        assert "without the ordering CUDA requires between blocks" in run.error, run.error
+        assert PLANTED[case] in run.error, run.error
+        assert line_of('partial-load', 'sim_schedules') in run.error, run.error
+        assert line_of('hinted-store', 'sim_schedules') in run.error, run.error
+        assert "in kernel void sim_schedules::planted_grid_sum<" in run.error
+
+
+@pytest.mark.parametrize("case", ["project_grid_sum", "plain_grid_sum_fenced"])
 def test_grid_sum_with_both_fences_has_no_race_between_blocks(tsan_schedule_cases, case):
     run = tsan_schedule_cases.run(case, 2, "rb")
     assert run.returncode == 0 and run.stdout.startswith("reference"), run.stdout[-1000:] + run.stderr[-3000:]
@@ -137,14 +159,16 @@ def test_grid_sum_with_both_fences_has_no_race_between_blocks(tsan_schedule_case
 @pytest.mark.parametrize(
     "case,kernel",
     [
-        ("grid_sum_no_release_fence", "planted_grid_sum<false, true, true>"),
-        ("grid_sum_plain_counter", "planted_grid_sum<true, false, true>"),
-        ("grid_sum_no_acquire_fence", "planted_grid_sum<true, true, false>"),
+        ("plain_grid_sum_no_release_fence", "planted_grid_sum<false, true, true, false>"),
+        ("plain_grid_sum_plain_counter", "planted_grid_sum<true, false, true, false>"),
+        ("plain_grid_sum_no_acquire_fence", "planted_grid_sum<true, true, false, false>"),
     ],
 )
 def test_planted_cross_block_bugs_are_reported_by_tsan(tsan_schedule_cases, case, kernel):
-    """Both accesses of the race are the kernel's, by threads of two blocks. (GCC 12's libtsan
-    symbolizes these kernel frames without their lines: the report names the kernel.)"""
+    """With plain accesses, which the memory model does not see, TSan's happens-before edges
+    between blocks find the same bugs. Both accesses of the race are the kernel's, by threads of
+    two blocks. (GCC 12's libtsan symbolizes these kernel frames without their lines: the report
+    names the kernel.)"""
     run = tsan_schedule_cases.run(case, 2, "rb")
     assert run.returncode != 0
     assert "ThreadSanitizer: data race" in run.stderr

@@ -182,6 +182,20 @@ def test_memory_fault_in_a_kernel_fails_its_launch_and_the_next_runs(cases):
     assert "in kernel sim_cases::wild_read(int*), block (0,0,0), thread (5,0,0)" in fault
 
 
+def test_write_past_the_end_of_a_buffer_fails_its_launch(cases):
+    """A kernel writing one element past a buffer of the guarded heap (torch's CPU allocator in
+    kdops._C_sim) fails that launch with a message naming the buffer and the kernel, instead of
+    corrupting the host heap; the guard is repaired, so the next launch runs clean."""
+    run = cases.run("write_past_end")
+    assert run.returncode == 0, run.stdout + run.stderr
+    error, rest = run.stdout.split("\n", 1)
+    assert error.startswith("ERROR: kdops.sim: out-of-bounds write to global memory: a write past the end of the "
+                            "40-byte buffer at 0x"), error
+    assert "(its guard byte at offset 40 was overwritten)" in error
+    assert "in kernel sim_cases::write_past_end(sim_cases::Output)" in rest
+    assert rest.rstrip().endswith("then clean")
+
+
 def test_half_and_bfloat16_conversions_are_bit_exact(cases):
     if "f16c" not in open("/proc/cpuinfo").read():
         pytest.skip("the reference float->half conversion needs the CPU's F16C instructions")

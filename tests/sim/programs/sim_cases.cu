@@ -207,6 +207,16 @@ __global__ void wild_read(int* out) {
   out[threadIdx.x] = threadIdx.x == 5 ? *reinterpret_cast<const volatile int*>(wild) : 1;  // @wild-read
 }
 
+// The last thread writes one element past the end of `out` (a wrong bound), which is reached
+// through a struct passed by value, as kernels pass their arguments.
+struct Output {
+  int* data;
+  int n;
+};
+__global__ void write_past_end(Output out) {
+  if (threadIdx.x <= out.n) out.data[threadIdx.x] = 1;  // @past-end
+}
+
 // Lanes exchange values through shared memory; `synced` separates the writes from the reads with
 // __syncwarp, called from two sites (allowed since Volta: it is not a per-site rendezvous).
 template <bool synced>
@@ -762,6 +772,21 @@ void case_fault_then_recover() {
   case_reverse<true>();
 }
 
+// A buffer of the simulator's guarded heap (csrc/sim/guarded_heap.h) written one element past
+// its end: the launch fails; the next launch on the same buffer, within bounds, runs clean.
+void case_write_past_end() {
+  int* data = static_cast<int*>(kdops::sim::guarded_allocate(10 * sizeof(int)));
+  try {
+    launch(write_past_end, dim3(1), dim3(32), 0, nullptr, Output{data, 10});
+    std::printf("no error\n");
+  } catch (const std::runtime_error& e) {
+    std::printf("ERROR: %s\n", e.what());
+  }
+  launch(write_past_end, dim3(1), dim3(32), 0, nullptr, Output{data, 9});
+  std::printf("then clean\n");
+  kdops::sim::guarded_free(data);
+}
+
 void case_recover_and_threads() {
   std::vector<int> out(64);
   bool raised = false;
@@ -864,6 +889,7 @@ int main(int argc, char** argv) {
       {"launch_checks", case_launch_checks},
       {"recover_and_threads", case_recover_and_threads},
       {"fault_then_recover", case_fault_then_recover},
+      {"write_past_end", case_write_past_end},
       {"static_smem_read_first", [] { launch_ints(static_smem_read_first, 64); }},
       {"conversions", case_conversions},
   };

@@ -2,8 +2,9 @@
 // order in which threads run (the schedules must follow their seed and their strategy), races
 // that only some schedules expose by value (a warp running ahead into the next use of shared
 // memory), the project's grid_sum protocol (csrc/cuda/grid_sum.cuh) and copies of it with one
-// planted bug each (for the ThreadSanitizer build), and a helper's barrier reached from a
-// divergent branch (the error must name the kernel's line). Built by tests/sim/simbuild.py.
+// planted bug each (for the memory model between blocks, and for the ThreadSanitizer build), and
+// a helper's barrier reached from a divergent branch (the error must name the kernel's line).
+// Built by tests/sim/simbuild.py.
 //
 //   sim_schedules <case> [seed] [t|r|w|p][b]   as sim_cases: the thread schedule, shuffled blocks
 //
@@ -72,14 +73,20 @@ __global__ void project_grid_sum(const long long* x, long long* partial_sum, lon
 
 // grid_sum.cuh's protocol with a planted bug: no fence before the arrival atomic (kRelease false),
 // a plain increment instead of the atomic (kAtomic false), or no fence after it in the last
-// block (kAcquire false). On the simulator's sequential blocks each still gives the right
-// total; only the ThreadSanitizer build sees the races.
-template <bool kRelease, bool kAtomic, bool kAcquire>
+// block (kAcquire false). kHinted: the partials are stored and loaded with __stcg / __ldcg, as
+// grid_sum.cuh does, which the simulator's memory model between blocks checks
+// (csrc/sim/global_memory.h); else with plain accesses, which only the ThreadSanitizer build
+// orders (on sequential blocks their values are right).
+template <bool kRelease, bool kAtomic, bool kAcquire, bool kHinted>
 __global__ void planted_grid_sum(const long long* x, long long* partial, unsigned* done, long long* total) {
   __shared__ bool is_last;
   const long long sum = kdops::cuda::block_sum<256>(x[blockIdx.x * 256 + threadIdx.x]);
   if (threadIdx.x == 0) {
-    partial[blockIdx.x] = sum;  // @partial-store
+    if (kHinted) {
+      __stcg(partial + blockIdx.x, sum);  // @hinted-store
+    } else {
+      partial[blockIdx.x] = sum;  // @partial-store
+    }
     if (kRelease) __threadfence();
     const bool last = (kAtomic ? atomicAdd(done, 1u) : (*done)++) == gridDim.x - 1;  // @arrival
     if (last && kAcquire) __threadfence();
@@ -88,7 +95,7 @@ __global__ void planted_grid_sum(const long long* x, long long* partial, unsigne
   __syncthreads();
   if (is_last && threadIdx.x == 0) {
     long long t = 0;
-    for (unsigned b = 0; b < gridDim.x; ++b) t += __ldcg(partial + b);  // @partial-load
+    for (unsigned b = 0; b < gridDim.x; ++b) t += kHinted ? __ldcg(partial + b) : partial[b];  // @partial-load
     *total = t;
   }
 }
@@ -158,13 +165,13 @@ void case_project_grid_sum() {
   std::printf("%s %lld\n", total == grid_reference() + kGridBlocks * 256 ? "reference" : "differs", total);
 }
 
-template <bool kRelease, bool kAtomic, bool kAcquire>
+template <bool kRelease, bool kAtomic, bool kAcquire, bool kHinted>
 void case_planted_grid_sum() {
   const std::vector<long long> x = grid_values();
   std::vector<long long> partial(kGridBlocks);
   unsigned done = 0;
   long long total = -1;
-  launch(planted_grid_sum<kRelease, kAtomic, kAcquire>, dim3(kGridBlocks), dim3(256), 0, nullptr, x.data(),
+  launch(planted_grid_sum<kRelease, kAtomic, kAcquire, kHinted>, dim3(kGridBlocks), dim3(256), 0, nullptr, x.data(),
          partial.data(), &done, &total);
   std::printf("%s %lld\n", total == grid_reference() ? "reference" : "differs", total);
 }
@@ -186,10 +193,14 @@ int main(int argc, char** argv) {
       {"reduce_twice_synced", case_reduce_twice<true>},
       {"reduce_twice_racy", case_reduce_twice<false>},
       {"project_grid_sum", case_project_grid_sum},
-      {"grid_sum_no_release_fence", case_planted_grid_sum<false, true, true>},
-      {"grid_sum_plain_counter", case_planted_grid_sum<true, false, true>},
-      {"grid_sum_no_acquire_fence", case_planted_grid_sum<true, true, false>},
-      {"grid_sum_fenced", case_planted_grid_sum<true, true, true>},
+      {"grid_sum_no_release_fence", case_planted_grid_sum<false, true, true, true>},
+      {"grid_sum_plain_counter", case_planted_grid_sum<true, false, true, true>},
+      {"grid_sum_no_acquire_fence", case_planted_grid_sum<true, true, false, true>},
+      {"grid_sum_fenced", case_planted_grid_sum<true, true, true, true>},
+      {"plain_grid_sum_no_release_fence", case_planted_grid_sum<false, true, true, false>},
+      {"plain_grid_sum_plain_counter", case_planted_grid_sum<true, false, true, false>},
+      {"plain_grid_sum_no_acquire_fence", case_planted_grid_sum<true, true, false, false>},
+      {"plain_grid_sum_fenced", case_planted_grid_sum<true, true, true, false>},
       {"scan_in_branch", case_scan_in_branch},
   };
   const auto it = cases.find(name);
