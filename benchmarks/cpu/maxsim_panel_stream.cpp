@@ -43,7 +43,7 @@ double run(const std::vector<float>& panel, const std::vector<float>& docs_rows,
           kdops::cpu::panel_body<float, 16>(panel.data(), docs_rows.data() + (k * kLength + j0) * kDim, n, kDim,
                                             nullptr, static_cast<int32_t>(j0), max, arg);
         }
-        sink += max[0];
+        for (int64_t r = 0; r < kRows; ++r) sink += max[r] + arg[r];  // every row's result is used
       }
     }
     const double gflops = 2.0 * passes * docs * kLength * kRows * kDim / (process_seconds() - start) / 1e9;

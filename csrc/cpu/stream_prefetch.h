@@ -7,7 +7,8 @@
 // AVX-512 fp32 panel kernel, 32 query rows against 1000 docs x 300 tokens x d=128 (154 MB,
 // streamed from DRAM): 57 GFLOP/s without, 106 with a line of the tile 2 tiles ahead prefetched
 // every few steps; the same docs hot in L2 ran 96 and 107. Spreading matters: all of the next
-// tile's lines prefetched at once at the start of a tile gave 72.
+// tile's lines prefetched at once at the start of a tile gave 72. (The kernel alone:
+// benchmarks/cpu/maxsim_panel_stream.cpp; the structure and the op's figures: docs/performance.md.)
 #pragma once
 
 #include <cstdint>
