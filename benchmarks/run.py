@@ -3,12 +3,15 @@ its ratio to kdops, and peak extra memory. Records JSON (flat records, see DESIG
 markdown table and a plot under benchmarks/results/<device>/.
 
     python -m benchmarks.run [--device cpu|cuda] [--ops margin_mse,...] [--min-run-time S]
-                             [--quick] [--filter OP] [--threads N] [--clock wall|cpu]
+                             [--quick] [--filter OP] [--case CASE] [--merge] [--threads N]
+                             [--clock wall|cpu]
 
 --quick: a fast look (one shape per op and case, 0.1 s per implementation, no torch.compile,
-whose compilation would dominate); --filter OP: only the ops whose name contains OP. Either
-prints the table without recording it, unless --out is given. The default records the full
-table under benchmarks/results/<device>/.
+whose compilation would dominate); --filter OP: only the ops whose name contains OP; --case CASE:
+only the cases whose name contains CASE. Each prints the table without recording it, unless
+--out or --merge is given. --merge: the rows measured replace the same rows (op, case, shape,
+dtype, pass, implementation) of the recorded table, which keeps its other rows (each row
+carries its own date). The default records the full table under benchmarks/results/<device>/.
 """
 
 from __future__ import annotations
@@ -82,6 +85,18 @@ def run_case(case: Case, device: torch.device, min_run_time: float, stamp: dict,
             }
         )
     return records
+
+
+def merged(recorded: list[dict], measured: list[dict]) -> list[dict]:
+    """The recorded rows, each replaced by the measured row of the same op, case, shape, dtype,
+    pass and implementation where there is one (in place, so the table keeps its order); measured
+    rows new to the table come last."""
+    def key(r: dict) -> tuple:
+        return r["op"], r["case"], r["shape"], r["dtype"], r["pass"], r["impl"]
+
+    fresh = {key(r): r for r in measured}
+    out = [fresh.pop(key(r), r) for r in recorded]
+    return out + [r for r in measured if key(r) in fresh]
 
 
 def _mib(n: int) -> str:
@@ -171,6 +186,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="one shape per op and case, 0.1 s per implementation, no torch.compile; not recorded")
     parser.add_argument("--filter", default=None, metavar="OP", help="only the ops whose name contains OP; not recorded")
+    parser.add_argument("--case", default=None, metavar="CASE", help="only the cases whose name contains CASE; not recorded")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace the measured rows in the recorded table (--out or results/<device>), keep the others")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's). 1 keeps the comparison fair on a machine "
                              "shared with other jobs, where a descheduled thread stalls every parallel region")
@@ -185,7 +203,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.min_run_time = min(args.min_run_time, 0.1)
-    record = args.out is not None or not (args.quick or args.filter)
+    record = args.out is not None or args.merge or not (args.quick or args.filter or args.case)
 
     device = torch.device(args.device)
     stamp = {
@@ -205,7 +223,7 @@ def main() -> None:
     for family in args.ops.split(","):
         module = importlib.import_module(f"benchmarks.cases_{family}")
         for case in module.cases(device):
-            if args.filter and args.filter not in case.op:
+            if (args.filter and args.filter not in case.op) or (args.case and args.case not in case.case):
                 continue
             if args.quick:
                 if (case.op, case.case) in seen:
@@ -221,6 +239,11 @@ def main() -> None:
         return
     out = args.out or RESULTS / device_slug(device)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        records = merged(json.loads((out / "results.json").read_text()), records)
+        dates = sorted({r["date"] for r in records})
+        header = header.replace(stamp["date"], " and ".join(dates) + " (each row's date in results.json)")
+        table = markdown(records, header)
     (out / "results.json").write_text(json.dumps(records, indent=1))
     (out / "results.md").write_text(table + "\n")
     plot(records, out / "results.png", header)

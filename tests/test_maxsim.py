@@ -4,6 +4,11 @@ opcheck, torch.compile and bad input."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +18,8 @@ import kdops
 from kdops import reference
 from tests.conftest import CPU_ISAS, cpu_has
 from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -292,6 +299,82 @@ def test_large_shapes_cross_work_item_and_chunk_boundaries(cpu_isa, device):
         lambda q, d: reference.maxsim(q, d, None, d_mask.cpu()),
         Q, D, 1, torch.float32,
     )
+
+
+# The reranking layouts at a size that crosses every boundary of the CPU kernel's doc stream:
+# work items (13 docs of 300 tokens each), token blocks (127 tokens at d = 129), 4-token tiles
+# (46 = 11 x 4 + 2 in a doc's last block), query panels (33 rows: 32 + 1 on AVX-512, 16 + 16 + 1
+# on AVX2); d odd. Packed lengths include 0 and block-sized docs.
+RERANK_DIM, RERANK_LQ = 129, 33
+RERANK_LENGTHS = [300, 0, 5, 127, 128, 0, 259, 1, 300, 254, 3, 0, 4, 299, 131] * 2
+
+
+def _reranking_docs(layout, device, dtype, seed, masked):
+    """(D, d_mask or offsets) of one query's 30 candidates in `layout`; masked: a random fifth
+    of the doc tokens dropped, doc 3 entirely, doc 5 all but its last token."""
+    if layout == "packed":
+        tokens = _embeddings((sum(RERANK_LENGTHS), RERANK_DIM), dtype, device, seed, integer=True)
+        return tokens, _offsets(RERANK_LENGTHS, device)
+    D = _embeddings((30, 300, RERANK_DIM), dtype, device, seed, integer=True)
+    d_mask = None
+    if masked:
+        d_mask = _mask((30, 300), device, seed + 1, 0.8)
+        d_mask[3] = False
+        d_mask[5, :-1] = False
+        d_mask[5, -1] = True
+    if layout == "per-query":
+        D = D.unsqueeze(0)
+        d_mask = None if d_mask is None else d_mask.unsqueeze(0)
+    return D, d_mask
+
+
+@devices
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("masked", [False, True], ids=["no-masks", "masks"])
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_reranking_layouts_cross_items_blocks_and_tiles(cpu_isa, device, dtype, masked, layout):
+    """One query against 30 candidates (integer embeddings: ties everywhere, so the argmax, which
+    the gradients read, must be the first maximal token), against the float64 reference."""
+    Q = _embeddings((1, RERANK_LQ, RERANK_DIM), dtype, device, 11, integer=True)
+    q_mask = _mask((1, RERANK_LQ), device, 12, 0.8) if masked else None
+    D, extra = _reranking_docs(layout, device, dtype, 13, masked)
+    if layout == "packed":
+        ours = lambda q, d: kdops.maxsim_packed(q, d, extra, q_mask)  # noqa: E731
+        ref = lambda q, d: reference.maxsim_packed(q, d, extra.cpu(), as_reference(q_mask))  # noqa: E731
+    else:
+        ours = lambda q, d: kdops.maxsim(q, d, q_mask, extra)  # noqa: E731
+        ref = lambda q, d: reference.maxsim(q, d, as_reference(q_mask), as_reference(extra))  # noqa: E731
+    _check_against_reference(ours, ref, Q, D, 14, dtype)
+
+
+@pytest.mark.parametrize("device", ["cpu"], indirect=True)
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_reranking_forward_is_the_same_on_any_thread_count(cpu_isa, device, layout):
+    """The docs are split among threads in whole work items: the same scores and argmax, bit for
+    bit, on 1 and 2 threads."""
+    Q = _embeddings((1, RERANK_LQ, RERANK_DIM), torch.float32, "cpu", 21)
+    D, extra = _reranking_docs(layout, "cpu", torch.float32, 22, True)
+    d_mask, offsets = (None, extra) if layout == "packed" else (extra, None)
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(torch.ops.kdops.maxsim(Q, D, None, d_mask, offsets, False))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_cpu_forward_reads_nothing_past_its_inputs():
+    """Q, D and d_mask each end at an inaccessible page (tests/guard_page_worker.py, in its own
+    process): the CPU forward's reads, on every ISA path, stay inside them (its prefetches of the
+    doc rows ahead run past D's end, which a prefetch may)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("KDOPS_CPU_ISA", None)
+    proc = subprocess.run([sys.executable, "-m", "tests.guard_page_worker"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), (proc.returncode, proc.stderr[-3000:])
 
 
 @devices

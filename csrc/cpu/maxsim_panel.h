@@ -3,7 +3,9 @@
 // One call folds a run of one doc's tokens into the running max of one panel of query token
 // rows: for each tile of kTokens doc tokens it accumulates the tile x panel similarities in
 // vector registers (FMAs over d), then takes the max and first-index argmax there (common/maxsim.h takes_max, the
-// NaN and tie rules) — no similarity block is written to memory.
+// NaN and tie rules) — no similarity block is written to memory. Each doc row is read once per
+// panel, the rows ahead prefetched as it goes (stream_prefetch.h). The structure, for kernels of
+// other element types (quantized) to follow, with what each part bought: docs/performance.md.
 #pragma once
 
 #include <cstdint>

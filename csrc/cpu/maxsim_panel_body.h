@@ -4,11 +4,16 @@
 // an always_inline body before inlining it, lane by lane.
 //
 // A panel is two vectors of query rows; a tile is kTokens doc tokens: 2 * kTokens accumulators,
-// with the two query vectors, running maxima and argmaxes 14 registers (of AVX2's 16).
+// with the two query vectors, running maxima and argmaxes 14 registers (of AVX2's 16). Wider
+// tiles did not pay on AVX-512 either (32 registers): 6 or 8 tokens ran 3-6% slower than 4 at
+// the reranking shape, 12 tokens 20% (Zen 4, docs/performance.md). Each doc row is read once
+// per panel, the tile kPrefetchTiles ahead prefetched as it goes (stream_prefetch.h).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+
+#include "cpu/stream_prefetch.h"
 
 namespace kdops::cpu {
 
@@ -25,6 +30,9 @@ template <typename acc_t> void panel_avx512(KDOPS_PANEL_PARAMS(acc_t));
 namespace {
 
 constexpr int kTokens = 4;
+// How far ahead the tile being prefetched runs: 1, 2 and 3 tiles (2-6 KiB at fp32, d = 128) measured
+// within 1% of each other with the docs streamed from DRAM (stream_prefetch.h: what none costs).
+constexpr int64_t kPrefetchTiles = 2;
 
 template <typename T, int kLanes>
 struct Vec {
@@ -50,8 +58,10 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
     const int64_t n = length - t0 < kTokens ? length - t0 : kTokens;
     const acc_t* token[kTokens];
     for (int t = 0; t < kTokens; ++t) token[t] = doc + (t0 + (t < n ? t : n - 1)) * dim;
+    const char* ahead = bytes_ahead(doc, (t0 + kPrefetchTiles * kTokens) * dim * int64_t(sizeof(acc_t)));
     V acc[kTokens][2] = {};
     for (int64_t e = 0; e < dim; ++e) {
+      prefetch_step<kTokens * sizeof(acc_t)>(ahead, e);
       V q[2];
       std::memcpy(&q[0], panel + e * rows, sizeof(V));
       std::memcpy(&q[1], panel + e * rows + kLanes, sizeof(V));
@@ -61,8 +71,11 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
         acc[t][1] += x * q[1];
       }
     }
-    for (int t = 0; t < n; ++t) {
-      if (valid != nullptr && !valid[t0 + t]) continue;
+    // Unrolled, so the accumulators stay in registers (a loop to n kept them in a stack array,
+    // zeroed by a rep stos each tile: 2.7% of the kernel's perf samples at the reranking shape).
+#pragma GCC unroll kTokens
+    for (int t = 0; t < kTokens; ++t) {
+      if (t >= n || (valid != nullptr && !valid[t0 + t])) continue;
       for (int h = 0; h < 2; ++h) {
         const V v = acc[t][h];
         const M take = (arg[h] < 0) | (v > best[h]) | ((v != v) & (best[h] == best[h]));
