@@ -1,7 +1,7 @@
 """Plackett-Luce family cases, forward + backward in float32: PLD (B=256 C=100, B=256 C=1000,
-B=1024 C=1000), ListMLE, listwise KD and the PL loss of a given ranking (B=256 n=64,
-B=4096 n=32), and on the CPU ListMLE B=256 n=64 beside a busy process. The teacher is detached,
-as in distillation.
+B=1024 C=1000), ListMLE, listwise KD (with a float temperature, and with a learned one: a tensor
+that requires grad) and the PL loss of a given ranking (B=256 n=64, B=4096 n=32), and on the
+CPU ListMLE B=256 n=64 beside a busy process. The teacher is detached, as in distillation.
 
 Peers (written inline so they run without the packages):
 - "allrank": allRank's ``listMLE`` formula (sort by relevance, gather, reversed cumsum of exp
@@ -105,6 +105,20 @@ def _listwise_kd(device: torch.device, batch: int, n: int) -> Case:
     return Case("listwise_kd_loss", "listwise KD", f"B={batch} n={n}", torch.float32, "fwd+bwd", impls)
 
 
+def _listwise_kd_learned_temperature(device: torch.device, batch: int, n: int) -> Case:
+    """Listwise KD whose shared temperature is a tensor that requires grad (a learned one, CTKD):
+    kdops' tensor_temperature overload against autograd through the reference's formula."""
+    gen = torch.Generator().manual_seed(2)
+    inputs = [
+        torch.randn(batch, n, generator=gen).to(device).requires_grad_(),
+        torch.randn(batch, n, generator=gen).to(device) * 3,
+        torch.tensor(TEMPERATURE, device=device, requires_grad=True),
+    ]
+    impls = _impls(reference.listwise_kd_loss, kdops.listwise_kd_loss, inputs)
+    return Case("listwise_kd_loss", "listwise KD, learned temperature", f"B={batch} n={n}", torch.float32,
+                "fwd+bwd", impls)
+
+
 def _plackett_luce(device: torch.device, batch: int, n: int) -> Case:
     gen = torch.Generator().manual_seed(3)
     inputs = [
@@ -117,7 +131,7 @@ def _plackett_luce(device: torch.device, batch: int, n: int) -> Case:
 
 def cases(device: torch.device) -> list[Case]:
     out = [_pld(device, b, c) for b, c in PLD_SHAPES]
-    for build in (_listmle, _listwise_kd, _plackett_luce):
+    for build in (_listmle, _listwise_kd, _listwise_kd_learned_temperature, _plackett_luce):
         out += [build(device, b, n) for b, n in LIST_SHAPES]
     if device.type == "cpu":  # a busy core delays the host's parallel regions, not a GPU's kernels
         out.append(_listmle_beside_busy_process(device))

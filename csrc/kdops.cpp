@@ -112,6 +112,34 @@ TORCH_LIBRARY(KDOPS_NS, m) {
       "listwise_kd_loss_and_grads(Tensor student, Tensor teacher, Tensor? lengths, "
       "float student_temperature, float teacher_temperature, str reduction, bool teacher_grad) "
       "-> (Tensor, Tensor, Tensor)");
+
+  // The tensor_temperature overloads: each temperature a 0-dim floating tensor (on the CPU or on
+  // the scores' device) instead of a float, so that it can require grad (a learned temperature,
+  // CTKD). Their kernels (csrc/tensor_temperature.cpp) read its value and run the float op; their
+  // autograd (csrc/autograd/plackett_luce_autograd.cpp) adds the temperatures' gradients, formed
+  // from the scores' gradients the kernels already compute.
+  m.def(
+      "pld_loss.tensor_temperature(Tensor student_logits, Tensor teacher_logits, Tensor target, "
+      "Tensor temperature, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "pld_loss_backward.tensor_temperature(Tensor grad, Tensor student_logits, "
+      "Tensor teacher_logits, Tensor ranking, Tensor temperature, str reduction, bool teacher_grad) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "pld_loss_and_grads.tensor_temperature(Tensor student_logits, Tensor teacher_logits, "
+      "Tensor target, Tensor temperature, str reduction, bool teacher_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "listwise_kd_loss.tensor_temperature(Tensor student, Tensor teacher, Tensor? lengths, "
+      "Tensor student_temperature, Tensor teacher_temperature, str reduction) -> Tensor");
+  m.def(
+      "listwise_kd_loss_backward.tensor_temperature(Tensor grad, Tensor student, Tensor teacher, "
+      "Tensor? lengths, Tensor student_temperature, Tensor teacher_temperature, str reduction, "
+      "bool teacher_grad) -> (Tensor, Tensor)");
+  m.def(
+      "listwise_kd_loss_and_grads.tensor_temperature(Tensor student, Tensor teacher, "
+      "Tensor? lengths, Tensor student_temperature, Tensor teacher_temperature, str reduction, "
+      "bool teacher_grad) -> (Tensor, Tensor, Tensor)");
 }
 
 // The Python module only reports how the library was built (and, in kdops._C_sim, sets the

@@ -16,11 +16,20 @@ from kdops.functional import (
     plackett_luce_loss,
     pld_loss,
 )
-from kdops.losses import ListMLELoss, ListwiseKDLoss, MarginMSELoss, MaxSim, PlackettLuceLoss, PLDLoss
+from kdops.losses import (
+    LearnedTemperature,
+    ListMLELoss,
+    ListwiseKDLoss,
+    MarginMSELoss,
+    MaxSim,
+    PlackettLuceLoss,
+    PLDLoss,
+)
 from kdops._version import __version__
 from kdops.ops import build_info
 
 __all__ = [
+    "LearnedTemperature",
     "ListMLELoss",
     "ListwiseKDLoss",
     "MarginMSELoss",

@@ -74,6 +74,15 @@ def positive(value: float, name: str) -> None:
                        lambda: f"{name} must be a positive finite number, got {value}")
 
 
+def temperature_tensor(t: Tensor, scores: Tensor, name: str) -> None:
+    """A temperature given as a tensor (csrc/tensor_temperature.cpp): 0-dim, floating, on the CPU
+    or the scores' device. Its value is read by the kernel, as positive() checks a float's."""
+    torch._check_value(t.dim() == 0, lambda: f"{name} must be a float or a 0-dim tensor (one temperature for every row), got shape {list(t.shape)}")
+    torch._check_type(t.dtype.is_floating_point, lambda: f"{name} must be a floating-point tensor, got {t.dtype}")
+    torch._check_value(t.device.type == "cpu" or t.device == scores.device,
+                       lambda: f"{name} must be on the CPU or on the device of the scores ({scores.device}), got {t.device}")
+
+
 def row_loss_grad(grad: Tensor, scores: Tensor, reduced: bool) -> None:
     """The upstream gradient of a per-row loss: a scalar for 'mean'/'sum', else [B]."""
     torch._check_type(grad.dtype == scores.dtype, lambda: f"grad must have the dtype of the scores ({scores.dtype}), got {grad.dtype}")

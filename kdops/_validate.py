@@ -45,3 +45,18 @@ def check_positive(value: float, name: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_temperature(value: float | Tensor, name: str) -> float | Tensor:
+    """A temperature: a positive finite number, or a 0-dim floating-point tensor, which may
+    require grad (a learned temperature). A tensor's value is checked by the op that reads it (a
+    read here would be one more device sync)."""
+    if not isinstance(value, Tensor):
+        return check_positive(value, name)
+    if value.dim() != 0:
+        raise ValueError(
+            f"{name} must be a float or a 0-dim tensor (one temperature for every row), got shape {list(value.shape)}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    return value

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from kdops import ops as _registrations  # noqa: F401  (registers fake kernels and autograd)
-from kdops._validate import check_backend, check_positive, check_reduction, check_tensor
+from kdops._validate import check_backend, check_reduction, check_temperature, check_tensor
 
 # The op namespace every function below calls. Always torch.ops.kdops for users; the test suite
 # swaps in torch.ops.kdops_sim (tests/helpers.py) to run the same public API on the CUDA kernels
@@ -213,7 +213,7 @@ def pld_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     target: Tensor,
-    temperature: float = 1.0,
+    temperature: float | Tensor = 1.0,
     reduction: str = "mean",
 ) -> Tensor:
     """Plackett-Luce Distillation: the PL loss of ``student_logits`` [B, C] on the
@@ -225,22 +225,28 @@ def pld_loss(
 
     The sort is part of the fused op. Gradients flow to the student and, through the weights
     (the ranking being piecewise constant), to the teacher when it requires grad.
+
+    ``temperature``: a positive float, or a 0-dim floating tensor (on the CPU or the logits'
+    device) that may require grad, a learned temperature: ``dL/dT = -(1/T) sum_c t_c dL/dt_c``.
+    The op reads a tensor's value on the host: free on the CPU, one device sync on a GPU.
     """
     check_reduction(reduction)
     check_tensor(student_logits, "student_logits")
     check_tensor(teacher_logits, "teacher_logits")
     check_tensor(target, "target")
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_temperature(temperature, "temperature")
     check_backend(student_logits, "kdops.pld_loss")
+    if isinstance(temperature, Tensor):
+        return _ops.pld_loss.tensor_temperature(student_logits, teacher_logits, target, temperature, reduction)[0]
     return _ops.pld_loss.default(student_logits, teacher_logits, target, temperature, reduction)[0]
 
 
 def listwise_kd_loss(
     student: Tensor,
     teacher: Tensor,
-    temperature: float = 1.0,
-    student_temperature: float | None = None,
-    teacher_temperature: float | None = None,
+    temperature: float | Tensor = 1.0,
+    student_temperature: float | Tensor | None = None,
+    teacher_temperature: float | Tensor | None = None,
     lengths: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
@@ -251,6 +257,12 @@ def listwise_kd_loss(
 
     ``student``, ``teacher`` [B, n]; each temperature defaults to ``temperature``; ``lengths``
     and ``reduction`` as in :func:`plackett_luce_loss`. Gradients flow to both scores.
+
+    Each temperature is a positive float, or a 0-dim floating tensor (on the CPU or the scores'
+    device) that may require grad, a learned temperature: ``dL/dTs = (2 L - sum_i s_i dL/ds_i) / Ts``
+    and ``dL/dTt = -(1/Tt) sum_i t_i dL/dt_i`` (a tensor ``temperature`` standing for both sides
+    gets their sum). The op reads a tensor's value on the host: free on the CPU, one device sync
+    on a GPU.
     """
     check_reduction(reduction)
     check_tensor(student, "student")
@@ -258,8 +270,13 @@ def listwise_kd_loss(
     _check_optional(lengths, "lengths")
     # Each checked under the name it was given by (a bad `temperature` is named so, not as the
     # side it stands in for).
-    temperature = check_positive(temperature, "temperature")
-    ts = temperature if student_temperature is None else check_positive(student_temperature, "student_temperature")
-    tt = temperature if teacher_temperature is None else check_positive(teacher_temperature, "teacher_temperature")
+    temperature = check_temperature(temperature, "temperature")
+    ts = temperature if student_temperature is None else check_temperature(student_temperature, "student_temperature")
+    tt = temperature if teacher_temperature is None else check_temperature(teacher_temperature, "teacher_temperature")
     check_backend(student, "kdops.listwise_kd_loss")
+    if isinstance(ts, Tensor) or isinstance(tt, Tensor):
+        # The overload takes both as tensors: a float side as a float64 CPU scalar (exact, no copy
+        # to a device).
+        ts, tt = (t if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64) for t in (ts, tt))
+        return _ops.listwise_kd_loss.tensor_temperature(student, teacher, lengths, ts, tt, reduction)
     return _ops.listwise_kd_loss.default(student, teacher, lengths, ts, tt, reduction)

@@ -4,7 +4,8 @@ of every op is an op of its own (``<op>_backward``), so compiled graphs keep it 
 double backward is not supported and says so. ``listmle_and_grads``, ``pld_loss_and_grads`` and
 ``listwise_kd_loss_and_grads`` are the loss and its gradients at an upstream gradient of 1 in
 one pass, which the autograd forward runs when an input requires grad (the backward then scales
-them).
+them). pld_loss and listwise_kd_loss and their backward ops have a ``tensor_temperature``
+overload taking the temperatures as 0-dim tensors (which may require grad).
 
 When kdops._C_sim was built (``KDOPS_SIM=1``: the CUDA kernels run on CPU tensors by the
 project's CUDA simulator, for tests), its ops torch.ops.kdops_sim.* get the same fake kernels:
@@ -379,6 +380,51 @@ def _(student, teacher, lengths, student_temperature, teacher_temperature, reduc
         torch.empty_like(student, memory_format=torch.contiguous_format),
         _grad_if(student, teacher_grad),
     )
+
+
+# The tensor_temperature overloads: the float op's outputs, once the temperature tensors pass
+# their checks (their values are read only by the kernels).
+
+
+@_fake("pld_loss.tensor_temperature")
+def _(student_logits, teacher_logits, target, temperature, reduction):
+    check.temperature_tensor(temperature, student_logits, "temperature")
+    return _FAKES["pld_loss"](student_logits, teacher_logits, target, 1.0, reduction)
+
+
+@_fake("pld_loss_backward.tensor_temperature")
+def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, teacher_grad):
+    check.temperature_tensor(temperature, student_logits, "temperature")
+    return _FAKES["pld_loss_backward"](grad, student_logits, teacher_logits, ranking, 1.0, reduction, teacher_grad)
+
+
+@_fake("pld_loss_and_grads.tensor_temperature")
+def _(student_logits, teacher_logits, target, temperature, reduction, teacher_grad):
+    check.temperature_tensor(temperature, student_logits, "temperature")
+    return _FAKES["pld_loss_and_grads"](student_logits, teacher_logits, target, 1.0, reduction, teacher_grad)
+
+
+def _temperature_tensors(student, student_temperature, teacher_temperature):
+    check.temperature_tensor(student_temperature, student, "student_temperature")
+    check.temperature_tensor(teacher_temperature, student, "teacher_temperature")
+
+
+@_fake("listwise_kd_loss.tensor_temperature")
+def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction):
+    _temperature_tensors(student, student_temperature, teacher_temperature)
+    return _FAKES["listwise_kd_loss"](student, teacher, lengths, 1.0, 1.0, reduction)
+
+
+@_fake("listwise_kd_loss_backward.tensor_temperature")
+def _(grad, student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
+    _temperature_tensors(student, student_temperature, teacher_temperature)
+    return _FAKES["listwise_kd_loss_backward"](grad, student, teacher, lengths, 1.0, 1.0, reduction, teacher_grad)
+
+
+@_fake("listwise_kd_loss_and_grads.tensor_temperature")
+def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
+    _temperature_tensors(student, student_temperature, teacher_temperature)
+    return _FAKES["listwise_kd_loss_and_grads"](student, teacher, lengths, 1.0, 1.0, reduction, teacher_grad)
 
 
 for _namespace in NAMESPACES:

@@ -171,19 +171,22 @@ def listmle(
     return plackett_luce_loss(scores, ranking, lengths=lengths, top_k=top_k, reduction=reduction)
 
 
-def _tempered(x: Tensor, temperature: float, valid: Tensor | None = None) -> Tensor:
+def _tempered(x: Tensor, temperature: float | Tensor, valid: Tensor | None = None) -> Tensor:
     """(x - max) / T per row: the logits of softmax(x / T), shifted by the row's max (over its
     valid items) before the division, so that no x / T is formed that overflows on finite inputs
     (x = 1e9 at T = 1e-30: the max items give exactly 0, the others -inf, the hard max). The max
     is detached: a softmax does not depend on its shift. A row whose max is not finite has no
-    softmax: NaN. Padding (not `valid`) takes the dtype's lowest value afterwards (as in
-    plackett_luce_loss: both sides' padding then cancels in log p - log q, finite gradients)."""
+    softmax: NaN; a row of no valid item is shifted by 0 (it has no softmax to take, and a NaN
+    there would reach a temperature's gradient through the padding's 0 gradient). Padding (not
+    `valid`) takes the dtype's lowest value afterwards (as in plackett_luce_loss: both sides'
+    padding then cancels in log p - log q, finite gradients)."""
     if valid is None:
         top = x.amax(dim=1, keepdim=True)
     else:
         top = torch.where(valid, x, float("-inf")).amax(dim=1, keepdim=True)
     top = top.detach()
-    top = torch.where(top.isfinite(), top, float("nan"))
+    empty = torch.zeros_like(top, dtype=torch.bool) if valid is None else ~valid.any(dim=1, keepdim=True)
+    top = torch.where(top.isfinite(), top, torch.where(empty, 0.0, float("nan")))
     z = (x - top) / temperature
     return z if valid is None else torch.where(valid, z, torch.finfo(x.dtype).min)
 
@@ -201,7 +204,7 @@ def pld_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     target: Tensor,
-    temperature: float = 1.0,
+    temperature: float | Tensor = 1.0,
     reduction: str = "mean",
 ) -> Tensor:
     """Plackett-Luce Distillation: the Plackett-Luce loss of the student's logits on the
@@ -209,7 +212,8 @@ def pld_loss(
     softmax probability (at the temperature) of the class it holds::
 
         loss_b = sum_k softmax(t_b / T)[pi_k] * (logsumexp_{j >= k} s[pi_j] - s[pi_k])
-    """
+
+    A temperature tensor that requires grad gets its gradient by autograd through t / T."""
     ranking = pld_ranking(teacher_logits, target)
     weights = torch.softmax(_tempered(teacher_logits, temperature), dim=1).gather(1, ranking)
     return plackett_luce_loss(student_logits, ranking, weights=weights, reduction=reduction)
@@ -218,9 +222,9 @@ def pld_loss(
 def listwise_kd_loss(
     student: Tensor,
     teacher: Tensor,
-    temperature: float = 1.0,
-    student_temperature: float | None = None,
-    teacher_temperature: float | None = None,
+    temperature: float | Tensor = 1.0,
+    student_temperature: float | Tensor | None = None,
+    teacher_temperature: float | Tensor | None = None,
     lengths: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
@@ -228,7 +232,8 @@ def listwise_kd_loss(
 
         loss_b = Ts^2 * KL(softmax(teacher_b / Tt) || softmax(student_b / Ts))
 
-    over the row's valid items; each temperature defaults to ``temperature``."""
+    over the row's valid items; each temperature defaults to ``temperature``. Temperature
+    tensors that require grad get their gradients by autograd through the formula."""
     ts = temperature if student_temperature is None else student_temperature
     tt = temperature if teacher_temperature is None else teacher_temperature
     valid = _valid_columns(student, lengths)

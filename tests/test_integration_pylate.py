@@ -98,6 +98,22 @@ def test_distillation_loss_matches_pylate():
             torch.testing.assert_close(torch.autograd.grad(ours, scores)[0], torch.autograd.grad(expected, scores)[0])
 
 
+def test_distillation_loss_with_a_learned_temperature():
+    """kdops' extra: temperature=T gives T^2 KL(softmax(labels / T) || softmax(scores / T)) after
+    the normalisation (1.0: PyLate's loss), and a tensor T gets that formula's gradient."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    for normalize in (True, False):
+        t, ref_t = (torch.tensor(0.7, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        ours = kd_pylate.distillation_loss(scores, labels, normalize, temperature=t)
+        low, high = scores.min(1, keepdim=True).values, scores.max(1, keepdim=True).values
+        student = (scores - low) / (high - low + 1e-8) if normalize else scores
+        expected = ref_t**2 * pylate_distillation(student / ref_t, labels / ref_t, normalize=False)
+        torch.testing.assert_close(ours, expected)
+        torch.testing.assert_close(torch.autograd.grad(ours, t)[0], torch.autograd.grad(expected, ref_t)[0])
+
+
 ROOT = Path(__file__).resolve().parent.parent
 PYLATE_PYTHON = ROOT / os.environ.get("PYLATE_VENV", ".venv-pylate") / "bin" / "python"
 

@@ -434,6 +434,34 @@ def small_colbert_model():
     return model
 
 
+def test_distill_kl_learns_the_temperature(small_colbert_model):
+    """learn_temperature=True (kdops' extra): the original's loss at the starting temperature;
+    log T's gradient is T dL/dT of sentence-transformers' own formula run with the temperature as
+    a tensor; a few optimizer steps on it move T."""
+    model = small_colbert_model
+    features = _mv_features(model, 3)
+    target = torch.randn(len(QUERIES), 3, generator=torch.Generator().manual_seed(4)) * 2
+    ours = kd_st.MultiVectorDistillKLDivLoss(model, temperature=0.5, learn_temperature=True)
+    assert ours.get_config_dict()["learn_temperature"] is True
+    log_t = ours.learned_temperature.log_temperature
+    assert any(p is log_t for p in ours.parameters())  # the trainer optimises the loss's parameters
+    theirs = mv_losses.MultiVectorDistillKLDivLoss(model, temperature=0.5)
+    theirs._checked_teacher_scale = True  # its one-time check formats the temperature as a float
+    t = torch.tensor(0.5, requires_grad=True)
+    theirs.student_temperature = theirs.teacher_temperature = t
+    loss, expected = ours(features, target), theirs(features, target)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    (grad,), (expected_grad,) = torch.autograd.grad(loss, log_t), torch.autograd.grad(expected, t)
+    torch.testing.assert_close(grad, 0.5 * expected_grad, rtol=1e-4, atol=1e-6)
+    optimizer = torch.optim.SGD([log_t], lr=1.0)
+    for _ in range(3):
+        (log_t.grad,) = torch.autograd.grad(ours(features, target), log_t)
+        optimizer.step()
+    assert abs(ours.learned_temperature().item() - 0.5) > 1e-3
+    with pytest.raises(ValueError, match="both replace it"):
+        kd_st.MultiVectorDistillKLDivLoss(model, student_temperature=1.0, teacher_temperature=2.0, learn_temperature=True)
+
+
 def test_cached_mnrl_matches_sentence_transformers(small_colbert_model):
     colbert_model = small_colbert_model
     features = _mv_features(colbert_model, 2)

@@ -1,32 +1,19 @@
 // What every op family's Autograd kernel shares (the torchvision csrc/ops/autograd pattern): a
 // forward that calls the op below autograd, a backward that calls the `<op>_backward` op, both
-// through the dispatcher of this library's namespace (KDOPS_NS), so the same source serves the
-// kdops library and any other built with another -DKDOPS_NS.
+// found by find_op (common/find_op.h).
 #pragma once
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
-#include <string>
-
-#include "common/macros.h"
+#include "common/find_op.h"
 
 namespace kdops::autograd {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The handle of op `name` of this library, typed by its C++ signature. Looked up once per
-// call site (a function-local static at the caller), so the per-call cost is a plain call.
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow((std::string(KDOPS_NS_STR "::") + name).c_str(), "")
-      .typed<Signature>();
-}
 
 using OptTensor = c10::optional<at::Tensor>;
 

@@ -1,7 +1,10 @@
 // Autograd of the Plackett-Luce family. listmle and pld_loss also return the ranking their sort
 // built: it is non-differentiable and saved, and listmle's backward is plackett_luce_loss's with
 // that ranking (the ranking is piecewise constant in the relevance, which gets no gradient).
+// pld_loss and listwise_kd_loss take their temperatures as floats or, in their tensor_temperature
+// overloads, as tensors that may require grad (autograd/temperature.h): one Function for both.
 #include "autograd/autograd_common.h"
+#include "autograd/temperature.h"
 
 namespace kdops::autograd {
 namespace {
@@ -13,13 +16,27 @@ using PLBackward = std::tuple<at::Tensor, at::Tensor>(
 // The gradients an *_and_grads op computed at an upstream gradient of 1, times the upstream
 // gradient g (a scalar, or one per row for reduction "none"); undefined where not needed.
 std::tuple<at::Tensor, at::Tensor> scaled_grads(const at::Tensor& g, const std::string& reduction,
-                                                const c10::List<bool>& needs,
+                                                bool student, bool teacher,
                                                 const at::Tensor& unit_student,
                                                 const at::Tensor& unit_teacher) {
   const at::Tensor per_item = reduction == "none" ? g.unsqueeze(1) : g;
-  return {needs[0] ? unit_student.mul(per_item) : at::Tensor(),
-          needs[1] ? unit_teacher.mul(per_item) : at::Tensor()};
+  return {student ? unit_student.mul(per_item) : at::Tensor(),
+          teacher ? unit_teacher.mul(per_item) : at::Tensor()};
 }
+
+// Which inputs of a distillation loss want a gradient: the student's and the teacher's scores and
+// their temperatures (PLD's one temperature is the teacher's). A temperature's gradient is formed
+// from the gradient of the scores it divides (autograd/temperature.h), so those are computed when
+// either wants one.
+struct DistillGrads {
+  bool student, teacher, student_temperature, teacher_temperature;
+
+  bool student_scores() const { return student || student_temperature; }
+  bool teacher_scores() const { return teacher || teacher_temperature; }
+  bool any() const { return student_scores() || teacher_scores(); }
+  c10::List<bool> list() const { return c10::List<bool>({student, teacher, student_temperature, teacher_temperature}); }
+  static DistillGrads of(const c10::List<bool>& l) { return {l[0], l[1], l[2], l[3]}; }
+};
 
 class PlackettLuceFunction : public torch::autograd::Function<PlackettLuceFunction> {
  public:
@@ -94,60 +111,68 @@ class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
                                         ctx->saved_data["top_k"].toOptional<int64_t>(), reduction,
                                         false));
     } else {
-      grad_scores = std::get<0>(scaled_grads(grads[0], reduction, c10::List<bool>({true, false}),
-                                             s[3], at::Tensor()));
+      grad_scores = std::get<0>(scaled_grads(grads[0], reduction, true, false, s[3], at::Tensor()));
     }
     return {grad_scores, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // As ListwiseKDFunction below: pld_loss_and_grads when an input requires grad.
-class PLDFunction : public torch::autograd::Function<PLDFunction> {
+template <typename Temperature>
+class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
+  using T = TemperatureArg<Temperature>;
+
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
                                const at::Tensor& teacher, const at::Tensor& target,
-                               double temperature, c10::string_view reduction) {
+                               T temperature, c10::string_view reduction) {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, double, c10::string_view)>(
-        "pld_loss");
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, T, c10::string_view)>(
+        "pld_loss", temperature_overload<Temperature>());
     static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, double, c10::string_view, bool)>(
-        "pld_loss_and_grads");
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, T, c10::string_view, bool)>(
+        "pld_loss_and_grads", temperature_overload<Temperature>());
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->set_materialize_grads(false);  // no zero-filled gradient for the int64 ranking
-    ctx->saved_data["temperature"] = temperature;
+    const DistillGrads needs{student.requires_grad(), teacher.requires_grad(), false, requires_grad(temperature)};
     ctx->saved_data["reduction"] = std::string(reduction);
-    ctx->saved_data["grads"] = c10::List<bool>({student.requires_grad(), teacher.requires_grad()});
-    if (!student.requires_grad() && !teacher.requires_grad()) {
+    ctx->saved_data["grads"] = needs.list();
+    if (!needs.any()) {
       auto [loss, ranking] = op.call(student, teacher, target, temperature, reduction);
       ctx->mark_non_differentiable({ranking});
       return {loss, ranking};
     }
     auto [loss, ranking, grad_student, grad_teacher] =
-        with_grads.call(student, teacher, target, temperature, reduction, teacher.requires_grad());
+        with_grads.call(student, teacher, target, temperature, reduction, needs.teacher_scores());
     ctx->mark_non_differentiable({ranking});
-    ctx->save_for_backward({student, teacher, ranking, grad_student, grad_teacher});
+    save_with_temperatures(ctx, {student, teacher, ranking, grad_student, grad_teacher},
+                           std::array<Temperature, 1>{temperature});
     return {loss, ranking};
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-        c10::string_view, bool)>("pld_loss_backward");
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, T,
+        c10::string_view, bool)>("pld_loss_backward", temperature_overload<Temperature>());
     if (!grads[0].defined()) return variable_list(5);  // only the ranking was used downstream
     const auto s = ctx->get_saved_variables();
-    const auto needs = ctx->saved_data["grads"].toBoolList();
+    const auto needs = DistillGrads::of(ctx->saved_data["grads"].toBoolList());
+    const auto [temperature] = saved_temperatures<Temperature, 1>(ctx, s);
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
     at::Tensor grad_student, grad_teacher;
     if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
       std::tie(grad_student, grad_teacher) =
-          op.call(grads[0], s[0], s[1], s[2], ctx->saved_data["temperature"].toDouble(), reduction,
-                  needs[1]);
+          op.call(grads[0], s[0], s[1], s[2], temperature, reduction, needs.teacher_scores());
     } else {
-      std::tie(grad_student, grad_teacher) = scaled_grads(grads[0], reduction, needs, s[3], s[4]);
+      std::tie(grad_student, grad_teacher) =
+          scaled_grads(grads[0], reduction, needs.student, needs.teacher_scores(), s[3], s[4]);
     }
-    return {if_needed(needs[0], grad_student), if_needed(needs[1], grad_teacher), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    at::Tensor grad_temperature;
+    if constexpr (kTensorTemperature<Temperature>) {
+      if (needs.teacher_temperature) grad_temperature = logits_temperature_grad(s[1], grad_teacher, temperature);
+    }
+    return {if_needed(needs.student, grad_student), if_needed(needs.teacher, grad_teacher), at::Tensor(),
+            grad_temperature, at::Tensor()};
   }
 };
 
@@ -155,51 +180,63 @@ class PLDFunction : public torch::autograd::Function<PLDFunction> {
 // gradients for an upstream gradient of 1, from the same softmaxes, and the backward scales them
 // by the upstream gradient (per row for reduction "none"). A backward that is itself recorded
 // (create_graph=True) calls listwise_kd_loss_backward instead, which refuses double backward.
-class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction> {
+template <typename Temperature>
+class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction<Temperature>> {
+  using T = TemperatureArg<Temperature>;
+
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
                                const at::Tensor& teacher, const OptTensor& lengths,
-                               double student_temperature, double teacher_temperature,
+                               T student_temperature, T teacher_temperature,
                                c10::string_view reduction) {
     static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                        double, double, c10::string_view)>("listwise_kd_loss");
+                                        T, T, c10::string_view)>(
+        "listwise_kd_loss", temperature_overload<Temperature>());
     static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const OptTensor&, double, double, c10::string_view,
-        bool)>("listwise_kd_loss_and_grads");
+        const at::Tensor&, const at::Tensor&, const OptTensor&, T, T, c10::string_view,
+        bool)>("listwise_kd_loss_and_grads", temperature_overload<Temperature>());
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->saved_data["student_temperature"] = student_temperature;
-    ctx->saved_data["teacher_temperature"] = teacher_temperature;
+    const DistillGrads needs{student.requires_grad(), teacher.requires_grad(),
+                             requires_grad(student_temperature), requires_grad(teacher_temperature)};
     ctx->saved_data["reduction"] = std::string(reduction);
-    ctx->saved_data["grads"] = c10::List<bool>({student.requires_grad(), teacher.requires_grad()});
-    if (!student.requires_grad() && !teacher.requires_grad()) {
+    ctx->saved_data["grads"] = needs.list();
+    if (!needs.any()) {
       return {op.call(student, teacher, lengths, student_temperature, teacher_temperature, reduction)};
     }
     auto [loss, grad_student, grad_teacher] =
         with_grads.call(student, teacher, lengths, student_temperature, teacher_temperature,
-                        reduction, teacher.requires_grad());
-    ctx->save_for_backward(
-        {student, teacher, lengths.value_or(at::Tensor()), grad_student, grad_teacher});
+                        reduction, needs.teacher_scores());
+    // The loss (an output: saved without a reference cycle) only for dL/dTs's 2 L / Ts.
+    save_with_temperatures(ctx,
+                           {student, teacher, lengths.value_or(at::Tensor()), grad_student, grad_teacher,
+                            needs.student_temperature ? loss : at::Tensor()},
+                           std::array<Temperature, 2>{student_temperature, teacher_temperature});
     return {loss};
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, double, double,
-        c10::string_view, bool)>("listwise_kd_loss_backward");
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, T, T,
+        c10::string_view, bool)>("listwise_kd_loss_backward", temperature_overload<Temperature>());
     const auto s = ctx->get_saved_variables();
-    const auto needs = ctx->saved_data["grads"].toBoolList();
+    const auto needs = DistillGrads::of(ctx->saved_data["grads"].toBoolList());
+    const auto [ts, tt] = saved_temperatures<Temperature, 2>(ctx, s);
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
     at::Tensor grad_student, grad_teacher;
     if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
       std::tie(grad_student, grad_teacher) =
-          op.call(grads[0], s[0], s[1], optional_of(s[2]),
-                  ctx->saved_data["student_temperature"].toDouble(),
-                  ctx->saved_data["teacher_temperature"].toDouble(), reduction, needs[1]);
+          op.call(grads[0], s[0], s[1], optional_of(s[2]), ts, tt, reduction, needs.teacher_scores());
     } else {
-      std::tie(grad_student, grad_teacher) = scaled_grads(grads[0], reduction, needs, s[3], s[4]);
+      std::tie(grad_student, grad_teacher) = scaled_grads(
+          grads[0], reduction, needs.student_scores(), needs.teacher_scores(), s[3], s[4]);
     }
-    return {if_needed(needs[0], grad_student), if_needed(needs[1], grad_teacher), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    at::Tensor grad_ts, grad_tt;
+    if constexpr (kTensorTemperature<Temperature>) {
+      if (needs.student_temperature) grad_ts = student_temperature_grad(grads[0], s[5], s[0], grad_student, ts);
+      if (needs.teacher_temperature) grad_tt = logits_temperature_grad(s[1], grad_teacher, tt);
+    }
+    return {if_needed(needs.student, grad_student), if_needed(needs.teacher, grad_teacher), at::Tensor(),
+            grad_ts, grad_tt, at::Tensor()};
   }
 };
 
@@ -218,19 +255,24 @@ std::tuple<at::Tensor, at::Tensor> listmle_autograd(const at::Tensor& scores,
   return {out[0], out[1]};
 }
 
+template <typename Temperature>
 std::tuple<at::Tensor, at::Tensor> pld_loss_autograd(const at::Tensor& student,
                                                      const at::Tensor& teacher,
-                                                     const at::Tensor& target, double temperature,
+                                                     const at::Tensor& target,
+                                                     TemperatureArg<Temperature> temperature,
                                                      c10::string_view reduction) {
-  auto out = PLDFunction::apply(student, teacher, target, temperature, reduction);
+  auto out = PLDFunction<Temperature>::apply(student, teacher, target, temperature, reduction);
   return {out[0], out[1]};
 }
 
+template <typename Temperature>
 at::Tensor listwise_kd_loss_autograd(const at::Tensor& student, const at::Tensor& teacher,
-                                     const OptTensor& lengths, double student_temperature,
-                                     double teacher_temperature, c10::string_view reduction) {
-  return ListwiseKDFunction::apply(student, teacher, lengths, student_temperature,
-                                   teacher_temperature, reduction)[0];
+                                     const OptTensor& lengths,
+                                     TemperatureArg<Temperature> student_temperature,
+                                     TemperatureArg<Temperature> teacher_temperature,
+                                     c10::string_view reduction) {
+  return ListwiseKDFunction<Temperature>::apply(student, teacher, lengths, student_temperature,
+                                                teacher_temperature, reduction)[0];
 }
 
 }  // namespace
@@ -240,12 +282,18 @@ TORCH_LIBRARY_IMPL(KDOPS_NS, Autograd, m) {
   m.impl("plackett_luce_loss_backward", no_double_backward_kernel());
   m.impl("listmle", &listmle_autograd);
   m.impl("listmle_and_grads", no_double_backward_kernel());
-  m.impl("pld_loss", &pld_loss_autograd);
+  m.impl("pld_loss", &pld_loss_autograd<double>);
   m.impl("pld_loss_backward", no_double_backward_kernel());
   m.impl("pld_loss_and_grads", no_double_backward_kernel());
-  m.impl("listwise_kd_loss", &listwise_kd_loss_autograd);
+  m.impl("listwise_kd_loss", &listwise_kd_loss_autograd<double>);
   m.impl("listwise_kd_loss_backward", no_double_backward_kernel());
   m.impl("listwise_kd_loss_and_grads", no_double_backward_kernel());
+  m.impl("pld_loss.tensor_temperature", &pld_loss_autograd<at::Tensor>);
+  m.impl("pld_loss_backward.tensor_temperature", no_double_backward_kernel());
+  m.impl("pld_loss_and_grads.tensor_temperature", no_double_backward_kernel());
+  m.impl("listwise_kd_loss.tensor_temperature", &listwise_kd_loss_autograd<at::Tensor>);
+  m.impl("listwise_kd_loss_backward.tensor_temperature", no_double_backward_kernel());
+  m.impl("listwise_kd_loss_and_grads.tensor_temperature", no_double_backward_kernel());
 }
 
 }  // namespace kdops::autograd

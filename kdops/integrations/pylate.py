@@ -42,6 +42,7 @@ from torch import Tensor
 
 import kdops
 from kdops.integrations._patching import Patcher
+from kdops.losses import learned_temperature
 
 try:
     import pylate.losses as _pylate_losses
@@ -241,16 +242,20 @@ def min_max_normalize(scores: Tensor, epsilon: float = 1e-8) -> Tensor:
     return torch.where(high > low, normalized, torch.zeros_like(normalized))
 
 
-def distillation_loss(scores: Tensor, labels: Tensor, normalize_scores: bool = True, size_average: bool = True) -> Tensor:
+def distillation_loss(scores: Tensor, labels: Tensor, normalize_scores: bool = True, size_average: bool = True,
+                      temperature: float | Tensor = 1.0) -> Tensor:
     """PyLate's ``Distillation`` loss from the student's [B, K] scores and the teacher's [B, K]
     scores: KL(softmax(labels) || softmax(scores)), min-max normalising the student's scores per
     row first when ``normalize_scores`` (see :func:`min_max_normalize`: fp16 rows of equal scores
     stay finite);
-    averaged over queries (``size_average``) or summed. The loss has the scores' dtype."""
+    averaged over queries (``size_average``) or summed. The loss has the scores' dtype.
+    ``temperature`` (kdops' extension; PyLate's loss is 1.0) gives T^2 KL(softmax(labels / T) ||
+    softmax(scores / T)), as :func:`kdops.listwise_kd_loss`; a tensor may require grad."""
     dtype = scores.dtype
     if normalize_scores:
         scores = min_max_normalize(scores)
-    loss = kdops.listwise_kd_loss(scores, labels.detach().to(scores.dtype), reduction="mean" if size_average else "sum")
+    loss = kdops.listwise_kd_loss(scores, labels.detach().to(scores.dtype), temperature,
+                                  reduction="mean" if size_average else "sum")
     return loss.to(dtype)
 
 
@@ -269,11 +274,18 @@ if _pylate_losses is not None:
         KL(softmax(teacher) || softmax(student)) as one :func:`kdops.listwise_kd_loss`): the
         same constructor, call, loss and gradients, and finite where PyLate 1.6.0's fp16
         normalisation divides 0 by 0. A ``loss_function`` the user replaced runs PyLate's
-        original computation with it, after a one-time warning."""
+        original computation with it, after a one-time warning.
 
-        def __init__(self, model, score_metric=None, size_average: bool = True, normalize_scores: bool = True) -> None:
+        kdops' extras, keyword-only: ``temperature`` (see :func:`distillation_loss`; 1.0 is
+        PyLate's loss) and ``learn_temperature=True``, which learns it with the model
+        (:class:`kdops.LearnedTemperature`, starting at ``temperature``)."""
+
+        def __init__(self, model, score_metric=None, size_average: bool = True, normalize_scores: bool = True, *,
+                     temperature: float = 1.0, learn_temperature: bool = False) -> None:
             super().__init__(model, score_metric=score_metric or colbert_kd_scores, size_average=size_average,
                              normalize_scores=normalize_scores)
+            self.temperature = temperature
+            self.learned_temperature = learned_temperature(learn_temperature, temperature)
 
         def _fused_reduction(self) -> str | None:
             module = self.loss_function
@@ -302,7 +314,9 @@ if _pylate_losses is not None:
                 queries_mask=None if _model_attribute(self.model, "do_query_expansion") else masks[0],
                 documents_mask=masks[1].view(queries.size(0), -1, *masks[1].shape[1:]),
             )
-            return distillation_loss(scores, labels, self.normalize_scores, size_average=reduction == "batchmean")
+            temperature = self.temperature if self.learned_temperature is None else self.learned_temperature()
+            return distillation_loss(scores, labels, self.normalize_scores, size_average=reduction == "batchmean",
+                                     temperature=temperature)
 
     class Contrastive(_pylate_losses.Contrastive):
         """``pylate.losses.Contrastive`` scoring with kdops: the in-batch [Q, Q*N] score matrix

@@ -70,6 +70,7 @@ from torch import Tensor, nn
 import kdops
 from kdops.integrations import _multi_vector_inputs as _in
 from kdops.integrations._patching import Patcher
+from kdops.losses import learned_temperature
 
 __all__ = [
     "EMPTY_DOCUMENT_SCORE",
@@ -429,15 +430,38 @@ class MultiVectorDistillKLDivLoss(_KdopsLoss, _mv_losses.MultiVectorDistillKLDiv
     distillation) with kdops MaxSim scoring (:func:`colbert_kd_scores` by default) and
     :func:`kdops.listwise_kd_loss`: Ts^2 * KL(softmax(teacher/Tt) || softmax(student/Ts)),
     averaged over queries, in one fused op. A ``loss_function`` other than the default
-    ``nn.KLDivLoss(reduction="batchmean", log_target=True)`` runs the original."""
+    ``nn.KLDivLoss(reduction="batchmean", log_target=True)`` runs the original.
+
+    kdops' one extra, ``learn_temperature=True``, learns ``temperature`` with the model
+    (:class:`kdops.LearnedTemperature`, starting at ``temperature``; the trainer optimises it
+    with the loss's other parameters), on each side whose own temperature is None."""
 
     def __init__(self, model, *, similarity_fct=None, temperature: float = 1.0, student_temperature: float | None = None,
-                 teacher_temperature: float | None = None, mini_batch_size: int | None = None) -> None:
+                 teacher_temperature: float | None = None, mini_batch_size: int | None = None,
+                 learn_temperature: bool = False) -> None:
         super().__init__(
             model, similarity_fct=similarity_fct or colbert_kd_scores, temperature=temperature,
             student_temperature=student_temperature, teacher_temperature=teacher_temperature,
             mini_batch_size=mini_batch_size,
         )
+        self.learned_temperature = learned_temperature(learn_temperature, temperature, student_temperature,
+                                                       teacher_temperature)
+        # The sides the learned temperature stands for (the original stores `temperature` in
+        # student_temperature / teacher_temperature when they are None).
+        self._learned_sides = (student_temperature is None, teacher_temperature is None)
+
+    def get_config_dict(self) -> dict:
+        config = super().get_config_dict()
+        if self.learned_temperature is not None:
+            config["learn_temperature"] = True
+        return config
+
+    def _temperatures(self) -> tuple[float | Tensor, float | Tensor]:
+        if self.learned_temperature is None:
+            return self.student_temperature, self.teacher_temperature
+        learned = self.learned_temperature()
+        student, teacher = self._learned_sides
+        return (learned if student else self.student_temperature, learned if teacher else self.teacher_temperature)
 
     def forward(self, sentence_features, labels: Tensor) -> Tensor:
         if not self._fused("loss_function", _is_batchmean_kl_of_log_targets):
@@ -470,8 +494,9 @@ class MultiVectorDistillKLDivLoss(_KdopsLoss, _mv_losses.MultiVectorDistillKLDiv
                 torch.softmax(teacher / self.teacher_temperature, dim=-1), labels, self.teacher_temperature,
                 type(self).__name__,
             )
+        student_temperature, teacher_temperature = self._temperatures()
         return kdops.listwise_kd_loss(
-            scores, teacher, student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature
+            scores, teacher, student_temperature=student_temperature, teacher_temperature=teacher_temperature
         )
 
 

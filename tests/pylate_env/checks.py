@@ -240,6 +240,22 @@ def test_distillation_module_matches_pylate(model, normalize_scores, size_averag
                  _loss_and_grads(losses.Distillation(model, **kw), model, features, labels))
 
 
+def test_distillation_module_learns_the_temperature(model):
+    """kdops' extra learn_temperature=True: at T = 1, PyLate's loss; the parameter log T gets a
+    gradient and an optimizer step moves it."""
+    features = _features(model)
+    labels = torch.randn(len(QUERIES), 3, generator=torch.Generator().manual_seed(5)) * 3
+    ours = kd_pylate.Distillation(model, learn_temperature=True)
+    log_t = ours.learned_temperature.log_temperature
+    with torch.no_grad():
+        torch.testing.assert_close(ours(features, labels), losses.Distillation(model)(features, labels),
+                                   rtol=1e-5, atol=1e-6)
+    (log_t.grad,) = torch.autograd.grad(ours(features, labels), log_t)
+    assert log_t.grad != 0
+    torch.optim.SGD([log_t], lr=1.0).step()
+    assert log_t.item() != 0.0
+
+
 @pytest.mark.parametrize("name", ["Contrastive", "CachedContrastive"])
 def test_contrastive_modules_match_pylate(model, name):
     features = _features(model, ways=2)
