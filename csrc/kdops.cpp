@@ -60,9 +60,9 @@ TORCH_LIBRARY(KDOPS_NS, m) {
       "maxsim_quantized(Tensor Q, Tensor? q_scale, Tensor D, Tensor d_scale, Tensor? q_mask, "
       "Tensor? d_mask, bool length_normalize, bool with_argmax=False) -> (Tensor, Tensor)");
   // maxsim_residual: docs in ColBERT/PLAID's residual format, decoded token by token:
-  // normalize(centroids[codes] + bucket_weights[n-bit residual codes]); codes = D.shape[:-1]
-  // (int32 or int64), residuals uint8 [..., Ld, d * nbits / 8] (nbits 1, 2 or 4), centroids
-  // float32 [C, d], bucket_weights float32 [2^nbits]. Q float32.
+  // normalize(centroids[code] + bucket_weights[n-bit residual codes]); codes (int32 or int64)
+  // [Nd, Ld] or [Nq, K, Ld], residuals uint8 codes.shape + [d * nbits / 8] (nbits 1, 2 or 4),
+  // centroids float32 [C, d], bucket_weights float32 [2^nbits]. Q float32.
   m.def(
       "maxsim_residual(Tensor Q, Tensor codes, Tensor residuals, Tensor centroids, "
       "Tensor bucket_weights, Tensor? q_mask, Tensor? d_mask, bool length_normalize, "

@@ -99,9 +99,9 @@ def test_vnni_equals_generic_bit_for_bit(monkeypatch):
 
 
 def test_int8_extremes_stay_exact():
-    """-128 and 127 everywhere, d = 1040: the largest dot products (|<q, d>| up to 2^24) and the
-    +128 offset's largest partial sums stay exact."""
-    dim = 1040
+    """-128 and 127 everywhere, d = 1024: the largest dot products whose float32 conversion is
+    exact (-128 * -128 * 1024 = 2^24), and the +128 offset's largest partial sums."""
+    dim = 1024
     Q = torch.full((1, 2, dim), -128, dtype=torch.int8)
     Q[0, 1] = 127
     D = torch.full((3, 1, dim), -128, dtype=torch.int8)

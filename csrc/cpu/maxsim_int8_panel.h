@@ -7,7 +7,7 @@
 // uint8 x int8, takes them): sum_e (q_e + 128) d_e = <q, d> + 128 sum_e d_e, and the caller
 // passes bias[t] = 128 * sum_e d_t[e] per doc token, which the kernel subtracts. Every step is
 // an integer one, so the dot product is exact on every path; its float32 conversion is exact
-// while |<q, d>| < 2^24 (d <= 1040 at |q|, |d| <= 127).
+// while |<q, d>| <= 2^24 (d <= 1024 with -128 entries, 1040 in quantize_int8's [-127, 127]).
 #pragma once
 
 #include <cstdint>
