@@ -175,6 +175,24 @@ def test_empty_docs_masked_tokens_and_empty_shapes():
     assert none.shape == (0, 4)
 
 
+def test_same_bits_at_any_thread_count_and_layout_in_memory():
+    """Items are whole (query, doc) columns: scores do not depend on the thread count; a
+    non-contiguous D (a permuted view) gives the scores of its contiguous copy."""
+    gen = torch.Generator().manual_seed(13)
+    Q, D = _int8(gen, (3, 32, 64)), _int8(gen, (64, 40, 300)).permute(2, 1, 0)  # [300, 40, 64] view
+    q_scale, d_scale = _scale(gen, (3, 32)), _scale(gen, (300, 40))
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(kdops.maxsim_quantized(Q, D, q_scale=q_scale, d_scale=d_scale))
+            out.append(kdops.maxsim_quantized(Q, D.contiguous(), q_scale=q_scale, d_scale=d_scale))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, out[0]) for x in out[1:])
+
+
 # --- quantization helpers ---------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu/cpu_clones.h"
+
 namespace kdops::cpu {
 
 const float* e4m3_to_float_table() {
@@ -59,22 +61,39 @@ ResidualRows::ResidualRows(const int32_t* codes, const uint8_t* residuals, const
   }
 }
 
+namespace {
+
+// One token: x = centroid + the weights of its packed buckets (8 / nbits per byte), then
+// x / max(||x||, 1e-12). The squares are summed in 16 interleaved partial sums (a fixed order,
+// which the compiler can keep in one vector register; a single running sum would chain every
+// add on the last one's latency, the bulk of the decoding time).
+template <int kPerByte>
+KDOPS_CPU_CLONES void decode_residual(const float* centroid, const uint8_t* packed, const float* weight_of_byte,
+                                      int64_t dim, float* x) {
+  for (int64_t b = 0; b < dim / kPerByte; ++b) {
+    const float* w = weight_of_byte + packed[b] * kPerByte;
+    for (int p = 0; p < kPerByte; ++p) x[b * kPerByte + p] = centroid[b * kPerByte + p] + w[p];
+  }
+  constexpr int kPartial = 16;
+  float partial[kPartial] = {};
+  for (int64_t e = 0; e < dim; ++e) partial[e % kPartial] += x[e] * x[e];
+  float squares = 0;
+  for (float s : partial) squares += s;
+  const float norm = std::max(std::sqrt(squares), 1e-12f);  // torch.nn.functional.normalize's eps
+  for (int64_t e = 0; e < dim; ++e) x[e] /= norm;
+}
+
+}  // namespace
+
 void ResidualRows::decode(int64_t row, int64_t n, float* out) const {
-  const int per_byte = 8 / nbits;
   const int64_t bytes = dim * nbits / 8;
   for (int64_t t = 0; t < n; ++t) {
     const float* centroid = centroids + int64_t(codes[row + t]) * dim;
     const uint8_t* packed = residuals + (row + t) * bytes;
     float* x = out + t * dim;
-    for (int64_t b = 0; b < bytes; ++b) {
-      const float* w = weight_of_byte.data() + packed[b] * per_byte;
-      for (int p = 0; p < per_byte; ++p) x[b * per_byte + p] = centroid[b * per_byte + p] + w[p];
-    }
-    // torch.nn.functional.normalize(x, p=2, dim=-1): x / max(||x||, 1e-12).
-    float squares = 0;
-    for (int64_t e = 0; e < dim; ++e) squares += x[e] * x[e];
-    const float norm = std::max(std::sqrt(squares), 1e-12f);
-    for (int64_t e = 0; e < dim; ++e) x[e] /= norm;
+    if (nbits == 1) decode_residual<8>(centroid, packed, weight_of_byte.data(), dim, x);
+    if (nbits == 2) decode_residual<4>(centroid, packed, weight_of_byte.data(), dim, x);
+    if (nbits == 4) decode_residual<2>(centroid, packed, weight_of_byte.data(), dim, x);
   }
 }
 
