@@ -302,6 +302,11 @@ def _(Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask, length_nor
     check.dim(centroids, 2, "centroids", "[C, d]")
     torch._check_value(residuals.shape[:-1] == codes.shape if residuals.dim() > 0 else False,
                        lambda: f"residuals must be codes.shape + [d * nbits / 8] = {list(codes.shape)} + [...], got {list(residuals.shape)}")
+    check.shape(centroids, (centroids.shape[0], Q.shape[-1]), "centroids", "[C, d] with Q's d")
+    dim, packed = Q.shape[-1], residuals.shape[-1]
+    torch._check_value(packed * 8 in (dim, 2 * dim, 4 * dim),
+                       lambda: f"residuals' last dimension must be d * nbits / 8 with nbits 1, 2 or 4 (d = {dim}), got {packed}")
+    check.shape(bucket_weights, (2 ** (packed * 8 // dim),), "bucket_weights", "[2^nbits]")
     check.device(Q, "Q", codes=codes, residuals=residuals, centroids=centroids, bucket_weights=bucket_weights)
     return _serving_outputs(Q, codes.shape, q_mask, d_mask, with_argmax)
 
