@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 #include "common/maxsim_inputs.h"
 
 namespace kdops {
@@ -21,7 +23,8 @@ struct ServingArgs {
 inline bool is_quantized_type(at::ScalarType s) { return s == at::kChar || s == at::kFloat8_e4m3fn; }
 
 // Per-token scales: float32 of `shape`, finite and >= 0 (a symmetric scale is max|x| / qmax; a
-// negative one would flip which token is the max). Read on the host: the CPU kernels only.
+// negative one would flip which token is the max). Read on the host for host tensors; a
+// device-side assert in device memory (assert_on_device, as as_bool_mask).
 inline at::Tensor checked_scale(const at::Tensor& scale, at::IntArrayRef shape, const at::Tensor& Q,
                                 const char* name, const char* shape_text) {
   TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat, name, " must be float32, got ", scale.scalar_type());
@@ -29,9 +32,11 @@ inline at::Tensor checked_scale(const at::Tensor& scale, at::IntArrayRef shape, 
                     scale.sizes());
   check_same_device(scale, Q, name, "Q");
   const at::Tensor s = scale.contiguous();
-  TORCH_CHECK_VALUE(s.ge(0).logical_and_(s.isfinite()).all().item<bool>(), name,
-                    " must hold finite values >= 0 (max|x| / qmax per token), got ",
-                    s.lt(0).any().item<bool>() ? "a negative one" : "a NaN or an infinity");
+  const at::Tensor valid = s.ge(0).logical_and_(s.isfinite()).all();
+  const std::string message = std::string(name) + " must hold finite values >= 0 (max|x| / qmax per token)";
+  if (!assert_on_device(valid, message)) {
+    TORCH_CHECK_VALUE(valid.item<bool>(), message, ", got a negative value, a NaN or an infinity");
+  }
   return s;
 }
 
