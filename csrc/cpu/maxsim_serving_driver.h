@@ -30,7 +30,7 @@ constexpr int64_t kServingTokensPerItem = 4096;  // doc token rows per item (who
 constexpr int64_t kServingBlockElems = 16384;    // doc elements decoded per fold (64 KiB float32)
 // A multiply-add's cost, for the parallel grain (parallel_grain.h): float32 reranking (1.2e9 of
 // them) took 46 ms on this project's 2-core VM, 0.04 ns each. int8 runs about 4x faster, so its
-// tasks hold less work than estimated (still a few slices' worth at the reranking shape).
+// tasks hold about a quarter of the work estimated (of a time slice).
 constexpr double kServingMacNs = 0.04;
 
 template <typename MakePolicy>
