@@ -12,6 +12,7 @@
 //       doc token rows [row, row + n) (tokens first .. first + n - 1 of their doc) into the
 //       running max of every panel (panel p at best + p * rows(), arg + p * rows())
 //   float contribution(int64_t q, int64_t i, float max) const   what that max adds to the score
+//   static constexpr double kMacNs             a multiply-add's cost, for the parallel grain
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -28,10 +29,6 @@ namespace kdops::cpu {
 constexpr int64_t kServingRowsPerItem = 256;     // query token rows per all-pairs item
 constexpr int64_t kServingTokensPerItem = 4096;  // doc token rows per item (whole docs, at least one)
 constexpr int64_t kServingBlockElems = 16384;    // doc elements decoded per fold (64 KiB float32)
-// A multiply-add's cost, for the parallel grain (parallel_grain.h): float32 reranking (1.2e9 of
-// them) took 46 ms on this project's 2-core VM, 0.04 ns each. int8 runs about 4x faster, so its
-// tasks hold about a quarter of the work estimated (of a time slice).
-constexpr double kServingMacNs = 0.04;
 
 template <typename MakePolicy>
 void serving_forward(const ServingArgs& a, MakePolicy make_policy, float* scores, int32_t* argmax) {
@@ -44,7 +41,7 @@ void serving_forward(const ServingArgs& a, MakePolicy make_policy, float* scores
   const int64_t block = std::max<int64_t>(1, kServingBlockElems / a.dim);
   const bool* q_mask = a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr;
   const bool* d_mask = a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr;
-  const double item_ns = kServingMacNs * static_cast<double>(queries_per_item * Lq) *
+  const double item_ns = decltype(make_policy())::kMacNs * static_cast<double>(queries_per_item * Lq) *
                          static_cast<double>(columns_per_item * Ld) * static_cast<double>(a.dim);
   at::parallel_for(0, query_items * column_items, parallel_grain(item_ns), [&](int64_t begin, int64_t end) {
     auto policy = make_policy();

@@ -21,6 +21,9 @@ class DecodedPolicy {
   DecodedPolicy(const TokenRows& query, int64_t Lq, const DocRows& docs, CpuIsa isa)
       : kernel_(maxsim_panel_kernel<float>(isa)), query_(query), docs_(docs), Lq_(Lq), dim_(query.dim) {}
 
+  // Float32 reranking (1.2e9 multiply-adds) took 46 ms on this project's 2-core AVX-512 VM.
+  static constexpr double kMacNs = 0.04;
+
   int64_t rows() const { return kernel_.rows; }
 
   void pack(int64_t q0, int64_t q1) {
@@ -59,6 +62,9 @@ class Int8Policy {
              const float* d_scale, CpuIsa isa)
       : kernel_(maxsim_int8_panel_kernel(isa)), Q_(Q), q_scale_(q_scale), D_(D), d_scale_(d_scale),
         Lq_(Lq), dim_(dim) {}
+
+  // int8 reranking (1.2e9 multiply-adds) took 12-14 ms on the same VM (VNNI).
+  static constexpr double kMacNs = 0.01;
 
   int64_t rows() const { return kInt8PanelRows; }
 
