@@ -30,7 +30,7 @@ import torch
 import kdops
 from benchmarks.harness import FLOOR, Case, peak_bytes, time_pass, time_passes_interleaved
 
-FAMILIES = ["margin_mse", "plackett_luce", "maxsim"]
+FAMILIES = ["margin_mse", "plackett_luce", "maxsim", "maxsim_serving"]
 RESULTS = Path(__file__).parent / "results"
 
 

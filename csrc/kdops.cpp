@@ -67,6 +67,25 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "maxsim_backward(Tensor grad, Tensor argmax, Tensor Q, Tensor D, Tensor? q_mask, "
       "Tensor? doc_offsets, bool length_normalize, bool grad_Q, bool grad_D) -> (Tensor, Tensor)");
+  // MaxSim for serving (inference only: the Autograd kernel refuses inputs that require grad),
+  // CPU kernels only for now (the CUDA kernels wait for the MaxSim GPU rework, issue #27).
+  // Layouts of D as maxsim's padded ones: [Nd, Ld, d] (all pairs) or [Nq, K, Ld, d] (per query).
+  // Scores are float32; argmax as maxsim's, an empty int32 [0] unless with_argmax.
+  // maxsim_quantized: D int8 or float8_e4m3fn with a float32 scale per token (d_scale =
+  // D.shape[:-1]); Q float32, or int8 / float8_e4m3fn with q_scale [Nq, Lq]. int8 x int8
+  // accumulates exactly in int32; every other pair decodes tokens to float32 (x * scale) and
+  // accumulates in float32.
+  m.def(
+      "maxsim_quantized(Tensor Q, Tensor? q_scale, Tensor D, Tensor d_scale, Tensor? q_mask, "
+      "Tensor? d_mask, bool length_normalize, bool with_argmax=False) -> (Tensor, Tensor)");
+  // maxsim_residual: docs in ColBERT/PLAID's residual format, decoded token by token:
+  // normalize(centroids[code] + bucket_weights[n-bit residual codes]); codes (int32 or int64)
+  // [Nd, Ld] or [Nq, K, Ld], residuals uint8 codes.shape + [d * nbits / 8] (nbits 1, 2 or 4),
+  // centroids float32 [C, d], bucket_weights float32 [2^nbits]. Q float32.
+  m.def(
+      "maxsim_residual(Tensor Q, Tensor codes, Tensor residuals, Tensor centroids, "
+      "Tensor bucket_weights, Tensor? q_mask, Tensor? d_mask, bool length_normalize, "
+      "bool with_argmax=False) -> (Tensor, Tensor)");
   // Plackett-Luce family (listwise). listmle and pld_loss also return the ranking their sort
   // built (int64 [B, n]; padding columns hold their own index), saved for backward: listmle's
   // backward is plackett_luce_loss_backward with that ranking. The *_backward ops return an empty

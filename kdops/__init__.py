@@ -16,6 +16,14 @@ from kdops.functional import (
     plackett_luce_loss,
     pld_loss,
 )
+from kdops.serving import (
+    maxsim_quantized,
+    maxsim_residual,
+    quantize_fp8,
+    quantize_int8,
+    residual_buckets,
+    residual_compress,
+)
 from kdops.losses import (
     LearnedTemperature,
     ListMLELoss,
@@ -42,8 +50,14 @@ __all__ = [
     "margin_mse",
     "maxsim",
     "maxsim_packed",
+    "maxsim_quantized",
+    "maxsim_residual",
     "plackett_luce_loss",
     "pld_loss",
+    "quantize_fp8",
+    "quantize_int8",
     "reference",
+    "residual_buckets",
+    "residual_compress",
     "__version__",
 ]

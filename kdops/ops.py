@@ -29,7 +29,7 @@ _C = load_extension()
 # Not built unless asked for; when its file exists, an import error is a real error.
 _C_sim = importlib.import_module("kdops._C_sim") if importlib.util.find_spec("kdops._C_sim") else None
 
-__all__ = ["NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"]
+__all__ = ["CUDA_DEFERRED", "NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"]
 
 NAMESPACES = ("kdops", "kdops_sim") if _C_sim is not None else ("kdops",)
 
@@ -248,6 +248,68 @@ def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D)
     dQ = torch.empty_like(Q, memory_format=contiguous) if grad_Q else Q.new_empty(0)
     dD = torch.empty_like(D, memory_format=contiguous) if grad_D else D.new_empty(0)
     return dQ, dD
+
+
+# --- MaxSim for serving (kdops.serving) ----------------------------------------------------
+
+# Ops whose CUDA kernels are deferred (they come with the MaxSim GPU rework, issue #27): a CUDA
+# build has no CUDA kernel for them, and kdops.serving refuses CUDA tensors with that message.
+CUDA_DEFERRED = ("maxsim_quantized", "maxsim_residual")
+
+
+def _serving_outputs(Q, tokens, q_mask, d_mask, with_argmax):
+    """Checks what maxsim_serving_inputs.h checks without values; the (scores, argmax) of docs
+    whose per-token shape is `tokens` ([Nd, Ld] or [Nq, K, Ld])."""
+    check.dim(Q, 3, "Q", "[Nq, Lq, d]")
+    nq, lq = Q.shape[0], Q.shape[1]
+    torch._check_value(len(tokens) in (2, 3), lambda: f"the docs must be [Nd, Ld, ...] or [Nq, K, Ld, ...], got per-token shape {list(tokens)}")
+    torch._check_value(len(tokens) == 2 or tokens[0] == nq,
+                       lambda: f"per-query candidates must be [Nq, K, Ld, ...] with Nq = {nq} (Q.shape[0]), got per-token shape {list(tokens)}")
+    check.mask(q_mask, "q_mask")
+    check.shape(q_mask, (nq, lq), "q_mask", "[Nq, Lq]")
+    check.mask(d_mask, "d_mask")
+    check.shape(d_mask, tokens, "d_mask", "the docs' [..., Ld]")
+    check.device(Q, "Q", q_mask=q_mask, d_mask=d_mask)
+    columns = tokens[-2]
+    argmax_shape = (nq, columns, lq) if with_argmax else (0,)
+    return Q.new_empty((nq, columns), dtype=torch.float32), Q.new_empty(argmax_shape, dtype=torch.int32)
+
+
+@_fake("maxsim_quantized")
+def _(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, with_argmax=False):
+    quantized = (torch.int8, torch.float8_e4m3fn)
+    torch._check_type(D.dtype in quantized, lambda: f"D must be int8 or float8_e4m3fn (float docs: kdops.maxsim), got {D.dtype}")
+    torch._check_type(Q.dtype in quantized + (torch.float32,),
+                      lambda: f"Q must be float32, or int8 / float8_e4m3fn with q_scale, got {Q.dtype}")
+    torch._check_value((q_scale is not None) == (Q.dtype in quantized),
+                       lambda: "q_scale [Nq, Lq] is required with an int8 or float8_e4m3fn Q, and only then")
+    check.dtype(d_scale, torch.float32, "d_scale")
+    check.shape(d_scale, D.shape[:-1], "d_scale", "D.shape[:-1]")
+    check.dtype(q_scale, torch.float32, "q_scale")
+    check.shape(q_scale, Q.shape[:2], "q_scale", "[Nq, Lq]")
+    torch._check_value(D.dim() > 0 and D.shape[-1] == Q.shape[-1],
+                       lambda: f"D must have the embedding size d = {Q.shape[-1]} of Q in its last dimension, got shape {list(D.shape)}")
+    check.device(Q, "Q", D=D, d_scale=d_scale, q_scale=q_scale)
+    return _serving_outputs(Q, D.shape[:-1], q_mask, d_mask, with_argmax)
+
+
+@_fake("maxsim_residual")
+def _(Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask, length_normalize, with_argmax=False):
+    torch._check_type(Q.dtype == torch.float32, lambda: f"Q must be float32, got {Q.dtype}")
+    torch._check_type(codes.dtype in (torch.int32, torch.int64), lambda: f"codes must be int32 or int64 (centroid ids), got {codes.dtype}")
+    check.dtype(residuals, torch.uint8, "residuals")
+    check.dtype(centroids, torch.float32, "centroids")
+    check.dtype(bucket_weights, torch.float32, "bucket_weights")
+    check.dim(centroids, 2, "centroids", "[C, d]")
+    torch._check_value(residuals.shape[:-1] == codes.shape if residuals.dim() > 0 else False,
+                       lambda: f"residuals must be codes.shape + [d * nbits / 8] = {list(codes.shape)} + [...], got {list(residuals.shape)}")
+    check.shape(centroids, (centroids.shape[0], Q.shape[-1]), "centroids", "[C, d] with Q's d")
+    dim, packed = Q.shape[-1], residuals.shape[-1]
+    torch._check_value(packed * 8 in (dim, 2 * dim, 4 * dim),
+                       lambda: f"residuals' last dimension must be d * nbits / 8 with nbits 1, 2 or 4 (d = {dim}), got {packed}")
+    check.shape(bucket_weights, (2 ** (packed * 8 // dim),), "bucket_weights", "[2^nbits]")
+    check.device(Q, "Q", codes=codes, residuals=residuals, centroids=centroids, bucket_weights=bucket_weights)
+    return _serving_outputs(Q, codes.shape, q_mask, d_mask, with_argmax)
 
 
 # --- Plackett-Luce family ---------------------------------------------------------------------

@@ -109,6 +109,89 @@ def maxsim_packed(
     """MaxSim against packed variable-length docs: pad them, then :func:`maxsim` (all pairs)."""
     D, d_mask = pad_packed(D_tokens, doc_offsets)
     return maxsim(Q, D, q_mask, d_mask, length_normalize=length_normalize)
+# --- MaxSim for serving: quantized and residual-compressed docs (inference only) -------------
+
+
+def dequantize(x: Tensor, scale: Tensor) -> Tensor:
+    """int8 / float8_e4m3fn tokens [..., d] with a scale per token [...] as float32 ``x * scale``."""
+    return x.float() * scale[..., None]
+
+
+def maxsim_quantized(
+    Q: Tensor,
+    D: Tensor,
+    q_scale: Tensor | None = None,
+    d_scale: Tensor | None = None,
+    q_mask: Tensor | None = None,
+    d_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """MaxSim of quantized tokens, float32 scores. D is int8 or float8_e4m3fn with a scale per
+    token; Q float32, or int8 / float8_e4m3fn with q_scale.
+
+    int8 Q and D: the dot products are exact integers (int32 accumulation), and
+    ``score = sum_i q_scale[i] * max_j float32(<Q_i, D_j>) * d_scale[j]``. Any other pair:
+    :func:`maxsim` (float32) of the decoded tokens ``x * scale``."""
+    if Q.dtype == torch.int8 and D.dtype == torch.int8:
+        equation = "qid,njd->qnij" if D.dim() == 3 else "qid,qnjd->qnij"
+        dots = torch.einsum(equation, Q.long(), D.long())  # exact integers
+        doc_scale = d_scale[None, :, None, :] if D.dim() == 3 else d_scale[:, :, None, :]
+        sim = dots.float() * doc_scale  # [Nq, K, Lq, Ld]
+        if d_mask is not None:
+            doc_valid = d_mask.bool()[None, :, None, :] if D.dim() == 3 else d_mask.bool()[:, :, None, :]
+            sim = sim.masked_fill(~doc_valid, float("-inf"))
+        if sim.shape[-1] == 0:  # docs without tokens: every max is empty and adds 0
+            best = sim.sum(dim=-1)
+        else:
+            best = sim.max(dim=-1).values
+            best = torch.where(best == float("-inf"), torch.zeros_like(best), best)  # no valid doc token: 0
+        best = best * q_scale[:, None, :]
+        if q_mask is not None:
+            best = torch.where(q_mask.bool()[:, None, :], best, torch.zeros_like(best))
+        scores = best.sum(dim=-1)
+        if length_normalize:
+            lengths = Q.shape[1] if q_mask is None else q_mask.bool().sum(dim=1, keepdim=True)
+            scores = scores / torch.clamp(torch.as_tensor(lengths), min=1)
+        return scores
+    query = Q if Q.dtype == torch.float32 else dequantize(Q, q_scale)
+    return maxsim(query, dequantize(D, d_scale), q_mask, d_mask, length_normalize=length_normalize)
+
+
+def residual_decompress(codes: Tensor, residuals: Tensor, centroids: Tensor, bucket_weights: Tensor) -> Tensor:
+    """ColBERT/PLAID residual-compressed tokens as float32 vectors [..., d], as ColBERT's
+    ResidualCodec.decompress makes them: ``normalize(centroids[code] + bucket_weights[b])``.
+
+    ``residuals [..., d * nbits / 8]`` uint8 holds bucket index b_e of each dimension e in stream
+    bits ``e * nbits + k`` (k = 0 its least significant bit), 8 stream bits per byte, the first in
+    the byte's most significant bit (``numpy.packbits``)."""
+    dim = centroids.shape[1]
+    nbits = residuals.shape[-1] * 8 // dim
+    shifts = torch.arange(7, -1, -1, device=residuals.device)
+    stream = (residuals.long()[..., None] >> shifts) & 1  # [..., bytes, 8], most significant first
+    bits = stream.flatten(-2).unflatten(-1, (dim, nbits))  # [..., d, nbits]
+    buckets = (bits << torch.arange(nbits, device=bits.device)).sum(-1)
+    x = centroids[codes.long()] + bucket_weights[buckets]
+    return torch.nn.functional.normalize(x, p=2, dim=-1)
+
+
+def maxsim_residual(
+    Q: Tensor,
+    codes: Tensor,
+    residuals: Tensor,
+    centroids: Tensor,
+    bucket_weights: Tensor,
+    q_mask: Tensor | None = None,
+    d_mask: Tensor | None = None,
+    *,
+    length_normalize: bool = False,
+) -> Tensor:
+    """:func:`maxsim` of Q against residual-compressed docs (codes ``[Nd, Ld]`` or
+    ``[Nq, K, Ld]``), decoded by :func:`residual_decompress`."""
+    D = residual_decompress(codes, residuals, centroids, bucket_weights)
+    return maxsim(Q, D, q_mask, d_mask, length_normalize=length_normalize)
+
+
 # --- Plackett-Luce family (listwise) ----------------------------------------------------------
 
 

@@ -1,0 +1,102 @@
+// Host side of the serving MaxSim ops (maxsim_quantized, maxsim_residual; schemas and formats in
+// csrc/kdops.cpp): argument checks and the doc layout, shared by their CPU kernels and by the
+// CUDA kernels to come (issue #27). The layouts are maxsim's padded ones (common/maxsim.h): the
+// docs' per-token tensors (D without its last dimension, the scales, codes, mask) are [Nd, Ld]
+// (all pairs) or [Nq, K, Ld] (each query against its own K candidates).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "common/maxsim_inputs.h"
+
+namespace kdops {
+
+struct ServingArgs {
+  at::Tensor Q, q_scale;      // Q contiguous; q_scale float32 [Nq, Lq] or undefined (float Q)
+  at::Tensor q_mask, d_mask;  // undefined, or bool contiguous ([Nq, Lq] / the docs' token shape)
+  int64_t Nq, Lq, dim;
+  MaxSimLayout layout;        // offsets always nullptr: no packed layout here
+};
+
+inline bool is_quantized_type(at::ScalarType s) { return s == at::kChar || s == at::kFloat8_e4m3fn; }
+
+// Per-token scales: float32 of `shape`, finite and >= 0 (a symmetric scale is max|x| / qmax; a
+// negative one would flip which token is the max). Read on the host for host tensors; a
+// device-side assert in device memory (assert_on_device, as as_bool_mask).
+inline at::Tensor checked_scale(const at::Tensor& scale, at::IntArrayRef shape, const at::Tensor& Q,
+                                const char* name, const char* shape_text) {
+  TORCH_CHECK_TYPE(scale.scalar_type() == at::kFloat, name, " must be float32, got ", scale.scalar_type());
+  TORCH_CHECK_VALUE(scale.sizes() == shape, name, " must be ", shape_text, " = ", shape, ", got ",
+                    scale.sizes());
+  check_same_device(scale, Q, name, "Q");
+  const at::Tensor s = scale.contiguous();
+  const at::Tensor valid = s.ge(0).logical_and_(s.isfinite()).all();
+  const std::string message = std::string(name) + " must hold finite values >= 0 (max|x| / qmax per token)";
+  if (!assert_on_device(valid, message)) {
+    TORCH_CHECK_VALUE(valid.item<bool>(), message, ", got a negative value, a NaN or an infinity");
+  }
+  return s;
+}
+
+// The docs' layout from their per-token shape (`tokens` = D.shape[:-1], or codes.shape).
+inline MaxSimLayout serving_layout(at::IntArrayRef tokens, int64_t Nq, const char* name) {
+  TORCH_CHECK_VALUE(tokens.size() == 2 || tokens.size() == 3, name, " must be [Nd, Ld, ...] (all "
+                    "pairs) or [Nq, K, Ld, ...] (per-query candidates), got per-token shape ", tokens);
+  TORCH_CHECK_VALUE(tokens.back() <= std::numeric_limits<int32_t>::max(), name,
+                    "'s doc length Ld must be below 2^31, got ", tokens.back());
+  if (tokens.size() == 2) {
+    return {nullptr, tokens[1], tokens[0], tokens[0], false, tokens[0] * tokens[1]};
+  }
+  TORCH_CHECK_VALUE(tokens[0] == Nq, name, " must be [Nq, K, Ld, ...] with Nq = ", Nq,
+                    " (Q.shape[0]) for per-query candidates, got per-token shape ", tokens);
+  return {nullptr, tokens[2], tokens[1], Nq * tokens[1], true, Nq * tokens[1] * tokens[2]};
+}
+
+// Q, q_scale, the masks, and the layout of docs whose per-token shape is `tokens`.
+inline ServingArgs serving_args(const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale,
+                                bool quantized_query_allowed, at::IntArrayRef tokens,
+                                const char* docs_name, const c10::optional<at::Tensor>& q_mask,
+                                const c10::optional<at::Tensor>& d_mask) {
+  check_dim(Q, 3, "Q", "[Nq, Lq, d]");
+  const at::ScalarType qt = Q.scalar_type();
+  if (quantized_query_allowed) {
+    TORCH_CHECK_TYPE(qt == at::kFloat || is_quantized_type(qt),
+                     "Q must be float32, or int8 / float8_e4m3fn with q_scale, got ", qt);
+  } else {
+    TORCH_CHECK_TYPE(qt == at::kFloat, "Q must be float32, got ", qt);
+  }
+  ServingArgs a;
+  a.Nq = Q.size(0);
+  a.Lq = Q.size(1);
+  a.dim = Q.size(2);
+  TORCH_CHECK_VALUE(a.dim >= 1, "Q must have an embedding size d >= 1, got shape ", Q.sizes());
+  a.Q = Q.contiguous();
+  if (is_quantized_type(qt)) {
+    TORCH_CHECK_VALUE(q_scale.has_value(), "q_scale [Nq, Lq] is required with a ", qt, " Q");
+    a.q_scale = checked_scale(*q_scale, {a.Nq, a.Lq}, Q, "q_scale", "[Nq, Lq]");
+  } else {
+    TORCH_CHECK_VALUE(!q_scale.has_value(), "q_scale is only accepted with an int8 or "
+                      "float8_e4m3fn Q (a float32 Q is not scaled), got a ", qt, " Q");
+  }
+  a.layout = serving_layout(tokens, a.Nq, docs_name);
+  if (q_mask.has_value()) a.q_mask = checked_mask(*q_mask, {a.Nq, a.Lq}, Q, "q_mask", "[Nq, Lq]");
+  if (d_mask.has_value()) a.d_mask = checked_mask(*d_mask, tokens, Q, "d_mask", "the docs' [..., Ld]");
+  return a;
+}
+
+// The empty-or-[Nq, K, Lq] argmax and the [Nq, K] float32 scores of a serving op.
+inline at::Tensor serving_argmax(const ServingArgs& a, bool with_argmax) {
+  const auto opts = a.Q.options().dtype(at::kInt);
+  return with_argmax ? at::empty({a.Nq, a.layout.K, a.Lq}, opts) : at::empty({0}, opts);
+}
+
+// Valid query tokens per query (>= 1) as [Nq, 1] float32: length_normalize's divisor.
+inline at::Tensor serving_query_lengths(const ServingArgs& a) {
+  const auto opts = a.Q.options().dtype(at::kFloat);
+  if (!a.q_mask.defined()) return at::full({a.Nq, 1}, std::max<int64_t>(a.Lq, 1), opts);
+  return a.q_mask.sum(1, /*keepdim=*/true).clamp_min(1).to(at::kFloat);
+}
+
+}  // namespace kdops

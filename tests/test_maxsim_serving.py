@@ -1,0 +1,339 @@
+"""MaxSim for serving (kdops.serving): quantized (int8, float8 e4m3) and ColBERT/PLAID
+residual-compressed docs, on the CPU kernels (their CUDA kernels are deferred, issue #27).
+Against kdops.reference on both padded layouts with masks; int8 x int8 exact (integer dot
+products, checked against decode-then-score where float64 is exact too, and the VNNI path
+against the generic one bit for bit); every decoded path equal to kdops.maxsim on the decoded
+tensors bit for bit; first-index ties; residual codes built by ColBERT's algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import kdops
+from kdops import reference
+from tests.conftest import cpu_has
+
+ISAS = [isa for isa in ("avx512", "generic") if cpu_has(isa)]
+LAYOUTS = ["all_pairs", "per_query"]
+
+
+def _int8(gen, shape, low=-127, high=128):
+    return torch.randint(low, high, shape, generator=gen, dtype=torch.int8)
+
+
+def _scale(gen, shape):
+    return torch.rand(shape, generator=gen) * 0.02 + 0.001
+
+
+def _docs_shape(layout, nq, k, ld, dim):
+    return (k, ld, dim) if layout == "all_pairs" else (nq, k, ld, dim)
+
+
+def _masks(gen, nq, lq, tokens):
+    q_mask = torch.rand(nq, lq, generator=gen) > 0.2
+    d_mask = torch.rand(tokens, generator=gen) > 0.3
+    d_mask[0, ...] = False  # a doc (or a query's candidates) with no valid token
+    return q_mask, d_mask
+
+
+def _raw(Q, D, q_scale, d_scale, q_mask=None, d_mask=None, length_normalize=False):
+    """The op with its argmax."""
+    return torch.ops.kdops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_int8_matches_reference(isa, layout, masked, length_normalize, monkeypatch):
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    gen = torch.Generator().manual_seed(1)
+    nq, lq, k, ld, dim = 3, 37, 5, 41, 30  # 2 query panels of 32 rows per item; d not a multiple of 4
+    Q, D = _int8(gen, (nq, lq, dim)), _int8(gen, _docs_shape(layout, nq, k, ld, dim))
+    q_scale, d_scale = _scale(gen, (nq, lq)), _scale(gen, D.shape[:-1])
+    q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1]) if masked else (None, None)
+    kw = dict(q_scale=q_scale, d_scale=d_scale, q_mask=q_mask, d_mask=d_mask, length_normalize=length_normalize)
+    got = kdops.maxsim_quantized(Q, D, **kw)
+    expected = reference.maxsim_quantized(Q, D, **kw)
+    assert got.dtype == torch.float32 and got.shape == (nq, k)
+    # Same per-token maxima (float32 of exact integers, times the scales); only the order of the
+    # float32 sum over the Lq query tokens differs.
+    torch.testing.assert_close(got, expected, rtol=lq * 2**-23, atol=1e-6)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_int8_equals_decode_then_score_exactly(isa, layout, monkeypatch):
+    """With power-of-two scales every decoded value, product and sum here is exact in float64,
+    and so is the int8 kernel's float32 result (|score| < 2^24 steps of its smallest unit): the
+    scores are equal, not close."""
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    gen = torch.Generator().manual_seed(2)
+    nq, lq, k, ld, dim = 2, 8, 4, 13, 16
+    Q, D = _int8(gen, (nq, lq, dim)), _int8(gen, _docs_shape(layout, nq, k, ld, dim))
+    q_scale = 2.0 ** -torch.randint(4, 9, (nq, lq), generator=gen).float()
+    d_scale = 2.0 ** -torch.randint(4, 9, D.shape[:-1], generator=gen).float()
+    q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1])
+    got = kdops.maxsim_quantized(Q, D, q_scale=q_scale, d_scale=d_scale, q_mask=q_mask, d_mask=d_mask)
+    decoded = reference.maxsim(reference.dequantize(Q, q_scale).double(), reference.dequantize(D, d_scale).double(),
+                               q_mask, d_mask)
+    assert torch.equal(got, decoded.float())
+
+
+def test_vnni_equals_generic_bit_for_bit(monkeypatch):
+    if "avx512" not in ISAS:
+        pytest.skip("no AVX-512 on this CPU")
+    gen = torch.Generator().manual_seed(3)
+    for dim in (1, 3, 4, 7, 33, 128):
+        Q, D = _int8(gen, (2, 35, dim)), _int8(gen, (2, 6, 9, dim))
+        q_scale, d_scale = _scale(gen, (2, 35)), _scale(gen, D.shape[:-1])
+        q_mask, d_mask = _masks(gen, 2, 35, D.shape[:-1])
+        out = {}
+        for isa in ("avx512", "generic"):
+            monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+            out[isa] = _raw(Q, D, q_scale, d_scale, q_mask, d_mask)
+        assert torch.equal(out["avx512"][0], out["generic"][0]), dim
+        assert torch.equal(out["avx512"][1], out["generic"][1]), dim
+
+
+def test_int8_extremes_stay_exact():
+    """-128 and 127 everywhere, d = 1024: the largest dot products whose float32 conversion is
+    exact (-128 * -128 * 1024 = 2^24), and the +128 offset's largest partial sums."""
+    dim = 1024
+    Q = torch.full((1, 2, dim), -128, dtype=torch.int8)
+    Q[0, 1] = 127
+    D = torch.full((3, 1, dim), -128, dtype=torch.int8)
+    D[1] = 127
+    ones_q, ones_d = torch.ones(1, 2), torch.ones(3, 1)
+    got = kdops.maxsim_quantized(Q, D, q_scale=ones_q, d_scale=ones_d)
+    expected = torch.einsum("qid,njd->qnij", Q.long(), D.long()).amax(-1).sum(-1).float()
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pair", ["f32-int8", "f32-fp8", "fp8-fp8", "int8-fp8", "fp8-int8"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkeypatch):
+    """Every pair but int8 x int8 decodes tokens to float32 (x * scale) and runs kdops.maxsim's
+    kernel: the same scores and argmax, bit for bit, as kdops.maxsim on the decoded tensors."""
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    gen = torch.Generator().manual_seed(4)
+    nq, lq, k, ld, dim = 2, 19, 3, 23, 24
+    x = torch.randn(nq, lq, dim, generator=gen)
+    y = torch.randn(_docs_shape(layout, nq, k, ld, dim), generator=gen)
+    kinds = {"f32": lambda t: (t, None), "int8": kdops.quantize_int8, "fp8": kdops.quantize_fp8}
+    q_kind, d_kind = pair.split("-")
+    Q, q_scale = kinds[q_kind](x)
+    D, d_scale = kinds[d_kind](y)
+    q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1])
+    scores, argmax = _raw(Q, D, q_scale, d_scale, q_mask, d_mask, length_normalize=True)
+    Qf = Q if q_scale is None else reference.dequantize(Q, q_scale)
+    Df = reference.dequantize(D, d_scale)
+    expected, expected_argmax = torch.ops.kdops.maxsim.default(Qf, Df, q_mask, d_mask, None, True, True)
+    assert torch.equal(scores, expected) and torch.equal(argmax, expected_argmax)
+    torch.testing.assert_close(scores, reference.maxsim_quantized(Q, D, q_scale, d_scale, q_mask, d_mask,
+                                                                  length_normalize=True), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_ties_take_the_first_maximal_token(isa, monkeypatch):
+    """Repeated doc tokens tie exactly; the argmax is the first of them, as in kdops.maxsim."""
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    gen = torch.Generator().manual_seed(5)
+    base = _int8(gen, (4, 6, 12), -3, 4)
+    D = base[:, torch.tensor([0, 1, 0, 2, 1, 3, 5, 5, 4, 0, 2, 1])]  # [4, 12, 12]: repeats
+    Q = _int8(gen, (2, 40, 12), -3, 4)
+    q_scale, d_scale = torch.ones(2, 40), torch.full((4, 12), 0.5)
+    scores, argmax = _raw(Q, D, q_scale, d_scale)
+    sim = torch.einsum("qid,njd->qnij", Q.long(), D.long())
+    positions = torch.arange(12).expand_as(sim)
+    first = torch.where(sim == sim.amax(-1, keepdim=True), positions, 99).amin(-1).int()
+    assert torch.equal(argmax, first)
+    for fp8_side in ("Q", "D"):  # the decoded path keeps the same rule
+        Qx, Dx = (Q.float().to(torch.float8_e4m3fn), D) if fp8_side == "Q" else (Q, D.float().to(torch.float8_e4m3fn))
+        assert torch.equal(_raw(Qx, Dx, q_scale, d_scale)[1], first)
+
+
+def test_empty_docs_masked_tokens_and_empty_shapes():
+    gen = torch.Generator().manual_seed(6)
+    Q, D = _int8(gen, (2, 3, 8)), _int8(gen, (2, 4, 5, 8))
+    q_scale, d_scale = _scale(gen, (2, 3)), _scale(gen, (2, 4, 5))
+    d_mask = torch.ones(2, 4, 5, dtype=torch.bool)
+    d_mask[1, 2] = False
+    q_mask = torch.tensor([[True, False, True], [False, False, False]])
+    scores, argmax = _raw(Q, D, q_scale, d_scale, q_mask, d_mask)
+    assert scores[1].eq(0).all() and argmax[1].eq(-1).all()  # no valid query token
+    assert argmax[0, :, 1].eq(-1).all()
+    torch.testing.assert_close(scores, reference.maxsim_quantized(Q, D, q_scale, d_scale, q_mask, d_mask))
+    for shape in ((0, 5, 8), (2, 0, 8)):  # no docs, docs without tokens
+        D0 = torch.zeros(shape, dtype=torch.int8)
+        got = kdops.maxsim_quantized(Q, D0, q_scale=q_scale, d_scale=torch.ones(shape[:2]))
+        assert got.shape == (2, shape[0]) and got.eq(0).all()
+    none = kdops.maxsim_quantized(Q[:0], D[:0], q_scale=q_scale[:0], d_scale=d_scale[:0])
+    assert none.shape == (0, 4)
+
+
+def test_same_bits_at_any_thread_count_and_layout_in_memory():
+    """Items are whole (query, doc) columns: scores do not depend on the thread count; a
+    non-contiguous D (a permuted view) gives the scores of its contiguous copy."""
+    gen = torch.Generator().manual_seed(13)
+    Q, D = _int8(gen, (3, 32, 64)), _int8(gen, (64, 40, 300)).permute(2, 1, 0)  # [300, 40, 64] view
+    q_scale, d_scale = _scale(gen, (3, 32)), _scale(gen, (300, 40))
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(kdops.maxsim_quantized(Q, D, q_scale=q_scale, d_scale=d_scale))
+            out.append(kdops.maxsim_quantized(Q, D.contiguous(), q_scale=q_scale, d_scale=d_scale))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, out[0]) for x in out[1:])
+
+
+# --- quantization helpers ---------------------------------------------------------------------
+
+
+def test_quantize_int8_is_symmetric_per_token():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 5, 16, generator=gen)
+    x[0, 0] = 0
+    q, scale = kdops.quantize_int8(x)
+    assert q.dtype == torch.int8 and scale.shape == (3, 5)
+    torch.testing.assert_close(scale, x.abs().amax(-1) / 127)
+    assert q[0, 0].eq(0).all() and scale[0, 0] == 0
+    assert q.abs().amax(-1)[scale > 0].eq(127).all()  # the largest entry maps to +-127
+    assert ((q.float() * scale[..., None] - x).abs() <= scale[..., None] / 2 + 1e-7).all()
+
+
+def test_quantize_fp8_keeps_e4m3_precision():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(4, 32, generator=gen)
+    v, scale = kdops.quantize_fp8(x)
+    assert v.dtype == torch.float8_e4m3fn
+    torch.testing.assert_close(v.float().abs().amax(-1), torch.full((4,), 448.0))
+    decoded = reference.dequantize(v, scale)
+    assert ((decoded - x).abs() <= x.abs() * 2**-4 + scale[..., None] * 2**-9).all()  # 3 mantissa bits
+
+
+# --- residual-compressed docs (ColBERT/PLAID) --------------------------------------------------
+
+
+def _colbert_index(gen, tokens, nbits, n_centroids=16):
+    """Codes built the way ColBERT's indexer does: centroids from the data (here a sample of
+    normalised tokens), buckets from the quantiles of the residuals, residuals bucketed and
+    bit-packed (kdops.residual_buckets / residual_compress)."""
+    pick = torch.randperm(tokens.shape[0], generator=gen)[:n_centroids]
+    centroids = tokens[pick].clone()
+    codes = (tokens @ centroids.T).argmax(-1)
+    cutoffs, weights = kdops.residual_buckets(tokens - centroids[codes], nbits)
+    return centroids, cutoffs, weights
+
+
+def _normalised(gen, shape):
+    return torch.nn.functional.normalize(torch.randn(shape, generator=gen), dim=-1)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_residual_packing_is_colberts(nbits):
+    """The bit order of ColBERT's ResidualCodec.binarize: each dimension's bucket as nbits bits,
+    least significant first, the flat stream packed by numpy.packbits (first bit in the most
+    significant place); reference.residual_decompress reads it back."""
+    gen = torch.Generator().manual_seed(9)
+    dim = 32
+    x = _normalised(gen, (50, dim))
+    centroids, cutoffs, weights = _colbert_index(gen, x, nbits)
+    codes, packed = kdops.residual_compress(x, centroids, cutoffs)
+    buckets = torch.bucketize(x - centroids[codes.long()], cutoffs)
+    bits = ((buckets[..., None] >> torch.arange(nbits)) & 1).to(torch.uint8)  # [50, d, nbits]
+    expected = np.packbits(bits.flatten().numpy()).reshape(50, dim * nbits // 8)
+    assert np.array_equal(packed.numpy(), expected)
+    decoded = reference.residual_decompress(codes, packed, centroids, weights)
+    torch.testing.assert_close(decoded, torch.nn.functional.normalize(centroids[codes.long()] + weights[buckets], dim=-1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_residual_equals_decode_then_score(isa, nbits, layout, monkeypatch):
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    gen = torch.Generator().manual_seed(10)
+    nq, lq, k, ld, dim = 2, 33, 4, 19, 64
+    docs = _normalised(gen, _docs_shape(layout, nq, k, ld, dim))
+    centroids, cutoffs, weights = _colbert_index(gen, docs.reshape(-1, dim), nbits)
+    codes, residuals = kdops.residual_compress(docs, centroids, cutoffs)
+    assert codes.shape == docs.shape[:-1] and residuals.shape == (*docs.shape[:-1], dim * nbits // 8)
+    Q = _normalised(gen, (nq, lq, dim))
+    q_mask, d_mask = _masks(gen, nq, lq, codes.shape)
+    got = kdops.maxsim_residual(Q, codes, residuals, centroids, weights, q_mask, d_mask, length_normalize=True)
+    decoded = reference.residual_decompress(codes, residuals, centroids, weights)
+    expected = reference.maxsim(Q.double(), decoded.double(), q_mask, d_mask, length_normalize=True)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, kdops.maxsim(Q, decoded, q_mask, d_mask, length_normalize=True), rtol=1e-6, atol=1e-6)
+    assert torch.equal(got, kdops.maxsim_residual(Q, codes.long(), residuals, centroids, weights, q_mask, d_mask,
+                                                  length_normalize=True))
+
+
+# --- errors, inference only, torch.compile -----------------------------------------------------
+
+
+def test_bad_arguments_are_refused_by_name():
+    gen = torch.Generator().manual_seed(11)
+    Q, D = _int8(gen, (1, 2, 8)), _int8(gen, (3, 4, 8))
+    qs, ds = torch.ones(1, 2), torch.ones(3, 4)
+    with pytest.raises(ValueError, match="q_scale .* is required"):
+        kdops.maxsim_quantized(Q, D, d_scale=ds)
+    with pytest.raises(ValueError, match="q_scale is only accepted"):
+        kdops.maxsim_quantized(Q.float(), D, q_scale=qs, d_scale=ds)
+    with pytest.raises(TypeError, match="D must be int8 or float8_e4m3fn"):
+        kdops.maxsim_quantized(Q.float(), D.float(), d_scale=ds)
+    with pytest.raises(ValueError, match="d_scale must hold finite values >= 0"):
+        kdops.maxsim_quantized(Q, D, q_scale=qs, d_scale=-ds)
+    with pytest.raises(ValueError, match="d_scale must be D.shape"):
+        kdops.maxsim_quantized(Q, D, q_scale=qs, d_scale=ds[:2])
+    with pytest.raises(ValueError, match="embedding size"):
+        kdops.maxsim_quantized(Q, D[..., :4], q_scale=qs, d_scale=ds)
+    codes = torch.zeros(3, 4, dtype=torch.int32)
+    residuals = torch.zeros(3, 4, 2, dtype=torch.uint8)  # d = 8, 2 bits
+    Qf, centroids, weights = torch.randn(1, 2, 8), torch.randn(5, 8), torch.randn(4)
+    with pytest.raises(IndexError, match=r"codes must be centroid ids in \[0, 5\)"):
+        kdops.maxsim_residual(Qf, codes + 5, residuals, centroids, weights)
+    with pytest.raises(ValueError, match="nbits 1, 2 or 4"):
+        kdops.maxsim_residual(Qf, codes, torch.zeros(3, 4, 3, dtype=torch.uint8), centroids, weights)
+    with pytest.raises(ValueError, match=r"bucket_weights must be \[2\^nbits\] = \[4\]"):
+        kdops.maxsim_residual(Qf, codes, residuals, centroids, weights[:2])
+
+
+def test_inference_only_refuses_requires_grad():
+    Q, D = torch.randn(1, 2, 8, requires_grad=True), torch.zeros(3, 4, 8, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="forward only .* Q requires grad"):
+        kdops.maxsim_quantized(Q, D, d_scale=torch.ones(3, 4))
+    with torch.no_grad():
+        assert kdops.maxsim_quantized(Q, D, d_scale=torch.ones(3, 4)).shape == (1, 3)
+
+
+def test_no_cuda_kernel_yet():
+    """The CUDA kernels are deferred (issue #27): none is registered, and the API refuses CUDA
+    tensors with that message instead of moving them."""
+    ops = kdops.build_info()["ops"]
+    for op in kdops.ops.CUDA_DEFERRED:
+        assert ops[op] == ["CPU"], ops[op]
+    if torch.cuda.is_available():
+        with pytest.raises(NotImplementedError, match="no CUDA kernel yet"):
+            kdops.maxsim_quantized(torch.zeros(1, 1, 8, device="cuda"), torch.zeros(1, 1, 8, dtype=torch.int8),
+                                   d_scale=torch.ones(1, 1))
+
+
+def test_opcheck_and_compile():
+    gen = torch.Generator().manual_seed(12)
+    Q, D = _int8(gen, (2, 3, 8)), _int8(gen, (2, 4, 5, 8))
+    args = (Q, _scale(gen, (2, 3)), D, _scale(gen, (2, 4, 5)), None, torch.rand(2, 4, 5, generator=gen) > 0.3, False, True)
+    torch.library.opcheck(torch.ops.kdops.maxsim_quantized.default, args)
+    codes, residuals = torch.randint(0, 3, (4, 5), generator=gen), torch.randint(0, 256, (4, 5, 2), generator=gen).to(torch.uint8)
+    rargs = (torch.randn(2, 3, 8, generator=gen), codes, residuals, torch.randn(3, 8, generator=gen), torch.randn(4, generator=gen),
+             None, None, True, True)
+    torch.library.opcheck(torch.ops.kdops.maxsim_residual.default, rargs)
+    compiled = torch.compile(lambda *a: kdops.maxsim_quantized(a[0], a[2], q_scale=a[1], d_scale=a[3]), fullgraph=True)
+    assert torch.equal(compiled(*args[:4]), kdops.maxsim_quantized(Q, D, q_scale=args[1], d_scale=args[3]))
