@@ -96,12 +96,12 @@ struct Walk {
 
 // Stages rows [0, rows) of a tile: row r from src_of(r) (nullptr: zeros), features past dim as
 // zeros. vec (vector_loads): 16-byte cp.async copies, which land at the caller's wait; else plain
-// element loads (walk: chunks or elements accordingly).
+// element loads (walk: chunks or elements accordingly). The branch on vec is outside the loops.
 template <typename RowSrc>
 __device__ void stage(uint16_t* tile, int stride, int rows, int dim, bool vec, const Walk& walk, RowSrc src_of) {
-  walk.over(rows, [&](int r, int c) {
-    const uint16_t* src = src_of(r);
-    if (vec) {
+  if (vec) {
+    walk.over(rows, [&](int r, int c) {
+      const uint16_t* src = src_of(r);
       const int col = c * kVec;
       uint16_t* dst = tile + r * stride + col;
       if (src != nullptr && col < dim) {
@@ -109,10 +109,44 @@ __device__ void stage(uint16_t* tile, int stride, int rows, int dim, bool vec, c
       } else {
         *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
       }
-    } else {
+    });
+  } else {
+    walk.over(rows, [&](int r, int c) {
+      const uint16_t* src = src_of(r);
       tile[r * stride + c] = src != nullptr && c < dim ? src[c] : uint16_t(0);  // 0 bits = +0.0
+    });
+  }
+}
+
+// The doc tile's cp.async path: its rows are consecutive rows of D (first_row on), so the source
+// and destination of the thread's next 16-byte chunk follow from the last by fixed steps (one more
+// on a row carry): per copy, two compares, the copy and a few adds, no 64-bit multiply. Rows past
+// `tokens` and chunks past d are stored as zeros.
+__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int64_t dim,
+                                      int64_t tokens, const Walk& walk) {
+  const int dim_chunks = static_cast<int>(dim / kVec);  // d is a multiple of kVec here (vector_loads)
+  const int64_t src_step = walk.step_row * dim + walk.step_col * kVec, src_carry = dim - walk.per_row * kVec;
+  const int dst_step = walk.step_row * stride + walk.step_col * kVec, dst_carry = stride - walk.per_row * kVec;
+  const uint16_t* src = first_row + walk.first_row * dim + walk.first_col * kVec;
+  uint16_t* dst = tile + walk.first_row * stride + walk.first_col * kVec;
+  int r = walk.first_row, c = walk.first_col;
+  while (r < kCols) {
+    if (r < tokens && c < dim_chunks) {
+      __pipeline_memcpy_async(dst, src, 16);
+    } else {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
     }
-  });
+    r += walk.step_row;
+    c += walk.step_col;
+    src += src_step;
+    dst += dst_step;
+    if (c >= walk.per_row) {
+      c -= walk.per_row;
+      ++r;
+      src += src_carry;
+      dst += dst_carry;
+    }
+  }
 }
 
 // Warp 0: bit c of mask[h] says whether tile column 32 h + c is a valid doc token (before the
@@ -125,6 +159,51 @@ __device__ void column_masks(const MaxSimView<scalar_t>& v, int64_t first, int64
     const int c = kWarpCols * h + lane;
     const unsigned bits = __ballot_sync(0xffffffffu, c < tokens && v.doc_token_valid(first + c));
     if (lane == 0) mask[h] = bits;
+  }
+}
+
+// One warp's share of a doc tile: its first kM m16 tiles of query rows (A rows from a_rows, this
+// lane's ldmatrix row) times its 32 doc tokens (B rows from b_rows), folded into the running
+// maxima m. bits: the warp's column mask shifted by 2 tig (bit 8 ni + e: column 8 ni + 2 tig + e);
+// j_first: the doc index of column 2 tig.
+template <int kM, typename T>
+__device__ __forceinline__ void multiply_and_fold(const uint16_t* a_rows, const uint16_t* b_rows, int stride,
+                                                  int width, uint32_t bits, int32_t j_first,
+                                                  RunningMax<float> (&m)[kMTiles][2]) {
+  float acc[kM][kNTiles][4] = {};
+  for (int kk = 0; kk < width; kk += kFrag) {
+    uint32_t a[kM][4], b[kNTiles][2];
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) ptx::ldmatrix<4>(a[mi], a_rows + mi * kFrag * stride + kk);
+#pragma unroll
+    for (int nj = 0; nj < kNTiles / 2; ++nj) {
+      uint32_t r[4];
+      ptx::ldmatrix<4>(r, b_rows + nj * 16 * stride + kk);
+      b[2 * nj][0] = r[0];
+      b[2 * nj][1] = r[1];
+      b[2 * nj + 1][0] = r[2];
+      b[2 * nj + 1][1] = r[3];
+    }
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+      for (int ni = 0; ni < kNTiles; ++ni) ptx::mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+    }
+  }
+  // acc[mi][ni][e] is row g (e < 2) or g + 8 of m16 tile mi, column 8 ni + 2 tig + e % 2 of the
+  // warp's 32: each lane visits its columns in increasing j.
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+    for (int ni = 0; ni < kNTiles; ++ni) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if ((bits >> (8 * ni + e)) & 1u) {
+          m[mi][0].update(acc[mi][ni][e], j_first + 8 * ni + e);
+          m[mi][1].update(acc[mi][ni][2 + e], j_first + 8 * ni + e);
+        }
+      }
+    }
   }
 }
 
@@ -164,8 +243,12 @@ __global__ void __launch_bounds__(kThreads, 4)
     const auto start_tile = [&](int64_t t) {  // stages tile t and its column masks
       const int slot = static_cast<int>(t % kStages);
       const int64_t first = start + t * kCols, tokens = std::min<int64_t>(kCols, length - t * kCols);
-      stage(d_tiles + slot * kCols * stride, stride, kCols, dim, vec, walk,
-            [&](int r) -> const uint16_t* { return r < tokens ? D + (first + r) * v.dim : nullptr; });
+      if (vec) {
+        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, v.dim, tokens, walk);
+      } else {
+        stage(d_tiles + slot * kCols * stride, stride, kCols, dim, false, walk,
+              [&](int r) -> const uint16_t* { return r < tokens ? D + (first + r) * v.dim : nullptr; });
+      }
       if (warp == 0) column_masks(v, first, tokens, col_mask[slot]);
     };
     float score = 0;  // thread t < nq: query q0 + t, summed over its chunks in order
@@ -203,50 +286,16 @@ __global__ void __launch_bounds__(kThreads, 4)
         __syncthreads();
         if (t + kStages - 1 < tiles) start_tile(t + kStages - 1);
         __pipeline_commit();
-        if (m_tiles == 0) continue;  // this warp's rows hold no real query token
         const int slot = static_cast<int>(t % kStages);
-        const uint16_t* d_tile = d_tiles + slot * kCols * stride;
-        float acc[kMTiles][kNTiles][4] = {};
-        for (int kk = 0; kk < width; kk += kFrag) {
-          uint32_t a[kMTiles][4], b[kNTiles][2];
-#pragma unroll
-          for (int mi = 0; mi < kMTiles; ++mi) {
-            if (mi < m_tiles) ptx::ldmatrix<4>(a[mi], q_tile + a_offset + mi * kFrag * stride + kk);
-          }
-#pragma unroll
-          for (int nj = 0; nj < kNTiles / 2; ++nj) {
-            uint32_t r[4];
-            ptx::ldmatrix<4>(r, d_tile + b_offset + nj * 16 * stride + kk);
-            b[2 * nj][0] = r[0];
-            b[2 * nj][1] = r[1];
-            b[2 * nj + 1][0] = r[2];
-            b[2 * nj + 1][1] = r[3];
-          }
-#pragma unroll
-          for (int mi = 0; mi < kMTiles; ++mi) {
-            if (mi >= m_tiles) continue;
-#pragma unroll
-            for (int ni = 0; ni < kNTiles; ++ni) ptx::mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
-          }
-        }
-        // Fold: acc[mi][ni][e] (e < 2: row g; else g + 8) is column 8 ni + 2 tig + e % 2 of the
-        // warp's 32; visited in increasing j.
+        const uint16_t* b_rows = d_tiles + slot * kCols * stride + b_offset;
         const uint32_t bits = col_mask[slot][wc] >> (2 * tig);
         const int32_t j_first = static_cast<int32_t>(t * kCols + wc * kWarpCols + 2 * tig);
-#pragma unroll
-        for (int mi = 0; mi < kMTiles; ++mi) {
-          if (mi >= m_tiles) continue;
-#pragma unroll
-          for (int ni = 0; ni < kNTiles; ++ni) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              if ((bits >> (8 * ni + e)) & 1u) {
-                m[mi][0].update(acc[mi][ni][e], j_first + 8 * ni + e);
-                m[mi][1].update(acc[mi][ni][2 + e], j_first + 8 * ni + e);
-              }
-            }
-          }
-        }
+        // A branch per tile, none inside the loop over features (m_tiles is the same in the warp).
+        if (m_tiles == kMTiles) {
+          multiply_and_fold<kMTiles, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+        } else if (m_tiles == 1) {
+          multiply_and_fold<1, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+        }  // else this warp's rows hold no real query token
       }
       // Each row's max over the warp's 32 columns: the quad's lanes (xor 1, 2) merge, value
       // first, then the lower index; lane tig = 0 hands it to the cross-warp merge.
