@@ -72,3 +72,12 @@ def test_instruction_kernels_compile_with_nvcc_and_ptxas(tmp_path):
            str(PROGRAMS / "sim_mma_ptx.cu"), "-o", str(tmp_path / "sim_mma_ptx.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("case", ["ldmatrix_x4_trans", "ldmatrix_mma_bf16", "ldmatrix_trans_mma_f16"])
+def test_instructions_are_clean_under_asan_and_ubsan(asan_mma_cases, case):
+    """The collectives read each lane's row addresses and registers only (16 bytes a row, 4 or 2
+    registers a lane), within the buffers the kernel gave them."""
+    run = asan_mma_cases.run(case, seed=3, shuffle="t")
+    assert run.returncode == 0 and run.stdout.startswith("ok\n"), run.stdout[-1000:] + run.stderr[-3000:]
+    assert "runtime error" not in run.stderr and "AddressSanitizer" not in run.stderr
