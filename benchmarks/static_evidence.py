@@ -5,7 +5,8 @@ shared and local memory per kernel and arch, and whether a kernel's SASS uses te
     python -m benchmarks.static_evidence    # writes benchmarks/results/static/kernels.{md,json}
 
 tests/test_static_evidence.py asserts on the same data: HMMA in the fp16/bf16/TF32 MaxSim kernels
-for every sm_80+ cubin, no local memory (spills) in any kernel."""
+for every sm_80+ cubin, the fp16/bf16 inner loop fed by LDSM (no generic or global fragment loads),
+no local memory (spills) in any kernel."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "static"
 # Tensor-core instructions: HMMA (mma.sync, sm_70+), HGMMA (wgmma, sm_90a), UTCHMMA & co (sm_100a).
 TENSOR_CORE = re.compile(r"\b(HMMA|HGMMA|UTC\w*MMA)\b")
+# A SASS instruction line: "/*3ba0*/  @P0 LDSM.16.M88.4 R56, [R21] ;" (address, instruction).
+INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(.+?)\s*;")
+BRANCH = re.compile(r"\bBRA\s+(0x[0-9a-f]+)")
 
 
 @dataclass(frozen=True)
@@ -90,22 +94,48 @@ def resource_usage(lib: str | None = None) -> list[KernelUsage]:
     return [KernelUsage(a, _short(names[f]), f, reg, shared, local, stack) for a, f, reg, shared, local, stack in rows]
 
 
-def tensor_core_instructions(mangled: str, lib: str | None = None) -> dict[str, int]:
-    """Tensor-core SASS instructions of one kernel per arch (cuobjdump -sass -fun)."""
+def sass(mangled: str, lib: str | None = None) -> dict[str, list[tuple[int, str]]]:
+    """One kernel's SASS per arch as (address, instruction) pairs (cuobjdump -sass -fun)."""
     text = _run("-sass", "-fun", mangled, lib or library())
-    counts, arch = {}, None
+    code, arch = {}, None
     for line in text.splitlines():
         if line.strip().startswith("arch = "):
             arch = line.split("=")[1].strip()
-            counts.setdefault(arch, 0)
-        elif arch is not None and TENSOR_CORE.search(line):
-            counts[arch] += 1
-    return counts
+            code.setdefault(arch, [])
+        elif arch is not None and (m := INSTRUCTION.match(line)):
+            code[arch].append((int(m.group(1), 16), m.group(2)))
+    return code
+
+
+def tensor_core_instructions(mangled: str, lib: str | None = None) -> dict[str, int]:
+    """Tensor-core SASS instructions of one kernel per arch."""
+    return {arch: sum(bool(TENSOR_CORE.search(i)) for _, i in code) for arch, code in sass(mangled, lib).items()}
+
+
+def opcode(instruction: str) -> str:
+    """'@!P0 LDSM.16.M88.4 R56, [R21]' -> 'LDSM.16.M88.4'."""
+    words = instruction.split()
+    return words[1] if words[0].startswith("@") else words[0]
+
+
+def inner_tensor_core_loops(code: list[tuple[int, str]]) -> list[list[str]]:
+    """The innermost loops holding a tensor-core instruction: each the instructions from a backward
+    branch's target to the branch, for the branches whose range holds tensor-core instructions and
+    no other such range."""
+    ranges = []
+    for address, instruction in code:
+        m = BRANCH.search(instruction)
+        if m and int(m.group(1), 16) <= address:
+            body = [i for a, i in code if int(m.group(1), 16) <= a <= address]
+            if any(TENSOR_CORE.search(i) for i in body):
+                ranges.append((int(m.group(1), 16), address, body))
+    return [body for lo, hi, body in ranges
+            if not any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2, _ in ranges)]
 
 
 def tensor_core_kernels(usage: list[KernelUsage]) -> list[str]:
-    """The mangled names of the fp16/bf16 MaxSim tensor-core kernels."""
-    return sorted({u.mangled for u in usage if "maxsim_tensor_core_kernel" in u.kernel})
+    """The mangled names of the MaxSim tensor-core kernels: mma.sync (fp16/bf16) and WMMA (TF32)."""
+    return sorted({u.mangled for u in usage if "maxsim_mma_kernel" in u.kernel or "maxsim_tensor_core_kernel" in u.kernel})
 
 
 def main() -> None:

@@ -77,7 +77,8 @@ def test_kdops_16bit_forward_has_tensor_cores_and_fp16_ldmatrix(profiles):
 
 
 def test_occupancy_from_registers_and_shared_memory():
-    """kdops' forward (168 registers, 70 KB): 3 blocks on an H100 SM (by both), 2 on an A100 (shared memory)."""
+    """168 registers (the old WMMA forward's) and kdops' forward's 71 KB: 3 blocks on an H100 SM (by both),
+    2 on an A100 (shared memory)."""
     launch = model.Launch(programs=1, warps=4, registers=168, shared=kdops_profile.SHARED_16BIT, per_program={},
                           iterations=1, stages=2, hbm_bytes=0)
     assert model.resident_blocks(launch, hw.H100) == 3

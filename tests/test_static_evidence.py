@@ -1,5 +1,6 @@
-"""Static evidence from the compiled CUDA kernels (cuobjdump; no GPU needed): the fp16/bf16 MaxSim
-forward runs on tensor cores on every sm_80+ arch, and no kernel spills to local memory."""
+"""Static evidence from the compiled CUDA kernels (cuobjdump; no GPU needed): the MaxSim forward
+runs on tensor cores on every sm_80+ arch, fp16/bf16 by HMMA.16816 fed by LDSM with no generic or
+global loads in its inner loop, and no kernel spills to local memory."""
 
 from __future__ import annotations
 
@@ -32,18 +33,40 @@ def test_every_built_arch_has_a_cubin_of_every_kernel(usage):
 
 
 def test_tensor_core_maxsim_forward_uses_tensor_cores_on_every_sm80_plus_cubin(usage):
-    """fp16, bf16 and fp32-as-TF32 instances, with and without the argmax, all with HMMA."""
+    """fp16, bf16 (mma.sync) and fp32-as-TF32 (WMMA) instances, with and without the argmax, all with HMMA."""
     kernels = static_evidence.tensor_core_kernels(usage)
     names = {u.kernel for u in usage if u.mangled in kernels}
-    for scalar in ("c10::Half", "c10::BFloat16", "float"):
+    for kernel, scalar in (("mma::maxsim_mma_kernel", "c10::Half"), ("mma::maxsim_mma_kernel", "c10::BFloat16"),
+                           ("maxsim_tensor_core_kernel", "float")):
         for write_argmax in ("true", "false"):
-            assert any(f"<{scalar}, {write_argmax}>" in n for n in names), (scalar, write_argmax, names)
+            assert any(f"{kernel}<{scalar}, {write_argmax}>" in n for n in names), (kernel, scalar, write_argmax, names)
     archs = {u.arch for u in usage if _sm(u.arch) >= 80}
     assert archs
     for mangled in kernels:
         counts = static_evidence.tensor_core_instructions(mangled)
         for arch in archs:
             assert counts.get(arch, 0) > 0, f"no HMMA/HGMMA in {mangled} for {arch}"
+
+
+def test_16bit_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage):
+    """The fp16/bf16 forward's innermost loops around the tensor-core instructions (one per m16-tile
+    count, unrolled over features): HMMA.16816 fed by LDSM, no generic (LD) or global (LDG) loads
+    of fragments there (the WMMA kernel's bf16 fragments were 32-bit LD.E), no stack, and at most
+    the 128 registers its launch bounds allow (4 blocks of 128 threads per SM)."""
+    kernels = [u for u in usage if "mma::maxsim_mma_kernel<" in u.kernel and _sm(u.arch) >= 80]
+    assert {u.kernel.split("<")[1].split(",")[0] for u in kernels} == {"c10::Half", "c10::BFloat16"}
+    for u in kernels:
+        assert u.stack_bytes == 0 and u.registers <= 128, (u.arch, u.kernel, u.stack_bytes, u.registers)
+    for mangled in {u.mangled for u in kernels}:
+        for arch, code in static_evidence.sass(mangled).items():
+            loops = static_evidence.inner_tensor_core_loops(code)
+            assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
+            for loop in loops:
+                ops = [static_evidence.opcode(i) for i in loop]
+                assert any(op.startswith("HMMA.16816") for op in ops), (arch, ops)
+                assert any(op.startswith("LDSM") for op in ops), (arch, ops)
+                generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
+                assert not generic, (arch, mangled, generic)
 
 
 def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
@@ -54,7 +77,7 @@ def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
     assert not local, local
     maxsim = [u for u in usage if "maxsim" in u.kernel]
     assert {u.kernel.split("<")[0] for u in maxsim} >= {
-        "tensor_core::maxsim_tensor_core_kernel", "doc_grad::maxsim_doc_grad_kernel",
+        "tensor_core::maxsim_tensor_core_kernel", "tensor_core::mma::maxsim_mma_kernel", "doc_grad::maxsim_doc_grad_kernel",
         "maxsim::maxsim_forward_kernel", "maxsim::maxsim_query_grad_kernel",
     }
     # Known regression, open: since the exact (SIMT) forward takes d in shared-memory chunks so

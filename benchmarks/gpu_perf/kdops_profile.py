@@ -1,14 +1,22 @@
-"""kdops' tensor-core MaxSim forward (csrc/cuda/maxsim_tensor_core.cuh) from its SASS: the work of
-one 64-token doc tile per warp, and of one query chunk around the tiles.
+"""kdops' fp16/bf16 MaxSim forward (csrc/cuda/maxsim_mma.cuh) from its SASS: the work of one
+64-token doc tile per warp, and of one query chunk around the tiles.
 
-The kernel's loops are found in the SASS (sass.py) and told apart by what they contain; their trip
-counts come from the source, at d = 128 with 16-byte aligned rows (the cp.async path):
-  MMA loop    (has HMMA)               : 16 x 64 x 128 multiply-adds per warp per tile / its FMAs
-  staging     (has LDGSTS)             : 64 rows x 16 copies / 128 threads = 8 copies per thread
-  fold        (FMNMX, LDS, no global)  : 32 columns per thread (64 columns, 2 threads a row)
-The fold with a global load (the d_mask byte), and the plain-load staging loop, do not run at the
-modelled shapes (no doc mask, aligned rows). The tile loop's own straight-line code holds both sides
-of its branches: counting all of it is an upper bound (`hi`), counting none a lower bound (`lo`).
+The kernel's loops are found in the SASS (sass.py) as backward-branch spans and told apart by what
+they contain; their trip counts come from the source, at d = 128 with 16-byte aligned rows (the
+cp.async path):
+  MMA loop   (HMMA, innermost)   : 32 x 32 x 128 multiply-adds per warp per tile / its FMAs; of the
+                                   loops nvcc makes (two m16 tiles or one, unrolled 16 or 4 steps
+                                   deep), the two-tile one unrolled 4 deep, the one that runs at
+                                   d = 128 (8 steps of 16 features) when all four warps hold real rows
+  staging    (LDGSTS, innermost) : 64 rows x 16 copies / 128 threads = 8 copies per thread
+  tile loop  (the smallest span around both)
+  chunk loop (the smallest span around the tile loop)
+The fold is straight-line code after the MMA loop. The tile loop's straight-line code holds the
+one-m16-tile path too and both sides of its branches: `lo` counts the code from the two-tile MMA
+loop's end to the tile loop's end (that path's fold) without its HMMA and LDSM (the leftover
+feature steps when d / 16 is not a multiple of 4: none at d = 128), `hi` all of it. The divergence fallbacks of
+the shuffles (BRA.DIV targets at the function's end) branch back into the loops; their spans
+overlap the real loops and are not used.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from .tools import cuobjdump_sass, registers
 
 ROOT = Path(__file__).resolve().parents[2]
 D, COLS, ROWS, THREADS = 128, 64, 64, 128
-# maxsim_tensor_core.cuh's smem_bytes(128, 2) (kAlign + 192 staged rows x stride 136 x 2 B +
-# 64 x kSimStride 68 x 4 B), plus the static `contrib` array.
-SHARED_16BIT = 128 + 192 * 136 * 2 + 64 * 68 * 4 + 256
+WARP_ROWS = WARP_COLS = 32
+# maxsim_mma.cuh's smem_bytes(128) (64 query rows + 3 stages x 64 doc rows, stride 136 x 2 B), plus
+# its static arrays (q_src 512 B, col_mask 24 B, part_value/part_index 1024 B, contrib 256 B: 1824
+# as ptxas reports them, aligned).
+SHARED_16BIT = (64 + 3 * 64) * 136 * 2 + 1824
 
 
 def compile_cubin(arch: int, out: str) -> None:
@@ -54,24 +64,37 @@ def _add(*parts: dict) -> dict:
     return out
 
 
+def _inside(inner: sass.Loop, outer: sass.Loop) -> bool:
+    return inner is not outer and outer.start <= inner.start and inner.end <= outer.end
+
+
 def tile_profile(func: sass.Function) -> dict:
     """{'tile_lo', 'tile_hi', 'chunk'}: per-warp totals of one doc tile and of one chunk's fixed work."""
-    tile_loop = next(l for l in func.all_loops() if any(c.children == [] and func.body(c).get("tensor") for c in l.children))
-    chunk_loop = next(l for l in func.all_loops() if tile_loop in l.children)
-    parts = []
-    for c in tile_loop.children:
-        body = sass.totals(func, c.start, c.end)
-        ops = func.opcodes(c.start, c.end)
-        if body.get("tensor"):
-            parts.append(_scaled(body, 16 * COLS * D / body["fma"]))
-        elif any(o.startswith("LDGSTS") for o in ops):
-            parts.append(_scaled(body, (COLS * D // 8 // THREADS) / sum(v for o, v in ops.items() if o.startswith("LDGSTS"))))
-        elif any(o.startswith("FMNMX") for o in ops) and not body.get("global"):
-            parts.append(_scaled(body, (COLS // 2) / sum(v for o, v in ops.items() if o.startswith("LDS"))))
-    loops = _add(*parts)
-    straight = sass.totals(func, tile_loop.start, tile_loop.end, tuple(tile_loop.children))
+    spans = func.all_loops()
+    innermost = [l for l in spans if not any(_inside(o, l) for o in spans)]
+    count = lambda l, op: sum(v for o, v in func.opcodes(l.start, l.end).items() if o.startswith(op))  # noqa: E731
+    # Two m16 tiles: 8 HMMA per 4 LDSM (one: 4 per 3); the fewest HMMA is the 4-step unrolling.
+    mma = min((l for l in innermost if count(l, "HMMA") and count(l, "HMMA") == 2 * count(l, "LDSM")),
+              key=lambda l: count(l, "HMMA"))
+    staging = [l for l in innermost if count(l, "LDGSTS")]
+    tile_loop = min((l for l in spans if _inside(mma, l) and any(_inside(s, l) for s in staging)),
+                    key=lambda l: l.end - l.start)
+    chunk_loop = min((l for l in spans if _inside(tile_loop, l)), key=lambda l: l.end - l.start)
+    copies = [l for l in staging if _inside(l, tile_loop)]
+    body = sass.totals(func, mma.start, mma.end)
+    loops = _add(_scaled(body, WARP_ROWS * WARP_COLS * D / body["fma"]),
+                 *(_scaled(sass.totals(func, l.start, l.end), (COLS * D // 8 // THREADS) / count(l, "LDGSTS"))
+                   for l in copies))
+    nested = tuple(l for l in innermost if _inside(l, tile_loop))
+    fold = sass.totals(func, mma.end + 1, tile_loop.end, nested)
+    leftover = [i for i in func.instrs if mma.end < i.addr <= tile_loop.end and i.cls in ("tensor", "ldsm")
+                and not any(l.contains(i.addr) for l in nested)]
+    for i in leftover:
+        fold = _add(fold, {"all": -1, i.cls: -1, "fma": -sass.tensor_fma(i.opcode)},
+                    {"shared": -1, "smem_bytes": -sass.access_bytes(i.opcode)} if i.cls == "ldsm" else {})
+    straight = sass.totals(func, tile_loop.start, tile_loop.end, nested)
     chunk = sass.totals(func, chunk_loop.start, chunk_loop.end, (tile_loop,))
-    return {"tile_lo": loops, "tile_hi": _add(loops, straight), "chunk": chunk}
+    return {"tile_lo": _add(loops, fold), "tile_hi": _add(loops, straight), "chunk": chunk}
 
 
 def profiles(cubins: dict[int, str]) -> dict:
@@ -80,7 +103,7 @@ def profiles(cubins: dict[int, str]) -> dict:
     for arch, path in cubins.items():
         funcs, regs = sass.parse(cuobjdump_sass(path)), registers(path)
         for name, func in funcs.items():
-            if "maxsim_tensor_core_kernel" not in name or not ("Half" in name or "BFloat16" in name):
+            if "maxsim_mma_kernel" not in name:
                 continue
             dtype = "fp16" if "Half" in name else "bf16"
             argmax = int("ELb1E" in name)

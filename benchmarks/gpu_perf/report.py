@@ -97,7 +97,8 @@ def markdown(profiles: dict) -> str:
                 f"Calibration error beside each figure: the peer's own median / max on this GPU (the pooled "
                 f"error where a peer publishes no time on it); kdops' is the pooled error of the peers here "
                 f"({_factor(pooled[0])} / {_factor(pooled[1])}), since no kdops measurement exists. kdops is "
-                f"given as lo-hi (tile loop's straight-line code not counted / counted) with the bound of hi; "
+                f"given as lo-hi (of the tile loop's straight-line code, the two-m16-tile fold only / all of it) "
+                f"with the bound of hi; "
                 f"the ratio uses hi. In brackets: the configuration the model picks, and its bound.", "",
                 "| shape | kdops fp16 us | kdops bf16 us | flash-maxsim (fp16) us | late-interaction-kernels (bf16) us | kdops bf16 / best peer |",
                 "|---|---|---|---|---|---|"]

@@ -1,7 +1,8 @@
 // MaxSim CUDA kernels. Math and layouts: common/maxsim.h, shared with the CPU kernels.
 //
-// Forward, fp16/bf16, and fp32 when torch.backends.cuda.matmul.allow_tf32 is set: on tensor cores
-// (maxsim_tensor_core.cuh; TF32 for fp32). fp64, and fp32 without that flag (exact): one
+// Forward, fp16/bf16: on tensor cores by mma.sync (maxsim_mma.cuh); fp32 when
+// torch.backends.cuda.matmul.allow_tf32 is set: by WMMA on TF32 (maxsim_tensor_core.cuh). fp64,
+// and fp32 without that flag (exact): one
 // block per (query, column) pair (grid-stride). The block loads kTile query tokens into shared
 // memory, streams the doc's tokens through shared memory kTile at a time (both in chunks of
 // features when d is wider than shared memory holds: any d runs), and each thread keeps
@@ -24,6 +25,7 @@
 #include "cuda/launch.cuh"
 #include "cuda/maxsim_doc_grad.cuh"
 #include "cuda/maxsim_kernels.h"
+#include "cuda/maxsim_mma.cuh"
 #include "cuda/maxsim_tensor_core.cuh"
 #include "cuda/smem_limit.h"
 #include "sim/portable.h"
@@ -156,24 +158,39 @@ int blocks_for(int64_t n, int64_t sms) {
 
 }  // namespace
 
+// The tensor-core forward of a dtype: mma.sync for fp16/bf16, WMMA (TF32) for fp32. Each gives
+// its kernel, block size, dynamic shared memory and staged element type.
+template <typename scalar_t, bool kWriteArgmax>
+struct TensorCoreForward {
+  static constexpr auto kernel = tensor_core::mma::maxsim_mma_kernel<scalar_t, kWriteArgmax>;
+  static constexpr int kThreads = tensor_core::mma::kThreads;
+  using stored = uint16_t;
+  static int64_t smem_bytes(int64_t dim) { return tensor_core::mma::smem_bytes(dim); }
+};
+template <bool kWriteArgmax>
+struct TensorCoreForward<float, kWriteArgmax> {
+  static constexpr auto kernel = tensor_core::maxsim_tensor_core_kernel<float, kWriteArgmax>;
+  static constexpr int kThreads = tensor_core::kThreads;
+  using stored = float;
+  static int64_t smem_bytes(int64_t dim) { return tensor_core::smem_bytes(dim, sizeof(float)); }
+};
+
 template <typename scalar_t, bool kWriteArgmax>
 bool tensor_core_fits(int64_t dim) {
-  namespace tc = tensor_core;
-  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
-  return tc::smem_bytes(dim, sizeof(typename tc::Operand<scalar_t>::stored)) <= dynamic_shared_memory_limit<kernel>();
+  using F = TensorCoreForward<scalar_t, kWriteArgmax>;
+  return F::smem_bytes(dim) <= dynamic_shared_memory_limit<F::kernel>();
 }
 
 template <typename scalar_t, bool kWriteArgmax>
 void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, LaunchTarget on) {
   namespace tc = tensor_core;
-  using stored = typename tc::Operand<scalar_t>::stored;
-  constexpr auto kernel = tc::maxsim_tensor_core_kernel<scalar_t, kWriteArgmax>;
-  const int64_t smem = tc::smem_bytes(v.dim, sizeof(stored));
-  TORCH_INTERNAL_ASSERT(smem <= dynamic_shared_memory_limit<kernel>(), "callers check tensor_core_fits");
+  using F = TensorCoreForward<scalar_t, kWriteArgmax>;
+  const int64_t smem = F::smem_bytes(v.dim);
+  TORCH_INTERNAL_ASSERT(smem <= dynamic_shared_memory_limit<F::kernel>(), "callers check tensor_core_fits");
   const tc::Groups groups = tc::groups_for(v.Nq, v.Lq, v.layout);
-  const bool vec = tc::vector_loads<stored>(v.dim, v.Q, v.D);
+  const bool vec = tc::vector_loads<typename F::stored>(v.dim, v.Q, v.D);
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
-  launch(kernel, blocks, tc::kThreads, smem, on.stream, v, groups, vec, scores, argmax);
+  launch(F::kernel, blocks, F::kThreads, smem, on.stream, v, groups, vec, scores, argmax);
 }
 
 template <typename scalar_t, typename acc_t, bool kWriteArgmax>
@@ -203,7 +220,7 @@ void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc
          doc_grad::kThreads, 0, on.stream, v, tiles, w, argmax, dD);
 }
 
-// Tensor cores: fp16, bf16, fp32 (TF32). SIMT: every dtype (fp16/bf16 where d is too wide for the
+// Tensor cores: fp16, bf16 (mma.sync), fp32 (TF32). SIMT: every dtype (fp16/bf16 where d is too wide for the
 // tensor-core tiles). Gradients: every dtype.
 #define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)                                                                  \
   template void tensor_core_forward<scalar_t, true>(const MaxSimView<scalar_t>&, float*, int32_t*, LaunchTarget);  \

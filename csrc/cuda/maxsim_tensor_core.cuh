@@ -1,14 +1,11 @@
-// MaxSim forward on tensor cores: score(q, k) = sum_i max_j <Q[q, i], D_k[j]> (common/maxsim.h),
-// the similarities computed by WMMA with fp32 accumulation and never written to global memory:
-// fp16/bf16 inputs by m16n16k16; fp32 inputs, when the caller allows TF32
-// (torch.backends.cuda.matmul.allow_tf32), by m16n16k8 on TF32 operands (each input rounded to
-// TF32's 10-bit mantissa once, as it is staged; products and sums in fp32).
+// MaxSim forward on TF32 tensor cores, for fp32 inputs when the caller allows TF32
+// (torch.backends.cuda.matmul.allow_tf32): score(q, k) = sum_i max_j <Q[q, i], D_k[j]>
+// (common/maxsim.h), the similarities computed by WMMA m16n16k8 on TF32 operands (each input
+// rounded to TF32's 10-bit mantissa once, as it is staged; products and sums in fp32) and never
+// written to global memory. fp16/bf16 take mma.sync instead (maxsim_mma.cuh).
 //
-// Work split. One block takes a doc u and a group of G whole queries that read it (all pairs and
-// packed: G = kRows / (Lq rounded up to 16) queries, so each doc tile is staged once for several
-// queries; per query: G = 1, its only reader). The group's query tokens are kRows shared-memory
-// rows (each query a segment of `seg` rows, zero-padded); a query longer than kRows is taken in
-// chunks of kRows rows. The doc streams through shared memory kCols tokens at a time; each warp
+// Work split: maxsim_groups.cuh (a doc and a group of whole queries per block, kRows query rows).
+// The doc streams through shared memory kCols tokens at a time; each warp
 // multiplies a 16-row strip of the queries with the tile, stores its 16 x kCols fp32 similarities
 // to shared memory, and after a barrier two threads per row fold them into their running max.
 // Doc tiles are double-buffered: tile t + 1 is copied by cp.async (<cuda_pipeline.h>: 16-byte
@@ -31,49 +28,31 @@
 // argmax -1 and adds 0; zero-padded rows and features add exact zeros to every product.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 #include <mma.h>
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "common/maxsim.h"
+#include "cuda/maxsim_groups.cuh"
 
 #include "sim/portable.h"
 
 namespace kdops::cuda::tensor_core {
 
-constexpr int kRows = 64;              // query-token rows per block
 constexpr int kCols = 64;              // doc tokens per tile
-constexpr int kThreads = 128;          // 4 warps, one 16-row strip each
-constexpr int kFrag = 16;              // WMMA m = n (and k for 16-bit operands)
+constexpr int kThreads = 128;          // 4 warps, one 16-row strip each (WMMA m = n = kFrag)
 constexpr int kStrips = kRows / kFrag;
 constexpr int kColFrags = kCols / kFrag;
 static_assert(kStrips * 32 == kThreads, "one warp per 16-row strip");
 static_assert(2 * kRows == kThreads, "two threads fold each row");
 constexpr int kAlign = 128;            // slack to align the dynamic buffer for WMMA (32 B needed)
 
-// Per input type: the element staged in shared memory (the input's bits, or for fp32 the TF32
-// value in a float), the pointer type load_matrix_sync reads, the fragment's precision and k.
+// Per input type (fp32 only; the kernel is written over it as the WMMA API is): the element
+// staged in shared memory (the TF32 value in a float), the pointer type load_matrix_sync reads,
+// the fragment's precision and k.
 template <typename scalar_t> struct Operand;
-template <> struct Operand<c10::Half> {
-  using stored = uint16_t;
-  using load_t = __half;
-  using precision = __half;
-  static constexpr int kK = 16;
-};
-template <> struct Operand<c10::BFloat16> {
-  using stored = uint16_t;
-  using load_t = __nv_bfloat16;
-  using precision = __nv_bfloat16;
-  static constexpr int kK = 16;
-};
 template <> struct Operand<float> {
   using stored = float;
   using load_t = float;
@@ -81,9 +60,7 @@ template <> struct Operand<float> {
   static constexpr int kK = 8;
 };
 
-KDOPS_HD int round_up(int64_t x, int to) { return static_cast<int>((x + to - 1) / to * to); }
-
-// Shared-memory row strides in elements. +8 elements (16 or 32 bytes) staggers rows across banks
+// Shared-memory row strides in elements. +8 elements (32 bytes) staggers rows across banks
 // and keeps every fragment (16 rows x k columns, k a multiple of 8 elements) 32-byte aligned, as
 // load_matrix_sync requires.
 KDOPS_HD int tile_stride(int64_t dim) { return round_up(dim, kFrag) + 8; }
@@ -95,40 +72,12 @@ inline int64_t smem_bytes(int64_t dim, int elem_bytes) {
   return kAlign + int64_t(kStagedRows) * tile_stride(dim) * elem_bytes + int64_t(kRows) * kSimStride * 4;
 }
 
-// Which queries, rows and doc a block works on (see the top of the file).
-struct Groups {
-  int seg;     // shared-memory rows per query (Lq rounded up to 16, at most kRows)
-  int G;       // queries per block
-  int chunks;  // row chunks per query (> 1 only when Lq > kRows)
-  int64_t groups_per_doc;
-  int64_t items;  // blocks of work
-};
-
-inline Groups groups_for(int64_t Nq, int64_t Lq, const MaxSimLayout& l) {
-  Groups g;
-  g.seg = Lq >= kRows ? kRows : round_up(std::max<int64_t>(Lq, 1), kFrag);
-  g.G = l.per_query ? 1 : kRows / g.seg;
-  g.chunks = static_cast<int>((Lq + g.seg - 1) / g.seg);
-  g.groups_per_doc = l.per_query ? 1 : (Nq + g.G - 1) / g.G;
-  g.items = l.per_query ? Nq * l.K : l.num_docs * g.groups_per_doc;
-  return g;
-}
-
-// An input element as the tensor core takes it: 16-bit bits unchanged; an fp32 value rounded to
-// TF32 (cvt.rna.tf32.f32) once here, so every product reads the same rounded operand.
-__device__ inline uint16_t to_operand(uint16_t x) { return x; }
+// An input element as the tensor core takes it: an fp32 value rounded to TF32 (cvt.rna.tf32.f32)
+// once here, so every product reads the same rounded operand.
 __device__ inline float to_operand(float x) { return nvcuda::wmma::__float_to_tf32(x); }
-__device__ inline uint4 to_operand(uint4 v, uint16_t) { return v; }
 __device__ inline uint4 to_operand(uint4 v, float) {
   auto round = [](unsigned bits) { return __float_as_uint(to_operand(__uint_as_float(bits))); };
   return make_uint4(round(v.x), round(v.y), round(v.z), round(v.w));
-}
-
-// Whether 16-byte loads apply: every token row starts 16-byte aligned.
-template <typename T>
-bool vector_loads(int64_t dim, const void* Q, const void* D) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return dim % (16 / sizeof(T)) == 0 && aligned(Q) && aligned(D);
 }
 
 // Copies `rows` rows of `dim` elements into a tile of `stride` as operands (to_operand),
@@ -180,27 +129,25 @@ __device__ void start_doc_tile(T* tile, int stride, int dim, bool vec, const T* 
   }
 }
 
-// After the wait for its tile: a cp.async copies bits as they are, so for fp32 each thread rounds
-// the elements it copied to TF32 (to_operand) in place; 16-bit operands and plain loads need nothing.
+// After the wait for its tile: a cp.async copies bits as they are, so each thread rounds the
+// elements it copied to TF32 (to_operand) in place; plain loads rounded as they stored.
 template <typename T>
 __device__ void finish_doc_tile(T* tile, int stride, int dim, bool vec, int64_t tokens) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (!vec) return;
-    constexpr int kVec = 16 / sizeof(T);
-    const int per_row = round_up(dim, kFrag) / kVec;
-    for (int e = threadIdx.x; e < kCols * per_row; e += kThreads) {
-      const int r = e / per_row, c = (e - r * per_row) * kVec;
-      if (r >= tokens || c >= dim) continue;
-      uint4* chunk = reinterpret_cast<uint4*>(tile + r * stride + c);
-      *chunk = to_operand(*chunk, T());
-    }
+  if (!vec) return;
+  constexpr int kVec = 16 / sizeof(T);
+  const int per_row = round_up(dim, kFrag) / kVec;
+  for (int e = threadIdx.x; e < kCols * per_row; e += kThreads) {
+    const int r = e / per_row, c = (e - r * per_row) * kVec;
+    if (r >= tokens || c >= dim) continue;
+    uint4* chunk = reinterpret_cast<uint4*>(tile + r * stride + c);
+    *chunk = to_operand(*chunk, T());
   }
 }
 
 // kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
-// Occupancy hint of 3 blocks (<= 168 registers), what shared memory allows an H100 SM for 16-bit
-// inputs at d = 128 (70 KB a block): without a hint ptxas gave some instances 80 registers and a
-// spill (sm_90); with 4 (128 registers) one instance spilled.
+// Occupancy hint of 3 blocks (<= 168 registers; shared memory allows one TF32 block per H100 SM
+// at d = 128, 122 KB): without a hint ptxas gave some 16-bit instances of this kernel, when it
+// also served fp16/bf16, 80 registers and a spill (sm_90).
 template <typename scalar_t, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads, 3)
     maxsim_tensor_core_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores,

@@ -19,4 +19,5 @@
 #include "intrinsics.h"
 #include "half.h"
 #include "wmma.h"
+#include "mma_ptx.h"
 #include "portable.h"

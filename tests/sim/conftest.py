@@ -47,3 +47,13 @@ def schedule_cases(sim_builder: Builder) -> Program:
 @pytest.fixture(scope="session")
 def tsan_schedule_cases(sim_builder: Builder) -> Program:
     return _program(sim_builder, "tsan", "sim_schedules")
+
+
+@pytest.fixture(scope="session")
+def mma_cases(sim_builder: Builder) -> Program:
+    return _program(sim_builder, "plain", "sim_mma_ptx")
+
+
+@pytest.fixture(scope="session")
+def asan_mma_cases(sim_builder: Builder) -> Program:
+    return _program(sim_builder, "asan", "sim_mma_ptx")

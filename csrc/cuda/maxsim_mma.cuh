@@ -1,0 +1,344 @@
+// MaxSim forward for fp16/bf16 on tensor cores: score(q, k) = sum_i max_j <Q[q, i], D_k[j]>
+// (common/maxsim.h), the similarities computed by mma.sync m16n8k16 with fp32 accumulation, fed
+// by ldmatrix from shared memory (mma_ptx.cuh), and never stored anywhere: each lane takes the
+// row max directly on its accumulator registers.
+//
+// Work split (maxsim_groups.cuh): a block takes a doc and a group of whole queries, kRows = 64
+// query-token rows; only the m16 tiles that hold rows of real queries are computed. The doc
+// streams through shared memory kCols = 64 tokens at a time in a kStages-deep cp.async pipeline
+// (16-byte copies; rows not 16-byte aligned are staged by plain loads, without the overlap). Four
+// warps in 2 x 2 each multiply 32 query rows with 32 of the tile's doc tokens: per 16 features,
+// two ldmatrix.x4 for A (one per m16 tile), two ldmatrix.x4 for B (two n8 tiles each) and 8 mma.
+// Staging addresses advance by a fixed step and a carry (Walk), with no division per copy.
+//
+// Shared memory: rows padded by 8 elements (tile_stride), so each ldmatrix phase's 8 row
+// addresses fall in 8 distinct 16-byte bank groups (no swizzle needed). Doc masks: warp 0 turns
+// each tile's d_mask bytes and its end into two 32-bit column masks as the tile is staged; the
+// fold tests bits of one register instead of loading a byte per column.
+//
+// Determinism and ties: lane (g, tig) of a warp holds columns 2 tig, 2 tig + 1 of each n8 tile
+// for rows g and g + 8 of each m16 tile (the PTX accumulator layout) and visits its columns in
+// increasing j, keeping the first maximum (RunningMax::update). The quad's four lanes, then the
+// two column warps, merge value first, then the lower index (RunningMax::merge): the argmax is
+// the first maximal doc token, as on the CPU. Scores add the query's rows in row order; no
+// atomics. Masks: a masked or past-the-end doc token never enters the max; a masked query token
+// gets argmax -1 and adds 0; zero-padded rows and features add exact zeros to every product.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/maxsim.h"
+#include "cuda/maxsim_groups.cuh"
+#include "cuda/mma_ptx.cuh"
+
+#include "sim/portable.h"
+
+namespace kdops::cuda::tensor_core::mma {
+
+constexpr int kCols = 64;      // doc tokens per tile
+constexpr int kThreads = 128;  // 4 warps, 2 x 2: warp (wr, wc) takes rows 32 wr.., tile columns 32 wc..
+constexpr int kWarpRows = 32, kWarpCols = 32;
+constexpr int kMTiles = kWarpRows / kFrag;  // m16 tiles per warp
+constexpr int kNTiles = kWarpCols / 8;      // n8 tiles per warp
+constexpr int kStages = 3;                  // doc tiles staged ahead (the pipeline's depth)
+constexpr int kVec = 8;                     // 16-bit elements per 16-byte copy
+static_assert(2 * kWarpRows == kRows && 2 * kWarpCols == kCols && kThreads == 4 * 32, "2 x 2 warps cover the tile");
+static_assert(kWarpCols == 32, "a warp's tile columns are the 32 bits of one column mask word");
+
+// Shared-memory row stride in elements: the width (a multiple of 16) plus 8, an odd number of
+// 16-byte units, which keeps rows 16-byte aligned and staggers them across the banks.
+KDOPS_HD int tile_stride(int64_t dim) { return round_up(dim, kFrag) + kVec; }
+
+// Dynamic shared memory: the query rows and kStages doc tiles, 2 bytes per element.
+inline int64_t smem_bytes(int64_t dim) { return int64_t(kRows + kStages * kCols) * tile_stride(dim) * 2; }
+
+template <typename scalar_t>
+struct Operand;  // the mma's operand type for an input type
+template <>
+struct Operand<c10::Half> {
+  using type = __half;
+};
+template <>
+struct Operand<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+// A thread's share of a grid of items (16-byte chunks or elements), per_row items a row: items
+// threadIdx.x, threadIdx.x + kThreads, ... in row-major order. Each next (row, column) follows
+// from the last by a fixed step and one carry, not by a division.
+struct Walk {
+  int per_row, step_row, step_col, first_row, first_col;
+  __device__ explicit Walk(int items_per_row)
+      : per_row(items_per_row), step_row(kThreads / items_per_row), step_col(kThreads % items_per_row),
+        first_row(threadIdx.x / items_per_row), first_col(threadIdx.x % items_per_row) {}
+  template <typename F>
+  __device__ void over(int rows, F f) const {
+    int r = first_row, c = first_col;
+    while (r < rows) {
+      f(r, c);
+      r += step_row;
+      c += step_col;
+      if (c >= per_row) {
+        c -= per_row;
+        ++r;
+      }
+    }
+  }
+};
+
+// Stages rows [0, rows) of a tile: row r from src_of(r) (nullptr: zeros), features past dim as
+// zeros. vec (vector_loads): 16-byte cp.async copies, which land at the caller's wait; else plain
+// element loads (walk: chunks or elements accordingly). The branch on vec is outside the loops.
+template <typename RowSrc>
+__device__ void stage(uint16_t* tile, int stride, int rows, int dim, bool vec, const Walk& walk, RowSrc src_of) {
+  if (vec) {
+    walk.over(rows, [&](int r, int c) {
+      const uint16_t* src = src_of(r);
+      const int col = c * kVec;
+      uint16_t* dst = tile + r * stride + col;
+      if (src != nullptr && col < dim) {
+        __pipeline_memcpy_async(dst, src + col, 16);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      }
+    });
+  } else {
+    walk.over(rows, [&](int r, int c) {
+      const uint16_t* src = src_of(r);
+      tile[r * stride + c] = src != nullptr && c < dim ? src[c] : uint16_t(0);  // 0 bits = +0.0
+    });
+  }
+}
+
+// The doc tile's cp.async path: its rows are consecutive rows of D (first_row on), so the source
+// and destination of the thread's next 16-byte chunk follow from the last by fixed steps (one more
+// on a row carry): per copy, two compares, the copy and a few adds, no 64-bit multiply. Rows past
+// `tokens` and chunks past d are stored as zeros.
+__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int64_t dim,
+                                      int64_t tokens, const Walk& walk) {
+  const int dim_chunks = static_cast<int>(dim / kVec);  // d is a multiple of kVec here (vector_loads)
+  const int64_t src_step = walk.step_row * dim + walk.step_col * kVec, src_carry = dim - walk.per_row * kVec;
+  const int dst_step = walk.step_row * stride + walk.step_col * kVec, dst_carry = stride - walk.per_row * kVec;
+  const uint16_t* src = first_row + walk.first_row * dim + walk.first_col * kVec;
+  uint16_t* dst = tile + walk.first_row * stride + walk.first_col * kVec;
+  int r = walk.first_row, c = walk.first_col;
+  while (r < kCols) {
+    if (r < tokens && c < dim_chunks) {
+      __pipeline_memcpy_async(dst, src, 16);
+    } else {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+    }
+    r += walk.step_row;
+    c += walk.step_col;
+    src += src_step;
+    dst += dst_step;
+    if (c >= walk.per_row) {
+      c -= walk.per_row;
+      ++r;
+      src += src_carry;
+      dst += dst_carry;
+    }
+  }
+}
+
+// Warp 0: bit c of mask[h] says whether tile column 32 h + c is a valid doc token (before the
+// doc's end and not masked out); h is the column half a warp column wc folds.
+template <typename scalar_t>
+__device__ void column_masks(const MaxSimView<scalar_t>& v, int64_t first, int64_t tokens, uint32_t* mask) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int c = kWarpCols * h + lane;
+    const unsigned bits = __ballot_sync(0xffffffffu, c < tokens && v.doc_token_valid(first + c));
+    if (lane == 0) mask[h] = bits;
+  }
+}
+
+// One warp's share of a doc tile: its first kM m16 tiles of query rows (A rows from a_rows, this
+// lane's ldmatrix row) times its 32 doc tokens (B rows from b_rows), folded into the running
+// maxima m. bits: the warp's column mask shifted by 2 tig (bit 8 ni + e: column 8 ni + 2 tig + e);
+// j_first: the doc index of column 2 tig.
+template <int kM, typename T>
+__device__ __forceinline__ void multiply_and_fold(const uint16_t* a_rows, const uint16_t* b_rows, int stride,
+                                                  int width, uint32_t bits, int32_t j_first,
+                                                  RunningMax<float> (&m)[kMTiles][2]) {
+  float acc[kM][kNTiles][4] = {};
+  for (int kk = 0; kk < width; kk += kFrag) {
+    uint32_t a[kM][4], b[kNTiles][2];
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) ptx::ldmatrix<4>(a[mi], a_rows + mi * kFrag * stride + kk);
+#pragma unroll
+    for (int nj = 0; nj < kNTiles / 2; ++nj) {
+      uint32_t r[4];
+      ptx::ldmatrix<4>(r, b_rows + nj * 16 * stride + kk);
+      b[2 * nj][0] = r[0];
+      b[2 * nj][1] = r[1];
+      b[2 * nj + 1][0] = r[2];
+      b[2 * nj + 1][1] = r[3];
+    }
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+      for (int ni = 0; ni < kNTiles; ++ni) ptx::mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+    }
+  }
+  // acc[mi][ni][e] is row g (e < 2) or g + 8 of m16 tile mi, column 8 ni + 2 tig + e % 2 of the
+  // warp's 32: each lane visits its columns in increasing j.
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+    for (int ni = 0; ni < kNTiles; ++ni) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if ((bits >> (8 * ni + e)) & 1u) {
+          m[mi][0].update(acc[mi][ni][e], j_first + 8 * ni + e);
+          m[mi][1].update(acc[mi][ni][2 + e], j_first + 8 * ni + e);
+        }
+      }
+    }
+  }
+}
+
+// kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
+template <typename scalar_t, bool kWriteArgmax>
+__global__ void __launch_bounds__(kThreads, 4)
+    maxsim_mma_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores, int32_t* argmax) {
+  using T = typename Operand<scalar_t>::type;
+  KDOPS_DYNAMIC_SMEM(uint16_t, smem);
+  __shared__ const uint16_t* q_src[kRows];  // each query row's source row (nullptr: zeros)
+  __shared__ uint32_t col_mask[kStages][2];  // column_masks of the tile in each stage
+  __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
+  __shared__ int32_t part_index[2][kRows];
+  alignas(16) __shared__ float contrib[kRows];  // each row's max (0 when masked or no token)
+  const MaxSimLayout& l = v.layout;
+  const int dim = static_cast<int>(v.dim), stride = tile_stride(dim), width = round_up(dim, kFrag);
+  uint16_t* q_tile = smem;
+  uint16_t* d_tiles = q_tile + kRows * stride;  // kStages buffers of kCols rows: tile t in t % kStages
+  const uint16_t* Q = reinterpret_cast<const uint16_t*>(v.Q);
+  const uint16_t* D = reinterpret_cast<const uint16_t*>(v.D);
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, wr = warp / 2, wc = warp % 2;
+  const int g = lane / 4, tig = lane % 4;  // the lane's row and column pair in the mma fragments
+  const Walk walk(vec ? round_up(dim, kFrag) / kVec : round_up(dim, kFrag));
+  // The lane's ldmatrix row (element offset in a tile). A, x4 per m16 tile: lanes 0-15 rows 0-15
+  // at column 0, lanes 16-31 the same rows at column 8 (a[0..3]). B, x4 per two n8 tiles: lanes
+  // 8i..8i+7 doc rows 8 (i / 2).. at column 8 (i % 2) (b[0..1] of the first tile, then the second's).
+  const int a_offset = (wr * kWarpRows + lane % 16) * stride + 8 * (lane / 16);
+  const int b_offset = (wc * kWarpCols + 8 * (lane / 16) + lane % 8) * stride + 8 * ((lane / 8) % 2);
+
+  for (int64_t item = blockIdx.x; item < grp.items; item += gridDim.x) {
+    const int64_t u = item / grp.groups_per_doc;
+    const int64_t q0 = l.per_query ? u / l.K : (item - u * grp.groups_per_doc) * grp.G;
+    const int64_t k = l.per_query ? u - q0 * l.K : u;  // the column of every query in the group
+    const int nq = static_cast<int>(std::min<int64_t>(grp.G, v.Nq - q0));
+    const int64_t start = l.start(u), length = l.length(u);
+    const int64_t tiles = (length + kCols - 1) / kCols;
+    const auto start_tile = [&](int64_t t) {  // stages tile t and its column masks
+      const int slot = static_cast<int>(t % kStages);
+      const int64_t first = start + t * kCols, tokens = std::min<int64_t>(kCols, length - t * kCols);
+      if (vec) {
+        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, v.dim, tokens, walk);
+      } else {
+        stage(d_tiles + slot * kCols * stride, stride, kCols, dim, false, walk,
+              [&](int r) -> const uint16_t* { return r < tokens ? D + (first + r) * v.dim : nullptr; });
+      }
+      if (warp == 0) column_masks(v, first, tokens, col_mask[slot]);
+    };
+    float score = 0;  // thread t < nq: query q0 + t, summed over its chunks in order
+
+    for (int chunk = 0; chunk < grp.chunks; ++chunk) {
+      // Rows holding tokens of real queries (a multiple of 16): the group's full segments, and
+      // the last query's tokens in this chunk rounded up to 16.
+      const int64_t last_rows = std::min<int64_t>(grp.seg, v.Lq - int64_t(chunk) * grp.seg);
+      const int real_rows = (nq - 1) * grp.seg + round_up(last_rows, kFrag);
+      const int warp_real = (real_rows - wr * kWarpRows) / kFrag;  // the warp's m16 tiles with real rows
+      const int m_tiles = warp_real < 0 ? 0 : (warp_real > kMTiles ? kMTiles : warp_real);
+      RunningMax<float> m[kMTiles][2];  // rows 16 mi + g (+ 8 for [1]) of the warp, over its columns
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) m[mi][0] = m[mi][1] = empty_running_max<float>();
+      __syncthreads();  // the previous chunk's tiles, row table, maxima and contributions are no longer read
+      if (tiles > 0) {
+        if (tid < kRows) {  // the row table: one division per row and chunk
+          const int r = tid, rq = r / grp.seg;
+          const int64_t ri = int64_t(chunk) * grp.seg + (r - rq * grp.seg);
+          q_src[r] = r < real_rows && ri < v.Lq ? Q + ((q0 + rq) * v.Lq + ri) * v.dim : nullptr;
+        }
+        __syncthreads();
+        stage(q_tile, stride, real_rows, dim, vec, walk, [&](int r) { return q_src[r]; });
+        // One batch per tile (the query rows join tile 0's); empty batches past the last tile
+        // keep the count, so waiting until kStages - 2 are in flight means tile t has landed.
+        for (int s = 0; s < kStages - 1; ++s) {
+          if (s < tiles) start_tile(s);
+          __pipeline_commit();
+        }
+      }
+      for (int64_t t = 0; t < tiles; ++t) {
+        __pipeline_wait_prior(kStages - 2);
+        // Every thread's copies of tile t have landed, and tile t - 1, whose buffer and masks
+        // the next start_tile reuses, has been folded by every warp.
+        __syncthreads();
+        if (t + kStages - 1 < tiles) start_tile(t + kStages - 1);
+        __pipeline_commit();
+        const int slot = static_cast<int>(t % kStages);
+        const uint16_t* b_rows = d_tiles + slot * kCols * stride + b_offset;
+        const uint32_t bits = col_mask[slot][wc] >> (2 * tig);
+        const int32_t j_first = static_cast<int32_t>(t * kCols + wc * kWarpCols + 2 * tig);
+        // A branch per tile, none inside the loop over features (m_tiles is the same in the warp).
+        if (m_tiles == kMTiles) {
+          multiply_and_fold<kMTiles, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+        } else if (m_tiles == 1) {
+          multiply_and_fold<1, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+        }  // else this warp's rows hold no real query token
+      }
+      // Each row's max over the warp's 32 columns: the quad's lanes (xor 1, 2) merge, value
+      // first, then the lower index; lane tig = 0 hands it to the cross-warp merge.
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int offset = 1; offset < 4; offset *= 2) {
+            const float other_value = __shfl_xor_sync(0xffffffffu, m[mi][h].value, offset);
+            const int32_t other_index = __shfl_xor_sync(0xffffffffu, m[mi][h].index, offset);
+            m[mi][h].merge(other_value, other_index);
+          }
+          if (tig == 0) {
+            const int row = wr * kWarpRows + mi * kFrag + 8 * h + g;
+            part_value[wc][row] = m[mi][h].value;
+            part_index[wc][row] = m[mi][h].index;
+          }
+        }
+      }
+      __syncthreads();
+      if (tid < kRows) {
+        // Row r holds token i of query q0 + r / seg, or zeros past the query's end.
+        const int row = tid, qr = row / grp.seg;
+        const int64_t i = int64_t(chunk) * grp.seg + (row - qr * grp.seg);
+        RunningMax<float> r{part_value[0][row], part_index[0][row]};
+        r.merge(part_value[1][row], part_index[1][row]);
+        float c = 0;
+        if (row < real_rows && i < v.Lq) {
+          if (!v.query_token_valid(q0 + qr, i)) r.index = -1;
+          if constexpr (kWriteArgmax) argmax[v.argmax_index(q0 + qr, k, i)] = r.index;
+          c = r.contribution();
+        }
+        contrib[row] = c;
+      }
+      __syncthreads();
+      if (tid < nq) {
+        const int first = tid * grp.seg;
+        for (int r = first; r < first + grp.seg; ++r) score += contrib[r];
+      }
+    }
+    if (tid < nq) scores[(q0 + tid) * l.K + k] = score;
+  }
+}
+
+}  // namespace kdops::cuda::tensor_core::mma
