@@ -6,6 +6,8 @@
 // that they agree, so such code fails here instead of giving wrong results on some GPUs.
 // mma_sync multiplies exactly (16-bit products are exact in float) and accumulates in float,
 // k ascending; tensor cores sum in another order, so compare with float tolerances.
+// store_matrix_sync writes each lane's share of the tile as that lane resumes: reading another
+// lane's elements needs a barrier, as on the GPU.
 #pragma once
 
 #include <cstdint>
@@ -129,12 +131,18 @@ struct StoreCall {
     void* frags[32];
     for (int lane = 0; lane < 32; ++lane) frags[lane] = const_cast<Frag*>(static_cast<StoreCall*>(lane_data[lane])->frag);
     check_lanes_agree<Frag>(kWhat, frags);
-    const StoreCall& first = *static_cast<StoreCall*>(lane_data[0]);
-    for (int r = 0; r < Frag::rows; ++r) {
-      for (int c = 0; c < Frag::cols; ++c) {
-        const size_t offset = first.col_major ? static_cast<size_t>(c) * first.ldm + r : static_cast<size_t>(r) * first.ldm + c;
-        first.ptr[offset] = static_cast<Dst>(first.frag->x[r * Frag::cols + c]);
-      }
+  }
+  // Each lane stores its own share of the tile (elements lane, lane + 32, ...) when it resumes
+  // from the warp-wide call, as each lane of a GPU stores its fragment's elements: wmma.store's
+  // .sync waits for the warp at the start, it does not make one lane's stores visible to
+  // another. A lane that reads elements of the tile before a __syncwarp or __syncthreads may
+  // read what was there before (the hardware's shares differ, but the need for the barrier
+  // is the same).
+  void store_own_share(unsigned lane) const {
+    for (int e = static_cast<int>(lane); e < Frag::rows * Frag::cols; e += 32) {
+      const int r = e / Frag::cols, c = e % Frag::cols;
+      const size_t offset = col_major ? static_cast<size_t>(c) * ldm + r : static_cast<size_t>(r) * ldm + c;
+      ptr[offset] = static_cast<Dst>(frag->x[e]);
     }
   }
 };
@@ -232,6 +240,7 @@ void store_matrix_sync(Dst* ptr, const fragment<accumulator, M, N, K, T>& frag, 
   using Call = detail::StoreCall<fragment<accumulator, M, N, K, T>, Dst>;
   Call call{&frag, ptr, ldm, layout == mem_col_major};
   kdops::sim::detail::warp_call("wmma::store_matrix_sync", &call, &Call::complete, detail::Site{file, line});
+  call.store_own_share(kdops::sim::detail::current().lane);
 }
 
 template <int M, int N, int K, typename TD, typename TA, typename LA, typename TB, typename LB, typename TC>

@@ -182,6 +182,17 @@ def test_memory_fault_in_a_kernel_fails_its_launch_and_the_next_runs(cases):
     assert "in kernel sim_cases::wild_read(int*), block (0,0,0), thread (5,0,0)" in fault
 
 
+@pytest.mark.parametrize("schedule", ["", "t", "r"])
+def test_wmma_store_is_visible_to_other_lanes_only_after_a_barrier(cases, schedule):
+    """wmma::store_matrix_sync: each lane stores its own share of the tile as it resumes, so a
+    lane reading another lane's element before a __syncwarp reads what was there before (-1),
+    under every schedule; with the __syncwarp every lane reads the stored 2."""
+    synced = cases.run("wmma_store_then_read_synced", 1, schedule)
+    assert synced.returncode == 0 and synced.stdout.split() == ["2"] * 32, synced.stdout
+    racy = cases.run("wmma_store_then_read_racy", 1, schedule)
+    assert racy.returncode == 0 and "-1" in racy.stdout.split(), racy.stdout
+
+
 def test_write_past_the_end_of_a_buffer_fails_its_launch(cases):
     """A kernel writing one element past a buffer of the guarded heap (torch's CPU allocator in
     kdops._C_sim) fails that launch with a message naming the buffer and the kernel, instead of

@@ -179,6 +179,21 @@ __global__ void wmma_lane_edit(const half* a, const half* b, float* c) {
   wmma::store_matrix_sync(c, acc, 16, wmma::mem_row_major);  // @wmma-store
 }
 
+// A warp stores a WMMA tile to shared memory, then each lane reads an element another lane
+// stored: right only with the __syncwarp between (each lane stores its own share).
+template <bool synced>
+__global__ void wmma_store_then_read(float* out) {
+  using namespace nvcuda;
+  alignas(32) __shared__ float tile[256];
+  for (int i = threadIdx.x; i < 256; i += 32) tile[i] = -1.0f;
+  __syncwarp();
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 2.0f);
+  wmma::store_matrix_sync(tile, acc, 16, wmma::mem_row_major);
+  if (synced) __syncwarp();
+  out[threadIdx.x] = tile[(threadIdx.x * 8 + 1) % 256];
+}
+
 // Reverses each block's slice through shared memory; `synced` puts the barrier in.
 template <bool synced>
 __global__ void reverse_block(const int* in, int* out) {
@@ -592,6 +607,14 @@ void case_wmma_lane_edit() {
 }
 
 template <bool synced>
+void case_wmma_store_then_read() {
+  std::vector<float> out(32, 0.0f);
+  launch(wmma_store_then_read<synced>, dim3(1), dim3(32), 0, nullptr, out.data());
+  for (float v : out) std::printf("%g ", v);
+  std::printf("\n");
+}
+
+template <bool synced>
 void case_reverse() {
   const int blocks = 4, threads = 128;
   std::vector<int> in(blocks * threads), out(blocks * threads, 0);
@@ -890,6 +913,8 @@ int main(int argc, char** argv) {
       {"recover_and_threads", case_recover_and_threads},
       {"fault_then_recover", case_fault_then_recover},
       {"write_past_end", case_write_past_end},
+      {"wmma_store_then_read_synced", case_wmma_store_then_read<true>},
+      {"wmma_store_then_read_racy", case_wmma_store_then_read<false>},
       {"static_smem_read_first", [] { launch_ints(static_smem_read_first, 64); }},
       {"conversions", case_conversions},
   };
