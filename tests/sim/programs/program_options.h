@@ -1,11 +1,15 @@
 // The command line of the simulator's test programs: `<program> <case> [seed] [t|r|w|p][b]`.
-// Sets the simulator's schedule from it; false (after printing the usage) when no case is named.
+// set_schedule_from_args sets the simulator's schedule from it; false (after printing the
+// usage) when no case is named. run_case runs the named case.
 #pragma once
 
 #if defined(KDOPS_SIM)  // the programs' main() runs on the simulator only
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <functional>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -29,6 +33,23 @@ inline bool set_schedule_from_args(int argc, char** argv) {
   options.shuffle_blocks = flags.find('b') != std::string::npos;
   kdops::sim::set_options(options);
   return true;
+}
+
+// Runs cases[name]: the exit code 0, 2 for an unknown case, or 3 after printing
+// "ERROR: <message>" when the simulator raised (the tests read the message).
+inline int run_case(const std::map<std::string, std::function<void()>>& cases, const std::string& name) {
+  const auto it = cases.find(name);
+  if (it == cases.end()) {
+    std::fprintf(stderr, "unknown case %s\n", name.c_str());
+    return 2;
+  }
+  try {
+    it->second();
+  } catch (const std::exception& e) {
+    std::printf("ERROR: %s\n", e.what());
+    return 3;
+  }
+  return 0;
 }
 
 #endif

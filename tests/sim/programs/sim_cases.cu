@@ -918,17 +918,6 @@ int main(int argc, char** argv) {
       {"static_smem_read_first", [] { launch_ints(static_smem_read_first, 64); }},
       {"conversions", case_conversions},
   };
-  const auto it = cases.find(name);
-  if (it == cases.end()) {
-    std::fprintf(stderr, "unknown case %s\n", name.c_str());
-    return 2;
-  }
-  try {
-    it->second();
-  } catch (const std::exception& e) {
-    std::printf("ERROR: %s\n", e.what());
-    return 3;
-  }
-  return 0;
+  return run_case(cases, name);
 }
 #endif

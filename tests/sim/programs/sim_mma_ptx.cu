@@ -315,17 +315,6 @@ int main(int argc, char** argv) {
          launch(ldmatrix_misaligned, dim3(1), dim3(32), 0, nullptr, out.data());
        }},
   };
-  const auto it = cases.find(name);
-  if (it == cases.end()) {
-    std::fprintf(stderr, "unknown case %s\n", name.c_str());
-    return 2;
-  }
-  try {
-    it->second();
-  } catch (const std::exception& e) {
-    std::printf("ERROR: %s\n", e.what());
-    return 3;
-  }
-  return 0;
+  return run_case(cases, name);
 }
 #endif

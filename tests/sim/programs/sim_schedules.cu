@@ -203,17 +203,6 @@ int main(int argc, char** argv) {
       {"plain_grid_sum_fenced", case_planted_grid_sum<true, true, true, false>},
       {"scan_in_branch", case_scan_in_branch},
   };
-  const auto it = cases.find(name);
-  if (it == cases.end()) {
-    std::fprintf(stderr, "unknown case %s\n", name.c_str());
-    return 2;
-  }
-  try {
-    it->second();
-  } catch (const std::exception& e) {
-    std::printf("ERROR: %s\n", e.what());
-    return 3;
-  }
-  return 0;
+  return run_case(cases, name);
 }
 #endif
