@@ -43,8 +43,20 @@ struct Totals {
   uint64_t requests = 0, lanes = 0, units = 0, ideal = 0;  // units: wavefronts or sectors
 };
 
+// A lane's last plain access, not yet counted: g++ splits a 16-byte vector access (a uint4 built
+// field by field, say) into 4-byte ones where nvcc emits one LDS.128 / LDG.128, so the next access
+// of the lane extends it when it continues it in straight-line code (a later code address) and the
+// whole stays aligned to its size, at most 16 bytes.
+struct Pending {
+  Site site;
+  uintptr_t address = 0;
+  uintptr_t last_pc = 0;
+  bool valid = false;
+};
+
 struct State {
   std::string kernel;
+  std::map<unsigned, Pending> pending;  // by thread
   size_t dynamic_smem_bytes = 0;
   bool suppressed = false;
   std::map<std::pair<unsigned, Site>, uint64_t> occurrences;  // (thread, site) -> accesses so far
@@ -60,8 +72,8 @@ State& state() {
 // Lanes served together: 32 for accesses of up to 4 bytes, half-warps for 8 bytes, quarter-warps
 // for 16 bytes and for ldmatrix's 8-row phases (one 128-byte wavefront per phase at best).
 unsigned phase_lanes(Kind kind, size_t bytes) {
-  if (kind == Kind::kLdmatrix || bytes >= 16) return 8;
-  return bytes == 8 ? 16 : 32;
+  if (kind == Kind::kLdmatrix || bytes > 8) return 8;
+  return bytes > 4 ? 16 : 32;
 }
 
 // Wavefronts of one warp access: per phase, the most distinct 4-byte words any bank must serve
@@ -112,6 +124,28 @@ uintptr_t module_offset(uintptr_t pc) {
 
 }  // namespace
 
+namespace {
+
+void count(State& s, unsigned thread, const Site& site, uintptr_t address) {
+  const uint64_t occurrence = s.occurrences[{thread, site}]++;
+  s.warp_accesses[{thread / 32, site, occurrence}].push_back(LaneAccess{thread % 32, address});
+}
+
+void flush(State& s, unsigned thread) {
+  Pending& p = s.pending[thread];
+  if (p.valid) count(s, thread, p.site, p.address);
+  p.valid = false;
+}
+
+bool extends(const Pending& p, Kind kind, bool shared, uintptr_t address, size_t bytes, uintptr_t pc) {
+  const size_t whole = address + bytes - p.address;
+  return p.valid && p.site.file == nullptr && p.site.kind == kind && p.site.shared == shared &&
+         address == p.address + p.site.bytes && pc > p.last_pc && whole <= 16 &&
+         p.address % (whole <= 8 ? 8 : 16) == 0;
+}
+
+}  // namespace
+
 void access(Kind kind, const void* address, size_t bytes, const char* file, int line, uintptr_t pc) {
   State& s = state();
   const detail::ThreadState* t = detail::current_thread;
@@ -120,9 +154,19 @@ void access(Kind kind, const void* address, size_t bytes, const char* file, int 
   const bool shared = in_dynamic_smem(*t, a) || detail::in_static_shared(address);
   if (!shared && !detail::in_guarded_allocation(address)) return;
   const unsigned thread = t->thread_idx.x + t->block_dim.x * (t->thread_idx.y + t->block_dim.y * t->thread_idx.z);
+  Pending& p = s.pending[thread];
+  if (file == nullptr && extends(p, kind, shared, a, bytes, pc)) {
+    p.site.bytes += bytes;
+    p.last_pc = pc;
+    return;
+  }
+  flush(s, thread);
   const Site site{file, line, file == nullptr ? module_offset(pc) : 0, kind, shared, bytes};
-  const uint64_t occurrence = s.occurrences[{thread, site}]++;
-  s.warp_accesses[{thread / 32, site, occurrence}].push_back(LaneAccess{thread % 32, a});
+  if (file != nullptr) {
+    count(s, thread, site, a);
+  } else {
+    p = Pending{site, a, pc, true};
+  }
 }
 
 void begin_launch(const char* kernel, size_t dynamic_smem_bytes) {
@@ -131,10 +175,12 @@ void begin_launch(const char* kernel, size_t dynamic_smem_bytes) {
   s.dynamic_smem_bytes = dynamic_smem_bytes;
   s.warp_accesses.clear();  // of a block that failed
   s.occurrences.clear();
+  s.pending.clear();
 }
 
 void end_block() {
   State& s = state();
+  for (auto& [thread, pending] : s.pending) flush(s, thread);
   for (const auto& [key, lanes] : s.warp_accesses) {
     const Site& site = std::get<1>(key);
     const auto [units, ideal] = site.shared ? wavefronts(lanes, site.kind, site.bytes) : sectors(lanes, site.bytes);

@@ -43,6 +43,7 @@ def test_shared_4_byte_loads(recorded: Program, case: str, wavefronts: int) -> N
     ("shared_float4", "shared-float4", 4, 4),           # 4 quarter-warp phases of 128 bytes
     ("shared_float4_stride_2", "shared-float4", 8, 4),  # 32-byte stride: 2-way in each phase
     ("shared_float2", "shared-float2", 2, 2),           # 2 half-warp phases of 128 bytes
+    ("shared_uint4_fields", "shared-uint4", 4, 4),      # g++'s four 4-byte stores counted as one 16-byte
 ])
 def test_shared_vector_loads(recorded: Program, case: str, marker: str, wavefronts: int, ideal: int) -> None:
     assert counts(recorded, case, marker, "shared") == (1, wavefronts, ideal)

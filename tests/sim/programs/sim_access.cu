@@ -44,6 +44,16 @@ __global__ void shared_vectors(const float* in, float* out, int stride, bool wid
   }
 }
 
+// Lane l stores a uint4 built field by field at 16-byte index l: one STS.128 under nvcc, which g++
+// splits into four 4-byte stores (the recorder counts them as one 16-byte access).
+__global__ void shared_uint4_fields(float* out) {
+  alignas(16) __shared__ uint32_t buf[32 * 4];
+  const unsigned l = threadIdx.x;
+  reinterpret_cast<uint4*>(buf)[l] = make_uint4(l, l + 1, 2 * l, 3 * l);  // @shared-uint4
+  __syncwarp();
+  out[l] = static_cast<float>(buf[(4 * l + 5) % 128]);
+}
+
 // ldmatrix.x4 of 32 rows of 8 bf16 at a row stride of `stride` elements (64: 128 bytes, every
 // row in the same four banks; 72: the padded stride, rows in distinct 16-byte bank groups).
 __global__ void ldmatrix_rows(const uint16_t* in, uint32_t* out, int stride) {
@@ -125,6 +135,7 @@ int main(int argc, char** argv) {
       {"shared_float4", vectors(1, true)},
       {"shared_float4_stride_2", vectors(2, true)},
       {"shared_float2", vectors(1, false)},
+      {"shared_uint4_fields", one_warp([](float*, float* out, uint16_t*) { launch(shared_uint4_fields, 1, 32, 0, nullptr, out); })},
       {"ldmatrix_stride_128B", rows(64)},
       {"ldmatrix_stride_144B", rows(72)},
       {"cp_async", one_warp([](float* in, float* out, uint16_t*) { launch(cp_async_rows, 1, 32, 0, nullptr, in, out); })},
