@@ -43,10 +43,11 @@ struct Totals {
   uint64_t requests = 0, lanes = 0, units = 0, ideal = 0;  // units: wavefronts or sectors
 };
 
-// A lane's last plain access, not yet counted: g++ splits a 16-byte vector access (a uint4 built
-// field by field, say) into 4-byte ones where nvcc emits one LDS.128 / LDG.128, so the next access
-// of the lane extends it when it continues it in straight-line code (a later code address) and the
-// whole stays aligned to its size, at most 16 bytes.
+// A lane's last plain load (or store), not yet counted: g++ splits a 16-byte vector access (a uint4
+// built field by field, a float4 converted in place) into 4-byte ones, loads and stores
+// interleaved and in any order, where nvcc emits one LDS.128 / LDG.128; so the lane's next load
+// (store) joins it when it adjoins it in straight-line code (a later code address) and both lie in
+// one aligned 16-byte block.
 struct Pending {
   Site site;
   uintptr_t address = 0;
@@ -56,7 +57,7 @@ struct Pending {
 
 struct State {
   std::string kernel;
-  std::map<unsigned, Pending> pending;  // by thread
+  std::map<std::pair<unsigned, Kind>, Pending> pending;  // by thread and kind
   size_t dynamic_smem_bytes = 0;
   bool suppressed = false;
   std::map<std::pair<unsigned, Site>, uint64_t> occurrences;  // (thread, site) -> accesses so far
@@ -131,17 +132,15 @@ void count(State& s, unsigned thread, const Site& site, uintptr_t address) {
   s.warp_accesses[{thread / 32, site, occurrence}].push_back(LaneAccess{thread % 32, address});
 }
 
-void flush(State& s, unsigned thread) {
-  Pending& p = s.pending[thread];
+void flush(State& s, unsigned thread, Pending& p) {
   if (p.valid) count(s, thread, p.site, p.address);
   p.valid = false;
 }
 
-bool extends(const Pending& p, Kind kind, bool shared, uintptr_t address, size_t bytes, uintptr_t pc) {
-  const size_t whole = address + bytes - p.address;
-  return p.valid && p.site.file == nullptr && p.site.kind == kind && p.site.shared == shared &&
-         address == p.address + p.site.bytes && pc > p.last_pc && whole <= 16 &&
-         p.address % (whole <= 8 ? 8 : 16) == 0;
+bool joins(const Pending& p, Kind kind, bool shared, uintptr_t address, size_t bytes, uintptr_t pc) {
+  const uintptr_t lo = std::min(p.address, address), hi = std::max(p.address + p.site.bytes, address + bytes);
+  return p.valid && p.site.kind == kind && p.site.shared == shared && pc > p.last_pc &&
+         (address == p.address + p.site.bytes || address + bytes == p.address) && lo / 16 == (hi - 1) / 16;
 }
 
 }  // namespace
@@ -154,13 +153,14 @@ void access(Kind kind, const void* address, size_t bytes, const char* file, int 
   const bool shared = in_dynamic_smem(*t, a) || detail::in_static_shared(address);
   if (!shared && !detail::in_guarded_allocation(address)) return;
   const unsigned thread = t->thread_idx.x + t->block_dim.x * (t->thread_idx.y + t->block_dim.y * t->thread_idx.z);
-  Pending& p = s.pending[thread];
-  if (file == nullptr && extends(p, kind, shared, a, bytes, pc)) {
+  Pending& p = s.pending[{thread, kind}];
+  if (file == nullptr && joins(p, kind, shared, a, bytes, pc)) {
     p.site.bytes += bytes;
+    p.address = std::min(p.address, a);
     p.last_pc = pc;
     return;
   }
-  flush(s, thread);
+  flush(s, thread, p);
   const Site site{file, line, file == nullptr ? module_offset(pc) : 0, kind, shared, bytes};
   if (file != nullptr) {
     count(s, thread, site, a);
@@ -180,7 +180,7 @@ void begin_launch(const char* kernel, size_t dynamic_smem_bytes) {
 
 void end_block() {
   State& s = state();
-  for (auto& [thread, pending] : s.pending) flush(s, thread);
+  for (auto& [key, pending] : s.pending) flush(s, key.first, pending);
   for (const auto& [key, lanes] : s.warp_accesses) {
     const Site& site = std::get<1>(key);
     const auto [units, ideal] = site.shared ? wavefronts(lanes, site.kind, site.bytes) : sectors(lanes, site.bytes);
@@ -216,15 +216,27 @@ void report(std::FILE* out) {
 
 }  // namespace kdops::sim::record
 
-// g++'s outline instrumentation of the kernel's plain loads and stores (see access_record.h).
-#define KDOPS_SIM_RECORD_PLAIN(size)                                                                   \
-  extern "C" void __asan_load##size##_noabort(uintptr_t address) {                                      \
-    kdops::sim::record::access(kdops::sim::record::Kind::kLoad, reinterpret_cast<const void*>(address), \
-                               size, nullptr, 0, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
-  }                                                                                                     \
-  extern "C" void __asan_store##size##_noabort(uintptr_t address) {                                     \
-    kdops::sim::record::access(kdops::sim::record::Kind::kStore, reinterpret_cast<const void*>(address), \
-                               size, nullptr, 0, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
+// g++'s ThreadSanitizer instrumentation of the kernel's plain loads and stores (see access_record.h),
+// without ThreadSanitizer's runtime: every access calls __tsan_{read,write}N (unlike AddressSanitizer's,
+// which drops the check of a store to bytes a load of the same block already checked).
+namespace {
+void plain(kdops::sim::record::Kind kind, const void* address, size_t size, void* pc) {
+  kdops::sim::record::access(kind, address, size, nullptr, 0, reinterpret_cast<uintptr_t>(pc));
+}
+}  // namespace
+
+#define KDOPS_SIM_RECORD_PLAIN(size)                                                          \
+  extern "C" void __tsan_read##size(void* a) {                                                \
+    plain(kdops::sim::record::Kind::kLoad, a, size, __builtin_return_address(0));             \
+  }                                                                                           \
+  extern "C" void __tsan_write##size(void* a) {                                               \
+    plain(kdops::sim::record::Kind::kStore, a, size, __builtin_return_address(0));            \
+  }                                                                                           \
+  extern "C" void __tsan_unaligned_read##size(void* a) {                                      \
+    plain(kdops::sim::record::Kind::kLoad, a, size, __builtin_return_address(0));             \
+  }                                                                                           \
+  extern "C" void __tsan_unaligned_write##size(void* a) {                                     \
+    plain(kdops::sim::record::Kind::kStore, a, size, __builtin_return_address(0));            \
   }
 KDOPS_SIM_RECORD_PLAIN(1)
 KDOPS_SIM_RECORD_PLAIN(2)
@@ -232,13 +244,16 @@ KDOPS_SIM_RECORD_PLAIN(4)
 KDOPS_SIM_RECORD_PLAIN(8)
 KDOPS_SIM_RECORD_PLAIN(16)
 #undef KDOPS_SIM_RECORD_PLAIN
-extern "C" void __asan_loadN_noabort(uintptr_t address, size_t size) {
-  kdops::sim::record::access(kdops::sim::record::Kind::kLoad, reinterpret_cast<const void*>(address), size, nullptr,
-                             0, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" void __tsan_read_range(void* a, unsigned long size) {
+  plain(kdops::sim::record::Kind::kLoad, a, size, __builtin_return_address(0));
 }
-extern "C" void __asan_storeN_noabort(uintptr_t address, size_t size) {
-  kdops::sim::record::access(kdops::sim::record::Kind::kStore, reinterpret_cast<const void*>(address), size, nullptr,
-                             0, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" void __tsan_write_range(void* a, unsigned long size) {
+  plain(kdops::sim::record::Kind::kStore, a, size, __builtin_return_address(0));
 }
-extern "C" void __asan_handle_no_return() {}  // before a throw: nothing to unpoison here
+// The rest of the instrumentation's calls: nothing to record (function boundaries, vtable pointers).
+extern "C" void __tsan_init() {}
+extern "C" void __tsan_func_entry(void*) {}
+extern "C" void __tsan_func_exit() {}
+extern "C" void __tsan_vptr_update(void**, void*) {}
+extern "C" void __tsan_vptr_read(void**) {}
 #endif  // KDOPS_SIM_RECORD

@@ -4,11 +4,10 @@
 // model (benchmarks/gpu_perf) uses the counts instead of assuming conflict-free, coalesced access.
 //
 // Off unless the translation units are compiled with -DKDOPS_SIM_RECORD: then the kernel's .cu is
-// also compiled with g++'s outline address instrumentation (-fsanitize=kernel-address
-// --param asan-instrumentation-with-call-threshold=0: every plain load and store calls
-// __asan_{load,store}N_noabort, defined in access_record.cpp), and the simulated instructions that
-// move memory themselves (ldmatrix, cp.async, the cache-hinted loads and stores) call
-// record::access. Without the define none of it is compiled: the ordinary builds are unchanged.
+// also compiled with g++'s ThreadSanitizer instrumentation (-fsanitize=thread, linked without its
+// runtime: every plain load and store calls __tsan_{read,write}N, defined in access_record.cpp),
+// and the simulated instructions that move memory themselves (ldmatrix, cp.async, the
+// cache-hinted loads and stores) call record::access. Without the define none of it is compiled: the ordinary builds are unchanged.
 // tests/sim/simbuild.py's "record" mode builds a program so; test_access_record.py checks it.
 //
 // Grouping: the accesses of one warp-level instruction are the 32 lanes' accesses at the same

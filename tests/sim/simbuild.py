@@ -46,11 +46,10 @@ MODES = {
     "record": ["-O2", "-g1", "-DKDOPS_SIM_RECORD"],
 }
 
-# Every plain load and store of the kernel's translation unit calls __asan_{load,store}N_noabort
-# (defined by the recorder), nothing else of AddressSanitizer: no shadow checks inline, no stack or
-# global redzones, no runtime library. Only the .cu file: the simulator itself is not recorded.
-RECORD_FLAGS = ["-fsanitize=kernel-address", "--param", "asan-instrumentation-with-call-threshold=0",
-                "--param", "asan-stack=0", "--param", "asan-globals=0"]
+# Every plain load and store of the kernel's translation unit calls __tsan_{read,write}N (defined by
+# the recorder; ThreadSanitizer's runtime is not linked). Only the .cu file: the simulator itself is
+# not recorded.
+RECORD_FLAGS = ["-fsanitize=thread"]
 
 SANITIZER_ENV = {
     # detect_stack_use_after_return: fiber switches must keep ASan's fake stacks consistent too.
@@ -149,7 +148,7 @@ def access_report(stdout: str, exe: Path) -> list[dict]:
     pcs = sorted({r["site"][3:] for r in rows if r["site"].startswith("pc:")})
     where = _source_lines(exe, pcs) if pcs else {}
     for r in rows:
-        site = where.get(r["site"][3:], "?:0") if r["site"].startswith("pc:") else r["site"]
+        site = where[r["site"][3:]] if r["site"].startswith("pc:") else r["site"]
         r["site"] = site.removeprefix(f"{REPO}/")
     return rows
 
@@ -157,13 +156,13 @@ def access_report(stdout: str, exe: Path) -> list[dict]:
 def _source_lines(exe: Path, pcs: list[str]) -> dict[str, str]:
     out = subprocess.run(["addr2line", "-e", str(exe), "-i", "-a", *pcs], capture_output=True, text=True,
                          check=True).stdout.splitlines()
-    where: dict[str, str] = {}
-    current = None
+    frames: dict[str, list[str]] = {}
     for line in out:
         if line.startswith("0x"):
-            current = f"0x{int(line, 16):x}"
-            continue
-        frame = line.split(" (discriminator")[0].strip()
-        if current not in where and not frame.startswith(str(SIM_DIR)) and not frame.startswith("??"):
-            where[current] = frame
-    return where
+            current = frames.setdefault(f"0x{int(line, 16):x}", [])
+        elif not line.startswith("??"):
+            current.append(line.split(" (discriminator")[0].strip())
+    # The innermost frame outside the simulator's headers; else (code of csrc/sim inlined into the
+    # kernel, e.g. a WMMA stand-in) the outermost.
+    return {pc: next((f for f in fs if not f.startswith(str(SIM_DIR))), fs[-1] if fs else "?:0")
+            for pc, fs in frames.items()}
