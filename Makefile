@@ -28,7 +28,7 @@ export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
 .PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage \
-	mutants sdist wheel test-wheel clean
+	mutants sdist wheel test-wheel clean peer-wheels
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -146,6 +146,11 @@ VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' kdops/_version.py)
 SDIST = dist/kdops-$(VERSION).tar.gz
 AUDITWHEEL_EXCLUDES := $(foreach lib,libtorch.so libtorch_cpu.so libtorch_cuda.so libtorch_python.so libc10.so \
 	libc10_cuda.so libcudart.so.13 libgomp.so.1,--exclude $(lib))
+
+# The GPU peers' wheels in .whl/ for benchmarks/gpu_check.sh (git-ignored: pass carry=[".whl"] to the
+# device tool).
+peer-wheels: $(DEPS)
+	PYTHON=$(PY) benchmarks/peer_wheels.sh
 
 sdist: $(DEPS)
 	rm -f $(SDIST)

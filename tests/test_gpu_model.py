@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import gpu_model_lists
 from benchmarks.gpu_perf import __main__ as cli
-from benchmarks.gpu_perf import hw, kdops_profile, kernels, model, report, sass
+from benchmarks.gpu_perf import accesses, hw, kdops_profile, kernels, model, report, sass
 from benchmarks.gpu_perf.compile_all import PROFILES
 
 # A loop (0x0020..0x0080) holding an inner loop (0x0040..0x0060), then straight-line code; two
@@ -65,6 +65,41 @@ def test_cached_kdops_profiles_match_the_kernel_source(profiles):
     ours = {k: v for k, v in profiles.items() if k.startswith("kdops|")}
     assert {k.split("|")[1] for k in ours} == {"sm_80", "sm_90"}
     assert {v["source"] for v in ours.values()} == {kdops_profile.source_hash()}
+
+
+def test_cached_access_counts_match_the_kernel_source(profiles):
+    """The simulator's wavefront and sector counts (accesses.py) are of the current kernels: rerun
+    `python -m benchmarks.gpu_perf` (or `python -m benchmarks.gpu_perf.accesses`) after a change."""
+    counted = {k: v for k, v in profiles.items() if k.startswith("accesses|kdops|")}
+    assert set(counted) == {f"accesses|kdops|{d}" for d in accesses.DTYPES}
+    assert {v["source"] for v in counted.values()} == {kdops_profile.source_hash()}
+
+
+def test_counted_conflicts(profiles):
+    """What the recorder counted in the cache: the 16-bit forward's ldmatrix loads are conflict-free
+    (rows padded to an odd number of 16-byte units, maxsim_mma.cuh), every global access is
+    coalesced, and the TF32 kernel's similarity buffer (row stride 68 floats, 4 mod 32) is not."""
+    for dtype in ("fp16", "bf16"):
+        sites = profiles[f"accesses|kdops|{dtype}"]["sites"]
+        ldsm = [t for site, t in sites.items() if " shared ldmatrix " in site]
+        assert ldsm and all(t["units"] == t["ideal"] for t in ldsm)
+    for dtype in accesses.DTYPES:
+        assert accesses.ratios(profiles, dtype)[1] == 1.0
+    fold = [t for site, t in profiles["accesses|kdops|tf32"]["sites"].items()
+            if site.startswith("csrc/cuda/maxsim_tensor_core.cuh:") and " shared load " in site]
+    assert any(t["units"] == 2 * t["ideal"] for t in fold)  # the similarity buffer's 2-way conflict
+    assert accesses.ratios(profiles, "tf32")[0] > 1.0
+
+
+def test_conflicts_and_sectors_scale_the_shared_and_l2_bounds():
+    per_program = {"smem_bytes": 1 << 20, "gmem_bytes": 1 << 20}
+    base = dict(programs=132, warps=4, registers=64, shared=1024, per_program=per_program, iterations=1, stages=2,
+                hbm_bytes=0)
+    clean = model.predict(model.Launch(**base), hw.H100).parts
+    counted = model.predict(model.Launch(**base, wavefronts_per_ideal=2.0, sectors_per_ideal=1.5), hw.H100).parts
+    assert counted["shared"] == pytest.approx(2 * clean["shared"])
+    assert counted["L2"] == pytest.approx(1.5 * clean["L2"])
+    assert counted["issue"] == clean["issue"]
 
 
 def test_kdops_16bit_forward_has_tensor_cores_and_fp16_ldmatrix(profiles):
@@ -126,6 +161,17 @@ def test_docs_page_shows_what_the_command_prints(capsys):
     out = capsys.readouterr().out.replace("## ", "### ").rstrip()
     page = (Path(__file__).resolve().parent.parent / "docs" / "gpu-model.md").read_text()
     assert out in page
+
+
+def test_readme_table_is_what_the_command_prints(capsys):
+    """README.md's side-by-side table is `python -m benchmarks.gpu_perf --quick --readme` verbatim
+    (predicted, with the calibration error): a changed cache or model fails here until it is pasted."""
+    assert cli.main(["--quick", "--readme"]) == 0
+    out = capsys.readouterr().out.rstrip("\n") + "\n"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = "<!-- python -m benchmarks.gpu_perf --quick --readme -->\n"
+    assert readme[readme.index(start) + len(start):readme.index("<!-- end -->")] == out
+    assert out.startswith("Predicted") and "flash-maxsim (x" in out and "late-interaction-kernels (x" in out
 
 
 def test_list_model_launches_match_the_counted_launches():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import model
+from . import accesses, model
 from .hw import Gpu
 
 D = 128
@@ -73,13 +73,16 @@ def kdops(profiles: dict, dtype: str, s: Shape, g: Gpu, bound: str = "hi") -> mo
     """maxsim_mma_kernel: one block per (doc, group of G queries), 64 query rows of `seg` rows per
     query, 64-token doc tiles, 3 stages (maxsim_mma.cuh, maxsim_groups.cuh). Every warp is counted
     as busy: with one query of 32 tokens per block (reranking) two of the four skip their MMAs,
-    so there the issue work is overstated."""
+    so there the issue work is overstated. Bank conflicts and sectors per request: the ratios the
+    simulator counted (accesses.py)."""
     prof = profiles[f"kdops|sm_{g.arch}|{dtype}|argmax0"]
     seg = 64 if s.lq >= 64 else math.ceil(s.lq / 16) * 16
     groups = math.ceil(s.nq / (64 // seg))
     chunks = math.ceil(s.lq / seg)
     tiles = math.ceil(s.ld / 64)
     per_program = {k: v * chunks for k, v in _sum(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
+    wavefronts, sectors = accesses.ratios(profiles, dtype)
     launch = model.Launch(programs=s.b * groups, warps=4, registers=prof["registers"], shared=prof["shared"],
-                          per_program=per_program, iterations=chunks * tiles, stages=3, hbm_bytes=_hbm(s, 2))
+                          per_program=per_program, iterations=chunks * tiles, stages=3, hbm_bytes=_hbm(s, 2),
+                          wavefronts_per_ideal=wavefronts, sectors_per_ideal=sectors)
     return model.predict(launch, g)

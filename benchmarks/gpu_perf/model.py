@@ -5,11 +5,13 @@ are close):
   issue   : every warp instruction takes an issue slot; a scheduler with w warps issues
             min(1, w / dependent_issue_cycles) per cycle (too few warps cannot fill the slots)
   tensor  : tensor-core multiply-adds / the arch's rate (mma.sync or wgmma, by opcode)
-  shared  : bytes through LDS/STS/LDSM/LDGSTS / 128 B per cycle, bank-conflict free (ASSUMED: not
-            counted from addresses, see docs/gpu-model.md)
+  shared  : bytes through LDS/STS/LDSM/LDGSTS / 128 B per cycle, times the wavefronts per
+            conflict-free wavefront (kdops: counted by the simulator from each warp access's
+            addresses, accesses.py; the Triton peers: 1, ASSUMED, they cannot run in the simulator)
   latency : each program's loop iterations wait for global data; with s pipeline stages a
             program has s - 1 tiles in flight, and r resident programs overlap
-and the whole GPU by HBM (compulsory bytes) and L2 (every program's global requests).
+and the whole GPU by HBM (compulsory bytes) and L2 (every program's global requests, times the
+32-byte sectors per ideal sector: counted for kdops, 1 assumed for the peers).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Launch:
     stages: int  # tiles in flight per program (cp.async / Triton pipeline depth)
     hbm_bytes: float  # compulsory traffic of the launch
     hgmma: bool = False  # tensor work on wgmma (HGMMA) rather than mma.sync (HMMA)
+    wavefronts_per_ideal: float = 1.0  # shared memory: bank conflicts (1: none)
+    sectors_per_ideal: float = 1.0  # global: 32-byte sectors per sector of perfectly coalesced access
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,11 @@ def predict(l: Launch, g: Gpu) -> Prediction:
     cycles = {
         "issue": per_sm * l.warps * p.get("all", 0) / ipc,
         "tensor": per_sm * l.warps * p.get("fma", 0) / fma_rate,
-        "shared": per_sm * l.warps * p.get("smem_bytes", 0) / g.smem_bytes_per_clk,
+        "shared": per_sm * l.warps * p.get("smem_bytes", 0) * l.wavefronts_per_ideal / g.smem_bytes_per_clk,
         "latency": per_sm / live * l.iterations * g.global_latency_cycles / max(1, l.stages - 1),
     }
     seconds = {k: v / g.clock_hz for k, v in cycles.items()}
     seconds["HBM"] = l.hbm_bytes / (g.hbm_bytes_per_s * g.hbm_share)
-    seconds["L2"] = l.programs * l.warps * p.get("gmem_bytes", 0) / g.l2_bytes_per_s
+    seconds["L2"] = l.programs * l.warps * p.get("gmem_bytes", 0) * l.sectors_per_ideal / g.l2_bytes_per_s
     bound = max(seconds, key=seconds.get)
     return Prediction(seconds[bound] + g.launch_s, bound, r, seconds)

@@ -9,7 +9,7 @@ import math
 import statistics
 from pathlib import Path
 
-from . import kernels
+from . import accesses, kernels
 from .hw import GPUS
 
 PUBLISHED = Path(__file__).with_name("published.json")
@@ -60,6 +60,63 @@ def loo_scaled_errors(rows: list[dict], arch: int) -> tuple[float, float, float]
 
 def _factor(x: float) -> str:
     return f"x{math.exp(x):.2f}"
+
+
+def accesses_markdown(profiles: dict) -> list[str]:
+    """kdops' forward as the simulator's access recorder counted it (accesses.py): per dtype, the
+    shared wavefronts and global sectors against the conflict-free / coalesced ideal, and the
+    source lines where they differ."""
+    out = ["## Bank conflicts and sectors, counted by the simulator (kdops' forward)", "",
+           "| dtype (kernel) | shared wavefronts / ideal | global sectors / ideal | lines off the ideal (counted / ideal) |",
+           "|---|---|---|---|"]
+    kernel = {"fp16": "maxsim_mma", "bf16": "maxsim_mma", "tf32": "WMMA, similarity buffer"}
+    for dtype in accesses.DTYPES:
+        a = profiles.get(f"accesses|kdops|{dtype}")
+        if a is None:
+            continue
+        off = {}
+        for site, t in a["sites"].items():
+            if t["units"] != t["ideal"]:
+                where, space = site.split(" ")[:2]
+                key = f"{where.removeprefix('csrc/cuda/')} {space}"
+                u, i = off.get(key, (0, 0))
+                off[key] = (u + t["units"], i + t["ideal"])
+        lines = ", ".join(f"{k} {u / i:.1f}x" for k, (u, i) in sorted(off.items())) or "none"
+        sh, gl = a["shared"], a["global"]
+        out.append(f"| {dtype} ({kernel[dtype]}) | {sh['units']} / {sh['ideal']} = {sh['units'] / sh['ideal']:.3f} | "
+                   f"{gl['units']} / {gl['ideal']} = {gl['units'] / gl['ideal']:.3f} | {lines} |")
+    nq, nd, lq, ld, d = next(iter(a for k, a in profiles.items() if k.startswith("accesses|")))["shape"]
+    out += ["", f"Recorded at Nq = {nq}, Nd = {nd}, Lq = {lq}, Ld = {ld}, d = {d} (all pairs, no masks, no argmax); "
+            "the ratios multiply kdops' shared-memory and L2 terms in the tables above (one ratio per kernel, so the chunk's epilogue weighs as at this shape's two doc tiles per chunk). The peers' are 1 (assumed: Triton "
+            "kernels do not run in the simulator)."]
+    return out
+
+
+README_SHAPES = ("textual", "long-doc", "ColPali 1x1000", "in-batch", "ColPali-like")
+
+
+def readme_table(profiles: dict) -> str:
+    """The README's side-by-side table: H100, bf16 forward at the benchmark shapes, PREDICTED, with
+    the calibration error beside it (`python -m benchmarks.gpu_perf --quick --readme`)."""
+    g = GPUS[90]
+    err = errors(calibration(profiles))
+    med, mx, _ = err[("all", 90)]
+    e = {p: err.get((p, 90), err[("all", 90)]) for p in PEERS}
+    out = [f"Predicted MaxSim forward times on an {g.name}, in us (no GPU has run kdops): the model of "
+           f"[docs/gpu-model.md](docs/gpu-model.md). Beside each name, the calibration error: how far the "
+           f"model's predictions of the peers' published times are off (median / max; kdops': all the peers' "
+           f"points).", "",
+           f"| shape | kdops bf16 ({_factor(med)} / {_factor(mx)}) | "
+           + " | ".join(f"{p} ({_factor(e[p][0])} / {_factor(e[p][1])})" for p in PEERS) + " |",
+           "|---|---|---|---|"]
+    for s in SIDE_BY_SIDE:
+        if not s.name.startswith(README_SHAPES):
+            continue
+        cells = [f"{kernels.kdops(profiles, 'bf16', s, g, 'hi').seconds * 1e6:.0f}"]
+        for p in PEERS:
+            cells.append(f"{kernels.peer(profiles, p, s, g)[0].seconds * 1e6:.0f}")
+        out.append(f"| {s.name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def markdown(profiles: dict) -> str:
@@ -118,4 +175,6 @@ def markdown(profiles: dict) -> str:
                              f"{peers[p][0]:.0f} [{peers[p][1]}, {peers[p][2]}] ({_factor(e[p][0])}/{_factor(e[p][1])})")
             best = min(v[0] for v in peers.values() if v is not None)
             out.append(f"| {s.name} | " + " | ".join(cells) + f" | {k['bf16'][1].seconds * 1e6 / best:.2f} |")
+    if any(k.startswith("accesses|") for k in profiles):
+        out += [""] + accesses_markdown(profiles)
     return "\n".join(out) + "\n"

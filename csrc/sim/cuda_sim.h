@@ -12,6 +12,7 @@
 #error "cuda_sim.h is for g++; nvcc compiles the .cu files as they are"
 #endif
 
+#include "access_record.h"
 #include "guarded_heap.h"
 #include "host_api.h"
 #include "keywords.h"

@@ -114,5 +114,14 @@ std::string damaged_guards(const void* params, size_t size) {
   return report;
 }
 
+bool in_guarded_allocation(const void* address) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = live().upper_bound(a);  // the first buffer starting past the address
+  if (it == live().begin()) return false;
+  --it;
+  return a < it->first + it->second.size;
+}
+
 }  // namespace detail
 }  // namespace kdops::sim

@@ -23,6 +23,9 @@ namespace detail {
 // The damaged guards of the live guarded allocations that a word of [params, params + size)
 // points into, described for an error message (and repaired); empty if none.
 std::string damaged_guards(const void* params, size_t size);
+// Whether `address` lies inside a live guarded allocation (the access recorder's test for device
+// memory).
+bool in_guarded_allocation(const void* address);
 }  // namespace detail
 
 }  // namespace kdops::sim

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "access_record.h"
 #include "runtime_api.h"
 
 #define threadIdx (::kdops::sim::detail::current().thread_idx)
@@ -238,12 +239,16 @@ template <typename T>
 T weak_load_of(const T* p, Site site) {
   static_assert(std::is_trivially_copyable_v<T>, "cache-hinted loads read trivially copyable types");
   T v;
+  KDOPS_SIM_RECORD_ACCESS(kLoad, p, sizeof(T), site.caller_file != nullptr ? site.caller_file : site.file,
+                          site.caller_file != nullptr ? site.caller_line : site.line);
   weak_load(&v, p, sizeof(T), site);
   return v;
 }
 template <typename T>
 void weak_store_of(T* p, const T& v, Site site) {
   static_assert(std::is_trivially_copyable_v<T>, "cache-hinted stores write trivially copyable types");
+  KDOPS_SIM_RECORD_ACCESS(kStore, p, sizeof(T), site.caller_file != nullptr ? site.caller_file : site.file,
+                          site.caller_file != nullptr ? site.caller_line : site.line);
   weak_store(p, &v, sizeof(T), site);
 }
 }  // namespace kdops::sim::detail

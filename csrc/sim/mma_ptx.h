@@ -25,6 +25,7 @@
 #include <string>
 #include <type_traits>
 
+#include "access_record.h"
 #include "half.h"
 #include "runtime_api.h"
 
@@ -124,6 +125,12 @@ void ldmatrix(uint32_t (&regs)[kNum], const void* row, const char* file = __buil
               int line = __builtin_LINE(), const char* caller_file = nullptr, int caller_line = 0) {
   static_assert(kNum == 1 || kNum == 2 || kNum == 4, "ldmatrix loads 1, 2 or 4 matrices");
   using Call = detail::LdmatrixCall<kNum, kTrans>;
+#if defined(KDOPS_SIM_RECORD)
+  if (kdops::sim::detail::current().lane < 8 * kNum) {  // the lanes whose row addresses are read
+    KDOPS_SIM_RECORD_ACCESS(kLdmatrix, row, 16, caller_file != nullptr ? caller_file : file,
+                            caller_file != nullptr ? caller_line : line);
+  }
+#endif
   Call call{regs, row};
   kdops::sim::detail::warp_call(kTrans ? "ldmatrix.trans" : "ldmatrix", &call, &Call::complete,
                                 detail::Site{file, line, caller_file, caller_line});

@@ -52,6 +52,7 @@
 #include "messages.h"
 #include "runtime_api.h"
 #include "static_shared.h"
+#include "access_record.h"
 
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
@@ -614,7 +615,16 @@ void Engine::complete(unsigned warp_index, const Pending& p) {
     void* lane_data[32];
     for (int l = 0; l < 32; ++l) lane_data[l] = lane_fiber(warp_index, l).data;
     completing_ = &p;  // errors raised by the completion name its site
+#if defined(KDOPS_SIM_RECORD)
+    // The completion runs in the last lane to arrive, for all 32: its accesses are not that lane's
+    // (ldmatrix records each lane's row itself; WMMA's per-lane addresses are undocumented and
+    // not counted).
+    record::suppress(true);
+#endif
     p.complete(lane_data);
+#if defined(KDOPS_SIM_RECORD)
+    record::suppress(false);
+#endif
     completing_ = nullptr;
   }
   for (int l = 0; l < 32; ++l) {
@@ -798,6 +808,9 @@ void Engine::run(const Launch& launch) {
   error_.clear();
   memory_.clear();
   fiber::adopt_current(host_);
+#if defined(KDOPS_SIM_RECORD)
+  record::begin_launch(kernel_name(launch).c_str(), launch.dynamic_smem_bytes);
+#endif
 
   const Options opts = options();
   schedule_ = opts.threads;
@@ -818,6 +831,9 @@ void Engine::run(const Launch& launch) {
       launch_ = nullptr;
       throw std::runtime_error(error_);
     }
+#if defined(KDOPS_SIM_RECORD)
+    record::end_block();
+#endif
   }
   happens_before_acquire(&launch_end_sync_);  // the launch returns after all its blocks, not before
   memory_.clear();                            // and its stores are visible to the next launch

@@ -96,17 +96,33 @@ std::vector<Range> shared_variables() {
   return ranges;
 }
 
-}  // namespace
-
-void poison_static_shared() {
+// The module's static __shared__ variables, found once.
+const std::vector<Range>& shared_ranges() {
   static std::once_flag found;
   static std::vector<Range> ranges;
   std::call_once(found, [] { ranges = shared_variables(); });
+  return ranges;
+}
+
+}  // namespace
+
+void poison_static_shared() {
   static thread_local const TlsBlock tls = module_tls_block();
   if (tls.begin == nullptr) return;
-  for (const Range& r : ranges) {
+  for (const Range& r : shared_ranges()) {
     if (r.offset + r.size <= tls.size) std::memset(tls.begin + r.offset, 0xff, r.size);
   }
+}
+
+bool in_static_shared(const void* address) {
+  static thread_local const TlsBlock tls = module_tls_block();
+  const char* a = static_cast<const char*>(address);
+  if (tls.begin == nullptr || a < tls.begin || a >= tls.begin + tls.size) return false;
+  const size_t offset = static_cast<size_t>(a - tls.begin);
+  for (const Range& r : shared_ranges()) {
+    if (offset >= r.offset && offset < r.offset + r.size) return true;
+  }
+  return false;
 }
 
 void forget_static_shared_accesses() {

@@ -12,6 +12,10 @@ namespace kdops::sim::detail {
 // stripped module (no .symtab) is not poisoned.
 void poison_static_shared();
 
+// Whether `address` lies in this OS thread's copy of one of those variables (the access recorder's
+// test for static shared memory).
+bool in_static_shared(const void* address);
+
 // Under TSan: forgets the accesses to the module's thread-local storage (static __shared__
 // included), so that the previous block's accesses are not races with this block's.
 void forget_static_shared_accesses();

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "half.h"
+#include "access_record.h"
 #include "runtime_api.h"
 
 namespace nvcuda::wmma {
@@ -240,7 +241,13 @@ void store_matrix_sync(Dst* ptr, const fragment<accumulator, M, N, K, T>& frag, 
   using Call = detail::StoreCall<fragment<accumulator, M, N, K, T>, Dst>;
   Call call{&frag, ptr, ldm, layout == mem_col_major};
   kdops::sim::detail::warp_call("wmma::store_matrix_sync", &call, &Call::complete, detail::Site{file, line});
+#if defined(KDOPS_SIM_RECORD)
+  kdops::sim::record::suppress(true);  // the simulator's split of the tile, not the hardware's (undocumented) one
+#endif
   call.store_own_share(kdops::sim::detail::current().lane);
+#if defined(KDOPS_SIM_RECORD)
+  kdops::sim::record::suppress(false);
+#endif
 }
 
 template <int M, int N, int K, typename TD, typename TA, typename LA, typename TB, typename LB, typename TC>

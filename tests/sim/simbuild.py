@@ -42,7 +42,14 @@ MODES = {
     "asan": ["-O1", "-g1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize=null",
              "-fno-sanitize-recover=all"],
     "tsan": ["-O1", "-g1", "-fsanitize=thread"],
+    # The access recorder (csrc/sim/access_record.h): the program's .cu file also gets RECORD_FLAGS.
+    "record": ["-O2", "-g1", "-DKDOPS_SIM_RECORD"],
 }
+
+# Every plain load and store of the kernel's translation unit calls __tsan_{read,write}N (defined by
+# the recorder; ThreadSanitizer's runtime is not linked). Only the .cu file: the simulator itself is
+# not recorded.
+RECORD_FLAGS = ["-fsanitize=thread"]
 
 SANITIZER_ENV = {
     # detect_stack_use_after_return: fiber switches must keep ASan's fake stacks consistent too.
@@ -100,13 +107,23 @@ class Builder:
         return ""
 
     @functools.lru_cache(maxsize=None)
-    def program(self, name: str, mode: str) -> Program:
+    def program(self, name: str, mode: str, source: Path | None = None, compile_flags: tuple[str, ...] = (),
+                link_flags: tuple[str, ...] = ()) -> Program:
+        """programs/<name>.cu (or `source`) built in `mode`; the extra flags are for programs that
+        include more than the simulator (benchmarks/gpu_perf/accesses.py: c10's headers)."""
         exe = self.out / f"{name}-{mode}"
-        cmd = ["g++", *MODES[mode], *SIM_FLAGS, str(PROGRAMS / f"{name}.cu"), *map(str, RUNTIME_SOURCES),
-               "-o", str(exe), "-pthread", "-ldl", "-rdynamic"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"building {name} ({mode}) failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        source = source or PROGRAMS / f"{name}.cu"
+        link = [*link_flags, "-o", str(exe), "-pthread", "-ldl", "-rdynamic"]
+        if mode == "record":  # the .cu instrumented, the runtime not: two compiles, one link
+            obj = self.out / f"{name}-record.o"
+            cmds = [["g++", *MODES[mode], *RECORD_FLAGS, *SIM_FLAGS, *compile_flags, "-c", str(source), "-o", str(obj)],
+                    ["g++", *MODES[mode], *SIM_FLAGS, *map(str, RUNTIME_SOURCES), "-x", "none", str(obj), *link]]
+        else:
+            cmds = [["g++", *MODES[mode], *SIM_FLAGS, *compile_flags, str(source), *map(str, RUNTIME_SOURCES), *link]]
+        for cmd in cmds:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"building {name} ({mode}) failed:\n{' '.join(cmd)}\n{proc.stderr}")
         return Program(exe)
 
 
@@ -116,3 +133,36 @@ def line_of(marker: str, name: str = "sim_cases") -> str:
     hits = [i + 1 for i, line in enumerate(lines) if re.search(rf"// @{re.escape(marker)}(?![\w-])", line)]
     assert len(hits) == 1, f"marker @{marker} must tag exactly one line, found {hits}"
     return f"{name}.cu:{hits[0]}"
+
+
+def access_report(stdout: str, exe: Path) -> list[dict]:
+    """The access recorder's report lines (csrc/sim/access_record.h) as dicts, numbers as ints and
+    each site as "path:line" relative to the repository: a plain access's code address resolved by
+    addr2line to its innermost inlined frame outside the simulator's headers (csrc/sim)."""
+    rows = []
+    for line in stdout.splitlines():
+        if not line.startswith("kdops.sim.access\t"):
+            continue
+        row = dict(field.split("=", 1) for field in line.split("\t")[1:])
+        rows.append({k: int(v) if v.isdigit() else v for k, v in row.items()})
+    pcs = sorted({r["site"][3:] for r in rows if r["site"].startswith("pc:")})
+    where = _source_lines(exe, pcs) if pcs else {}
+    for r in rows:
+        site = where[r["site"][3:]] if r["site"].startswith("pc:") else r["site"]
+        r["site"] = site.removeprefix(f"{REPO}/")
+    return rows
+
+
+def _source_lines(exe: Path, pcs: list[str]) -> dict[str, str]:
+    out = subprocess.run(["addr2line", "-e", str(exe), "-i", "-a", *pcs], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    frames: dict[str, list[str]] = {}
+    for line in out:
+        if line.startswith("0x"):
+            current = frames.setdefault(f"0x{int(line, 16):x}", [])
+        elif not line.startswith("??"):
+            current.append(line.split(" (discriminator")[0].strip())
+    # The innermost frame outside the simulator's headers; else (code of csrc/sim inlined into the
+    # kernel, e.g. a WMMA stand-in) the outermost.
+    return {pc: next((f for f in fs if not f.startswith(str(SIM_DIR))), fs[-1] if fs else "?:0")
+            for pc, fs in frames.items()}

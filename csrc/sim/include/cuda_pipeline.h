@@ -14,8 +14,10 @@
 
 // Copies size_and_align (4, 8 or 16) bytes from global src to shared dst, both aligned to it,
 // the last zfill of them as zeros (src is not read for those).
+// file, line: the call's site, for the access recorder (access_record.h).
 inline void __pipeline_memcpy_async(void* __restrict__ dst_shared, const void* __restrict__ src_global,
-                                    size_t size_and_align, size_t zfill = 0) {
+                                    size_t size_and_align, size_t zfill = 0, const char* file = __builtin_FILE(),
+                                    int line = __builtin_LINE()) {
   const size_t size = size_and_align;
   if (size != 4 && size != 8 && size != 16) {
     throw std::invalid_argument("__pipeline_memcpy_async: size_and_align must be 4, 8 or 16, got " +
@@ -26,6 +28,8 @@ inline void __pipeline_memcpy_async(void* __restrict__ dst_shared, const void* _
     throw std::invalid_argument("__pipeline_memcpy_async: dst and src must be aligned to size_and_align = " +
                                 std::to_string(size));
   }
+  KDOPS_SIM_RECORD_ACCESS(kCpAsync, dst_shared, size, file, line);
+  KDOPS_SIM_RECORD_ACCESS(kCpAsync, src_global, size - zfill, file, line);
   kdops::sim::detail::current().async_copies.issue(dst_shared, src_global, size, zfill);
 }
 
