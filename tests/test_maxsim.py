@@ -4,6 +4,7 @@ opcheck, torch.compile and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import kdops
 from kdops import reference
 from tests.conftest import CPU_ISAS, cpu_has
-from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, devices, dtypes, leaf, on_simulator, ops, raises_value_check
+from tests.helpers import assert_compiled_matches_eager, FLOAT_DTYPES, HALF_DTYPES, as_reference, assert_close, cuda_kernel_devices, devices, dtypes, leaf, on_simulator, ops, raises_value_check, sim_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -678,3 +679,102 @@ def test_tiles_query_groups_and_ties_across_tiles(device, dtype, nq, lq, layout,
     expected_argmax = _first_argmax(Q.cpu(), docs, q_mask.cpu(), valid)
     assert torch.equal(raw[1].cpu(), expected_argmax)
     _check_against_reference(run, ref, Q, D, 3, dtype)
+
+
+def _unaligned(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """A contiguous copy of x whose data starts `shift` elements past a 16-byte boundary."""
+    buffer = torch.empty(x.numel() + shift, dtype=x.dtype, device=x.device)
+    return buffer[shift:].view(x.shape).copy_(x)
+
+
+def _layout_case(layout, nq, lq, dim, dtype, device, seed, columns=9, ld=11):
+    """Integer embeddings (exact in every dtype, ties common), masks, and the op and reference
+    of one layout with `columns` docs per query (packed: docs of uneven lengths, one empty)."""
+    g = _generator(seed)
+    Q = torch.randint(-2, 3, (nq, lq, dim), generator=g).to(device=device, dtype=dtype)
+    q_mask = (torch.rand(nq, lq, generator=g) < 0.8).to(device)
+    if layout == "packed":
+        lengths = [(3 * c + 1) % (ld + 1) for c in range(columns)]
+        D = torch.randint(-2, 3, (sum(lengths), dim), generator=g).to(device=device, dtype=dtype)
+        offsets = _offsets(lengths, device)
+        run = lambda q, d: kdops.maxsim_packed(q, d, offsets, q_mask)  # noqa: E731
+        ref = lambda q, d: reference.maxsim_packed(q, d, offsets.cpu(), as_reference(q_mask))  # noqa: E731
+        return Q, D, run, ref
+    shape = (columns, ld) if layout == "all-pairs" else (nq, columns, ld)
+    D = torch.randint(-2, 3, (*shape, dim), generator=g).to(device=device, dtype=dtype)
+    d_mask = (torch.rand(shape, generator=g) < 0.8).to(device)
+    run = lambda q, d: kdops.maxsim(q, d, q_mask, d_mask)  # noqa: E731
+    ref = lambda q, d: reference.maxsim(q, d, as_reference(q_mask), as_reference(d_mask))  # noqa: E731
+    return Q, D, run, ref
+
+
+@devices
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+@pytest.mark.parametrize("dim,shift", [(16, 0), (200, 0), (24, 1), (7, 0)],
+                         ids=["16-byte-loads", "two-passes", "unaligned-D", "d-not-multiple-of-8"])
+def test_query_gradient_load_paths(device, dtype, layout, dim, shift):
+    """dQ's paths on the CUDA kernels: 16-byte loads of D rows with 2 to 32 lanes per query
+    token (d = 16: 1 to 8 loads a row; d = 200: 25 to 100, two passes of 32 lanes for fp32 and
+    fp64), and element loads where D starts off a 16-byte boundary or d is no multiple of the
+    loads' width. 9 columns: a partial batch of 4 loads in flight, and more columns than lanes
+    per row; 7 query tokens: groups of rows past the last one."""
+    Q, D, run, ref = _layout_case(layout, 2, 7, dim, dtype, device, dim + shift)
+    _check_against_reference(run, ref, Q, _unaligned(D, shift) if shift else D, 5, dtype)
+
+
+def _skewed(nq, lq, dim, device, dtype=torch.float64, seed=7, hot=5):
+    """Positive queries and a doc whose token `hot` is all ones and the others in [-1, 1]: it
+    is every query token's unique argmax, one row group gets all Nq * Lq hits of the doc."""
+    g = _generator(seed)
+    Q = (torch.rand(nq, lq, dim, generator=g, dtype=torch.float64) + 0.5).to(device=device, dtype=dtype)
+    D = (torch.rand(2, 20, dim, generator=g, dtype=torch.float64) * 2 - 1)
+    D[:, hot] = 1.0
+    return Q, D.to(device=device, dtype=dtype)
+
+
+@devices
+@pytest.mark.parametrize("layout", ["all-pairs", "per-query", "packed"])
+def test_hot_doc_rows_split_match_reference(device, layout):
+    """dD of a doc token every query token picks, past the hot threshold (256 hits): all pairs
+    and packed with 15 x 37 = 555 entries per doc (3 parts, boundaries inside a query), per query
+    with Lq = 300 (2 parts). The hot groups are split; the other groups of a doc (no hits) are
+    done whole by part 0; doc 1 is hot at token 13 when packed, random embeddings in all pairs."""
+    nq, lq = (1, 300) if layout == "per-query" else (15, 37)
+    Q, D = _skewed(nq, lq, 8, device)
+    if layout == "per-query":
+        D4 = D[None].contiguous()
+        _check_against_reference(kdops.maxsim, reference.maxsim, Q, D4, 1, torch.float64)
+    elif layout == "packed":
+        D[1, 5], D[1, 13] = 0.0, 1.0
+        offsets = _offsets([20, 20], device)
+        _check_against_reference(lambda q, d: kdops.maxsim_packed(q, d, offsets),
+                                 lambda q, d: reference.maxsim_packed(q, d, offsets.cpu()), Q, D.view(40, 8), 1,
+                                 torch.float64)
+    else:
+        D[1] = _embeddings((20, 8), torch.float64, device, 3)
+        _check_against_reference(kdops.maxsim, reference.maxsim, Q, D, 1, torch.float64)
+
+
+@devices
+def test_hot_doc_rows_gradcheck(device):
+    """gradcheck through the split dD and dQ (fast mode: the sim runs the op once per probe)."""
+    Q, D = _skewed(15, 37, 3, device)
+    Q, D = Q.requires_grad_(), D.requires_grad_()
+    d_mask = torch.ones(2, 20, dtype=torch.bool, device=device)
+    d_mask[1, 5] = False
+    assert torch.autograd.gradcheck(lambda q, d: kdops.maxsim(q, d, None, d_mask), (Q, D), fast_mode=True)
+
+
+@cuda_kernel_devices
+def test_hot_doc_rows_are_bit_identical_across_schedules(device):
+    """The split sums in fixed parts added in a fixed order: random fp32 data (rounding that
+    depends on the order) gives the same bits under every schedule of the simulator."""
+    Q, D = _skewed(15, 37, 24, device, torch.float32)
+    grads = []
+    for threads, seed in [("in_order", 0), ("random", 1), ("run_ahead", 2), ("pct", 3)]:
+        with sim_schedule(threads, seed) if on_simulator() else contextlib.nullcontext():
+            q, d = leaf(Q), leaf(D)
+            (kdops.maxsim(q, d) * torch.linspace(0.5, 1.5, 30, device=device).view(15, 2)).sum().backward()
+            grads.append((q.grad, d.grad))
+    assert all(torch.equal(a, b) for g in grads[1:] for a, b in zip(grads[0], g))

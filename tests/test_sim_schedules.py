@@ -5,7 +5,8 @@ result compared with the float64 reference (not only with another schedule's res
 - MaxSim SIMT (fp64, and fp32 without TF32): Lq = 70 and Ld = 75, 3 query and 3 doc tiles of 32;
   the tensor-core kernel (fp16, bf16, TF32): 2 strips of 64 query rows, 2 doc tiles of 64 (the
   second partial), d = 24 (a partial k-step); dD with a skewed argmax: every query token of every
-  query picks the same doc token, one long chain of hits for a single doc row;
+  query picks the same doc token, one long chain of hits for a single doc row, below the hot
+  threshold (one warp) and past it (the row's hits split into 3 parts, then combined);
 - the list losses on both sides of 32 (one key a lane in the warp kernels, or two) and of 256
   (the last warp-per-row size, the first block-per-row one), 9 rows (two blocks of 8 warps);
 - Margin-MSE over 3 blocks of its grid sum (multi-negative, masked) and 2 (pairwise).
@@ -82,13 +83,16 @@ def _maxsim(dtype, score_dtype, tf32=False, dim=24):
     return Case(ours, ref, [Q, D], score_dtype, 70 * dim, tf32)
 
 
-def _maxsim_skewed_argmax():
-    """Positive queries and doc token 5 all ones: it is every query token's unique argmax."""
+def _maxsim_skewed_argmax(nq=3, lq=40):
+    """Positive queries and doc token 5 all ones: it is every query token's unique argmax. With
+    3 x 40 = 120 hits one warp adds them (4 in flight); with 15 x 37 = 555, past the hot
+    threshold of 256, the row group's entries are split into 3 parts (boundaries inside a query),
+    summed apart and added in order by the combine kernel."""
     g = _gen(2)
-    Q = _half_steps(g, (3, 40, 16), torch.float32).abs() + 0.5
+    Q = _half_steps(g, (nq, lq, 16), torch.float32).abs() + 0.5
     D = _half_steps(g, (2, 75, 16), torch.float32)
     D[:, 5] = 1.0
-    return Case(kdops.maxsim, reference.maxsim, [Q, D], torch.float32, 40 * 16 * 2)
+    return Case(kdops.maxsim, reference.maxsim, [Q, D], torch.float32, lq * 16 * 2)
 
 
 def _plackett_luce(n, rows):
@@ -177,6 +181,7 @@ CASES = {
     "maxsim_tensor_core_bf16": lambda: _maxsim(torch.bfloat16, torch.float32),
     "maxsim_tensor_core_tf32": lambda: _maxsim(torch.float32, torch.float32, tf32=True),
     "maxsim_doc_grad_skewed_argmax": _maxsim_skewed_argmax,
+    "maxsim_doc_grad_skewed_argmax_split": lambda: _maxsim_skewed_argmax(15, 37),
     "plackett_luce_n32": lambda: _plackett_luce(32, 9),
     "plackett_luce_n257": lambda: _plackett_luce(257, 3),
     "listmle_n33": lambda: _listmle(33, 9),

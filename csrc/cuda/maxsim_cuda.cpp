@@ -5,6 +5,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
@@ -84,7 +85,17 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
                                                 dQ.data_ptr<scalar_t>(), on);
       }
       if (grad_D && a.layout.num_docs > 0) {
-        maxsim::doc_gradient<scalar_t, acc_t>(v, a.tokens.size(0), w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(),
+        // Hot rows of dD are summed in parts (maxsim_doc_grad.cuh): per-row hit counts and the
+        // parts' fp32 (fp64) sums, when the shapes let any row group be hot.
+        const int64_t T = a.tokens.size(0), slices = maxsim::doc_grad_slices(a.layout, a.Nq, a.Lq);
+        const bool split = slices > 1;
+        const at::Tensor counts = split ? at::zeros({T}, a.Q.options().dtype(at::kInt)) : at::Tensor();
+        const at::Tensor hot = split ? at::zeros({T}, a.Q.options().dtype(at::kByte)) : at::Tensor();
+        const at::Tensor partial = split ? at::empty({slices, T, a.dim}, w.options()) : at::Tensor();
+        const maxsim::DocGradScratch<acc_t> scratch{slices, split ? counts.data_ptr<int32_t>() : nullptr,
+                                                    split ? hot.data_ptr<uint8_t>() : nullptr,
+                                                    split ? partial.data_ptr<acc_t>() : nullptr};
+        maxsim::doc_gradient<scalar_t, acc_t>(v, T, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), scratch,
                                               dD.data_ptr<scalar_t>(), on);
       }
     });

@@ -12,8 +12,10 @@
 // compile-time kWriteArgmax: inference (with_argmax = false) runs a twin that stores no index.
 //
 // Backward, from the saved argmax, deterministic (no atomics, fixed summation order):
-//   dQ: one block per query token row, threads over d, summing over the columns k in order.
-//   dD: warps own doc rows and gather their contributions in entry order (maxsim_doc_grad.cuh).
+//   dQ: lanes own a query token row's features, loads of D rows in flight, the columns k added in
+//       order (maxsim_query_grad.cuh).
+//   dD: warps own doc rows and gather their contributions in entry order, hot rows split into
+//       fixed parts added in a fixed order (maxsim_doc_grad.cuh).
 //
 // Which forward runs for a dtype, and the ops around the kernels: maxsim_cuda.cpp.
 #include <c10/util/BFloat16.h>
@@ -26,6 +28,7 @@
 #include "cuda/maxsim_doc_grad.cuh"
 #include "cuda/maxsim_kernels.h"
 #include "cuda/maxsim_mma.cuh"
+#include "cuda/maxsim_query_grad.cuh"
 #include "cuda/maxsim_tensor_core.cuh"
 #include "cuda/smem_limit.h"
 #include "sim/portable.h"
@@ -36,7 +39,6 @@ namespace {
 constexpr int kTile = 32;                   // query tokens and doc tokens per shared-memory tile
 constexpr int kSplit = 8;                   // threads sharing one query token (divides 32)
 constexpr int kThreads = kTile * kSplit;    // 256
-constexpr int kGradThreads = 128;
 
 // Shared-memory rows are padded by one element so the kSplit threads reading different doc
 // tokens at the same feature hit different banks.
@@ -131,27 +133,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dQ[q, i] = sum_k w[q, k] * D_doc(q,k)[argmax[q, k, i]].
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kGradThreads)
-    maxsim_query_grad_kernel(MaxSimView<scalar_t> v, const acc_t* w, const int32_t* argmax,
-                             scalar_t* dQ) {
-  const MaxSimLayout& l = v.layout;
-  for (int64_t r = blockIdx.x; r < v.Nq * v.Lq; r += gridDim.x) {
-    const int64_t q = r / v.Lq, i = r - q * v.Lq;
-    for (int64_t c = threadIdx.x; c < v.dim; c += kGradThreads) {
-      acc_t acc = 0;
-      for (int64_t k = 0; k < l.K; ++k) {
-        const int32_t j = argmax[v.argmax_index(q, k, i)];
-        if (!argmax_in_doc(j, l.length(l.doc(q, k)))) continue;  // -1, or a bad saved index
-        const int64_t token = l.start(l.doc(q, k)) + j;
-        acc += w[q * l.K + k] * static_cast<acc_t>(v.D[token * v.dim + c]);
-      }
-      dQ[r * v.dim + c] = static_cast<scalar_t>(acc);
-    }
-  }
-}
-
 int blocks_for(int64_t n, int64_t sms) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n, sms * 32)));
 }
@@ -208,16 +189,38 @@ void simt_forward(const MaxSimView<scalar_t>& v, acc_t* scores, int32_t* argmax,
 template <typename scalar_t, typename acc_t>
 void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dQ,
                 LaunchTarget on) {
-  launch(maxsim_query_grad_kernel<scalar_t, acc_t>, blocks_for(v.Nq * v.Lq, on.sms), kGradThreads, 0,
-         on.stream, v, w, argmax, dQ);
+  namespace qg = query_grad;
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  const bool vec = tensor_core::vector_loads<scalar_t>(v.dim, v.D, dQ);
+  const int G = qg::lanes_per_row(v.dim, vec ? kVec : 1);
+  const int64_t rows_per_block = int64_t(qg::kWarps) * (32 / G);
+  const int blocks = blocks_for((v.Nq * v.Lq + rows_per_block - 1) / rows_per_block, on.sms);
+  if (vec) {
+    launch(qg::maxsim_query_grad_kernel<scalar_t, acc_t, kVec>, blocks, qg::kThreads, 0, on.stream, v, G, w, argmax, dQ);
+  } else {
+    launch(qg::maxsim_query_grad_kernel<scalar_t, acc_t, 1>, blocks, qg::kThreads, 0, on.stream, v, G, w, argmax, dQ);
+  }
 }
 
+int64_t doc_grad_slices(const MaxSimLayout& l, int64_t Nq, int64_t Lq) { return doc_grad::slices_for(l, Nq, Lq); }
+
 template <typename scalar_t, typename acc_t>
-void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w,
-              const int32_t* argmax, scalar_t* dD, LaunchTarget on) {
-  const int64_t tiles = doc_grad::row_tiles(v.layout, total_tokens);
-  launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(v.layout.num_docs * tiles, on.sms),
-         doc_grad::kThreads, 0, on.stream, v, tiles, w, argmax, dD);
+void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w, const int32_t* argmax,
+                  DocGradScratch<acc_t> scratch, scalar_t* dD, LaunchTarget on) {
+  const int64_t tiles = doc_grad::row_tiles(v.layout, total_tokens), items = v.layout.num_docs * tiles;
+  if (scratch.slices > 1) {
+    launch(doc_grad::maxsim_count_hits_kernel<scalar_t>, blocks_for((v.Nq * v.layout.K * v.Lq + 255) / 256, on.sms),
+           256, 0, on.stream, v, argmax, scratch.counts);
+  }
+  launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(items * scratch.slices, on.sms),
+         doc_grad::kThreads, 0, on.stream, v, tiles, scratch.slices, w, argmax, scratch.counts, scratch.hot, dD,
+         scratch.partial);
+  if (scratch.slices > 1) {
+    const int64_t T = v.layout.T;
+    launch(doc_grad::maxsim_doc_grad_combine_kernel<scalar_t, acc_t>,
+           blocks_for((T + doc_grad::kWarps - 1) / doc_grad::kWarps, on.sms), doc_grad::kThreads, 0, on.stream, T,
+           v.dim, scratch.slices, scratch.hot, scratch.partial, dD);
+  }
 }
 
 // Tensor cores: fp16, bf16 (mma.sync), fp32 (TF32). SIMT: every dtype (fp16/bf16 where d is too wide for the
@@ -239,7 +242,7 @@ KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_SIMT)
   template void query_gradient<scalar_t, acc_t>(const MaxSimView<scalar_t>&, const acc_t*, const int32_t*,  \
                                             scalar_t*, LaunchTarget);                                       \
   template void doc_gradient<scalar_t, acc_t>(const MaxSimView<scalar_t>&, int64_t, const acc_t*, const int32_t*, \
-                                          scalar_t*, LaunchTarget);
+                                              DocGradScratch<acc_t>, scalar_t*, LaunchTarget);
 KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_GRADS)
 #undef KDOPS_INSTANTIATE_GRADS
 #undef KDOPS_INSTANTIATE_TENSOR_CORE

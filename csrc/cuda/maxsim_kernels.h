@@ -29,8 +29,23 @@ void simt_forward(const MaxSimView<scalar_t>& v, acc_t* scores, int32_t* argmax,
 template <typename scalar_t, typename acc_t>
 void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t* argmax, scalar_t* dQ,
                 LaunchTarget on);
+
+// Parts the entries of a hot row group of dD are split into: 1 when the shapes let no row group
+// pass the hot threshold (then doc_gradient needs no scratch).
+int64_t doc_grad_slices(const MaxSimLayout& l, int64_t Nq, int64_t Lq);
+
+// doc_gradient's device scratch when slices > 1: counts int32 [T] and hot uint8 [T] zero-filled,
+// partial acc_t [slices, T, d] (uninitialised); all nullptr when slices == 1.
+template <typename acc_t>
+struct DocGradScratch {
+  int64_t slices;
+  int32_t* counts;
+  uint8_t* hot;
+  acc_t* partial;
+};
+
 template <typename scalar_t, typename acc_t>
-void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w,
-              const int32_t* argmax, scalar_t* dD, LaunchTarget on);
+void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w, const int32_t* argmax,
+                  DocGradScratch<acc_t> scratch, scalar_t* dD, LaunchTarget on);
 
 }  // namespace kdops::cuda::maxsim

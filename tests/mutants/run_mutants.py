@@ -50,6 +50,7 @@ FILE_TESTS = {
     "margin_mse_cuda.cpp": [*SCHEDULES, *MARGIN],
     "maxsim_kernels.cu": [*SCHEDULES, *MAXSIM],
     "maxsim_doc_grad.cuh": [*SCHEDULES, *MAXSIM],
+    "maxsim_query_grad.cuh": [*SCHEDULES, *MAXSIM],
     "maxsim_tensor_core.cuh": [*SCHEDULES, *MAXSIM],
     "maxsim_mma.cuh": [*SCHEDULES, *MAXSIM],
     "maxsim_groups.cuh": [*SCHEDULES, *MAXSIM],

@@ -92,6 +92,16 @@ void maxsim(const at::TensorOptions& f) {
   run("maxsim_backward", {at::randn({2, 3}, f), packed[1], Q, tokens, q_mask, offsets, true, true, true});
 }
 
+// MaxSim's dD with a hot row: positive queries and doc token 5 all ones, every query token's
+// argmax; 15 x 37 = 555 hits past the hot threshold of 256: the hit counts (integer atomics),
+// the row group's entries in 3 parts summed apart, and the combine kernel.
+void maxsim_hot_rows(const at::TensorOptions& f) {
+  const at::Tensor Q = at::rand({15, 37, 8}, f) + 0.5, D = at::rand({2, 20, 8}, f) * 2 - 1;
+  D.select(1, 5).fill_(1.0);
+  const Stack out = run("maxsim", {Q, D, c10::IValue(), c10::IValue(), c10::IValue(), false, true});
+  run("maxsim_backward", {at::randn({15, 2}, f), out[1], Q, D, c10::IValue(), c10::IValue(), false, true, true});
+}
+
 // MaxSim's tensor-core kernel (fp16, bf16 stored; fp32 with TF32 allowed): Lq = 70 and Ld = 75,
 // two strips of 64 query rows and two doc tiles of 64, d = 24 (a partial k-step); then its dQ
 // and dD from the saved argmax.
@@ -136,6 +146,7 @@ int main() {
     const auto f = at::TensorOptions().dtype(dtype);
     margin_mse(f);
     maxsim(f);
+    maxsim_hot_rows(f);
     plackett_luce(f, 300);
     plackett_luce(f, 40);
   }
