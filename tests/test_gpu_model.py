@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import gpu_model_lists
 from benchmarks.gpu_perf import __main__ as cli
@@ -202,3 +203,23 @@ def test_fresh_kdops_profiles_equal_the_cache(profiles):
     fresh = kdops_profile.fresh()
     for k, v in fresh.items():
         assert v["tile_hi"] == pytest.approx(profiles[k]["tile_hi"]) and v["registers"] == profiles[k]["registers"], k
+
+
+def test_model_splits_long_queries_where_the_launcher_does():
+    """kernels.split_chunks is maxsim_groups.cuh's rule: on the simulated small device (2 SMs) a
+    query of 130 tokens (3 chunks of 64 rows) against 1 to 8 docs runs split (the chunk sum makes
+    2 launches) exactly where the model's copy of the rule says."""
+    try:
+        from kdops import _C_sim
+    except ImportError as e:
+        pytest.skip(f"kdops._C_sim is not built: {e}")
+    Q = torch.ones(1, 130, 16, dtype=torch.float16)
+    _C_sim.set_device("small")
+    try:
+        for docs in range(1, 9):
+            before = _C_sim.launch_count()
+            torch.ops.kdops_sim.maxsim(Q, torch.ones(docs, 1, 16, dtype=torch.float16), None, None, None, False, False)
+            split = kernels.split_chunks(docs, 3, 2)[0] > 1
+            assert _C_sim.launch_count() - before == 1 + split, docs
+    finally:
+        _C_sim.set_device("h100")

@@ -778,3 +778,83 @@ def test_hot_doc_rows_are_bit_identical_across_schedules(device):
             (kdops.maxsim(q, d) * torch.linspace(0.5, 1.5, 30, device=device).view(15, 2)).sum().backward()
             grads.append((q.grad, d.grad))
     assert all(torch.equal(a, b) for g in grads[1:] for a, b in zip(grads[0], g))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["fp16", "bf16"])
+def test_long_queries_split_over_blocks_give_the_unsplit_bits(dtype):
+    """A query longer than one block's 64 rows (Lq = 200: 4 chunks of rows) on the simulated small
+    device (2 SMs): against 4 docs the 8 (query, doc) blocks fill it (no split, 1 launch); against
+    2 docs each block takes 2 chunks (8 blocks), against 1 doc 1 chunk (8 blocks), and the chunk
+    sum adds their partial sums (2 launches). Every score and argmax is the same bits all three
+    ways, under every schedule, and the scores match the float64 reference (masks, a doc that ends
+    inside its first tile, one with no valid token)."""
+    from kdops.ops import built_with_simulator
+
+    if not built_with_simulator():
+        pytest.skip("needs kdops._C_sim")
+    from kdops import _C_sim
+    from tests.helpers import sim_schedule
+
+    g = _generator(27)
+    Q = torch.randn(2, 200, 32, generator=g).to(dtype)
+    D = torch.randn(4, 70, 32, generator=g).to(dtype)
+    q_mask = torch.rand(2, 200, generator=g) > 0.1
+    d_mask = torch.rand(4, 70, generator=g) > 0.2
+    d_mask[1, 40:] = False  # ends inside the first tile
+    d_mask[3] = False  # no valid token: adds 0
+
+    def forward(docs: slice, launches: int):
+        before = _C_sim.launch_count()
+        out = torch.ops.kdops_sim.maxsim(Q, D[docs], q_mask, d_mask[docs], None, False, True)
+        assert _C_sim.launch_count() - before == launches, docs
+        return out
+
+    _C_sim.set_device("small")
+    try:
+        runs = []
+        for threads, seed in (("in_order", 0), ("run_ahead", 2), ("pct", 4)):
+            with sim_schedule(threads, seed) if seed else contextlib.nullcontext():
+                whole = forward(slice(0, 4), 1)
+                for width in (2, 1):
+                    parts = [forward(slice(j, j + width), 2) for j in range(0, 4, width)]
+                    assert torch.equal(torch.cat([p[0] for p in parts], 1), whole[0]), width
+                    assert torch.equal(torch.cat([p[1] for p in parts], 1), whole[1]), width
+            runs.append(whole)
+        assert all(torch.equal(s, runs[0][0]) and torch.equal(a, runs[0][1]) for s, a in runs)
+    finally:
+        _C_sim.set_device("h100")
+    scores = runs[0][0]
+    expected = reference.maxsim(as_reference(Q), as_reference(D), q_mask, d_mask)
+    assert_close(scores, expected, torch.float32, scale=200 * 32)
+    assert torch.equal(scores[:, 3], torch.zeros(2))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("dim", [96, 200])
+def test_half_inputs_too_wide_for_the_tensor_core_tiles_run_on_cuda_cores(dtype, dim):
+    """fp16/bf16 tiles of d features take 256 rows x (d rounded up to 16, + 8) x 2 bytes: on the
+    simulated small device (48 KiB a block) d <= 88. d = 96 runs the SIMT forward in fp32, all
+    features in one shared-memory chunk, d = 200 in two (191 + 9); scores, argmax-driven
+    gradients and masks as on the tensor cores."""
+    from kdops.ops import built_with_simulator
+
+    if not built_with_simulator():
+        pytest.skip("needs kdops._C_sim")
+    from kdops import _C_sim
+    from tests.helpers import simulated
+
+    Q = _embeddings((2, 41, dim), dtype, "cpu", dim)
+    D = _embeddings((3, 70, dim), dtype, "cpu", dim + 1)
+    d_mask = _mask((3, 70), "cpu", dim, 0.8)
+    _C_sim.set_device("small")
+    try:
+        with simulated():
+            _check_against_reference(
+                lambda q, d: kdops.maxsim(q, d, None, d_mask),
+                lambda q, d: reference.maxsim(q, d, None, d_mask),
+                Q, D, 4, dtype,
+            )
+    finally:
+        _C_sim.set_device("h100")

@@ -4,7 +4,8 @@ result compared with the float64 reference (not only with another schedule's res
 
 - MaxSim SIMT (fp64, and fp32 without TF32): Lq = 70 and Ld = 75, 3 query and 3 doc tiles of 32;
   the tensor-core kernel (fp16, bf16, TF32): 2 strips of 64 query rows, 2 doc tiles of 64 (the
-  second partial), d = 24 (a partial k-step); dD with a skewed argmax: every query token of every
+  second partial), d = 24 (a partial k-step); fp16/bf16 split there (6 items on 132 SMs), a block
+  per strip and the chunk sum after; dD with a skewed argmax: every query token of every
   query picks the same doc token, one long chain of hits for a single doc row, below the hot
   threshold (one warp) and past it (the row's hits split into 3 parts, then combined);
 - the list losses on both sides of 32 (one key a lane in the warp kernels, or two) and of 256

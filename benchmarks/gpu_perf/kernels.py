@@ -69,20 +69,37 @@ def peer(profiles: dict, name: str, s: Shape, g: Gpu) -> tuple[model.Prediction,
     return model.Prediction(p.seconds + extra * g.launch_s, p.bound, p.resident, p.parts), cfg
 
 
+def split_chunks(items: int, chunks: int, sms: int, resident: int = 4) -> tuple[int, int]:
+    """(splits, chunks per split): maxsim_groups.cuh's split_chunks, the same rule (resident: the
+    kernel's launch bounds' 4 blocks per SM)."""
+    best = None
+    for per in range(chunks, 0, -1):
+        splits = math.ceil(chunks / per)
+        n = math.ceil(items * splits / sms)
+        time = n * per / min(resident, max(n, 1))
+        if best is None or time < best[0]:
+            best = (time, splits, per)
+    return (1, chunks) if best is None else best[1:]
+
+
 def kdops(profiles: dict, dtype: str, s: Shape, g: Gpu, bound: str = "hi") -> model.Prediction:
     """maxsim_mma_kernel: one block per (doc, group of G queries), 64 query rows of `seg` rows per
-    query, 64-token doc tiles, 3 stages (maxsim_mma.cuh, maxsim_groups.cuh). Every warp is counted
-    as busy: with one query of 32 tokens per block (reranking) two of the four skip their MMAs,
-    so there the issue work is overstated. Bank conflicts and sectors per request: the ratios the
-    simulator counted (accesses.py)."""
+    query, 64-token doc tiles, 3 stages (maxsim_mma.cuh, maxsim_groups.cuh); a long query's row
+    chunks split over blocks when split_chunks says so, plus the chunk sum's launch. Every warp is
+    counted as busy: with one query of 32 tokens per block (reranking) two of the four skip their
+    MMAs, so there the issue work is overstated. Bank conflicts and sectors per request: the ratios
+    the simulator counted (accesses.py)."""
     prof = profiles[f"kdops|sm_{g.arch}|{dtype}|argmax0"]
     seg = 64 if s.lq >= 64 else math.ceil(s.lq / 16) * 16
     groups = math.ceil(s.nq / (64 // seg))
     chunks = math.ceil(s.lq / seg)
+    splits, per = split_chunks(s.b * groups, chunks, g.sms)
     tiles = math.ceil(s.ld / 64)
-    per_program = {k: v * chunks for k, v in _sum(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
+    per_program = {k: v * per for k, v in _sum(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
     wavefronts, sectors = accesses.ratios(profiles, dtype)
-    launch = model.Launch(programs=s.b * groups, warps=4, registers=prof["registers"], shared=prof["shared"],
-                          per_program=per_program, iterations=chunks * tiles, stages=3, hbm_bytes=_hbm(s, 2),
+    launch = model.Launch(programs=s.b * groups * splits, warps=4, registers=prof["registers"], shared=prof["shared"],
+                          per_program=per_program, iterations=per * tiles, stages=3, hbm_bytes=_hbm(s, 2),
                           wavefronts_per_ideal=wavefronts, sectors_per_ideal=sectors)
-    return model.predict(launch, g)
+    p = model.predict(launch, g)
+    # The chunk sum: one more launch, reading the chunks x Nq x B partial sums (negligible bytes).
+    return p if splits == 1 else model.Prediction(p.seconds + g.launch_s, p.bound, p.resident, p.parts)

@@ -35,7 +35,11 @@ void forward(const MaxSimArgs& a, at::Tensor& scores, int32_t* argmax) {
     // elements) runs exact, as it would without the flag; fp16/bf16 too wide for theirs run on
     // CUDA cores, in fp32 as on the tensor cores.
     if ((half || tf32_allowed()) && maxsim::tensor_core_fits<scalar_t, kWriteArgmax>(a.dim)) {
-      return maxsim::tensor_core_forward<scalar_t, kWriteArgmax>(v, scores.data_ptr<float>(), argmax, launch_target());
+      const LaunchTarget on = launch_target();
+      const int64_t partials = maxsim::tensor_core_partials<scalar_t, kWriteArgmax>(v, on.sms);
+      const at::Tensor partial = partials > 0 ? at::empty({partials}, scores.options()) : at::Tensor();
+      return maxsim::tensor_core_forward<scalar_t, kWriteArgmax>(
+          v, scores.data_ptr<float>(), argmax, partials > 0 ? partial.data_ptr<float>() : nullptr, on);
     }
   }
   maxsim::simt_forward<scalar_t, acc_t, kWriteArgmax>(v, scores.data_ptr<acc_t>(), argmax, launch_target());

@@ -140,13 +140,29 @@ int blocks_for(int64_t n, int64_t sms) {
 }  // namespace
 
 // The tensor-core forward of a dtype: mma.sync for fp16/bf16, WMMA (TF32) for fp32. Each gives
-// its kernel, block size, dynamic shared memory and staged element type.
+// its kernel, block size, dynamic shared memory, staged element type, its work split, and its
+// launch (partial: the split's partial sums, nullptr when groups.splits == 1).
 template <typename scalar_t, bool kWriteArgmax>
 struct TensorCoreForward {
   static constexpr auto kernel = tensor_core::mma::maxsim_mma_kernel<scalar_t, kWriteArgmax>;
   static constexpr int kThreads = tensor_core::mma::kThreads;
   using stored = uint16_t;
   static int64_t smem_bytes(int64_t dim) { return tensor_core::mma::smem_bytes(dim); }
+  static tensor_core::Groups groups(const MaxSimView<scalar_t>& v, int64_t sms) {
+    return tensor_core::split_chunks(tensor_core::groups_for(v.Nq, v.Lq, v.layout), sms, tensor_core::mma::kMinBlocks);
+  }
+  static void launch(const MaxSimView<scalar_t>& v, const tensor_core::Groups& groups, bool vec, float* scores,
+                     int32_t* argmax, float* partial, LaunchTarget on) {
+    const int blocks = static_cast<int>(std::min<int64_t>(groups.blocks(), int64_t(1) << 30));
+    kdops::cuda::launch(kernel, blocks, kThreads, smem_bytes(v.dim), on.stream, v, groups, vec, scores, argmax,
+                        partial);
+    if (partial == nullptr) return;
+    const int64_t pairs = v.Nq * v.layout.K;
+    const int sum_blocks = static_cast<int>(std::min<int64_t>((pairs + tensor_core::mma::kSumThreads - 1) /
+                                                                  tensor_core::mma::kSumThreads, on.sms * 32));
+    kdops::cuda::launch(tensor_core::mma::maxsim_chunk_sum_kernel, sum_blocks, tensor_core::mma::kSumThreads, 0,
+                        on.stream, partial, groups.chunks, pairs, scores);
+  }
 };
 template <bool kWriteArgmax>
 struct TensorCoreForward<float, kWriteArgmax> {
@@ -154,6 +170,15 @@ struct TensorCoreForward<float, kWriteArgmax> {
   static constexpr int kThreads = tensor_core::kThreads;
   using stored = float;
   static int64_t smem_bytes(int64_t dim) { return tensor_core::smem_bytes(dim, sizeof(float)); }
+  // One block per item, its chunks in series (the TF32 kernel does not split).
+  static tensor_core::Groups groups(const MaxSimView<float>& v, int64_t) {
+    return tensor_core::groups_for(v.Nq, v.Lq, v.layout);
+  }
+  static void launch(const MaxSimView<float>& v, const tensor_core::Groups& groups, bool vec, float* scores,
+                     int32_t* argmax, float*, LaunchTarget on) {
+    const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
+    kdops::cuda::launch(kernel, blocks, kThreads, smem_bytes(v.dim), on.stream, v, groups, vec, scores, argmax);
+  }
 };
 
 template <typename scalar_t, bool kWriteArgmax>
@@ -163,15 +188,21 @@ bool tensor_core_fits(int64_t dim) {
 }
 
 template <typename scalar_t, bool kWriteArgmax>
-void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, LaunchTarget on) {
-  namespace tc = tensor_core;
+int64_t tensor_core_partials(const MaxSimView<scalar_t>& v, int64_t sms) {
+  const tensor_core::Groups groups = TensorCoreForward<scalar_t, kWriteArgmax>::groups(v, sms);
+  return groups.splits > 1 ? groups.chunks * v.Nq * v.layout.K : 0;
+}
+
+template <typename scalar_t, bool kWriteArgmax>
+void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, float* partial,
+                         LaunchTarget on) {
   using F = TensorCoreForward<scalar_t, kWriteArgmax>;
-  const int64_t smem = F::smem_bytes(v.dim);
-  TORCH_INTERNAL_ASSERT(smem <= dynamic_shared_memory_limit<F::kernel>(), "callers check tensor_core_fits");
-  const tc::Groups groups = tc::groups_for(v.Nq, v.Lq, v.layout);
-  const bool vec = tc::vector_loads<typename F::stored>(v.dim, v.Q, v.D);
-  const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
-  launch(F::kernel, blocks, F::kThreads, smem, on.stream, v, groups, vec, scores, argmax);
+  TORCH_INTERNAL_ASSERT(F::smem_bytes(v.dim) <= dynamic_shared_memory_limit<F::kernel>(),
+                        "callers check tensor_core_fits");
+  const tensor_core::Groups groups = F::groups(v, on.sms);
+  TORCH_INTERNAL_ASSERT((groups.splits > 1) == (partial != nullptr), "partial: tensor_core_partials floats");
+  const bool vec = tensor_core::vector_loads<typename F::stored>(v.dim, v.Q, v.D);
+  F::launch(v, groups, vec, scores, argmax, partial, on);
 }
 
 template <typename scalar_t, typename acc_t, bool kWriteArgmax>
@@ -225,11 +256,14 @@ void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc
 
 // Tensor cores: fp16, bf16 (mma.sync), fp32 (TF32). SIMT: every dtype (fp16/bf16 where d is too wide for the
 // tensor-core tiles). Gradients: every dtype.
-#define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)                                                                  \
-  template void tensor_core_forward<scalar_t, true>(const MaxSimView<scalar_t>&, float*, int32_t*, LaunchTarget);  \
-  template void tensor_core_forward<scalar_t, false>(const MaxSimView<scalar_t>&, float*, int32_t*, LaunchTarget); \
-  template bool tensor_core_fits<scalar_t, true>(int64_t);                                                       \
-  template bool tensor_core_fits<scalar_t, false>(int64_t);
+#define KDOPS_INSTANTIATE_TENSOR_CORE_ARGMAX(scalar_t, write)                                                 \
+  template void tensor_core_forward<scalar_t, write>(const MaxSimView<scalar_t>&, float*, int32_t*, float*,   \
+                                                     LaunchTarget);                                           \
+  template int64_t tensor_core_partials<scalar_t, write>(const MaxSimView<scalar_t>&, int64_t);               \
+  template bool tensor_core_fits<scalar_t, write>(int64_t);
+#define KDOPS_INSTANTIATE_TENSOR_CORE(scalar_t)        \
+  KDOPS_INSTANTIATE_TENSOR_CORE_ARGMAX(scalar_t, true) \
+  KDOPS_INSTANTIATE_TENSOR_CORE_ARGMAX(scalar_t, false)
 KDOPS_INSTANTIATE_TENSOR_CORE(c10::Half)
 KDOPS_INSTANTIATE_TENSOR_CORE(c10::BFloat16)
 KDOPS_INSTANTIATE_TENSOR_CORE(float)
@@ -246,5 +280,6 @@ KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_SIMT)
 KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE_GRADS)
 #undef KDOPS_INSTANTIATE_GRADS
 #undef KDOPS_INSTANTIATE_TENSOR_CORE
+#undef KDOPS_INSTANTIATE_TENSOR_CORE_ARGMAX
 
 }  // namespace kdops::cuda::maxsim

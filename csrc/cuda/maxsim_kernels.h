@@ -10,9 +10,16 @@
 namespace kdops::cuda::maxsim {
 
 // Forward on tensor cores (fp32 scores [Nq, K]): scalar_t fp16/bf16, or float as TF32, for a d
-// whose tiles fit in shared memory (tensor_core_fits: check first).
+// whose tiles fit in shared memory (tensor_core_fits: check first). partial: scratch of
+// tensor_core_partials(v, on.sms) floats, nullptr when that is 0.
 template <typename scalar_t, bool kWriteArgmax>
-void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, LaunchTarget on);
+void tensor_core_forward(const MaxSimView<scalar_t>& v, float* scores, int32_t* argmax, float* partial,
+                         LaunchTarget on);
+
+// The floats of scratch tensor_core_forward needs on a device of `sms` SMs: the per-chunk sums of
+// long queries split over several blocks (maxsim_groups.cuh: split_chunks), else 0.
+template <typename scalar_t, bool kWriteArgmax>
+int64_t tensor_core_partials(const MaxSimView<scalar_t>& v, int64_t sms);
 
 // Whether tensor_core_forward's tiles of d features fit in shared memory.
 template <typename scalar_t, bool kWriteArgmax>

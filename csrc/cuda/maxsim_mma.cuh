@@ -4,7 +4,10 @@
 // row max directly on its accumulator registers.
 //
 // Work split (maxsim_groups.cuh): a block takes a doc and a group of whole queries, kRows = 64
-// query-token rows; only the m16 tiles that hold rows of real queries are computed. The doc
+// query-token rows; only the m16 tiles that hold rows of real queries are computed. A query longer
+// than kRows is taken in chunks of kRows rows: all of them in series, or, split (few items: long
+// queries against few docs), consecutive chunks per block, each chunk's sum written to a partial
+// buffer that maxsim_chunk_sum_kernel adds up in chunk order. The doc
 // streams through shared memory kCols = 64 tokens at a time in a kStages-deep cp.async pipeline
 // (16-byte copies; rows not 16-byte aligned are staged by plain loads, without the overlap). Four
 // warps in 2 x 2 each multiply 32 query rows with 32 of the tile's doc tokens: per 16 features,
@@ -23,6 +26,9 @@
 // the first maximal doc token, as on the CPU. Scores add the query's rows in row order; no
 // atomics. Masks: a masked or past-the-end doc token never enters the max; a masked query token
 // gets argmax -1 and adds 0; zero-padded rows and features add exact zeros to every product.
+// A score is the sum over its chunks, in chunk order, of each chunk's rows summed in row order
+// from 0, whether one block adds them or the chunk sum does: the same additions in the same
+// order, so split and unsplit launches give the same bits.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -50,6 +56,7 @@ constexpr int kMTiles = kWarpRows / kFrag;  // m16 tiles per warp
 constexpr int kNTiles = kWarpCols / 8;      // n8 tiles per warp
 constexpr int kStages = 3;                  // doc tiles staged ahead (the pipeline's depth)
 constexpr int kVec = 8;                     // 16-bit elements per 16-byte copy
+constexpr int kMinBlocks = 4;               // resident blocks per SM the launch bounds ask for
 static_assert(2 * kWarpRows == kRows && 2 * kWarpCols == kCols && kThreads == 4 * 32, "2 x 2 warps cover the tile");
 static_assert(kWarpCols == 32, "a warp's tile columns are the 32 bits of one column mask word");
 
@@ -207,10 +214,12 @@ __device__ __forceinline__ void multiply_and_fold(const uint16_t* a_rows, const 
   }
 }
 
-// kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written.
+// kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written. partial
+// (grp.splits > 1, else nullptr): [chunks, Nq * K], each chunk's sum, instead of scores.
 template <typename scalar_t, bool kWriteArgmax>
-__global__ void __launch_bounds__(kThreads, 4)
-    maxsim_mma_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores, int32_t* argmax) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    maxsim_mma_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores, int32_t* argmax,
+                      float* partial) {
   using T = typename Operand<scalar_t>::type;
   KDOPS_DYNAMIC_SMEM(uint16_t, smem);
   __shared__ const uint16_t* q_src[kRows];  // each query row's source row (nullptr: zeros)
@@ -233,11 +242,14 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int a_offset = (wr * kWarpRows + lane % 16) * stride + 8 * (lane / 16);
   const int b_offset = (wc * kWarpCols + 8 * (lane / 16) + lane % 8) * stride + 8 * ((lane / 8) % 2);
 
-  for (int64_t item = blockIdx.x; item < grp.items; item += gridDim.x) {
-    const int64_t u = item / grp.groups_per_doc;
-    const int64_t q0 = l.per_query ? u / l.K : (item - u * grp.groups_per_doc) * grp.G;
-    const int64_t k = l.per_query ? u - q0 * l.K : u;  // the column of every query in the group
-    const int nq = static_cast<int>(std::min<int64_t>(grp.G, v.Nq - q0));
+  const int64_t pairs = v.Nq * l.K;
+  for (int64_t block = blockIdx.x; block < grp.blocks(); block += gridDim.x) {
+    const int64_t item = block / grp.splits;
+    const int first_chunk = static_cast<int>(block - item * grp.splits) * grp.chunks_per_split;
+    const int end_chunk = std::min(grp.chunks, first_chunk + grp.chunks_per_split);
+    const Item it = grp.item(item, l, v.Nq);
+    const int64_t u = it.u, q0 = it.q0, k = it.k;
+    const int nq = it.nq;
     const int64_t start = l.start(u), length = l.length(u);
     const int64_t tiles = (length + kCols - 1) / kCols;
     const auto start_tile = [&](int64_t t) {  // stages tile t and its column masks
@@ -251,9 +263,9 @@ __global__ void __launch_bounds__(kThreads, 4)
       }
       if (warp == 0) column_masks(v, first, tokens, col_mask[slot]);
     };
-    float score = 0;  // thread t < nq: query q0 + t, summed over its chunks in order
+    float score = 0;  // thread t < nq: query q0 + t, its chunks' sums added in order
 
-    for (int chunk = 0; chunk < grp.chunks; ++chunk) {
+    for (int chunk = first_chunk; chunk < end_chunk; ++chunk) {
       // Rows holding tokens of real queries (a multiple of 16): the group's full segments, and
       // the last query's tokens in this chunk rounded up to 16.
       const int64_t last_rows = std::min<int64_t>(grp.seg, v.Lq - int64_t(chunk) * grp.seg);
@@ -334,10 +346,29 @@ __global__ void __launch_bounds__(kThreads, 4)
       __syncthreads();
       if (tid < nq) {
         const int first = tid * grp.seg;
-        for (int r = first; r < first + grp.seg; ++r) score += contrib[r];
+        float sum = 0;
+        for (int r = first; r < first + grp.seg; ++r) sum += contrib[r];
+        if (partial != nullptr) {
+          partial[chunk * pairs + (q0 + tid) * l.K + k] = sum;
+        } else {
+          score += sum;
+        }
       }
     }
-    if (tid < nq) scores[(q0 + tid) * l.K + k] = score;
+    if (tid < nq && partial == nullptr) scores[(q0 + tid) * l.K + k] = score;
+  }
+}
+
+// The scores of a split launch: scores[p] = the sum of partial[c][p] over chunks c in order, from
+// 0, as maxsim_mma_kernel adds its chunks' sums when it takes them all (no atomics: one thread a
+// score).
+constexpr int kSumThreads = 256;
+__global__ void __launch_bounds__(kSumThreads)
+    maxsim_chunk_sum_kernel(const float* partial, int chunks, int64_t pairs, float* scores) {
+  for (int64_t p = blockIdx.x * int64_t(kSumThreads) + threadIdx.x; p < pairs; p += int64_t(gridDim.x) * kSumThreads) {
+    float score = 0;
+    for (int c = 0; c < chunks; ++c) score += partial[c * pairs + p];
+    scores[p] = score;
   }
 }
 

@@ -172,10 +172,9 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int used_rows = grp.G * grp.seg;
 
   for (int64_t item = blockIdx.x; item < grp.items; item += gridDim.x) {
-    const int64_t u = item / grp.groups_per_doc;
-    const int64_t q0 = l.per_query ? u / l.K : (item - u * grp.groups_per_doc) * grp.G;
-    const int64_t k = l.per_query ? u - q0 * l.K : u;  // the column of every query in the group
-    const int nq = static_cast<int>(std::min<int64_t>(grp.G, v.Nq - q0));
+    const Item it = grp.item(item, l, v.Nq);
+    const int64_t u = it.u, q0 = it.q0, k = it.k;
+    const int nq = it.nq;
     const int64_t start = l.start(u), length = l.length(u);
     float score = 0;  // thread t < nq: query q0 + t, summed over its chunks in order
 
