@@ -172,9 +172,9 @@ def _autograd_unit() -> str:
 
 def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExtension:
     """kdops._C_sim: the op schemas (csrc/kdops.cpp, as torch.ops.kdops_sim), their autograd
-    (csrc/autograd), the CUDA kernels (csrc/cuda/*.cu) and their ops (csrc/cuda/*.cpp), and the
-    kernels of the tensor_temperature overloads (csrc/tensor_temperature.cpp), built by g++ against
-    the simulator runtime (csrc/sim); never csrc/cpu."""
+    (csrc/autograd), the CUDA kernels (csrc/cuda/*.cu) and their ops (csrc/cuda/*.cpp, the
+    tensor_temperature overloads included), built by g++ against the simulator runtime
+    (csrc/sim); never csrc/cpu or the CPU kernels of csrc/tensor_temperature.cpp."""
     if sanitize is not None and sanitize not in _SANITIZERS:
         sys.exit(f"KDOPS_SIM_SANITIZE must be one of {sorted(_SANITIZERS)}, got {sanitize!r}")
     runtime = os.path.join(ROOT, "csrc", "sim", "cuda_sim.h")
@@ -192,7 +192,7 @@ def sim_extension(opt: list[str], sanitize: str | None) -> cpp_extension.CppExte
         link += _SANITIZERS[sanitize]
     return cpp_extension.CppExtension(
         "kdops._C_sim",
-        ["csrc/kdops.cpp", "csrc/tensor_temperature.cpp", _autograd_unit()] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources()
+        ["csrc/kdops.cpp", _autograd_unit()] + sorted(glob.glob("csrc/sim/*.cpp")) + _sim_sources()
         + sorted(glob.glob("csrc/cuda/*.cpp")),
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("KDOPS_SIM", None), ("KDOPS_NS", "kdops_sim")],

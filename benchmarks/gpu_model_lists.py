@@ -6,20 +6,21 @@ not measurements; no GPU ran them.
     python -m benchmarks.gpu_model_lists      # prints the table (markdown)
 
 What a training step runs (tests/test_launch_counts.py counts it on the simulator): the forward
-computes the loss and the gradient at an upstream gradient of 1 (the *_and_grads raw ops;
-plackett_luce_loss: its forward, then its backward op), the per-row losses are reduced by one
-torch op, and the backward multiplies the saved gradient by the upstream one (one elementwise
-kernel). A row of up to 256 items is one warp's (csrc/cuda/plackett_luce_warp_kernels.cu: the
-ranking sorted in registers, both scans, the gradients, one launch); a longer row one block's
-(plackett_luce_kernels.cu: a bitonic sort in shared memory, then the gradient kernel's tiled
-block scans with the log-sum-exps in a global scratch row); listwise KD one kernel, a warp or a
+computes the loss and the gradient at an upstream gradient of 1 in one kernel (the *_and_grads raw
+ops; plackett_luce_loss: its forward, then its backward op), which also reduces the rows' losses
+over the grid (its last block) and flags the index checks; PLD and PL assert their flag on the
+device (one launch); and the backward multiplies the saved gradient by the upstream one (one
+elementwise kernel). A row of up to 256 items is one warp's (csrc/cuda/plackett_luce_warp_kernels.cu:
+the ranking sorted in registers, both scans, the gradients); a longer row one block's
+(plackett_luce_kernels.cu: a bitonic sort in shared memory, then the tiled block scans with the
+log-sum-exps in a global scratch row, in the same kernel); listwise KD one kernel, a warp or a
 block per row (listwise_kd_kernels.cu).
 The model, per kernel:
   time = max(HBM bytes / achievable HBM bandwidth, issued warp instructions / (4 schedulers x
          SMs x clock), the latency of one row's dependent chain x rows / rows in flight) + launches
 with the instruction and latency counts per row estimated from the kernels' loops below; the
 bound named is the largest of those terms, or "launches" where the launches' fixed cost is
-larger than all of them (the small shapes: a step is then 3 to 6 launches, whatever the kernels do; see STEP_CALLS).
+larger than all of them (the small shapes: a step is then 2 or 3 launches, whatever the kernels do; see STEP_CALLS).
 Every constant is an assumption, named; change one and the table follows.
 """
 
@@ -38,6 +39,10 @@ GRAD_ITEM = 24  # per item: 2-3 exp, the weight, the gradient, its scattered sto
 HBM_LATENCY_CYCLES = 600  # assumed latency of a global load that misses L2
 BARRIER_CYCLES = 40  # assumed cost of a __syncthreads in a block of 256 threads
 SHUFFLE_LATENCY_CYCLES = 30  # assumed dependent-shuffle latency (a scan step)
+# The in-kernel reduction over the grid, once per launch after the rows: the last block's arrival
+# atomic and its loads of the partials (two dependent L2 round trips, assumed at HBM latency), a
+# block sum.
+GRID_SUM_TAIL_CYCLES = 2 * HBM_LATENCY_CYCLES + 2 * BARRIER_CYCLES
 # Registers a thread of the warp-per-row kernel (float, sm_90, by keys a lane), from
 # benchmarks/results/static/kernels.md; they set the resident blocks of 256 threads an SM.
 WARP_KERNEL_REGISTERS = {1: 32, 2: 40, 4: 60, 8: 97}
@@ -142,23 +147,22 @@ def _block_row(s: ListShape) -> tuple[float, float]:
 
 
 # Launches of a training step, from what tests/test_launch_counts.py counts on the simulator: each
-# raw op call below is its kdops kernels plus one launch per torch op it runs (the reduction, and
-# for PLD and PL the device-side range flags: aten::all and aten::_assert_async); autograd's
-# backward then multiplies the saved gradient by the upstream one (one more launch), except PL,
-# whose backward op takes the upstream gradient itself. tests/test_gpu_model.py checks CALL_LAUNCHES
-# against that test's CASES.
+# raw op call below is its kdops kernel plus one launch per torch op it runs (for PLD and PL the
+# device-side assert of the index flag); autograd's backward then multiplies the saved gradient by
+# the upstream one (one more launch), except PL, whose backward op takes the upstream gradient
+# itself. tests/test_gpu_model.py checks CALL_LAUNCHES against that test's CASES.
 STEP_CALLS = {  # (op, long rows) -> the raw op calls of a step (names of test_launch_counts.CASES)
     ("listmle", False): ["listmle_and_grads sum"], ("listmle", True): ["listmle_and_grads long rows sum"],
     ("pld", False): ["pld_loss_and_grads mean"], ("pld", True): ["pld_loss_and_grads long rows mean"],
-    ("kd", False): ["listwise_kd_loss mean"], ("kd", True): ["listwise_kd_loss long rows mean"],
+    ("kd", False): ["listwise_kd_loss_and_grads mean"], ("kd", True): ["listwise_kd_loss_and_grads long rows mean"],
     ("pl", False): ["plackett_luce_loss mean", "plackett_luce_loss_backward mean"],
     ("pl", True): ["plackett_luce_loss long rows mean", "plackett_luce_loss_backward mean"],
 }
 CALL_LAUNCHES = {  # kernels + torch ops of each call, as test_launch_counts.CASES lists them
-    "listmle_and_grads sum": 2, "listmle_and_grads long rows sum": 3,
-    "pld_loss_and_grads mean": 4, "pld_loss_and_grads long rows mean": 5,
-    "listwise_kd_loss mean": 2, "listwise_kd_loss long rows mean": 2,
-    "plackett_luce_loss mean": 4, "plackett_luce_loss long rows mean": 5, "plackett_luce_loss_backward mean": 1,
+    "listmle_and_grads sum": 1, "listmle_and_grads long rows sum": 1,
+    "pld_loss_and_grads mean": 2, "pld_loss_and_grads long rows mean": 2,
+    "listwise_kd_loss_and_grads mean": 1, "listwise_kd_loss_and_grads long rows mean": 1,
+    "plackett_luce_loss mean": 2, "plackett_luce_loss long rows mean": 2, "plackett_luce_loss_backward mean": 1,
 }
 
 
@@ -176,7 +180,7 @@ def predict(s: ListShape, gpu: Gpu) -> tuple[float, str, int]:
     times = {
         "HBM": hbm_bytes(s) / (gpu.hbm_bytes_per_s * gpu.hbm_share),
         "issue": s.rows * instr / (gpu.schedulers * gpu.sms) / gpu.clock_hz,
-        "latency": _ceil(s.rows, in_flight) * latency / gpu.clock_hz,
+        "latency": (_ceil(s.rows, in_flight) * latency + GRID_SUM_TAIL_CYCLES) / gpu.clock_hz,
     }
     launches = step_launches(s.op, not warp_rows)
     times["launches"] = launches * gpu.launch_s

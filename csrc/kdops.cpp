@@ -134,9 +134,12 @@ TORCH_LIBRARY(KDOPS_NS, m) {
 
   // The tensor_temperature overloads: each temperature a 0-dim floating tensor (on the CPU or on
   // the scores' device) instead of a float, so that it can require grad (a learned temperature,
-  // CTKD). Their kernels (csrc/tensor_temperature.cpp) read its value and run the float op; their
-  // autograd (csrc/autograd/plackett_luce_autograd.cpp) adds the temperatures' gradients, formed
-  // from the scores' gradients the kernels already compute.
+  // CTKD). The CUDA kernels read it in device memory (no host sync), the CPU kernels
+  // (csrc/tensor_temperature.cpp) read its value and run the float op. *_and_grads also returns
+  // the temperatures' gradients at an upstream gradient of 1 (float32, or float64 for float64
+  // scores; [B] for reduction 'none', else 0-dim): PLD's one, listwise KD's student's and
+  // teacher's, computed by the CUDA kernels with the scores' gradients; their autograd
+  // (csrc/autograd/plackett_luce_autograd.cpp) scales them by the upstream gradient.
   m.def(
       "pld_loss.tensor_temperature(Tensor student_logits, Tensor teacher_logits, Tensor target, "
       "Tensor temperature, str reduction) -> (Tensor, Tensor)");
@@ -147,7 +150,7 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "pld_loss_and_grads.tensor_temperature(Tensor student_logits, Tensor teacher_logits, "
       "Tensor target, Tensor temperature, str reduction, bool teacher_grad) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "listwise_kd_loss.tensor_temperature(Tensor student, Tensor teacher, Tensor? lengths, "
       "Tensor student_temperature, Tensor teacher_temperature, str reduction) -> Tensor");
@@ -158,7 +161,7 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "listwise_kd_loss_and_grads.tensor_temperature(Tensor student, Tensor teacher, "
       "Tensor? lengths, Tensor student_temperature, Tensor teacher_temperature, str reduction, "
-      "bool teacher_grad) -> (Tensor, Tensor, Tensor)");
+      "bool teacher_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 // The Python module only reports how the library was built (and, in kdops._C_sim, sets the

@@ -444,8 +444,9 @@ def _(student, teacher, lengths, student_temperature, teacher_temperature, reduc
     )
 
 
-# The tensor_temperature overloads: the float op's outputs, once the temperature tensors pass
-# their checks (their values are read only by the kernels).
+# The tensor_temperature overloads: the float op's outputs (and, for *_and_grads, the
+# temperatures' gradients), once the temperature tensors pass their checks (their values are read
+# only by the kernels).
 
 
 @_fake("pld_loss.tensor_temperature")
@@ -460,10 +461,18 @@ def _(grad, student_logits, teacher_logits, ranking, temperature, reduction, tea
     return _FAKES["pld_loss_backward"](grad, student_logits, teacher_logits, ranking, 1.0, reduction, teacher_grad)
 
 
+def _temperature_grad(scores, reduction):
+    """A temperature's gradient from a tensor_temperature *_and_grads op: at an upstream gradient
+    of 1, in the accumulation dtype ([B] for 'none', else 0-dim)."""
+    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    return scores.new_empty((scores.shape[0],) if reduction == "none" else (), dtype=dtype)
+
+
 @_fake("pld_loss_and_grads.tensor_temperature")
 def _(student_logits, teacher_logits, target, temperature, reduction, teacher_grad):
     check.temperature_tensor(temperature, student_logits, "temperature")
-    return _FAKES["pld_loss_and_grads"](student_logits, teacher_logits, target, 1.0, reduction, teacher_grad)
+    outputs = _FAKES["pld_loss_and_grads"](student_logits, teacher_logits, target, 1.0, reduction, teacher_grad)
+    return (*outputs, _temperature_grad(student_logits, reduction))
 
 
 def _temperature_tensors(student, student_temperature, teacher_temperature):
@@ -486,7 +495,8 @@ def _(grad, student, teacher, lengths, student_temperature, teacher_temperature,
 @_fake("listwise_kd_loss_and_grads.tensor_temperature")
 def _(student, teacher, lengths, student_temperature, teacher_temperature, reduction, teacher_grad):
     _temperature_tensors(student, student_temperature, teacher_temperature)
-    return _FAKES["listwise_kd_loss_and_grads"](student, teacher, lengths, 1.0, 1.0, reduction, teacher_grad)
+    outputs = _FAKES["listwise_kd_loss_and_grads"](student, teacher, lengths, 1.0, 1.0, reduction, teacher_grad)
+    return (*outputs, _temperature_grad(student, reduction), _temperature_grad(student, reduction))
 
 
 for _namespace in NAMESPACES:

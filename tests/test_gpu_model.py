@@ -184,7 +184,8 @@ def test_list_model_launches_match_the_counted_launches():
     for call, launches in gpu_model_lists.CALL_LAUNCHES.items():
         _, kernels_, torch_ops = counts.CASES[call]
         assert launches == kernels_ + len(torch_ops), call
-    assert gpu_model_lists.step_launches("pld", False) == 5 and gpu_model_lists.step_launches("pl", False) == 5
+    assert gpu_model_lists.step_launches("pld", False) == 3 and gpu_model_lists.step_launches("pl", False) == 3
+    assert gpu_model_lists.step_launches("listmle", True) == 2 and gpu_model_lists.step_launches("kd", False) == 2
 
 
 @pytest.mark.skipif(not os.environ.get("KDOPS_PEERS_SITE"), reason="set KDOPS_PEERS_SITE to the peers' install dir")

@@ -19,12 +19,12 @@ ops = torch.ops.kdops_sim
 NOT_LAUNCHES = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::as_strided",
                 "aten::reshape", "aten::_reshape_alias", "aten::expand", "aten::unsqueeze", "aten::alias",
                 "aten::detach", "aten::to", "aten::resize_"}
-# lengths / PLD target in range: per-row flags the kernel writes, asserted on the device
-INDEX_FLAGS = ["aten::all", "aten::_assert_async"]
 
 
 def counted(fn) -> tuple[int, list[str]]:
-    """(kernel launches, sorted torch ops) of fn()."""
+    """(kernel launches, sorted torch ops) of fn(), run once before: the first call on a stream
+    allocates the stream's grid-sum counter (cuda/grid_scratch.h), once per process."""
+    fn()
     before = _C_sim.launch_count()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
@@ -49,10 +49,12 @@ LEN = torch.tensor([6, 3, 0, 5])
 PERM = torch.stack([torch.randperm(N, generator=g) for _ in range(B)])
 TARGET = torch.tensor([0, 5, 2, 1])
 ONE = torch.tensor(1.0)
+TWO, TWO64 = torch.tensor(2.0, requires_grad=True), torch.tensor(2.0, dtype=torch.float64)  # learned temperatures
 SP, SN, TP, TN = (torch.randn(B, generator=g) for _ in range(4))
 IN_ORDER = torch.arange(N).repeat(B, 1)  # a permutation of every row's valid prefix, whatever its length
 
 SM, TM = torch.randn(700, 9, generator=g), torch.randn(700, 9, generator=g)  # 5600 terms: 3 blocks
+PERMM = torch.stack([torch.randperm(9, generator=g) for _ in range(700)])  # 700 rows: 88 blocks of 8
 LONG = 300  # past the warp-per-row kernels' 256 items: a block per row
 SL, TL = torch.randn(B, LONG, generator=g), torch.randn(B, LONG, generator=g)
 PERML = torch.stack([torch.randperm(LONG, generator=g) for _ in range(B)])
@@ -60,17 +62,17 @@ PERML = torch.stack([torch.randperm(LONG, generator=g) for _ in range(B)])
 # name: (call, kernels, torch ops). Why each is there:
 #   zeros (margin_mse): the grid sum's arrival counter, zeroed before the one kernel, where the
 #     terms (B*N) need more than one block of 2048 (one block sums them itself).
-#   all + _assert_async (plackett_luce_loss): the per-row permutation flags its kernel writes,
-#     asserted on the device (no host read); zeros: the long rows' permutation bitmap (rows of up
-#     to 256 items keep it in the warp's shared memory).
-#   INDEX_FLAGS: lengths in [0, n], target in [0, C), flagged per row by the kernel that reads
-#     them and asserted on the device (a range check of their own took ge, le, logical_and_, all
-#     and the assert).
-#   mean / sum: the per-row losses reduced ('none' needs none).
-#   Plackett-Luce family, rows of up to 256 items: one kernel computes everything the call asks
-#     for (ranking, loss, gradients); *_and_grads is the forward's call plus the gradients, in the
-#     same kernel. Longer rows: a ranking kernel (listmle / pld_loss), then the loss kernel or, for
-#     *_and_grads and the backward ops, the gradient kernel, which also sums the loss.
+#   Plackett-Luce family: one kernel computes everything a call asks for (ListMLE's / PLD's
+#     ranking, sorted in a warp's registers up to 256 items, else in a block's shared memory; the
+#     loss; the gradients; *_and_grads is the forward's call plus the gradients) and, at its end,
+#     reduces the rows' losses ('mean' / 'sum') and their index checks over the grid (the last
+#     block of grid_sum.cuh; the arrival counter is kept per stream and left at zero by the
+#     kernel, so no launch zeroes it).
+#   _assert_async: a flag that kernel wrote, asserted on the device (no host read): lengths in
+#     [0, n] and PLD's target in [0, C) (one flag), a user's ranking a permutation (another), each
+#     temperature given as a tensor (read by the kernel in device memory) positive and finite.
+#   tensor_temperature *_and_grads: the temperatures' gradients come from the same kernel.
+ASSERT = ["aten::_assert_async"]
 CASES = {
     "margin_mse mean": (lambda: ops.margin_mse(S, T, None, "mean"), 1, []),
     "margin_mse none": (lambda: ops.margin_mse(S, T, None, "none"), 1, []),
@@ -78,30 +80,38 @@ CASES = {
     "margin_mse_backward mean": (lambda: ops.margin_mse_backward(ONE, S, T, None, torch.tensor(B * (N - 1)), "mean"), 1, []),
     "margin_mse_pairwise sum": (lambda: ops.margin_mse_pairwise(SP, SN, TP, TN, "sum"), 1, []),
     "margin_mse_pairwise_backward mean": (lambda: ops.margin_mse_pairwise_backward(ONE, SP, SN, TP, TN, "mean"), 1, []),
-    "plackett_luce_loss mean": (lambda: ops.plackett_luce_loss(S, PERM, None, None, None, "mean"), 1,
-                                ["aten::_assert_async", "aten::all", "aten::mean"]),
+    "plackett_luce_loss mean": (lambda: ops.plackett_luce_loss(S, PERM, None, None, None, "mean"), 1, ASSERT),
+    "plackett_luce_loss many blocks mean": (lambda: ops.plackett_luce_loss(SM, PERMM, None, None, None, "mean"), 1, ASSERT),
     "plackett_luce_loss lengths none": (lambda: ops.plackett_luce_loss(S, IN_ORDER, None, LEN, None, "none"), 1,
-                                        INDEX_FLAGS + ["aten::_assert_async", "aten::all"]),
-    "plackett_luce_loss long rows mean": (lambda: ops.plackett_luce_loss(SL, PERML, None, None, None, "mean"), 1,
-                                          ["aten::_assert_async", "aten::all", "aten::mean", "aten::zeros"]),
+                                        ASSERT + ASSERT),
+    "plackett_luce_loss long rows mean": (lambda: ops.plackett_luce_loss(SL, PERML, None, None, None, "mean"), 1, ASSERT),
     "plackett_luce_loss_backward mean": (lambda: ops.plackett_luce_loss_backward(ONE, S, PERM, T, None, None, "mean", True), 1, []),
-    "listmle sum": (lambda: ops.listmle(S, T, None, 3, "sum"), 1, ["aten::sum"]),
-    "listmle lengths mean": (lambda: ops.listmle(S, T, LEN, None, "mean"), 1, INDEX_FLAGS + ["aten::mean"]),
-    "listmle long rows sum": (lambda: ops.listmle(SL, TL, None, None, "sum"), 2, ["aten::sum"]),
-    "pld_loss mean": (lambda: ops.pld_loss(S, T, TARGET, 2.0, "mean"), 1, INDEX_FLAGS + ["aten::mean"]),
+    "listmle sum": (lambda: ops.listmle(S, T, None, 3, "sum"), 1, []),
+    "listmle lengths mean": (lambda: ops.listmle(S, T, LEN, None, "mean"), 1, ASSERT),
+    "listmle long rows sum": (lambda: ops.listmle(SL, TL, None, None, "sum"), 1, []),
+    "pld_loss mean": (lambda: ops.pld_loss(S, T, TARGET, 2.0, "mean"), 1, ASSERT),
     "pld_loss_backward mean": (lambda: ops.pld_loss_backward(ONE, S, T, PERM, 2.0, "mean", True), 1, []),
-    "listwise_kd_loss mean": (lambda: ops.listwise_kd_loss(S, T, None, 1.0, 2.0, "mean"), 1, ["aten::mean"]),
-    "listwise_kd_loss long rows mean": (lambda: ops.listwise_kd_loss(SL, TL, None, 1.0, 2.0, "mean"), 1, ["aten::mean"]),
+    "listwise_kd_loss mean": (lambda: ops.listwise_kd_loss(S, T, None, 1.0, 2.0, "mean"), 1, []),
+    "listwise_kd_loss long rows mean": (lambda: ops.listwise_kd_loss(SL, TL, None, 1.0, 2.0, "mean"), 1, []),
     "listwise_kd_loss_backward lengths none": (lambda: ops.listwise_kd_loss_backward(torch.ones(B), S, T, LEN, 1.0, 2.0, "none", True), 1,
-                                               INDEX_FLAGS),
+                                               ASSERT),
+    "listwise_kd_loss_and_grads mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, None, 1.0, 2.0, "mean", False), 1, []),
+    "listwise_kd_loss_and_grads long rows mean": (lambda: ops.listwise_kd_loss_and_grads(SL, TL, None, 1.0, 2.0, "mean", False),
+                                                  1, []),
     "listwise_kd_loss_and_grads lengths mean": (lambda: ops.listwise_kd_loss_and_grads(S, T, LEN, 1.0, 2.0, "mean", True), 1,
-                                                INDEX_FLAGS + ["aten::mean"]),
-    "listmle_and_grads sum": (lambda: ops.listmle_and_grads(S, T, None, 3, "sum"), 1, ["aten::sum"]),
-    "listmle_and_grads long rows sum": (lambda: ops.listmle_and_grads(SL, TL, None, None, "sum"), 2, ["aten::sum"]),
-    "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 1,
-                                INDEX_FLAGS + ["aten::mean"]),
-    "pld_loss_and_grads long rows mean": (lambda: ops.pld_loss_and_grads(SL, TL, TARGET, 2.0, "mean", True), 2,
-                                          INDEX_FLAGS + ["aten::mean"]),
+                                                ASSERT),
+    "listmle_and_grads sum": (lambda: ops.listmle_and_grads(S, T, None, 3, "sum"), 1, []),
+    "listmle_and_grads long rows sum": (lambda: ops.listmle_and_grads(SL, TL, None, None, "sum"), 1, []),
+    "pld_loss_and_grads mean": (lambda: ops.pld_loss_and_grads(S, T, TARGET, 2.0, "mean", False), 1, ASSERT),
+    "pld_loss_and_grads long rows mean": (lambda: ops.pld_loss_and_grads(SL, TL, TARGET, 2.0, "mean", True), 1, ASSERT),
+    "pld_loss_and_grads learned temperature mean": (
+        lambda: ops.pld_loss_and_grads.tensor_temperature(S, T, TARGET, TWO, "mean", False), 1, ASSERT + ASSERT),
+    "listwise_kd_loss_and_grads learned temperatures none": (
+        lambda: ops.listwise_kd_loss_and_grads.tensor_temperature(S, T, None, TWO, TWO64, "none", True), 1,
+        ASSERT + ASSERT),
+    "listwise_kd_loss_and_grads learned temperatures long rows sum": (
+        lambda: ops.listwise_kd_loss_and_grads.tensor_temperature(SL, TL, None, TWO, TWO, "sum", False), 1,
+        ASSERT + ASSERT),
 }
 
 
@@ -111,7 +121,12 @@ def test_launches_and_torch_ops_per_call(name):
     assert counted(call) == (kernels, sorted(torch_ops))
 
 
-def test_the_counts_see_launches_and_casts():
-    """The counter can fail: a half-precision PL loss adds its cast (aten::_to_copy)."""
-    kernels, torch_ops = counted(lambda: ops.listwise_kd_loss(S.half(), T.half(), None, 1.0, 2.0, "sum"))
-    assert kernels == 1 and "aten::_to_copy" in torch_ops and "aten::sum" in torch_ops
+def test_the_counts_see_copies_and_sorts():
+    """The counter can fail: a non-contiguous input adds its copy, and rows too long for the
+    kernels' in-block sort (past 4096 items) add torch's sort."""
+    strided = S.t().contiguous().t()
+    kernels, torch_ops = counted(lambda: ops.listmle(strided, T, None, None, "sum"))
+    assert kernels == 1 and "aten::contiguous" in torch_ops
+    huge = torch.randn(1, 5000, generator=g)
+    kernels, torch_ops = counted(lambda: ops.listmle(huge, huge, None, None, "sum"))
+    assert kernels == 1 and "aten::sort" in torch_ops

@@ -14,7 +14,7 @@ import torch
 
 import kdops
 from kdops import reference
-from tests.helpers import assert_compiled_matches_eager, devices, ops
+from tests.helpers import assert_compiled_matches_eager, devices, ops, raises_value_check
 from tests.test_temperature import _exact_kd
 from tests.test_temperature import _rows as _kd_rows
 
@@ -220,10 +220,12 @@ def test_bad_temperature_tensors_are_refused_by_name(device, name):
     with pytest.raises(TypeError, match=f"^{arg} must be a floating-point tensor"):
         call(torch.tensor(2))
     # The value is read by the op, which names the side it stands for: `temperature` for both
-    # sides is named student_temperature there.
+    # sides is named student_temperature there. The CUDA kernels read it in device memory and
+    # assert it there (raises_value_check).
+    side = "student_temperature" if arg == "temperature" and name != "pld" else arg
     for bad in (0.0, -1.0, math.nan, math.inf):
-        with pytest.raises(ValueError, match=f"{'student_temperature' if arg == 'temperature' and name != 'pld' else arg} must be a positive finite number"):
-            call(_temperature(bad))
+        with raises_value_check(device, f"{side} must be a positive finite number"):
+            call(_temperature(bad, device=device))
 
 
 @devices
@@ -236,7 +238,7 @@ def test_raw_overloads_check_their_temperature_tensors(device):
         ops().listwise_kd_loss.tensor_temperature(s, t, None, row, one, "mean")
     with pytest.raises(TypeError, match="teacher_temperature must be a floating-point tensor"):
         ops().listwise_kd_loss.tensor_temperature(s, t, None, one, torch.tensor(1), "mean")
-    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+    with raises_value_check(device, "temperature must be a positive finite number"):
         ops().pld_loss_and_grads.tensor_temperature(s, t, torch.tensor([0, 1], device=device), -one, "mean", True)
 
 

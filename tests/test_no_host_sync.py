@@ -19,6 +19,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import kdops
+
 from tests.helpers import cuda_kernel_devices
 from tests.op_cases import OP_CASES
 from tests.raw_calls import RAW_OPS, build, ops_for
@@ -100,6 +102,30 @@ def test_public_ops_forward_and_backward_read_nothing_back(request, device, case
 
     with no_sync_on_gpu(_backend(request)):
         assert host_reads(step) == [], case.name
+
+
+@cuda_kernel_devices
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("n", [7, 300], ids=["a warp a row", "a block a row"])
+def test_a_step_with_learned_temperatures_reads_nothing_back(request, device, reduction, n):
+    """Temperatures given as 0-dim tensors that require grad, in device memory (a learned
+    temperature): the kernels read them there, flag their values for a device-side assert, and
+    compute their gradients with the scores' (no host read, no sync, forward or backward)."""
+    gen = torch.Generator().manual_seed(n)
+    student = torch.randn(5, n, generator=gen).to(device).requires_grad_()
+    teacher = torch.randn(5, n, generator=gen).to(device).requires_grad_()
+    lengths = torch.tensor([n, 3, 0, 1, 5], device=device)
+    target = torch.tensor([0, 2, 6, 1, 4], device=device)
+    ts, tt = (torch.tensor(value, device=device, requires_grad=True) for value in (1.5, 0.7))
+
+    def step():
+        kd = kdops.listwise_kd_loss(student, teacher, 1.0, ts, tt, lengths, reduction=reduction)
+        pld = kdops.pld_loss(student, teacher, target, tt, reduction=reduction)
+        (kd.sum() + pld.sum()).backward()
+
+    with no_sync_on_gpu(_backend(request)):
+        assert host_reads(step) == []
+    assert all(t.grad is not None and t.grad.isfinite() for t in (ts, tt))
 
 
 def test_the_profiler_sees_reads_made_inside_an_op():

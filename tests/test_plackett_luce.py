@@ -557,6 +557,32 @@ def test_result_does_not_depend_on_the_thread_count(device):
     assert torch.equal(one, many)
 
 
+@devices
+@pytest.mark.parametrize("n", [9, 300], ids=["a warp a row", "a block a row"])
+def test_a_loss_reduced_over_many_blocks_is_right_call_after_call(device, n):
+    """The CUDA kernels reduce the rows' losses over the grid in their last block, with an arrival
+    counter kept from call to call (each launch must leave it at zero): 700 rows are 88 warp
+    blocks or 700 row blocks, each call must give the reference's loss, the same bits each time,
+    'mean' and 'sum', the loss alone or with the gradients."""
+    batch = 700
+    scores = _scores((batch, n), torch.float64, device, 1.0, seed=3)
+    relevance = _scores((batch, n), torch.float64, device, 1.0, seed=4)
+    target = torch.randint(0, n, (batch,), generator=_gen(5)).to(device)
+    for reduction in ("mean", "sum"):
+        expected = [reference.listmle(scores.cpu(), relevance.cpu(), reduction=reduction),
+                    reference.pld_loss(scores.cpu(), relevance.cpu(), target.cpu(), reduction=reduction),
+                    reference.listwise_kd_loss(scores.cpu(), relevance.cpu(), reduction=reduction)]
+        calls = []
+        for requires_grad in (False, True, False):
+            s = leaf(scores, requires_grad)
+            calls.append([kdops.listmle(s, relevance, reduction=reduction).detach(),
+                          kdops.pld_loss(s, relevance, target, reduction=reduction).detach(),
+                          kdops.listwise_kd_loss(s, relevance, reduction=reduction).detach()])
+            for ours, ref in zip(calls[-1], expected):
+                assert_close(ours.cpu(), ref, torch.float64, scale=float(ref.abs()))
+        assert all(torch.equal(a, b) for a, b in zip(calls[0], calls[2]))
+
+
 @dtypes
 def test_output_dtype_is_input_dtype(dtype):
     scores, teacher = torch.randn(3, 5, dtype=dtype), torch.randn(3, 5, dtype=dtype)

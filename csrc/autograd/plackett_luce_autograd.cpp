@@ -2,7 +2,8 @@
 // built: it is non-differentiable and saved, and listmle's backward is plackett_luce_loss's with
 // that ranking (the ranking is piecewise constant in the relevance, which gets no gradient).
 // pld_loss and listwise_kd_loss take their temperatures as floats or, in their tensor_temperature
-// overloads, as tensors that may require grad (autograd/temperature.h): one Function for both.
+// overloads, as tensors that may require grad (autograd/temperature.h): one Function for both;
+// the tensor overloads of *_and_grads also return the temperatures' gradients.
 #include "autograd/autograd_common.h"
 #include "autograd/temperature.h"
 
@@ -25,9 +26,9 @@ std::tuple<at::Tensor, at::Tensor> scaled_grads(const at::Tensor& g, const std::
 }
 
 // Which inputs of a distillation loss want a gradient: the student's and the teacher's scores and
-// their temperatures (PLD's one temperature is the teacher's). A temperature's gradient is formed
-// from the gradient of the scores it divides (autograd/temperature.h), so those are computed when
-// either wants one.
+// their temperatures (PLD's one temperature is the teacher's). A recorded backward forms a
+// temperature's gradient from the gradient of the scores it divides (autograd/temperature.h), so
+// it asks the backward op for those when either wants one (*_scores()).
 struct DistillGrads {
   bool student, teacher, student_temperature, teacher_temperature;
 
@@ -121,6 +122,9 @@ class ListMLEFunction : public torch::autograd::Function<ListMLEFunction> {
 template <typename Temperature>
 class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
   using T = TemperatureArg<Temperature>;
+  static constexpr bool kTensor = kTensorTemperature<Temperature>;
+  using WithGrads = std::conditional_t<kTensor, std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>,
+                                       std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>>;
 
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
@@ -129,8 +133,8 @@ class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
     static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const at::Tensor&, T, c10::string_view)>(
         "pld_loss", temperature_overload<Temperature>());
-    static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, T, c10::string_view, bool)>(
+    static auto with_grads = find_op<WithGrads(const at::Tensor&, const at::Tensor&, const at::Tensor&, T,
+                                               c10::string_view, bool)>(
         "pld_loss_and_grads", temperature_overload<Temperature>());
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->set_materialize_grads(false);  // no zero-filled gradient for the int64 ranking
@@ -142,10 +146,14 @@ class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
       ctx->mark_non_differentiable({ranking});
       return {loss, ranking};
     }
-    auto [loss, ranking, grad_student, grad_teacher] =
-        with_grads.call(student, teacher, target, temperature, reduction, needs.teacher_scores());
+    // The tensor overload computes dL/dT itself (no teacher gradient needed for it).
+    const WithGrads out = with_grads.call(student, teacher, target, temperature, reduction,
+                                          needs.teacher);
+    const at::Tensor &loss = std::get<0>(out), &ranking = std::get<1>(out);
+    at::Tensor unit_temperature_grad;
+    if constexpr (kTensor) unit_temperature_grad = std::get<4>(out);
     ctx->mark_non_differentiable({ranking});
-    save_with_temperatures(ctx, {student, teacher, ranking, grad_student, grad_teacher},
+    save_with_temperatures(ctx, {student, teacher, ranking, std::get<2>(out), std::get<3>(out), unit_temperature_grad},
                            std::array<Temperature, 1>{temperature});
     return {loss, ranking};
   }
@@ -159,17 +167,20 @@ class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
     const auto needs = DistillGrads::of(ctx->saved_data["grads"].toBoolList());
     const auto [temperature] = saved_temperatures<Temperature, 1>(ctx, s);
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
-    at::Tensor grad_student, grad_teacher;
+    const bool none = reduction == "none";
+    at::Tensor grad_student, grad_teacher, grad_temperature;
     if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
       std::tie(grad_student, grad_teacher) =
           op.call(grads[0], s[0], s[1], s[2], temperature, reduction, needs.teacher_scores());
+      if constexpr (kTensor) {
+        if (needs.teacher_temperature) grad_temperature = logits_temperature_grad(s[1], grad_teacher, temperature);
+      }
     } else {
       std::tie(grad_student, grad_teacher) =
-          scaled_grads(grads[0], reduction, needs.student, needs.teacher_scores(), s[3], s[4]);
-    }
-    at::Tensor grad_temperature;
-    if constexpr (kTensorTemperature<Temperature>) {
-      if (needs.teacher_temperature) grad_temperature = logits_temperature_grad(s[1], grad_teacher, temperature);
+          scaled_grads(grads[0], reduction, needs.student, needs.teacher, s[3], s[4]);
+      if constexpr (kTensor) {
+        if (needs.teacher_temperature) grad_temperature = scaled_temperature_grad(grads[0], s[5], none, temperature);
+      }
     }
     return {if_needed(needs.student, grad_student), if_needed(needs.teacher, grad_teacher), at::Tensor(),
             grad_temperature, at::Tensor()};
@@ -177,12 +188,16 @@ class PLDFunction : public torch::autograd::Function<PLDFunction<Temperature>> {
 };
 
 // When an input requires grad, the forward runs listwise_kd_loss_and_grads: the loss and its
-// gradients for an upstream gradient of 1, from the same softmaxes, and the backward scales them
-// by the upstream gradient (per row for reduction "none"). A backward that is itself recorded
-// (create_graph=True) calls listwise_kd_loss_backward instead, which refuses double backward.
+// gradients for an upstream gradient of 1, from the same softmaxes (the tensor_temperature
+// overload: the temperatures' too), and the backward scales them by the upstream gradient (per
+// row for reduction "none"). A backward that is itself recorded (create_graph=True) calls
+// listwise_kd_loss_backward instead, which refuses double backward.
 template <typename Temperature>
 class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction<Temperature>> {
   using T = TemperatureArg<Temperature>;
+  static constexpr bool kTensor = kTensorTemperature<Temperature>;
+  using WithGrads = std::conditional_t<kTensor, std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>,
+                                       std::tuple<at::Tensor, at::Tensor, at::Tensor>>;
 
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student,
@@ -192,9 +207,9 @@ class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction<T
     static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
                                         T, T, c10::string_view)>(
         "listwise_kd_loss", temperature_overload<Temperature>());
-    static auto with_grads = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const OptTensor&, T, T, c10::string_view,
-        bool)>("listwise_kd_loss_and_grads", temperature_overload<Temperature>());
+    static auto with_grads = find_op<WithGrads(const at::Tensor&, const at::Tensor&, const OptTensor&, T, T,
+                                               c10::string_view, bool)>(
+        "listwise_kd_loss_and_grads", temperature_overload<Temperature>());
     at::AutoDispatchBelowADInplaceOrView guard;
     const DistillGrads needs{student.requires_grad(), teacher.requires_grad(),
                              requires_grad(student_temperature), requires_grad(teacher_temperature)};
@@ -203,13 +218,19 @@ class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction<T
     if (!needs.any()) {
       return {op.call(student, teacher, lengths, student_temperature, teacher_temperature, reduction)};
     }
-    auto [loss, grad_student, grad_teacher] =
-        with_grads.call(student, teacher, lengths, student_temperature, teacher_temperature,
-                        reduction, needs.teacher_scores());
-    // The loss (an output: saved without a reference cycle) only for dL/dTs's 2 L / Ts.
+    // The tensor overload computes dL/dTs and dL/dTt itself (no teacher gradient needed for them).
+    const WithGrads out = with_grads.call(student, teacher, lengths, student_temperature, teacher_temperature,
+                                          reduction, needs.teacher);
+    const at::Tensor& loss = std::get<0>(out);
+    at::Tensor unit_ts, unit_tt;
+    if constexpr (kTensor) {
+      unit_ts = std::get<3>(out);
+      unit_tt = std::get<4>(out);
+    }
+    // The loss (an output: saved without a reference cycle) only for a recorded backward's dL/dTs.
     save_with_temperatures(ctx,
-                           {student, teacher, lengths.value_or(at::Tensor()), grad_student, grad_teacher,
-                            needs.student_temperature ? loss : at::Tensor()},
+                           {student, teacher, lengths.value_or(at::Tensor()), std::get<1>(out), std::get<2>(out),
+                            needs.student_temperature ? loss : at::Tensor(), unit_ts, unit_tt},
                            std::array<Temperature, 2>{student_temperature, teacher_temperature});
     return {loss};
   }
@@ -222,18 +243,22 @@ class ListwiseKDFunction : public torch::autograd::Function<ListwiseKDFunction<T
     const auto needs = DistillGrads::of(ctx->saved_data["grads"].toBoolList());
     const auto [ts, tt] = saved_temperatures<Temperature, 2>(ctx, s);
     const std::string reduction = ctx->saved_data["reduction"].toStringRef();
-    at::Tensor grad_student, grad_teacher;
+    const bool none = reduction == "none";
+    at::Tensor grad_student, grad_teacher, grad_ts, grad_tt;
     if (torch::autograd::GradMode::is_enabled()) {  // recorded: the op that refuses double backward
       std::tie(grad_student, grad_teacher) =
           op.call(grads[0], s[0], s[1], optional_of(s[2]), ts, tt, reduction, needs.teacher_scores());
+      if constexpr (kTensor) {
+        if (needs.student_temperature) grad_ts = student_temperature_grad(grads[0], s[5], s[0], grad_student, ts);
+        if (needs.teacher_temperature) grad_tt = logits_temperature_grad(s[1], grad_teacher, tt);
+      }
     } else {
-      std::tie(grad_student, grad_teacher) = scaled_grads(
-          grads[0], reduction, needs.student_scores(), needs.teacher_scores(), s[3], s[4]);
-    }
-    at::Tensor grad_ts, grad_tt;
-    if constexpr (kTensorTemperature<Temperature>) {
-      if (needs.student_temperature) grad_ts = student_temperature_grad(grads[0], s[5], s[0], grad_student, ts);
-      if (needs.teacher_temperature) grad_tt = logits_temperature_grad(s[1], grad_teacher, tt);
+      std::tie(grad_student, grad_teacher) =
+          scaled_grads(grads[0], reduction, needs.student, needs.teacher, s[3], s[4]);
+      if constexpr (kTensor) {
+        if (needs.student_temperature) grad_ts = scaled_temperature_grad(grads[0], s[6], none, ts);
+        if (needs.teacher_temperature) grad_tt = scaled_temperature_grad(grads[0], s[7], none, tt);
+      }
     }
     return {if_needed(needs.student, grad_student), if_needed(needs.teacher, grad_teacher), at::Tensor(),
             grad_ts, grad_tt, at::Tensor()};

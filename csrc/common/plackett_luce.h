@@ -359,4 +359,28 @@ KDOPS_MATH acc_t pld_teacher_grad_of(acc_t g, acc_t w, acc_t term, acc_t loss, a
   return divided(g * w * (term - loss), t);
 }
 
+// A learned temperature's gradient (the ops' tensor temperatures). A loss that depends on logits
+// x only through x / T has dL/dT = -(1/T) sum_i x_i dL/dx_i (the chain rule through x_i / T).
+// One item's share of that sum: x centred on its row's max m (the gradient of a softmax sums to 0
+// over the row, so the shift changes only rounding, and scores of 1e4 leave no O(1e4 g) products
+// to cancel), 0 for an item of zero gradient (padding, whose score may be anything, or a -inf
+// item of p = 0).
+template <typename acc_t>
+KDOPS_MATH acc_t temperature_dot_term(acc_t x, acc_t m, acc_t grad) {
+  return zero_where(grad == 0, (x - m) * grad);
+}
+
+// -(1/T) sum_i x_i dL/dx_i from that sum: the teacher temperature of listwise KD, PLD's.
+template <typename acc_t>
+KDOPS_MATH acc_t logits_temperature_grad(acc_t dot, acc_t t) {
+  return divided(-dot, t);
+}
+
+// Listwise KD's student temperature: L = Ts^2 KL(.. || softmax(s / Ts)), so dL/dTs =
+// (2 L - sum_i s_i dL/ds_i) / Ts, with L and the dL/ds_i at the same upstream gradient.
+template <typename acc_t>
+KDOPS_MATH acc_t student_temperature_grad(acc_t loss, acc_t dot, acc_t ts) {
+  return divided(2 * loss - dot, ts);
+}
+
 }  // namespace kdops

@@ -127,6 +127,18 @@ inline double temperature_arg(double t, const char* name) {
   return t;
 }
 
+// A temperature given as a tensor (the tensor_temperature overloads): one for every row, a 0-dim
+// floating tensor on the CPU or on the scores' device (per-row temperatures would need the kernels
+// to take them; they do not). Its value is checked where it is read (temperature_arg).
+inline void check_temperature_tensor(const at::Tensor& t, const at::Tensor& scores, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() == 0, name, " must be a float or a 0-dim tensor (one temperature for every row), got shape ",
+                    t.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.is_cpu() || t.device() == scores.device(), name,
+                    " must be on the CPU or on the device of the scores (", scores.device(), "), got ", t.device());
+}
+
 // PLD: student_logits and teacher_logits [B, C], target [B] with classes in [0, C).
 struct PLDArgs {
   PLRowsArgs rows;  // the student's logits

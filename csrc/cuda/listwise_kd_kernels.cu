@@ -1,6 +1,7 @@
 // Listwise KD CUDA kernel: per row, p = softmax(t / Tt) and q = softmax(s / Ts) over the len
 // valid items, the row's Ts^2 KL and, when asked, the gradients, in units of Ts
-// (common/plackett_luce.h), all in one launch. A row is computed by one warp (8 rows per
+// (common/plackett_luce.h), all in one launch, with the rows' losses reduced over the grid at its
+// end (finish_rows). A row is computed by one warp (8 rows per
 // 256-thread block) up to kMaxWarpRowItems items, else by one block: the same code, reduced
 // warp-wide or block-wide (a Team), in a fixed order, so the results are bit-identical from run
 // to run.
@@ -29,6 +30,7 @@ struct BlockTeam {
 struct WarpTeam {
   static constexpr int kSize = kWarpSize;
   static constexpr int kRowsPerBlock = kThreads / kWarpSize;
+  static_assert(kRowsPerBlock == kRowsPerWarpBlock, "row_blocks sizes the grid sum's scratch by it");
   __device__ static int rank() { return threadIdx.x % kWarpSize; }
   template <typename T, typename Op>
   __device__ static T all_reduce(T v, Op op) { return warp_all_reduce(v, op); }
@@ -48,17 +50,18 @@ struct KDItem {
   acc_t p, q, u, v, r;
 };
 
+// Team-wide: row b, everything c asks for.
 template <typename scalar_t, typename acc_t, typename Team>
-__global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<scalar_t, acc_t> c) {
-  const int64_t b = int64_t(blockIdx.x) * Team::kRowsPerBlock + threadIdx.x / Team::kSize;
-  if (b >= c.v.B) return;  // a whole warp (rows past the last): no lane left to shuffle with
-  if (c.args_ok != nullptr && Team::rank() == 0) c.args_ok[b] = row_args_ok(c.v, nullptr, b);
+__device__ RowResult<acc_t> listwise_kd_row(const KDRowsCall<scalar_t, acc_t>& c, int64_t b, double ts_value,
+                                            double tt_value) {
+  RowResult<acc_t> result;
+  if (c.out.args_ok != nullptr && !row_args_ok(c.v, nullptr, b)) result.bad = kArgsBad;
   const int64_t n = c.v.n, len = c.v.length(b);
   const scalar_t *s = c.v.row(b), *t = c.teacher + b * n;
   // The temperatures in acc_t (past its range they round to 0 or inf, where the tempered
   // exponents still give the limits); Ts in double for the per-row sums.
-  const acc_t ts = static_cast<acc_t>(c.ts), tt = static_cast<acc_t>(c.tt);
-  const acc_t ratio = static_cast<acc_t>(c.ts / c.tt);
+  const acc_t ts = static_cast<acc_t>(ts_value), tt = static_cast<acc_t>(tt_value);
+  const acc_t ratio = static_cast<acc_t>(ts_value / tt_value);
   acc_t ms = neg_inf<acc_t>(), mt = neg_inf<acc_t>();
   for (int64_t i = Team::rank(); i < len; i += Team::kSize) {
     ms = MaxOp()(ms, static_cast<acc_t>(s[i]));
@@ -81,12 +84,12 @@ __global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<s
   sum_s = Team::all_reduce(sum_s, SumOp());
   sum_t = Team::all_reduce(sum_t, SumOp());
   d = Team::all_reduce(d, SumOp());
-  const acc_t log_ratio = static_cast<acc_t>(kd_scaled_log_ratio(d, sum_s, c.ts));
+  const acc_t log_ratio = static_cast<acc_t>(kd_scaled_log_ratio(d, sum_s, ts_value));
   const auto item = [&](int64_t i) {
     const acc_t u = kd_shift_difference(dt(i), ds(i), ratio), v = u - log_ratio;
     return KDItem<acc_t>{fast_exp(zt(i)) / sum_t, fast_exp(zs(i)) / sum_s, u, v, divided(v, ts)};
   };
-  const bool loss_units = c.ts >= 1;
+  const bool loss_units = ts_value >= 1;
   acc_t local = 0, local_u = 0;
   for (int64_t i = Team::rank(); i < len; i += Team::kSize) {
     const KDItem<acc_t> it = item(i);
@@ -94,31 +97,57 @@ __global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<s
     local_u += kd_weighted_shift(it.p, it.u);
   }
   const double terms = Team::all_reduce(local, SumOp());
-  if (c.row_loss != nullptr && Team::rank() == 0) c.row_loss[b] = static_cast<acc_t>(kd_row_loss(terms, c.ts, len == 0));
-  if (c.grad_student == nullptr) return;
+  result.loss = static_cast<acc_t>(kd_row_loss(terms, ts_value, len == 0));
+  if (c.grad_student == nullptr) return result;
   const acc_t g = row_upstream<scalar_t, acc_t>(c.grad, c.reduction, b, c.v.B);
-  const acc_t mean_u = c.grad_teacher == nullptr ? acc_t(0) : Team::all_reduce(local_u, SumOp());
+  const bool ts_grad = c.out.temperature_grad[0] != nullptr, tt_grad = c.out.temperature_grad[1] != nullptr;
+  const bool teacher_side = c.grad_teacher != nullptr || tt_grad;
+  const acc_t mean_u = teacher_side ? Team::all_reduce(local_u, SumOp()) : acc_t(0);
+  acc_t student_dot = 0, teacher_dot = 0;  // sum_i (x_i - max) dL/dx_i of each side
   for (int64_t i = Team::rank(); i < n; i += Team::kSize) {
     acc_t gs = 0, gt = 0;
     if (i < len) {
       const KDItem<acc_t> it = item(i);
       gs = g * kd_student_grad(it.p, it.q, it.v, it.r, ts);
-      gt = g * kd_teacher_grad(it.p, it.u, mean_u, ratio);
+      gt = teacher_side ? g * kd_teacher_grad(it.p, it.u, mean_u, ratio) : acc_t(0);
+      student_dot += temperature_dot_term(static_cast<acc_t>(s[i]), ms, gs);
+      teacher_dot += temperature_dot_term(static_cast<acc_t>(t[i]), mt, gt);
     }
     c.grad_student[b * n + i] = static_cast<scalar_t>(gs);
     if (c.grad_teacher != nullptr) c.grad_teacher[b * n + i] = static_cast<scalar_t>(gt);
   }
+  if (ts_grad) {
+    result.temperature_grad[0] = student_temperature_grad(g * result.loss, Team::all_reduce(student_dot, SumOp()), ts);
+  }
+  if (tt_grad) result.temperature_grad[1] = logits_temperature_grad(Team::all_reduce(teacher_dot, SumOp()), tt);
+  return result;
+}
+
+// A row per Team; the block's rows and the grid's reduced at the end (finish_rows).
+template <typename scalar_t, typename acc_t, typename Team>
+__global__ void __launch_bounds__(kThreads) listwise_kd_rows_kernel(KDRowsCall<scalar_t, acc_t> c) {
+  const int64_t b = int64_t(blockIdx.x) * Team::kRowsPerBlock + threadIdx.x / Team::kSize;
+  const double ts = c.ts.get(), tt = c.tt.get();  // read where they are (device memory: a broadcast load)
+  RowResult<acc_t> share;  // the team's first thread's row; a warp past the last row adds nothing
+  if (b < c.v.B) {
+    const RowResult<acc_t> row = listwise_kd_row<scalar_t, acc_t, Team>(c, b, ts, tt);
+    if (Team::rank() == 0) {
+      store_row(c.out, c.reduction, b, row);
+      share = row;
+    }
+  }
+  finish_rows<kThreads>(c.out, c.reduction, c.v.B, share, ts, tt);
 }
 
 }  // namespace
 
 template <typename scalar_t, typename acc_t>
 void listwise_kd_rows(const KDRowsCall<scalar_t, acc_t>& c, LaunchTarget on) {
+  const int64_t blocks = row_blocks(c.v.B, c.v.n);
   if (c.v.n <= kMaxWarpRowItems) {
-    const int64_t blocks = (c.v.B + WarpTeam::kRowsPerBlock - 1) / WarpTeam::kRowsPerBlock;
     launch(listwise_kd_rows_kernel<scalar_t, acc_t, WarpTeam>, blocks, kThreads, 0, on.stream, c);
   } else {
-    launch(listwise_kd_rows_kernel<scalar_t, acc_t, BlockTeam>, c.v.B, kThreads, 0, on.stream, c);
+    launch(listwise_kd_rows_kernel<scalar_t, acc_t, BlockTeam>, blocks, kThreads, 0, on.stream, c);
   }
 }
 

@@ -7,6 +7,8 @@
 
 #include "common/plackett_luce.h"
 #include "common/reduction.h"
+#include "cuda/block_reduce.cuh"
+#include "cuda/grid_sum.cuh"
 #include "cuda/plackett_luce_kernels.h"
 
 namespace kdops::cuda::plackett_luce {
@@ -69,6 +71,68 @@ __device__ bool row_args_ok(const PLRowsView<scalar_t>& v, const int64_t* first,
   return length_ok && first_ok;
 }
 
+// A row's failed index checks, as the count finish_rows sums over the grid: the argument check
+// in the low 32 bits, the permutation check in the high ones (fewer than 2^32 rows fail either).
+constexpr long long kArgsBad = 1;
+constexpr long long kRankingBad = 1LL << 32;
+
+// What a row gives finish_rows, the same in every thread of the threads that computed it: its
+// loss, its share of the temperatures' gradients (at the row's upstream gradient, row_upstream)
+// and its failed checks (kArgsBad, kRankingBad).
+template <typename acc_t>
+struct RowResult {
+  acc_t loss = 0;
+  acc_t temperature_grad[2] = {0, 0};
+  long long bad = 0;
+};
+
+// Whether a temperature read on the device is one the ops take: positive and finite (NaN fails).
+__device__ inline bool temperature_ok(double t) { return t > 0 && t < -neg_inf<double>(); }
+
+// Where a row's results go for 'none' (the loss in the scores' dtype, the temperatures' gradients
+// in acc_t); the other reductions sum them in finish_rows.
+template <typename scalar_t, typename acc_t>
+__device__ void store_row(const RowsOut<scalar_t, acc_t>& o, Reduction reduction, int64_t b, const RowResult<acc_t>& r) {
+  if (reduction != Reduction::None) return;
+  if (o.loss != nullptr) o.loss[b] = static_cast<scalar_t>(r.loss);
+  for (int k = 0; k < 2; ++k) {
+    if (o.temperature_grad[k] != nullptr) o.temperature_grad[k][b] = r.temperature_grad[k];
+  }
+}
+
+// The end of every PL-family kernel, called by every thread of every block (no thread may have
+// returned): the thread's share of the block's rows, `share` (a row's RowResult from one thread of
+// the threads that computed it, zeros from the others), summed over the grid in block order
+// (grid_sum.cuh: deterministic); the last block writes the 'mean' / 'sum' loss and temperature
+// gradients and the checks' flags of o. Mean of B rows: the losses' sum / B (the gradients are
+// divided by B per row, in row_upstream). `temperatures`: the values the kernel read (checked
+// where o asks).
+template <int kThreads, typename scalar_t, typename acc_t>
+__device__ void finish_rows(const RowsOut<scalar_t, acc_t>& o, Reduction reduction, int64_t B,
+                            const RowResult<acc_t>& share, double first_temperature, double second_temperature) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (o.temperature_ok[0] != nullptr) *o.temperature_ok[0] = temperature_ok(first_temperature);
+    if (o.temperature_ok[1] != nullptr) *o.temperature_ok[1] = temperature_ok(second_temperature);
+  }
+  const bool reduced = reduction != Reduction::None;
+  const bool total_loss = reduced && o.loss != nullptr;
+  const bool total_grads = reduced && (o.temperature_grad[0] != nullptr || o.temperature_grad[1] != nullptr);
+  if (!total_loss && !total_grads && o.args_ok == nullptr && o.ranking_ok == nullptr) return;  // uniform
+  acc_t sums[kRowSums] = {block_sum<kThreads>(share.loss), 0, 0};
+  if (total_grads) {
+    sums[1] = block_sum<kThreads>(share.temperature_grad[0]);
+    sums[2] = block_sum<kThreads>(share.temperature_grad[1]);
+  }
+  long long count = block_sum<kThreads>(share.bad);
+  if (!grid_sums<kThreads>(sums, count, o.partial_sums, o.partial_count, o.done) || threadIdx.x != 0) return;
+  if (total_loss) *o.loss = static_cast<scalar_t>(reduction == Reduction::Mean ? sums[0] / static_cast<acc_t>(B) : sums[0]);
+  for (int k = 0; k < 2; ++k) {
+    if (total_grads && o.temperature_grad[k] != nullptr) *o.temperature_grad[k] = sums[1 + k];
+  }
+  if (o.args_ok != nullptr) *o.args_ok = (count & (kRankingBad - 1)) == 0;
+  if (o.ranking_ok != nullptr) *o.ranking_ok = count < kRankingBad;
+}
+
 // w_k of a row: 1, weights[b, k], or softmax(teacher[b] / T)[pi_k] (PLD), given the row's
 // tempered log-sum-exp of teacher[b] at T (set per row by set_row, from the kernel's block- or
 // warp-wide LogSumExp::merged_at reduction): max and log of sum exp((t - max) / T).
@@ -95,9 +159,11 @@ struct DeviceWeights {
   }
 };
 
+// The weights of c, PLD's temperature read where it is (device memory: by every thread, a
+// broadcast load).
 template <typename scalar_t, typename acc_t>
-DeviceWeights<scalar_t, acc_t> device_weights(const PLRowsCall<scalar_t, acc_t>& c) {
-  return {c.mode, c.values, static_cast<acc_t>(c.temperature), acc_t(0), acc_t(0)};
+__device__ DeviceWeights<scalar_t, acc_t> device_weights(const PLRowsCall<scalar_t, acc_t>& c) {
+  return {c.mode, c.values, static_cast<acc_t>(c.temperature.get()), acc_t(0), acc_t(0)};
 }
 
 }  // namespace kdops::cuda::plackett_luce

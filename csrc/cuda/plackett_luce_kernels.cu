@@ -1,16 +1,18 @@
 // Plackett-Luce family CUDA kernels for rows longer than kMaxWarpRowItems (shorter rows:
-// plackett_luce_warp_kernels.cu): one block per row. The ranking of ListMLE / PLD is sorted in
-// shared memory (bitonic sort of (image, index) keys, rows up to kMaxSortBytes of keys) or, for
-// longer rows, by at::sort (in plackett_luce_cuda.cpp, the ops around these kernels) plus a
-// kernel that moves PLD's true class to the front. The reversed log-sum-exp scan and the
-// gradient's running C_j are block scans (block_scan.cuh) over tiles of the row with a carried
-// prefix, so any row length works. Per-row losses are reduced with at::sum (no float atomics:
-// deterministic). Math: common/plackett_luce.h, shared with the CPU kernels.
+// plackett_luce_warp_kernels.cu): one block per row, one launch per call. The ranking of ListMLE /
+// PLD is sorted in the block's shared memory (bitonic sort of (image, index) keys, rows up to
+// kMaxSortBytes of keys) at the start of the loss or gradient kernel or, for longer rows, by
+// at::sort (in plackett_luce_cuda.cpp, the ops around these kernels) plus a kernel that moves
+// PLD's true class to the front. The reversed log-sum-exp scan and the gradient's running C_j are
+// block scans (block_scan.cuh) over tiles of the row with a carried prefix, so any row length
+// works. The rows' losses and index checks are reduced over the grid at the kernel's end
+// (finish_rows: in block order, no float atomics: deterministic). Math: common/plackett_luce.h,
+// shared with the CPU kernels.
 //
 // The user's ranking of plackett_luce_loss is checked to be a permutation inside its forward
-// kernel (a bitmap with integer atomicOr), which writes a flag per row that a device-side assert
-// reads (no host sync). The backward ops and the ListMLE / PLD forwards do not re-check (their
-// rankings come from a forward): they clamp every ranking entry into the row (item_of), so a
+// kernel (a bitmap with integer atomicOr), whose flag a device-side assert reads (no host sync).
+// The backward ops and the ListMLE / PLD forwards do not re-check (their rankings come from a
+// forward or the kernel's own sort): they clamp every ranking entry into the row (item_of), so a
 // ranking that is not a permutation gives an unspecified result, never an access out of bounds.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -29,18 +31,17 @@ constexpr int64_t kMaxSortBytes = 32 * 1024;  // shared memory for the in-block 
 
 // --- rankings ---------------------------------------------------------------------------------
 
-// ranking[b] = the row's len items by descending key (ties to the lower index), first[b] (if
-// given) forced to the front, padding columns after them in index order. In-block bitonic sort
-// of `sorted` (a power of two >= n) keys in shared memory.
+// Block-wide: ranking[b] = the row's len items by descending key (ties to the lower index),
+// first[b] (if given) forced to the front, padding columns after them in index order. In-block
+// bitonic sort of `sorted` (a power of two >= n) keys in the dynamic shared memory; the ranking
+// is visible to the whole block on return.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    rank_rows_kernel(const scalar_t* keys, const int64_t* lengths, const int64_t* first, int64_t n,
-                     int64_t sorted, int64_t* ranking) {
+__device__ void block_rank_row(const scalar_t* keys, const int64_t* lengths, const int64_t* first, int64_t n,
+                               int64_t sorted, int64_t b, int64_t* ranking) {
   using K = RankKeyOf<acc_t>;
   using key_t = typename K::type;
   KDOPS_DYNAMIC_SMEM(unsigned char, smem);
   key_t* s = reinterpret_cast<key_t*>(smem);
-  const int64_t b = blockIdx.x;
   const int64_t given = lengths == nullptr ? n : lengths[b];
   const int64_t len = given < 0 ? 0 : (given > n ? n : given);  // clamped, as PLRowsView::length
   const int64_t forced = first == nullptr ? -1 : first[b];
@@ -66,6 +67,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   for (int64_t i = threadIdx.x; i < n; i += kThreads) ranking[b * n + i] = K::index(s[i]);
+  __syncthreads();  // the ranking row, written by every thread, read by every thread next
 }
 
 // Long rows: order[b] is the row sorted by at::sort; PLD's true class moves to the front. A
@@ -106,13 +108,21 @@ __device__ void block_teacher_lse(DeviceWeights<scalar_t, acc_t>& w, int64_t b, 
 }
 
 // Block-wide: whether ranking row pi[0..len) is a permutation of 0..len-1 (bitmap: the row's
-// zeroed words); written to *row_ok.
-__device__ bool check_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap, bool* row_ok) {
+// `words` words, zeroed here: no memset before the launch).
+__device__ bool is_permutation(const int64_t* pi, int64_t len, unsigned int* bitmap, int64_t words) {
+  for (int64_t i = threadIdx.x; i < words; i += kThreads) bitmap[i] = 0;
+  __syncthreads();
   bool bad = false;
   for (int64_t k = threadIdx.x; k < len; k += kThreads) bad |= bad_ranking_entry(pi, k, len, bitmap);
-  bad = __syncthreads_or(bad);
-  if (threadIdx.x == 0) *row_ok = !bad;
-  return !bad;
+  return !__syncthreads_or(bad);
+}
+
+// Block-wide, at the start of row b: its argument flags, and its ranking sorted from c.keys when
+// `sorted` (> 0: block_rank_row's key count) is given.
+template <typename scalar_t, typename acc_t>
+__device__ long long start_row(const PLRowsCall<scalar_t, acc_t>& c, int64_t sorted, int64_t b) {
+  if (sorted > 0) block_rank_row<scalar_t, acc_t>(c.keys, c.v.lengths, c.first, c.v.n, sorted, b, c.ranking);
+  return c.out.args_ok != nullptr && !row_args_ok(c.v, c.first, b) ? kArgsBad : 0;
 }
 
 // The reversed scan: calls visit(k, x_k, lse_k) for every position k < len of the row, tile by
@@ -130,36 +140,41 @@ __device__ void suffix_scan(const scalar_t* s, const int64_t* pi, int64_t n, int
 }
 
 // Per row: loss_b = sum_{k<K} w_k (lse_k - s[pi_k]), of the ranking in c.ranking (checked to be
-// a permutation where c.row_ok is given).
+// a permutation where c.out.ranking_ok is given).
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    pl_forward_kernel(PLRowsCall<scalar_t, acc_t> c, DeviceWeights<scalar_t, acc_t> w, unsigned int* bitmap) {
+__device__ RowResult<acc_t> pl_forward_row(const PLRowsCall<scalar_t, acc_t>& c, DeviceWeights<scalar_t, acc_t> w,
+                                           unsigned int* bitmap, int64_t sorted, int64_t b) {
   const PLRowsView<scalar_t>& v = c.v;
-  const int64_t b = blockIdx.x, len = v.length(b), K = v.terms(b);
+  const int64_t len = v.length(b), K = v.terms(b);
   const int64_t* pi = c.ranking + b * v.n;
   const int64_t words = (v.n + 31) / 32;
-  if (c.args_ok != nullptr && threadIdx.x == 0) c.args_ok[b] = row_args_ok(v, c.first, b);
-  if (c.row_ok != nullptr && !check_permutation(pi, len, bitmap + b * words, c.row_ok + b)) return;
+  RowResult<acc_t> result;
+  result.bad = start_row(c, sorted, b);
+  if (c.out.ranking_ok != nullptr && !is_permutation(pi, len, bitmap + b * words, words)) {
+    result.bad |= kRankingBad;
+    return result;
+  }
   block_teacher_lse(w, b, v.n);
   acc_t local = 0;
   suffix_scan<acc_t>(v.row(b), pi, v.n, len, [&](int64_t k, acc_t x, acc_t lse) {
     if (k < K) local += w.at(b, v.n, k, item_of(pi, k, v.n)) * (lse - x);
   });
-  const acc_t total = block_sum<kThreads>(local);
-  if (threadIdx.x == 0) c.row_loss[b] = total;
+  result.loss = block_sum<kThreads>(local);
+  return result;
 }
 
 // Per row: grad_scores[pi_j] = g (C_j p_j - w_j [j<K]), C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K]
 // as an affine scan; grad_weights[k] = g (lse_k - x_k) for k < K; PLD's teacher gradient
-// g w_k (term_k - loss_b) / T; the row's loss where c.row_loss is given (the same sum as
-// pl_forward_kernel's). lse: scratch [B, n].
+// g w_k (term_k - loss_b) / T; the row's loss (the same sum as pl_forward_row's). lse: scratch
+// [B, n].
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    pl_backward_kernel(PLRowsCall<scalar_t, acc_t> c, DeviceWeights<scalar_t, acc_t> w, acc_t* lse_scratch) {
+__device__ RowResult<acc_t> pl_backward_row(const PLRowsCall<scalar_t, acc_t>& c, DeviceWeights<scalar_t, acc_t> w,
+                                            acc_t* lse_scratch, int64_t sorted, int64_t b) {
   const PLRowsView<scalar_t>& v = c.v;
-  const int64_t b = blockIdx.x, n = v.n, len = v.length(b), K = v.terms(b);
+  const int64_t n = v.n, len = v.length(b), K = v.terms(b);
   const int64_t* pi = c.ranking + b * n;
-  if (c.args_ok != nullptr && threadIdx.x == 0) c.args_ok[b] = row_args_ok(v, c.first, b);
+  RowResult<acc_t> result;
+  result.bad = start_row(c, sorted, b);
   block_teacher_lse(w, b, n);
   const acc_t g = row_upstream<scalar_t, acc_t>(c.grad, c.reduction, b, v.B);
   const scalar_t* s = v.row(b);
@@ -194,28 +209,64 @@ __global__ void __launch_bounds__(kThreads)
   if (c.grad_weights != nullptr) {
     for (int64_t k = K + threadIdx.x; k < n; k += kThreads) c.grad_weights[b * n + k] = scalar_t(0);
   }
-  if (c.grad_teacher == nullptr && c.row_loss == nullptr) return;
-  const acc_t loss = block_sum<kThreads>(local_loss);
-  if (c.row_loss != nullptr && threadIdx.x == 0) c.row_loss[b] = loss;
-  if (c.grad_teacher == nullptr) return;
-  // PLD (every position a term): d loss / d t_c = w_c (term_c - loss) / T.
+  const bool teacher_side = c.grad_teacher != nullptr || c.out.temperature_grad[0] != nullptr;  // PLD's
+  if (!teacher_side && c.out.loss == nullptr) return result;
+  result.loss = block_sum<kThreads>(local_loss);
+  if (!teacher_side) return result;
+  // PLD (every position a term): d loss / d t_c = w_c (term_c - loss) / T; and its T's share.
+  acc_t teacher_dot = 0;
   for (int64_t k = threadIdx.x; k < n; k += kThreads) {
     const int64_t item = item_of(pi, k, n);
     const acc_t term = lse[k] - static_cast<acc_t>(s[item]);
-    c.grad_teacher[b * n + item] = static_cast<scalar_t>(pld_teacher_grad_of(g, w.at(b, n, k, item), term, loss, w.t));
+    const acc_t gt = pld_teacher_grad_of(g, w.at(b, n, k, item), term, result.loss, w.t);
+    if (c.grad_teacher != nullptr) c.grad_teacher[b * n + item] = static_cast<scalar_t>(gt);
+    teacher_dot += temperature_dot_term(static_cast<acc_t>(c.values[b * n + item]), w.max, gt);
   }
+  if (c.out.temperature_grad[0] != nullptr) {
+    result.temperature_grad[0] = logits_temperature_grad(block_sum<kThreads>(teacher_dot), w.t);
+  }
+  return result;
+}
+
+// A block per row (rows ranked in the kernel when sorted > 0), then the grid's rows reduced.
+template <typename scalar_t, typename acc_t, typename Row>
+__device__ void block_rows(const PLRowsCall<scalar_t, acc_t>& c, Row row) {
+  RowResult<acc_t> share;  // thread 0's
+  const RowResult<acc_t> result = row(device_weights(c), int64_t(blockIdx.x));
+  if (threadIdx.x == 0) {
+    store_row(c.out, c.reduction, blockIdx.x, result);
+    share = result;
+  }
+  finish_rows<kThreads>(c.out, c.reduction, c.v.B, share, c.temperature.get(), 1.0);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    pl_forward_kernel(PLRowsCall<scalar_t, acc_t> c, unsigned int* bitmap, int64_t sorted) {
+  block_rows(c, [&](DeviceWeights<scalar_t, acc_t> w, int64_t b) { return pl_forward_row(c, w, bitmap, sorted, b); });
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    pl_backward_kernel(PLRowsCall<scalar_t, acc_t> c, acc_t* lse_scratch, int64_t sorted) {
+  block_rows(c, [&](DeviceWeights<scalar_t, acc_t> w, int64_t b) { return pl_backward_row(c, w, lse_scratch, sorted, b); });
+}
+
+// The keys the kernel sorts for c (0: it sorts none), and their shared memory.
+template <typename scalar_t, typename acc_t>
+int64_t sorted_keys(const PLRowsCall<scalar_t, acc_t>& c) {
+  return c.keys == nullptr ? 0 : shared_sort_items(c.v.n);
+}
+template <typename acc_t>
+int64_t sort_bytes(int64_t sorted) {
+  return sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
 }
 
 }  // namespace
 
 template <typename scalar_t, typename acc_t>
-bool rank_rows(const PLRowsCall<scalar_t, acc_t>& c, LaunchTarget on) {
-  const int64_t sorted = shared_sort_items(c.v.n);
-  const int64_t bytes = sorted * int64_t(sizeof(typename RankKeyOf<acc_t>::type));
-  if (bytes > kMaxSortBytes) return false;
-  launch(rank_rows_kernel<scalar_t, acc_t>, c.v.B, kThreads, bytes, on.stream, c.keys, c.v.lengths, c.first,
-         c.v.n, sorted, c.ranking);
-  return true;
+bool ranks_in_block(const PLRowsCall<scalar_t, acc_t>& c) {
+  return sort_bytes<acc_t>(shared_sort_items(c.v.n)) <= kMaxSortBytes;
 }
 
 void move_to_front(const int64_t* order, const int64_t* first, int64_t B, int64_t n, int64_t* ranking,
@@ -225,16 +276,20 @@ void move_to_front(const int64_t* order, const int64_t* first, int64_t B, int64_
 
 template <typename scalar_t, typename acc_t>
 void forward(const PLRowsCall<scalar_t, acc_t>& c, unsigned int* bitmap, LaunchTarget on) {
-  launch(pl_forward_kernel<scalar_t, acc_t>, c.v.B, kThreads, 0, on.stream, c, device_weights(c), bitmap);
+  const int64_t sorted = sorted_keys(c);
+  launch(pl_forward_kernel<scalar_t, acc_t>, c.v.B, kThreads, sort_bytes<acc_t>(sorted), on.stream, c, bitmap,
+         sorted);
 }
 
 template <typename scalar_t, typename acc_t>
 void backward(const PLRowsCall<scalar_t, acc_t>& c, acc_t* lse_scratch, LaunchTarget on) {
-  launch(pl_backward_kernel<scalar_t, acc_t>, c.v.B, kThreads, 0, on.stream, c, device_weights(c), lse_scratch);
+  const int64_t sorted = sorted_keys(c);
+  launch(pl_backward_kernel<scalar_t, acc_t>, c.v.B, kThreads, sort_bytes<acc_t>(sorted), on.stream, c,
+         lse_scratch, sorted);
 }
 
 #define KDOPS_INSTANTIATE(scalar_t, acc_t)                                                              \
-  template bool rank_rows<scalar_t, acc_t>(const PLRowsCall<scalar_t, acc_t>&, LaunchTarget);          \
+  template bool ranks_in_block<scalar_t, acc_t>(const PLRowsCall<scalar_t, acc_t>&);                   \
   template void forward<scalar_t, acc_t>(const PLRowsCall<scalar_t, acc_t>&, unsigned int*, LaunchTarget); \
   template void backward<scalar_t, acc_t>(const PLRowsCall<scalar_t, acc_t>&, acc_t*, LaunchTarget);
 KDOPS_FOR_FLOATING_TYPES(KDOPS_INSTANTIATE)

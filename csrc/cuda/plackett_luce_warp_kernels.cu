@@ -3,7 +3,8 @@
 // (lane l holds positions l * kItems ..). One kernel does what a call asks for, in one launch:
 // the ranking (ListMLE's, PLD's: sorted in registers, warp_sort.cuh), or the given one read and,
 // for plackett_luce_loss's forward, checked to be a permutation; the reversed log-sum-exp scan and
-// the row's loss; the gradient's affine scan of C_j and the gradients. A block per row, as for
+// the row's loss; the gradient's affine scan of C_j and the gradients; and, at the end, the
+// losses and the checks reduced over the grid (finish_rows). A block per row, as for
 // longer rows (plackett_luce_kernels.cu), left 3 of 4 warps idle on a 64-item ListMLE row and
 // needed a second launch and a global scratch row between the scans. Math: common/plackett_luce.h.
 #include <c10/util/BFloat16.h>
@@ -20,6 +21,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / kWarpSize;
+static_assert(kRowsPerBlock == kRowsPerWarpBlock, "row_blocks sizes the grid sum's scratch by it");
 constexpr int kBitmapWords = static_cast<int>(kMaxWarpRowItems / 32);
 
 // Warp-wide: whether the given ranking row pi[0..len) is a permutation of 0..len-1 (a bitmap in
@@ -38,16 +40,15 @@ __device__ bool warp_is_permutation(const int64_t* pi, int64_t len, unsigned int
   return !__any_sync(kFullWarp, bad);
 }
 
+// Warp-wide: row b, everything c asks for.
 template <typename scalar_t, typename acc_t, int kItems>
-__global__ void __launch_bounds__(kThreads)
-    warp_pl_rows_kernel(PLRowsCall<scalar_t, acc_t> c, DeviceWeights<scalar_t, acc_t> w) {
+__device__ RowResult<acc_t> warp_pl_row(const PLRowsCall<scalar_t, acc_t>& c, DeviceWeights<scalar_t, acc_t> w,
+                                        int64_t b, unsigned int* bitmap) {
   using K = RankKeyOf<acc_t>;
   using key_t = typename K::type;
-  __shared__ unsigned int bitmaps[kRowsPerBlock][kBitmapWords];
-  const int64_t b = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
-  if (b >= c.v.B) return;  // the whole warp (its row is past the last): no lane left to shuffle with
   const int lane = threadIdx.x % kWarpSize;
-  if (c.args_ok != nullptr && lane == 0) c.args_ok[b] = row_args_ok(c.v, c.first, b);
+  RowResult<acc_t> result;
+  if (c.out.args_ok != nullptr && !row_args_ok(c.v, c.first, b)) result.bad = kArgsBad;
   const int64_t n = c.v.n, len = c.v.length(b), terms = c.v.terms(b);
   int64_t* pi = c.ranking + b * n;
 
@@ -70,10 +71,9 @@ __global__ void __launch_bounds__(kThreads)
       if (k < n) pi[k] = item[t];
     }
   } else {
-    if (c.row_ok != nullptr) {
-      const bool ok = warp_is_permutation<kItems>(pi, len, bitmaps[threadIdx.x / kWarpSize]);
-      if (lane == 0) c.row_ok[b] = ok;
-      if (!ok) return;  // the whole warp; the op's device-side assert fails the call
+    if (c.out.ranking_ok != nullptr && !warp_is_permutation<kItems>(pi, len, bitmap)) {
+      result.bad |= kRankingBad;
+      return result;  // the whole warp; the op's device-side assert fails the call
     }
 #pragma unroll
     for (int t = 0; t < kItems; ++t) {
@@ -112,8 +112,8 @@ __global__ void __launch_bounds__(kThreads)
     if (k < terms) local += wk[t] * (lse[t] - x[t]);
   }
   const acc_t loss = warp_all_reduce(local, SumOp());
-  if (c.row_loss != nullptr && lane == 0) c.row_loss[b] = loss;
-  if (c.grad_scores == nullptr) return;
+  result.loss = loss;
+  if (c.grad_scores == nullptr) return result;
 
   // grad s[pi_j] = g (C_j p_j - w_j [j<K]), C_j = C_{j-1} (1 - p_{j-1}) + w_j [j<K]: C_j is the
   // b of the maps {a: 1 - p_{j-1} = exp(lse_j - lse_{j-1}), b: w_j} composed in position order.
@@ -133,6 +133,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   warp_inclusive_scan<kItems>(map, AffineThen());
   scalar_t* grad_scores = c.grad_scores + b * n;
+  const bool temperature_grad = c.out.temperature_grad[0] != nullptr;  // PLD's T
+  acc_t teacher_dot = 0;  // sum_c (t_c - max) d loss / d t_c over the row's classes
 #pragma unroll
   for (int t = 0; t < kItems; ++t) {
     const int64_t k = lane * kItems + t;
@@ -142,10 +144,32 @@ __global__ void __launch_bounds__(kThreads)
       c.grad_weights[b * n + k] = static_cast<scalar_t>(k < terms ? g * (lse[t] - x[t]) : acc_t(0));
     }
     // PLD (every position a term): d loss / d t_c = w_c (term_c - loss) / T.
-    if (c.grad_teacher != nullptr && k < n) {
-      c.grad_teacher[b * n + item[t]] = static_cast<scalar_t>(pld_teacher_grad_of(g, wk[t], lse[t] - x[t], loss, w.t));
+    if ((c.grad_teacher != nullptr || temperature_grad) && k < n) {
+      const acc_t gt = pld_teacher_grad_of(g, wk[t], lse[t] - x[t], loss, w.t);
+      if (c.grad_teacher != nullptr) c.grad_teacher[b * n + item[t]] = static_cast<scalar_t>(gt);
+      teacher_dot += temperature_dot_term(static_cast<acc_t>(c.values[b * n + item[t]]), w.max, gt);
     }
   }
+  if (temperature_grad) result.temperature_grad[0] = logits_temperature_grad(warp_all_reduce(teacher_dot, SumOp()), w.t);
+  return result;
+}
+
+// A warp per row; the block's rows and the grid's reduced at the end (finish_rows).
+template <typename scalar_t, typename acc_t, int kItems>
+__global__ void __launch_bounds__(kThreads) warp_pl_rows_kernel(PLRowsCall<scalar_t, acc_t> c) {
+  __shared__ unsigned int bitmaps[kRowsPerBlock][kBitmapWords];
+  const DeviceWeights<scalar_t, acc_t> w = device_weights(c);
+  const int64_t b = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
+  const bool lane0 = threadIdx.x % kWarpSize == 0;
+  RowResult<acc_t> share;  // lane 0's row; a warp past the last row adds nothing
+  if (b < c.v.B) {
+    const RowResult<acc_t> row = warp_pl_row<scalar_t, acc_t, kItems>(c, w, b, bitmaps[threadIdx.x / kWarpSize]);
+    if (lane0) {
+      store_row(c.out, c.reduction, b, row);
+      share = row;
+    }
+  }
+  finish_rows<kThreads>(c.out, c.reduction, c.v.B, share, c.temperature.get(), 1.0);
 }
 
 }  // namespace
@@ -153,7 +177,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t>
 void warp_rows(const PLRowsCall<scalar_t, acc_t>& c, LaunchTarget on) {
   const int64_t blocks = (c.v.B + kRowsPerBlock - 1) / kRowsPerBlock;
-  const auto run = [&](auto kernel) { launch(kernel, blocks, kThreads, 0, on.stream, c, device_weights(c)); };
+  const auto run = [&](auto kernel) { launch(kernel, blocks, kThreads, 0, on.stream, c); };
   const int64_t n = c.v.n;
   if (n <= kWarpSize) run(warp_pl_rows_kernel<scalar_t, acc_t, 1>);
   else if (n <= 2 * kWarpSize) run(warp_pl_rows_kernel<scalar_t, acc_t, 2>);

@@ -36,12 +36,12 @@ CORPUS = Path(__file__).with_name("corpus.toml")
 SCHEDULES = ["tests/test_sim_schedules.py", "tests/test_simulated_kernels.py"]
 MARGIN = ["tests/test_margin_mse.py"]
 MAXSIM = ["tests/test_maxsim.py", "tests/test_maxsim_tf32.py"]
-LISTS = ["tests/test_plackett_luce.py"]
+LISTS = ["tests/test_plackett_luce.py", "tests/test_learned_temperature.py"]
 HELPERS = ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *MAXSIM, *LISTS]
 FILE_TESTS = {
     "block_reduce.cuh": HELPERS,
     "block_scan.cuh": HELPERS,
-    "grid_sum.cuh": ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN],
+    "grid_sum.cuh": ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *LISTS],
     "warp_shuffle.cuh": HELPERS,
     "warp_scan.cuh": HELPERS,
     "warp_sort.cuh": [*SCHEDULES, *LISTS],

@@ -5,7 +5,8 @@
 // and block boundaries, on every kernel and dtype path: float and double everywhere; MaxSim's
 // tensor-core kernel in fp16, bf16 and TF32 beside its SIMT kernel, and its dQ and dD kernels;
 // the list losses' warp-per-row (n <= 256) and block-per-row kernels; listwise KD's warp and
-// block paths; Margin-MSE over one block and over several (its grid sum). The simulator runs each
+// block paths, with learned temperatures over several blocks (their grid sums); Margin-MSE over
+// one block and over several (its grid sum). The simulator runs each
 // CUDA thread as a TSan fiber and tells TSan about barriers and about what orders blocks (fences
 // with atomics, runtime.cpp), so an access to shared or global memory by two threads with nothing
 // between them that orders them is reported as a data race, within a block or between blocks;
@@ -26,8 +27,11 @@ namespace {
 
 using Stack = std::vector<c10::IValue>;
 
+// name: "namespace::op" or "namespace::op.overload".
 Stack call(const std::string& name, Stack args) {
-  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), "");
+  const size_t dot = name.find('.');
+  const std::string overload = dot == std::string::npos ? "" : name.substr(dot + 1);
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name.substr(0, dot).c_str(), overload.c_str());
   op.callBoxed(&args);
   return args;
 }
@@ -135,6 +139,14 @@ void plackett_luce(const at::TensorOptions& f, int64_t n) {
   run("listwise_kd_loss", {scores, teacher, lengths, 1.5, 0.7, std::string("mean")});
   run("listwise_kd_loss_backward",
       {at::ones({}, f), scores, teacher, lengths, 1.5, 0.7, std::string("mean"), true});
+  // 20 rows (n = 40: 3 blocks of warp rows) with learned temperatures: read in device memory,
+  // their gradients and the losses summed over the grid by the last block.
+  const at::Tensor many = at::randn({20, n}, f), many_teacher = at::randn({20, n}, f);
+  const at::Tensor ts = at::full({}, 1.5, f), tt = at::full({}, 0.7, f.dtype(at::kDouble));
+  run("listwise_kd_loss_and_grads.tensor_temperature",
+      {many, many_teacher, c10::IValue(), ts, tt, std::string("mean"), true});
+  run("pld_loss_and_grads.tensor_temperature",
+      {many, many_teacher, at::zeros({20}, at::kLong), tt, std::string("sum"), false});
 }
 
 }  // namespace
