@@ -3,8 +3,10 @@ the reranking shape of cases_maxsim (one query against 1000 docs) and the per-qu
 layout. Each row holds the eager reference (decode, then the float einsum), torch.compile of it,
 kdops, and kdops.maxsim on the float32 tensors ("kdops float32") for the price of the format.
 No peer is installed here that scores these formats on the CPU (flash-maxsim's int8 and
-late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). CPU only: the CUDA kernels of
-these ops are deferred (issue #27).
+late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). On CUDA: the int8 x int8 rows
+(the pairing with a CUDA kernel; the others are deferred, issue #31), whose reference decodes
+the tokens and scores them in float32 (torch has no int64 matmul on CUDA for the CPU rows' exact
+einsum).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def _quantized(name: str, Q, Dd, query: str, docs: str, flops: float, shape: str
     d, d_scale = quantize[docs](Dd)
 
     def ref(q, d):
+        if q.is_cuda:  # decode, then the float32 MaxSim
+            return reference.maxsim(reference.dequantize(q, q_scale), reference.dequantize(d, d_scale))
         return reference.maxsim_quantized(q, d, q_scale, d_scale)
 
     impls = [
@@ -64,15 +68,18 @@ def _residual(name: str, Q, Dd, gen, flops: float, shape: str) -> Case:
 
 
 def cases(device: torch.device) -> list[Case]:
-    if device.type != "cpu":
-        return []  # CPU kernels only for now (issue #27)
     gen = torch.Generator().manual_seed(0)
     nd, lq, ld = 1000, 32, 300
-    Q, Dd = _tokens((1, lq, D), gen), _tokens((nd, ld, D), gen)
+    Q, Dd = _tokens((1, lq, D), gen).to(device), _tokens((nd, ld, D), gen).to(device)
     rerank = f"Nq=1 Nd={nd} Lq={lq} Ld={ld} d={D}"
     nq, k, ld_k = 8, 32, 180
-    Qk, Dk = _tokens((nq, lq, D), gen), _tokens((nq, k, ld_k, D), gen)
+    Qk, Dk = _tokens((nq, lq, D), gen).to(device), _tokens((nq, k, ld_k, D), gen).to(device)
     per_query = f"Nq={nq} K={k} Lq={lq} Ld={ld_k} d={D}"
+    if device.type == "cuda":
+        return [
+            _quantized("reranking", Q, Dd, "int8", "int8", _flops(1, nd, lq, ld), rerank),
+            _quantized("per-query candidates", Qk, Dk, "int8", "int8", _flops(nq, k, lq, ld_k), per_query),
+        ]
     return [
         _quantized("reranking", Q, Dd, "int8", "int8", _flops(1, nd, lq, ld), rerank),
         _quantized("reranking", Q, Dd, "float32", "int8", _flops(1, nd, lq, ld), rerank),

@@ -252,9 +252,9 @@ def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D)
 
 # --- MaxSim for serving (kdops.serving) ----------------------------------------------------
 
-# Ops whose CUDA kernels are deferred (they come with the MaxSim GPU rework, issue #27): a CUDA
-# build has no CUDA kernel for them, and kdops.serving refuses CUDA tensors with that message.
-CUDA_DEFERRED = ("maxsim_quantized", "maxsim_residual")
+# Ops whose CUDA kernels are deferred (issue #31): a CUDA build has no CUDA kernel for them, and
+# kdops.serving refuses CUDA tensors with that message.
+CUDA_DEFERRED = ("maxsim_residual",)
 
 
 def _serving_outputs(Q, tokens, q_mask, d_mask, with_argmax):

@@ -1,16 +1,18 @@
 """MaxSim for serving: scoring quantized (int8, float8 e4m3) and residual-compressed
 (ColBERT/PLAID) documents, and the helpers that make those formats. Inference only: the ops
-have no gradient and refuse inputs that require grad. CPU kernels only for now; the CUDA
-kernels come with the MaxSim GPU rework (issue #27), and CUDA tensors are refused, never moved.
-The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
+have no gradient and refuse inputs that require grad. On CUDA: maxsim_quantized with int8 Q and D
+(integer tensor cores); the other pairings and maxsim_residual have no CUDA kernel yet (issue
+#31) and refuse CUDA tensors, never moving them. The formulas are spelled out in kdops.reference
+(maxsim_quantized, residual_decompress)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from kdops import functional as _functional
 from kdops import ops as _registrations  # noqa: F401  (registers fake kernels)
-from kdops._validate import check_tensor
+from kdops._validate import check_backend, check_tensor
 
 __all__ = [
     "maxsim_quantized",
@@ -22,18 +24,20 @@ __all__ = [
 ]
 
 _NO_CUDA_YET = (
-    "{op} has no CUDA kernel yet (it comes with the MaxSim GPU rework, issue #27); got a tensor on {device}. "
+    "{op} has no CUDA kernel yet (issue #31); got a tensor on {device}. "
     "Score on the CPU (move the tensors with .cpu()), or use kdops.maxsim on decoded float tensors."
 )
 
 
-def _check_inputs(op: str, tensors: dict[str, Tensor | None]) -> None:
+def _check_inputs(op: str, tensors: dict[str, Tensor | None], cuda: bool) -> None:
+    """Checks each tensor; `cuda`: whether the op has a CUDA kernel (else CUDA tensors are refused)."""
     for name, value in tensors.items():
         if value is None:
             continue
         check_tensor(value, name)
-        if value.is_cuda:
+        if value.is_cuda and not cuda:
             raise NotImplementedError(_NO_CUDA_YET.format(op=op, device=value.device))
+        check_backend(value, op)
 
 
 def _check_flag(value: object, name: str) -> None:
@@ -129,14 +133,15 @@ def maxsim_quantized(
     :func:`kdops.maxsim`.
 
     int8 Q and D: exact integer dot products (int32 accumulation; AVX-512 VNNI where the CPU
-    has it), ``sum_i q_scale[i] * max_j <Q_i, D_j> * d_scale[j]``. Every other pair: the tokens
-    are decoded to float32 (``x * scale``) a block at a time and scored in float32, the scores
-    equal to :func:`kdops.maxsim` of the decoded tensors.
+    has it, mma.sync m16n8k32 .s8 on CUDA), ``sum_i q_scale[i] * max_j <Q_i, D_j> * d_scale[j]``,
+    the same float32 scores on both. Every other pair (CPU only for now): the tokens are decoded
+    to float32 (``x * scale``) a block at a time and scored in float32, the scores equal to
+    :func:`kdops.maxsim` of the decoded tensors.
     """
     tensors = {"Q": Q, "D": D, "d_scale": d_scale, "q_scale": q_scale, "q_mask": q_mask, "d_mask": d_mask}
-    _check_inputs("kdops.maxsim_quantized", tensors)
+    _check_inputs("kdops.maxsim_quantized", tensors, cuda=True)
     _check_flag(length_normalize, "length_normalize")
-    return torch.ops.kdops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, False)[0]
+    return _functional._ops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, False)[0]
 
 
 def maxsim_residual(
@@ -162,7 +167,7 @@ def maxsim_residual(
     """
     tensors = {"Q": Q, "codes": codes, "residuals": residuals, "centroids": centroids,
                "bucket_weights": bucket_weights, "q_mask": q_mask, "d_mask": d_mask}
-    _check_inputs("kdops.maxsim_residual", tensors)
+    _check_inputs("kdops.maxsim_residual", tensors, cuda=False)
     _check_flag(length_normalize, "length_normalize")
-    return torch.ops.kdops.maxsim_residual.default(
+    return _functional._ops.maxsim_residual.default(
         Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask, length_normalize, False)[0]

@@ -1,6 +1,5 @@
 // Host side of the serving MaxSim ops (maxsim_quantized, maxsim_residual; schemas and formats in
-// csrc/kdops.cpp): argument checks and the doc layout, shared by their CPU kernels and by the
-// CUDA kernels to come (issue #27). The layouts are maxsim's padded ones (common/maxsim.h): the
+// csrc/kdops.cpp): argument checks and the doc layout, shared by their CPU and CUDA kernels. The layouts are maxsim's padded ones (common/maxsim.h): the
 // docs' per-token tensors (D without its last dimension, the scales, codes, mask) are [Nd, Ld]
 // (all pairs) or [Nq, K, Ld] (each query against its own K candidates).
 #pragma once
@@ -84,6 +83,37 @@ inline ServingArgs serving_args(const at::Tensor& Q, const c10::optional<at::Ten
   if (q_mask.has_value()) a.q_mask = checked_mask(*q_mask, {a.Nq, a.Lq}, Q, "q_mask", "[Nq, Lq]");
   if (d_mask.has_value()) a.d_mask = checked_mask(*d_mask, tokens, Q, "d_mask", "the docs' [..., Ld]");
   return a;
+}
+
+// maxsim_quantized's inputs, checked, for both backends: the query side and layout, D (int8 or
+// float8_e4m3fn, [Nd, Ld, d] or [Nq, K, Ld, d]) contiguous, and its scales.
+struct QuantizedArgs {
+  ServingArgs a;
+  at::Tensor D, d_scale;
+  bool int8() const { return a.Q.scalar_type() == at::kChar && D.scalar_type() == at::kChar; }
+};
+
+// int32 accumulation of int8 products stays exact up to this embedding size (|sum| <= d * 2^14,
+// with room for the +128 offset of the CPU's VNNI panels: 255 * 128 per dim).
+constexpr int64_t kInt8MaxDim = 65536;
+
+inline QuantizedArgs quantized_args(const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale,
+                                    const at::Tensor& D, const at::Tensor& d_scale,
+                                    const c10::optional<at::Tensor>& q_mask,
+                                    const c10::optional<at::Tensor>& d_mask) {
+  TORCH_CHECK_TYPE(is_quantized_type(D.scalar_type()), "D must be int8 or float8_e4m3fn (float "
+                   "docs: kdops.maxsim), got ", D.scalar_type());
+  check_same_device(D, Q, "D", "Q");
+  TORCH_CHECK_VALUE(D.dim() == 3 || D.dim() == 4, "D must be [Nd, Ld, d] (all pairs) or "
+                    "[Nq, K, Ld, d] (per-query candidates), got shape ", D.sizes());
+  const at::IntArrayRef tokens = D.sizes().slice(0, D.dim() - 1);
+  QuantizedArgs q{serving_args(Q, q_scale, true, tokens, "D", q_mask, d_mask), D.contiguous(), {}};
+  TORCH_CHECK_VALUE(D.size(-1) == q.a.dim, "D must have the embedding size d = ", q.a.dim,
+                    " of Q in its last dimension, got shape ", D.sizes());
+  q.d_scale = checked_scale(d_scale, tokens, Q, "d_scale", "D.shape[:-1]");
+  TORCH_CHECK_VALUE(!q.int8() || q.a.dim <= kInt8MaxDim, "int8 Q and D need an embedding size d <= ",
+                    kInt8MaxDim, " (exact int32 accumulation), got ", q.a.dim);
+  return q;
 }
 
 // The empty-or-[Nq, K, Lq] argmax and the [Nq, K] float32 scores of a serving op.
