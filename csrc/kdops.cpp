@@ -68,8 +68,7 @@ TORCH_LIBRARY(KDOPS_NS, m) {
       "maxsim_backward(Tensor grad, Tensor argmax, Tensor Q, Tensor D, Tensor? q_mask, "
       "Tensor? doc_offsets, bool length_normalize, bool grad_Q, bool grad_D) -> (Tensor, Tensor)");
   // MaxSim for serving (inference only: the Autograd kernel refuses inputs that require grad).
-  // CUDA: maxsim_quantized with int8 Q and D; the other pairings and maxsim_residual are CPU
-  // only for now (issue #31).
+  // CUDA: maxsim_quantized (every pairing); maxsim_residual is CPU only for now (issue #31).
   // Layouts of D as maxsim's padded ones: [Nd, Ld, d] (all pairs) or [Nq, K, Ld, d] (per query).
   // Scores are float32; argmax as maxsim's, an empty int32 [0] unless with_argmax.
   // maxsim_quantized: D int8 or float8_e4m3fn with a float32 scale per token (d_scale =

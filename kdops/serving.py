@@ -1,9 +1,8 @@
 """MaxSim for serving: scoring quantized (int8, float8 e4m3) and residual-compressed
 (ColBERT/PLAID) documents, and the helpers that make those formats. Inference only: the ops
-have no gradient and refuse inputs that require grad. On CUDA: maxsim_quantized with int8 Q and D
-(integer tensor cores); the other pairings and maxsim_residual have no CUDA kernel yet (issue
-#31) and refuse CUDA tensors, never moving them. The formulas are spelled out in kdops.reference
-(maxsim_quantized, residual_decompress)."""
+have no gradient and refuse inputs that require grad. maxsim_quantized runs on CUDA (tensor
+cores); maxsim_residual has no CUDA kernel yet (issue #31) and refuses CUDA tensors, never moving
+them. The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
 
 from __future__ import annotations
 
@@ -134,9 +133,12 @@ def maxsim_quantized(
 
     int8 Q and D: exact integer dot products (int32 accumulation; AVX-512 VNNI where the CPU
     has it, mma.sync m16n8k32 .s8 on CUDA), ``sum_i q_scale[i] * max_j <Q_i, D_j> * d_scale[j]``,
-    the same float32 scores on both. Every other pair (CPU only for now): the tokens are decoded
-    to float32 (``x * scale``) a block at a time and scored in float32, the scores equal to
-    :func:`kdops.maxsim` of the decoded tensors.
+    the same float32 scores on both. Every other pair: on the CPU the tokens are decoded to
+    float32 (``x * scale``) a block at a time and scored in float32, the scores equal to
+    :func:`kdops.maxsim` of the decoded tensors; on CUDA they are decoded to fp16 (int8 and e4m3
+    exactly, a float32 Q rounded to fp16, so within fp16's range) and multiplied on fp16 tensor
+    cores with fp32 sums, the scales applied outside the dot products, as for int8: the scores
+    agree with the CPU's to float32 rounding (plus a float32 Q's fp16 rounding).
     """
     tensors = {"Q": Q, "D": D, "d_scale": d_scale, "q_scale": q_scale, "q_mask": q_mask, "d_mask": d_mask}
     _check_inputs("kdops.maxsim_quantized", tensors, cuda=True)

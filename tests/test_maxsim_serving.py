@@ -1,7 +1,7 @@
 """MaxSim for serving (kdops.serving): quantized (int8, float8 e4m3) and ColBERT/PLAID
-residual-compressed docs. int8 x int8 on every backend (the CPU kernel's ISA paths, the CUDA
-kernel on the simulator and on a GPU); the other pairings and residual docs on the CPU (their
-CUDA kernels are deferred, issue #31). Against kdops.reference on both padded layouts with
+residual-compressed docs. Quantized docs on every backend (the CPU kernel's ISA paths, the CUDA
+kernel on the simulator and on a GPU); residual docs on the CPU (their CUDA kernel is deferred,
+issue #31). Against kdops.reference on both padded layouts with
 masks; int8 x int8 exact (integer dot products, checked against decode-then-score where float64
 is exact too, the VNNI path against the generic one and the CUDA kernel against the CPU kernel
 bit for bit); every decoded path equal to kdops.maxsim on the decoded tensors bit for bit;
@@ -17,7 +17,7 @@ import kdops
 from kdops import reference
 from kdops.ops import built_with_cuda, built_with_simulator
 from tests.conftest import cpu_has
-from tests.helpers import DEVICES, on_backend, on_simulator, ops
+from tests.helpers import DEVICES, on_backend, ops, raises_value_check
 
 ISAS = [isa for isa in ("avx512", "generic") if cpu_has(isa)]
 LAYOUTS = ["all_pairs", "per_query"]
@@ -203,6 +203,41 @@ def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkey
                                                                   length_normalize=True), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", CUDA_KERNEL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("pair", ["f32-int8", "f32-fp8", "fp8-fp8", "int8-fp8", "fp8-int8"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_decoded_pairs_match_decode_then_score(device, pair, layout):
+    """On CUDA every pairing but int8 x int8 is decoded to fp16 and multiplied on fp16 tensor
+    cores with fp32 sums, the scales applied outside the dot products. int8 and e4m3 values are
+    exact in fp16 and their products exact in fp32, so the scores equal decode-then-score up to
+    the order of float32 roundings: the tolerance the CPU's decoded path is held to against the
+    reference (1e-5). A float32 Q is rounded to fp16 first, so it is compared (1) with the
+    reference of that rounded Q, to the same tolerance, and (2) with the CPU's scores of the
+    unrounded Q, within the rounding's bound: 2^-11 * sum_i max_j sum_e |Q_ie * D_je| (plus 1e-5)."""
+    gen = torch.Generator().manual_seed(4)
+    nq, lq, k, ld, dim = 2, 19, 3, 23, 24
+    x = torch.randn(nq, lq, dim, generator=gen)
+    y = torch.randn(_docs_shape(layout, nq, k, ld, dim), generator=gen)
+    kinds = {"f32": lambda t: (t, None), "int8": kdops.quantize_int8, "fp8": kdops.quantize_fp8}
+    q_kind, d_kind = pair.split("-")
+    Q, q_scale = kinds[q_kind](x)
+    D, d_scale = kinds[d_kind](y)
+    q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1])
+    scores, argmax = (t.cpu() for t in _raw(*_to(device, Q, D, q_scale, d_scale, q_mask, d_mask), length_normalize=True))
+    taken = Q if q_scale is not None else Q.half().float()  # Q as the tensor cores take it
+    expected = reference.maxsim_quantized(taken, D, q_scale, d_scale, q_mask, d_mask, length_normalize=True)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+    cpu_scores, cpu_argmax = torch.ops.kdops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, True, True)
+    if q_scale is not None:
+        assert torch.equal(argmax, cpu_argmax)  # the same similarities up to float32 rounding: no near ties here
+        return
+    equation = "qid,njd->qnij" if D.dim() == 3 else "qid,qnjd->qnij"
+    magnitudes = torch.einsum(equation, Q.abs(), reference.dequantize(D, d_scale).abs())  # [Nq, K, Lq, Ld]
+    lengths = q_mask.sum(1).clamp(min=1)[:, None]
+    bound = 2.0**-11 * (magnitudes.amax(-1) * q_mask[:, None, :]).sum(-1) / lengths + 1e-5
+    assert ((scores - cpu_scores).abs() <= bound).all(), ((scores - cpu_scores).abs() / bound).max()
+
+
 def test_ties_take_the_first_maximal_token(device):
     """Repeated doc tokens tie exactly; the argmax is the first of them, as in kdops.maxsim."""
     gen = torch.Generator().manual_seed(5)
@@ -215,11 +250,9 @@ def test_ties_take_the_first_maximal_token(device):
     positions = torch.arange(12).expand_as(sim)
     first = torch.where(sim == sim.amax(-1, keepdim=True), positions, 99).amin(-1).int()
     assert torch.equal(argmax.cpu(), first)
-    if on_simulator() or device != "cpu":
-        return  # the decoded pairings' CUDA kernels are deferred (issue #31)
-    for fp8_side in ("Q", "D"):  # the decoded path keeps the same rule
+    for fp8_side in ("Q", "D"):  # the decoded path keeps the same rule (small integers: exact sums)
         Qx, Dx = (Q.float().to(torch.float8_e4m3fn), D) if fp8_side == "Q" else (Q, D.float().to(torch.float8_e4m3fn))
-        assert torch.equal(_raw(Qx, Dx, q_scale, d_scale)[1], first)
+        assert torch.equal(_raw(*_to(device, Qx, Dx, q_scale, d_scale))[1].cpu(), first)
 
 
 def test_empty_docs_masked_tokens_and_empty_shapes(device):
@@ -382,19 +415,22 @@ def test_inference_only_refuses_requires_grad():
 
 
 def test_which_kernels_cuda_has():
-    """maxsim_quantized has a CUDA kernel (int8 Q and D; other pairings are refused by name);
-    maxsim_residual's is deferred (issue #31): none is registered, and the API refuses CUDA
-    tensors with that message instead of moving them."""
+    """maxsim_quantized has a CUDA kernel (every pairing; a float32 Q, rounded to fp16 there, must
+    lie within fp16's range); maxsim_residual's is deferred (issue #31): none is registered, and
+    the API refuses CUDA tensors with that message instead of moving them."""
     backends = kdops.build_info()["ops"]
     assert ("CUDA" in backends["maxsim_quantized"]) == built_with_cuda()
     assert ("sim" in backends["maxsim_quantized"]) == built_with_simulator()
     for op in kdops.ops.CUDA_DEFERRED:
         assert backends[op] == ["CPU"], backends[op]
     Qf, D, ds = torch.zeros(1, 1, 8), torch.zeros(1, 1, 8, dtype=torch.int8), torch.ones(1, 1)
-    for backend in [b for b in ("sim", "cuda") if b in DEVICES]:
-        with on_backend(backend) as dev:
-            with pytest.raises(NotImplementedError, match="takes int8 Q and D only"):
-                kdops.maxsim_quantized(Qf.to(dev), D.to(dev), d_scale=ds.to(dev))
+    if "sim" in DEVICES:  # (on a GPU the device-side assert would end the CUDA context)
+        with on_backend("sim"):
+            Qf[0, 0, 3] = 7e4
+            with raises_value_check("sim", "within fp16's range"):
+                kdops.maxsim_quantized(Qf, D, d_scale=ds)
+            Qf[0, 0, 3] = float("inf")  # infinities are fp16 values: scored (inf * 0 = NaN), not refused
+            assert kdops.maxsim_quantized(Qf, D, d_scale=ds).isnan().all()
     if torch.cuda.is_available():
         with pytest.raises(NotImplementedError, match="no CUDA kernel yet"):
             kdops.maxsim_residual(Qf.cuda(), torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, 1, 1, dtype=torch.uint8),

@@ -1,7 +1,12 @@
 // maxsim_quantized on CUDA (schema and formats: csrc/kdops.cpp; checks shared with the CPU
-// kernel: common/maxsim_serving_inputs.h). int8 queries and docs run on integer tensor cores
-// (maxsim_serving_kernels.h int8_forward), the same values as the CPU's exact int8 kernel. The
-// other pairings (a float32 or float8_e4m3fn side) have no CUDA kernel yet and are refused.
+// kernel: common/maxsim_serving_inputs.h), on tensor cores (maxsim_serving_kernels.h):
+//   int8 Q and D: exact int32 sums (mma.sync m16n8k32 .s8): the CPU's int8 kernel's scores and
+//     argmax, bit for bit.
+//   any other pairing (float32 / int8 / float8_e4m3fn Q with int8 / float8_e4m3fn D): tokens
+//     decoded to fp16 as they are staged (int8 and e4m3 exactly; a float32 Q rounded to fp16, so
+//     its values must lie within fp16's range), fp32 sums (mma.sync m16n8k16), the scales applied
+//     outside the dot products. The CPU decodes x * scale to float32 instead: the scores agree to
+//     float32 rounding (and, for a float32 Q, its fp16 rounding: a relative 2^-11 per element).
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -12,34 +17,49 @@
 namespace kdops::cuda {
 namespace {
 
+using maxsim_serving::Format;
+
+Format format_of(at::ScalarType type) {
+  return type == at::kChar ? Format::kInt8 : type == at::kFloat8_e4m3fn ? Format::kE4m3 : Format::kFloat;
+}
+
+// A float32 query is rounded to fp16: finite values past fp16's largest (65504) would become
+// infinities, so they are refused (on the device, without a sync, as the other value checks).
+void check_half_range(const at::Tensor& Q) {
+  const at::Tensor valid = Q.abs().le(65504).logical_or_(Q.isfinite().logical_not_()).all();
+  const std::string message = "Q (float32) must hold values within fp16's range |x| <= 65504 on CUDA, where "
+                              "it is rounded to fp16 for the tensor cores";
+  if (!assert_on_device(valid, message)) TORCH_CHECK_VALUE(valid.item<bool>(), message);
+}
+
 std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cuda(
     const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale, const at::Tensor& D,
     const at::Tensor& d_scale, const c10::optional<at::Tensor>& q_mask,
     const c10::optional<at::Tensor>& d_mask, bool length_normalize, bool with_argmax) {
   const QuantizedArgs in = quantized_args(Q, q_scale, D, d_scale, q_mask, d_mask);
   const ServingArgs& a = in.a;
-  TORCH_CHECK_NOT_IMPLEMENTED(in.int8(), "kdops.maxsim_quantized on CUDA takes int8 Q and D only for now, got Q ",
-                              a.Q.scalar_type(), " and D ", in.D.scalar_type(), ". Score this pairing on the "
-                              "CPU (.cpu()), or quantize both sides with kdops.quantize_int8.");
   const DeviceGuard guard(a.Q.device());
+  if (a.Q.scalar_type() == at::kFloat) check_half_range(a.Q);
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
   at::Tensor argmax = serving_argmax(a, with_argmax);
   if (scores.numel() == 0) return {scores, argmax};
-  const MaxSimView<int8_t> v{a.Q.data_ptr<int8_t>(),
-                             in.D.data_ptr<int8_t>(),
-                             a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
-                             a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
-                             a.Nq,
-                             a.Lq,
-                             a.dim,
-                             a.layout};
-  const float* qs = a.q_scale.data_ptr<float>();
+  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
+                           static_cast<const char*>(in.D.data_ptr()),
+                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
+                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
+                           a.Nq,
+                           a.Lq,
+                           a.dim,
+                           a.layout};
+  const Format qf = format_of(a.Q.scalar_type()), df = format_of(in.D.scalar_type());
+  const float* qs = a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr;
   const float* ds = in.d_scale.data_ptr<float>();
   if (with_argmax) {
-    maxsim_serving::int8_forward<true>(v, qs, ds, scores.data_ptr<float>(), argmax.data_ptr<int32_t>(),
-                                       launch_target());
+    maxsim_serving::quantized_forward<true>(v, qf, qs, df, ds, scores.data_ptr<float>(),
+                                            argmax.data_ptr<int32_t>(), launch_target());
   } else {
-    maxsim_serving::int8_forward<false>(v, qs, ds, scores.data_ptr<float>(), nullptr, launch_target());
+    maxsim_serving::quantized_forward<false>(v, qf, qs, df, ds, scores.data_ptr<float>(), nullptr,
+                                             launch_target());
   }
   if (length_normalize) scores.div_(serving_query_lengths(a));
   return {scores, argmax};

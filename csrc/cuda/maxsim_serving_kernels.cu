@@ -1,39 +1,57 @@
-// The serving MaxSim kernels' launchers. int8 x int8: maxsim_int8_mma.cuh (mma.sync m16n8k32
-// .s8); the work split is the float tensor-core forward's (maxsim_groups.cuh).
+// The serving MaxSim kernel's launcher: maxsim_serving_mma.cuh, Int8Operands for int8 x int8,
+// HalfOperands for every other pairing; the work split is the float tensor-core forward's
+// (maxsim_groups.cuh).
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 
 #include "cuda/launch.cuh"
 #include "cuda/maxsim_groups.cuh"
-#include "cuda/maxsim_int8_mma.cuh"
 #include "cuda/maxsim_serving_kernels.h"
+#include "cuda/maxsim_serving_mma.cuh"
 #include "cuda/smem_limit.h"
 
 namespace kdops::cuda::maxsim_serving {
+namespace {
 
-template <bool kWriteArgmax>
-void int8_forward(const MaxSimView<int8_t>& v, const float* q_scale, const float* d_scale, float* scores,
-                  int32_t* argmax, LaunchTarget on) {
+template <typename Op, bool kWriteArgmax>
+void launch_forward(const MaxSimView<char>& v, tensor_core::serving::Side q, tensor_core::serving::Side d,
+                    float* scores, int32_t* argmax, LaunchTarget on) {
   namespace tc = tensor_core;
-  constexpr auto kernel = tc::int8::maxsim_int8_kernel<kWriteArgmax>;
+  namespace sv = tensor_core::serving;
+  constexpr auto kernel = sv::maxsim_serving_kernel<Op, kWriteArgmax>;
   // All of d (rounded up to the mma's k) in one chunk when it fits, else the widest chunk that
-  // does (a 48 KiB limit holds 352 features a chunk).
+  // does (a 48 KiB limit holds 352 int8 or 176 fp16 features a chunk).
   const int64_t limit = dynamic_shared_memory_limit<kernel>();
-  const int64_t fits = (limit / (tc::kRows + tc::int8::kCols) - tc::int8::kVec) / tc::int8::kK * tc::int8::kK;
-  const int64_t width = std::min<int64_t>(tc::round_up(v.dim, tc::int8::kK), fits);
-  TORCH_CHECK(width >= tc::int8::kK, "kdops.maxsim_quantized: the device's shared memory (", limit,
-              " bytes) holds no int8 tile");
+  const int64_t row_bytes = limit / (tc::kRows + sv::kCols) - sv::kVec;
+  const int64_t fits = row_bytes / sv::kStep * sv::kStep / int64_t(sizeof(typename Op::stored));
+  const int64_t width = std::min<int64_t>(tc::round_up(v.dim, Op::kK), fits);
+  TORCH_CHECK(width >= Op::kK, "kdops.maxsim_quantized: the device's shared memory (", limit,
+              " bytes) holds no tile");
   const tc::Groups groups = tc::groups_for(v.Nq, v.Lq, v.layout);
-  const bool vec = tc::vector_loads<int8_t>(v.dim, v.Q, v.D);
+  const bool vec = tc::vector_loads<int8_t>(v.dim, v.Q, v.D);  // used by Int8Operands only
   const int blocks = static_cast<int>(std::min<int64_t>(groups.items, int64_t(1) << 30));
-  launch(kernel, blocks, tc::mma::kThreads, tc::int8::smem_bytes(width), on.stream, v,
-         tc::int8::Scales{q_scale, d_scale}, groups, static_cast<int>(width), vec, scores, argmax);
+  launch(kernel, blocks, sv::kThreads, sv::smem_bytes<Op>(width), on.stream, v, q, d, groups,
+         static_cast<int>(width), vec, scores, argmax);
 }
 
-template void int8_forward<true>(const MaxSimView<int8_t>&, const float*, const float*, float*, int32_t*,
-                                 LaunchTarget);
-template void int8_forward<false>(const MaxSimView<int8_t>&, const float*, const float*, float*, int32_t*,
-                                  LaunchTarget);
+}  // namespace
+
+template <bool kWriteArgmax>
+void quantized_forward(const MaxSimView<char>& v, Format q_format, const float* q_scale, Format d_format,
+                       const float* d_scale, float* scores, int32_t* argmax, LaunchTarget on) {
+  namespace sv = tensor_core::serving;
+  const sv::Side q{q_format, q_scale}, d{d_format, d_scale};
+  if (q_format == Format::kInt8 && d_format == Format::kInt8) {
+    launch_forward<sv::Int8Operands, kWriteArgmax>(v, q, d, scores, argmax, on);
+  } else {
+    launch_forward<sv::HalfOperands, kWriteArgmax>(v, q, d, scores, argmax, on);
+  }
+}
+
+template void quantized_forward<true>(const MaxSimView<char>&, Format, const float*, Format, const float*, float*,
+                                      int32_t*, LaunchTarget);
+template void quantized_forward<false>(const MaxSimView<char>&, Format, const float*, Format, const float*, float*,
+                                       int32_t*, LaunchTarget);
 
 }  // namespace kdops::cuda::maxsim_serving
