@@ -3,9 +3,9 @@ the reranking shape of cases_maxsim (one query against 1000 docs) and the per-qu
 layout. Each row holds the eager reference (decode, then the float einsum), torch.compile of it,
 kdops, and kdops.maxsim on the float32 tensors ("kdops float32") for the price of the format.
 No peer is installed here that scores these formats on the CPU (flash-maxsim's int8 and
-late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). On CUDA: the quantized rows
-(residual docs have no CUDA kernel yet, issue #31), whose reference decodes the tokens and
-scores them in float32 (torch has no int64 matmul on CUDA for the CPU rows' exact einsum).
+late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). The same rows on CUDA, where the
+quantized rows' reference decodes the tokens and scores them in float32 (torch has no int64
+matmul on CUDA for the CPU rows' exact einsum).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _quantized(name: str, Q, Dd, query: str, docs: str, flops: float, shape: str
 
 def _residual(name: str, Q, Dd, gen, flops: float, shape: str) -> Case:
     tokens = Dd.reshape(-1, D)
-    centroids = tokens[torch.randperm(tokens.shape[0], generator=gen)[:1024]].clone()
+    centroids = tokens[torch.randperm(tokens.shape[0], generator=gen)[:1024].to(tokens.device)].clone()
     cutoffs, weights = kdops.residual_buckets(tokens - centroids[(tokens @ centroids.T).argmax(1)], NBITS)
     codes, residuals = kdops.residual_compress(Dd, centroids, cutoffs)
 
@@ -74,12 +74,10 @@ def cases(device: torch.device) -> list[Case]:
     nq, k, ld_k = 8, 32, 180
     Qk, Dk = _tokens((nq, lq, D), gen).to(device), _tokens((nq, k, ld_k, D), gen).to(device)
     per_query = f"Nq={nq} K={k} Lq={lq} Ld={ld_k} d={D}"
-    quantized = [
+    return [
         _quantized("reranking", Q, Dd, "int8", "int8", _flops(1, nd, lq, ld), rerank),
         _quantized("reranking", Q, Dd, "float32", "int8", _flops(1, nd, lq, ld), rerank),
         _quantized("reranking", Q, Dd, "float32", "fp8", _flops(1, nd, lq, ld), rerank),
         _quantized("per-query candidates", Qk, Dk, "int8", "int8", _flops(nq, k, lq, ld_k), per_query),
+        _residual("reranking", Q, Dd, gen, _flops(1, nd, lq, ld), rerank),
     ]
-    if device.type == "cuda":
-        return quantized
-    return quantized + [_residual("reranking", Q, Dd, gen, _flops(1, nd, lq, ld), rerank)]

@@ -5,7 +5,7 @@ shared and local memory per kernel and arch, and whether a kernel's SASS uses te
     python -m benchmarks.static_evidence    # writes benchmarks/results/static/kernels.{md,json}
 
 tests/test_static_evidence.py asserts on the same data: HMMA in the fp16/bf16/TF32 MaxSim kernels
-and IMMA in the int8 one for every sm_80+ cubin, their inner loops fed by LDSM (no generic or global fragment loads),
+and IMMA in maxsim_quantized's int8 one for every sm_80+ cubin, their inner loops fed by LDSM (no generic or global fragment loads),
 no local memory (spills) in any kernel."""
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ def inner_tensor_core_loops(code: list[tuple[int, str]]) -> list[list[str]]:
 
 
 def tensor_core_kernels(usage: list[KernelUsage]) -> list[str]:
-    """The mangled names of the MaxSim tensor-core kernels: mma.sync (fp16/bf16, int8) and WMMA (TF32)."""
-    names = ("maxsim_mma_kernel", "maxsim_tensor_core_kernel", "maxsim_int8_kernel")
+    """The mangled names of the MaxSim tensor-core kernels: mma.sync (fp16/bf16; maxsim_quantized's
+    int8 and fp16) and WMMA (TF32)."""
+    names = ("maxsim_mma_kernel", "maxsim_tensor_core_kernel", "maxsim_serving_kernel")
     return sorted({u.mangled for u in usage if any(n in u.kernel for n in names)})
 
 

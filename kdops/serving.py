@@ -1,8 +1,7 @@
 """MaxSim for serving: scoring quantized (int8, float8 e4m3) and residual-compressed
 (ColBERT/PLAID) documents, and the helpers that make those formats. Inference only: the ops
-have no gradient and refuse inputs that require grad. maxsim_quantized runs on CUDA (tensor
-cores); maxsim_residual has no CUDA kernel yet (issue #31) and refuses CUDA tensors, never moving
-them. The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
+have no gradient and refuse inputs that require grad. Both run on the CPU and on CUDA (tensor
+cores). The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
 
 from __future__ import annotations
 
@@ -22,20 +21,11 @@ __all__ = [
     "residual_compress",
 ]
 
-_NO_CUDA_YET = (
-    "{op} has no CUDA kernel yet (issue #31); got a tensor on {device}. "
-    "Score on the CPU (move the tensors with .cpu()), or use kdops.maxsim on decoded float tensors."
-)
-
-
-def _check_inputs(op: str, tensors: dict[str, Tensor | None], cuda: bool) -> None:
-    """Checks each tensor; `cuda`: whether the op has a CUDA kernel (else CUDA tensors are refused)."""
+def _check_inputs(op: str, tensors: dict[str, Tensor | None]) -> None:
     for name, value in tensors.items():
         if value is None:
             continue
         check_tensor(value, name)
-        if value.is_cuda and not cuda:
-            raise NotImplementedError(_NO_CUDA_YET.format(op=op, device=value.device))
         check_backend(value, op)
 
 
@@ -141,7 +131,7 @@ def maxsim_quantized(
     agree with the CPU's to float32 rounding (plus a float32 Q's fp16 rounding).
     """
     tensors = {"Q": Q, "D": D, "d_scale": d_scale, "q_scale": q_scale, "q_mask": q_mask, "d_mask": d_mask}
-    _check_inputs("kdops.maxsim_quantized", tensors, cuda=True)
+    _check_inputs("kdops.maxsim_quantized", tensors)
     _check_flag(length_normalize, "length_normalize")
     return _functional._ops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, False)[0]
 
@@ -164,12 +154,15 @@ def maxsim_residual(
     (uint8 ``codes.shape + [d * nbits / 8]``, nbits 1, 2 or 4), ``centroids`` float32
     ``[C, d]``, ``bucket_weights`` float32 ``[2^nbits]``. Each token is decoded on the fly, as
     ColBERT decompresses it (``normalize(centroids[code] + bucket_weights[b])``,
-    kdops.reference.residual_decompress), a block of tokens at a time, never the whole docs.
+    kdops.reference.residual_decompress), a block of tokens at a time, never the whole docs: on
+    the CPU to float32; on CUDA to fp16 in shared memory, a tile at a time, scored on fp16 tensor
+    cores with fp32 sums (Q rounded to fp16 too, so within fp16's range: the scores agree with the
+    CPU's to the two roundings, 2^-10 relative per product).
     ``Q [Nq, Lq, d]`` float32; masks and ``length_normalize`` as in :func:`kdops.maxsim`.
     """
     tensors = {"Q": Q, "codes": codes, "residuals": residuals, "centroids": centroids,
                "bucket_weights": bucket_weights, "q_mask": q_mask, "d_mask": d_mask}
-    _check_inputs("kdops.maxsim_residual", tensors, cuda=False)
+    _check_inputs("kdops.maxsim_residual", tensors)
     _check_flag(length_normalize, "length_normalize")
     return _functional._ops.maxsim_residual.default(
         Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask, length_normalize, False)[0]

@@ -1,7 +1,6 @@
 """MaxSim for serving (kdops.serving): quantized (int8, float8 e4m3) and ColBERT/PLAID
-residual-compressed docs. Quantized docs on every backend (the CPU kernel's ISA paths, the CUDA
-kernel on the simulator and on a GPU); residual docs on the CPU (their CUDA kernel is deferred,
-issue #31). Against kdops.reference on both padded layouts with
+residual-compressed docs, on every backend (the CPU kernel's ISA paths, the CUDA kernels on the
+simulator and on a GPU). Against kdops.reference on both padded layouts with
 masks; int8 x int8 exact (integer dot products, checked against decode-then-score where float64
 is exact too, the VNNI path against the generic one and the CUDA kernel against the CPU kernel
 bit for bit); every decoded path equal to kdops.maxsim on the decoded tensors bit for bit;
@@ -22,12 +21,12 @@ from tests.helpers import DEVICES, on_backend, ops, raises_value_check
 ISAS = [isa for isa in ("avx512", "generic") if cpu_has(isa)]
 LAYOUTS = ["all_pairs", "per_query"]
 _NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-# The int8 x int8 kernels: the CPU kernel's ISA paths, the CUDA kernel on the simulator and on a GPU.
-INT8_BACKENDS = [f"cpu-{isa}" for isa in ISAS] + (["sim"] if built_with_simulator() else []) + [pytest.param("cuda", marks=_NO_GPU)]
+# Every backend: the CPU kernel's ISA paths, the CUDA kernels on the simulator and on a GPU.
+BACKENDS = [f"cpu-{isa}" for isa in ISAS] + (["sim"] if built_with_simulator() else []) + [pytest.param("cuda", marks=_NO_GPU)]
 CUDA_KERNEL_BACKENDS = (["sim"] if built_with_simulator() else []) + [pytest.param("cuda", marks=_NO_GPU)]
 
 
-@pytest.fixture(params=INT8_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def device(request, monkeypatch):
     """The backend (`cpu-<isa>`: the CPU kernel's ISA path; `sim`: kdops' API routed to the
     simulated CUDA kernels) as the torch device of the test's tensors."""
@@ -376,6 +375,35 @@ def test_residual_equals_decode_then_score(isa, nbits, layout, monkeypatch):
                                                   length_normalize=True))
 
 
+@pytest.mark.parametrize("device", CUDA_KERNEL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_residual_matches_decode_then_score(device, nbits, layout):
+    """On CUDA each doc tile is decoded into shared memory as fp16 and Q is rounded to fp16: every
+    product is then within 2^-10 of its float32 value (two roundings of 2^-11), so the scores
+    are within 2^-10 * sum_i max_j sum_e |Q_ie D_je| (plus 1e-5 for float32 sums) of
+    decode-then-score; d = 72 > 64 (two mma steps, a partial one), docs over two tiles."""
+    gen = torch.Generator().manual_seed(15)
+    nq, lq, k, ld, dim = 2, 21, 3, 70, 72
+    docs = _normalised(gen, _docs_shape(layout, nq, k, ld, dim))
+    centroids, cutoffs, weights = _colbert_index(gen, docs.reshape(-1, dim), nbits)
+    codes, residuals = kdops.residual_compress(docs, centroids, cutoffs)
+    Q = _normalised(gen, (nq, lq, dim))
+    q_mask, d_mask = _masks(gen, nq, lq, codes.shape)
+    got, argmax = (t.cpu() for t in ops().maxsim_residual.default(
+        *_to(device, Q, codes, residuals, centroids, weights, q_mask, d_mask), True, True))
+    decoded = reference.residual_decompress(codes, residuals, centroids, weights)
+    expected = reference.maxsim(Q.double(), decoded.double(), q_mask, d_mask, length_normalize=True)
+    equation = "qid,njd->qnij" if decoded.dim() == 3 else "qid,qnjd->qnij"
+    magnitudes = torch.einsum(equation, Q.abs().double(), decoded.abs().double())
+    bound = 2.0**-10 * (magnitudes.amax(-1) * q_mask[:, None, :]).sum(-1) / q_mask.sum(1).clamp(min=1)[:, None] + 1e-5
+    assert ((got.double() - expected).abs() <= bound).all(), ((got.double() - expected).abs() / bound).max()
+    assert argmax.shape == (nq, k, lq) and argmax[~q_mask[:, None, :].expand_as(argmax)].eq(-1).all()
+    for_codes_int64 = ops().maxsim_residual.default(*_to(device, Q, codes.long(), residuals, centroids, weights,
+                                                            q_mask, d_mask), True, False)[0]
+    assert torch.equal(for_codes_int64.cpu(), got)
+
+
 # --- errors, inference only, torch.compile -----------------------------------------------------
 
 
@@ -414,27 +442,28 @@ def test_inference_only_refuses_requires_grad():
         assert kdops.maxsim_quantized(Q, D, d_scale=torch.ones(3, 4)).shape == (1, 3)
 
 
-def test_which_kernels_cuda_has():
-    """maxsim_quantized has a CUDA kernel (every pairing; a float32 Q, rounded to fp16 there, must
-    lie within fp16's range); maxsim_residual's is deferred (issue #31): none is registered, and
-    the API refuses CUDA tensors with that message instead of moving them."""
+def test_cuda_kernels_and_the_fp16_range_of_a_float_query():
+    """Both ops have CUDA kernels (and run on the simulator when it is built). On CUDA a float32 Q
+    is rounded to fp16, so a finite |Q| > 65504 is refused (a device-side assert, raised at once
+    by the simulator); infinities are fp16 values and are scored."""
     backends = kdops.build_info()["ops"]
-    assert ("CUDA" in backends["maxsim_quantized"]) == built_with_cuda()
-    assert ("sim" in backends["maxsim_quantized"]) == built_with_simulator()
-    for op in kdops.ops.CUDA_DEFERRED:
-        assert backends[op] == ["CPU"], backends[op]
+    for op in ("maxsim_quantized", "maxsim_residual"):
+        assert ("CUDA" in backends[op]) == built_with_cuda(), backends[op]
+        assert ("sim" in backends[op]) == built_with_simulator(), backends[op]
+    if "sim" not in DEVICES:  # (on a GPU the device-side assert would end the CUDA context)
+        pytest.skip("kdops._C_sim not built")
     Qf, D, ds = torch.zeros(1, 1, 8), torch.zeros(1, 1, 8, dtype=torch.int8), torch.ones(1, 1)
-    if "sim" in DEVICES:  # (on a GPU the device-side assert would end the CUDA context)
-        with on_backend("sim"):
-            Qf[0, 0, 3] = 7e4
-            with raises_value_check("sim", "within fp16's range"):
-                kdops.maxsim_quantized(Qf, D, d_scale=ds)
-            Qf[0, 0, 3] = float("inf")  # infinities are fp16 values: scored (inf * 0 = NaN), not refused
-            assert kdops.maxsim_quantized(Qf, D, d_scale=ds).isnan().all()
-    if torch.cuda.is_available():
-        with pytest.raises(NotImplementedError, match="no CUDA kernel yet"):
-            kdops.maxsim_residual(Qf.cuda(), torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, 1, 1, dtype=torch.uint8),
-                                  torch.zeros(1, 8), torch.zeros(2))
+    codes, residuals = torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, 1, 2, dtype=torch.uint8)
+    centroids, weights = torch.ones(1, 8), torch.zeros(4)
+    with on_backend("sim"):
+        Qf[0, 0, 3] = 7e4
+        with raises_value_check("sim", "within fp16's range"):
+            kdops.maxsim_quantized(Qf, D, d_scale=ds)
+        with raises_value_check("sim", "within fp16's range"):
+            kdops.maxsim_residual(Qf, codes, residuals, centroids, weights)
+        Qf[0, 0, 3] = float("inf")  # scored: inf * 0 = NaN in the int8 doc's product
+        assert kdops.maxsim_quantized(Qf, D, d_scale=ds).isnan().all()
+        assert kdops.maxsim_residual(Qf, codes, residuals, centroids, weights).isinf().all()
 
 
 def test_opcheck_and_compile():

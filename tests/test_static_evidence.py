@@ -1,6 +1,6 @@
 """Static evidence from the compiled CUDA kernels (cuobjdump; no GPU needed): the MaxSim forward
-runs on tensor cores on every sm_80+ arch, fp16/bf16 by HMMA.16816 and int8 (maxsim_quantized)
-by IMMA.16832 fed by LDSM with no generic or global loads in their inner loops, and no kernel
+runs on tensor cores on every sm_80+ arch, fp16/bf16 by HMMA.16816 and maxsim_quantized's int8
+by IMMA.16832 (its other pairings by HMMA.16816 on fp16) fed by LDSM with no generic or global loads in their inner loops, and no kernel
 spills to local memory."""
 
 from __future__ import annotations
@@ -70,12 +70,14 @@ def test_16bit_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage):
                 assert not generic, (arch, mangled, generic)
 
 
-def test_int8_maxsim_forward_inner_loop_is_ldmatrix_and_imma_only(usage):
-    """The int8 forward (maxsim_quantized, int8 Q and D), with and without the argmax: IMMA.16832
-    (mma.sync m16n8k32 .s8) fed by LDSM in its innermost tensor-core loops, no generic or global
-    loads there, no stack, at most 128 registers (its launch bounds)."""
-    kernels = [u for u in usage if "maxsim_int8_kernel<" in u.kernel and _sm(u.arch) >= 80]
-    assert {u.kernel.split("<")[1].split(">")[0] for u in kernels} == {"true", "false"}, {u.kernel for u in kernels}
+@pytest.mark.parametrize("operands, instruction", [("Int8Operands", "IMMA.16832"), ("HalfOperands", "HMMA.16816")])
+def test_quantized_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage, operands, instruction):
+    """maxsim_quantized's forward, with and without the argmax: int8 x int8 by IMMA.16832
+    (mma.sync m16n8k32 .s8), the other pairings by HMMA.16816 on fp16, each fed by LDSM in its
+    innermost tensor-core loops, no generic or global loads there, no stack, at most 128
+    registers (its launch bounds)."""
+    kernels = [u for u in usage if "maxsim_serving_kernel<" in u.kernel and operands in u.kernel and _sm(u.arch) >= 80]
+    assert {u.kernel.rsplit(", ", 1)[1].rstrip(">") for u in kernels} == {"true", "false"}, {u.kernel for u in kernels}
     for u in kernels:
         assert u.stack_bytes == 0 and u.registers <= 128, (u.arch, u.kernel, u.stack_bytes, u.registers)
     for mangled in {u.mangled for u in kernels}:
@@ -84,7 +86,7 @@ def test_int8_maxsim_forward_inner_loop_is_ldmatrix_and_imma_only(usage):
             assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
             for loop in loops:
                 ops = [static_evidence.opcode(i) for i in loop]
-                assert any(op.startswith("IMMA.16832") for op in ops), (arch, ops)
+                assert any(op.startswith(instruction) for op in ops), (arch, ops)
                 assert any(op.startswith("LDSM") for op in ops), (arch, ops)
                 generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
                 assert not generic, (arch, mangled, generic)

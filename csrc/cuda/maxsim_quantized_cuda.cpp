@@ -12,6 +12,7 @@
 
 #include "common/maxsim_serving_inputs.h"
 #include "cuda/device.h"
+#include "cuda/half_range.h"
 #include "cuda/maxsim_serving_kernels.h"
 
 namespace kdops::cuda {
@@ -21,15 +22,6 @@ using maxsim_serving::Format;
 
 Format format_of(at::ScalarType type) {
   return type == at::kChar ? Format::kInt8 : type == at::kFloat8_e4m3fn ? Format::kE4m3 : Format::kFloat;
-}
-
-// A float32 query is rounded to fp16: finite values past fp16's largest (65504) would become
-// infinities, so they are refused (on the device, without a sync, as the other value checks).
-void check_half_range(const at::Tensor& Q) {
-  const at::Tensor valid = Q.abs().le(65504).logical_or_(Q.isfinite().logical_not_()).all();
-  const std::string message = "Q (float32) must hold values within fp16's range |x| <= 65504 on CUDA, where "
-                              "it is rounded to fp16 for the tensor cores";
-  if (!assert_on_device(valid, message)) TORCH_CHECK_VALUE(valid.item<bool>(), message);
 }
 
 std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cuda(
@@ -54,12 +46,13 @@ std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cuda(
   const Format qf = format_of(a.Q.scalar_type()), df = format_of(in.D.scalar_type());
   const float* qs = a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr;
   const float* ds = in.d_scale.data_ptr<float>();
+  const maxsim_serving::ResidualDocs none{};
   if (with_argmax) {
-    maxsim_serving::quantized_forward<true>(v, qf, qs, df, ds, scores.data_ptr<float>(),
-                                            argmax.data_ptr<int32_t>(), launch_target());
+    maxsim_serving::serving_forward<true>(v, qf, qs, df, ds, none, scores.data_ptr<float>(),
+                                          argmax.data_ptr<int32_t>(), launch_target());
   } else {
-    maxsim_serving::quantized_forward<false>(v, qf, qs, df, ds, scores.data_ptr<float>(), nullptr,
-                                             launch_target());
+    maxsim_serving::serving_forward<false>(v, qf, qs, df, ds, none, scores.data_ptr<float>(), nullptr,
+                                           launch_target());
   }
   if (length_normalize) scores.div_(serving_query_lengths(a));
   return {scores, argmax};

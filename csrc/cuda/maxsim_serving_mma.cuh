@@ -60,6 +60,7 @@ constexpr int kVec = 16;   // bytes per vector load, and the row padding
 
 using maxsim_serving::element_bytes;
 using maxsim_serving::Format;
+using maxsim_serving::ResidualDocs;
 
 // int8 Q and D: staged as they are, exact int32 sums.
 struct Int8Operands {
@@ -169,23 +170,76 @@ __device__ __forceinline__ void multiply(const char* a_rows, const char* b_rows,
   }
 }
 
-// One side's tokens: their format and per-token scales (float32, finite, >= 0; nullptr: a float32
-// query, unscaled). q: [Nq, Lq]; d: one per doc token row.
+// Residual docs (ColBERT/PLAID): bucket index of dimension e of a token's packed residuals, its
+// bits at stream positions e * nbits + k (k = 0 least significant), the first stream bit of a
+// byte in its most significant bit (kdops/reference.py residual_decompress).
+__device__ inline int residual_bucket(const uint8_t* packed, int64_t e, int nbits) {
+  const int64_t p = e * nbits;  // nbits divides 8: a bucket never straddles two bytes
+  const int byte = packed[p / 8], first = static_cast<int>(p % 8);
+  int bucket = 0;
+  for (int k = 0; k < nbits; ++k) bucket |= ((byte >> (7 - first - k)) & 1) << k;
+  return bucket;
+}
+
+// The unnormalised value of dimension e of doc token row `row`: its centroid's plus its bucket's
+// weight (the normalisation divides by the row's norm, residual_norms).
+__device__ inline float residual_value(const ResidualDocs& docs, int64_t row, int64_t dim, int64_t e) {
+  const int64_t bytes = dim * docs.nbits / 8;
+  return docs.centroids[int64_t(docs.codes[row]) * dim + e] +
+         docs.weights[residual_bucket(docs.residuals + row * bytes, e, docs.nbits)];
+}
+
+// norm[r] = max(||x_r||, 1e-12) (torch.nn.functional.normalize's) of the tile's doc token rows
+// r < tokens (first on), x the unnormalised values: two threads a row (consecutive lanes), each
+// summing every other dimension, then one shuffle. Every thread calls it.
+__device__ inline void residual_norms(const ResidualDocs& docs, int64_t first, int64_t tokens, int64_t dim,
+                                      float* norm) {
+  static_assert(kThreads == 2 * kCols, "two threads per doc row");
+  const int r = static_cast<int>(threadIdx.x) / 2, half = static_cast<int>(threadIdx.x) % 2;
+  float squares = 0;
+  if (r < tokens) {
+    for (int64_t e = half; e < dim; e += 2) {
+      const float x = residual_value(docs, first + r, dim, e);
+      squares += x * x;
+    }
+  }
+  squares += __shfl_xor_sync(0xffffffffu, squares, 1);
+  if (half == 0) norm[r] = fmaxf(sqrtf(squares), 1e-12f);
+}
+
+// Stages elements [f0, f0 + width) of the tile's doc rows from residual docs, decoded as ColBERT
+// decompresses them (x / norm) and rounded to fp16; rows past `tokens` and elements past dim as
+// zeros.
+__device__ inline void stage_residual(char* tile, int stride, const ResidualDocs& docs, int64_t first,
+                                      int64_t tokens, int64_t dim, int64_t f0, const float* norm, const Walk& walk) {
+  walk.over(kCols, [&](int r, int c) {
+    uint16_t value = 0;
+    if (r < tokens && f0 + c < dim) {
+      value = __half_as_ushort(__float2half_rn(residual_value(docs, first + r, dim, f0 + c) / norm[r]));
+    }
+    reinterpret_cast<uint16_t*>(tile + r * stride)[c] = value;
+  });
+}
+
+// One side's tokens: their format and per-token scales (float32, finite, >= 0; nullptr: float32
+// or residual tokens, unscaled). q: [Nq, Lq]; d: one per doc token row.
 struct Side {
   Format format;
   const float* scale;
 };
 
-// v: Q and D as bytes (rows of dim elements in q.format / d.format). width: the elements per
-// feature chunk (a multiple of Op::kK; all of d, rounded up, when it fits).
+// v: Q and D as bytes (rows of dim elements in q.format / d.format; d.format kResidual: the docs
+// in `residual`, HalfOperands only). width: the elements per feature chunk (a multiple of Op::kK;
+// all of d, rounded up, when it fits).
 template <typename Op, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads, 4)
-    maxsim_serving_kernel(MaxSimView<char> v, Side q, Side d, Groups grp, int width, bool vec, float* scores,
-                          int32_t* argmax) {
+    maxsim_serving_kernel(MaxSimView<char> v, Side q, Side d, ResidualDocs residual, Groups grp, int width,
+                          bool vec, float* scores, int32_t* argmax) {
   KDOPS_DYNAMIC_SMEM(char, smem);
   __shared__ const char* q_src[kRows];      // each query row's source row (nullptr: zeros)
   __shared__ uint32_t col_mask[2];          // mma::column_masks of the tile
   __shared__ float col_scale[kCols];        // the tile's doc token scales (0 past the doc's end)
+  __shared__ float row_norm[kCols];         // residual docs: the norms of the tile's tokens
   __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
   __shared__ int32_t part_index[2][kRows];
   alignas(16) __shared__ float contrib[kRows];  // each row's max times its scale (0: masked, no token)
@@ -193,6 +247,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int stride = tile_stride<Op>(width), width_bytes = width * static_cast<int>(sizeof(typename Op::stored));
   const int64_t feature_chunks = (v.dim + width - 1) / width;
   const int64_t q_row_bytes = v.dim * element_bytes(q.format), d_row_bytes = v.dim * element_bytes(d.format);
+  const bool residual_docs = d.format == Format::kResidual;
   char* q_tile = smem;
   char* d_tile = q_tile + kRows * stride;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, wr = warp / 2, wc = warp % 2;
@@ -237,11 +292,19 @@ __global__ void __launch_bounds__(kThreads, 4)
           if (feature_chunks > 1 || t == 0) {
             stage<Op>(q_tile, stride, real_rows, v.dim, f0, q.format, vec_loads, walk, [&](int r) { return q_src[r]; });
           }
-          stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
-                    [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; });
+          if (std::is_same_v<Op, HalfOperands> && residual_docs) {  // decoded to fp16
+            if (fc == 0) {
+              residual_norms(residual, first, tokens, v.dim, row_norm);
+              __syncthreads();  // (residual_docs is the same in the block)
+            }
+            stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, row_norm, walk);
+          } else {
+            stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
+                      [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; });
+          }
           if (fc == 0) {
             if (warp == 0) mma::column_masks(v, first, tokens, col_mask);
-            if (tid < kCols) col_scale[tid] = tid < tokens ? d.scale[first + tid] : 0.0f;
+            if (tid < kCols) col_scale[tid] = tid >= tokens ? 0.0f : d.scale != nullptr ? d.scale[first + tid] : 1.0f;
           }
           __syncthreads();
           // A branch per chunk, none inside the loop over features (m_tiles is the same in the warp).
