@@ -67,6 +67,7 @@ struct Int8Operands {
   using stored = int8_t;
   using acc_t = int32_t;
   static constexpr int kK = kStep;  // elements per mma step
+  static constexpr int kMinBlocks = 4;  // blocks per SM (launch bounds): 128 registers, no spills
   __device__ static void mma(int32_t (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ptx::mma_m16n8k32_s8(acc, a, b, acc);
   }
@@ -77,6 +78,9 @@ struct HalfOperands {
   using stored = uint16_t;  // fp16 bits
   using acc_t = float;
   static constexpr int kK = kStep / 2;
+  // Blocks per SM: the decoders (fp8, residual) need more than 128 registers, which spilled to a
+  // 16-byte stack frame at 4 blocks; 3 allow 168.
+  static constexpr int kMinBlocks = 3;
   __device__ static void mma(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ptx::mma_m16n8k16<__half>(acc, a, b, acc);
   }
@@ -182,18 +186,20 @@ __device__ inline int residual_bucket(const uint8_t* packed, int64_t e, int nbit
 }
 
 // The unnormalised value of dimension e of doc token row `row`: its centroid's plus its bucket's
-// weight (the normalisation divides by the row's norm, residual_norms).
+// weight (the normalisation scales it by the row's inverse norm, residual_norms).
 __device__ inline float residual_value(const ResidualDocs& docs, int64_t row, int64_t dim, int64_t e) {
   const int64_t bytes = dim * docs.nbits / 8;
   return docs.centroids[int64_t(docs.codes[row]) * dim + e] +
          docs.weights[residual_bucket(docs.residuals + row * bytes, e, docs.nbits)];
 }
 
-// norm[r] = max(||x_r||, 1e-12) (torch.nn.functional.normalize's) of the tile's doc token rows
-// r < tokens (first on), x the unnormalised values: two threads a row (consecutive lanes), each
-// summing every other dimension, then one shuffle. Every thread calls it.
+// inv_norm[r] = 1 / max(||x_r||, 1e-12) (torch.nn.functional.normalize's eps) of the tile's doc
+// token rows r < tokens (first on), x the unnormalised values: two threads a row (consecutive
+// lanes), each summing every other dimension, then one shuffle. rsqrtf (within 2 ulp) rather than
+// a division and sqrtf: their IEEE slow paths are calls that cost this kernel a stack frame, and
+// the value is rounded to fp16 (2^-11) anyway. Every thread calls it.
 __device__ inline void residual_norms(const ResidualDocs& docs, int64_t first, int64_t tokens, int64_t dim,
-                                      float* norm) {
+                                      float* inv_norm) {
   static_assert(kThreads == 2 * kCols, "two threads per doc row");
   const int r = static_cast<int>(threadIdx.x) / 2, half = static_cast<int>(threadIdx.x) % 2;
   float squares = 0;
@@ -204,18 +210,19 @@ __device__ inline void residual_norms(const ResidualDocs& docs, int64_t first, i
     }
   }
   squares += __shfl_xor_sync(0xffffffffu, squares, 1);
-  if (half == 0) norm[r] = fmaxf(sqrtf(squares), 1e-12f);
+  if (half == 0) inv_norm[r] = fminf(rsqrtf(squares), 1e12f);
 }
 
 // Stages elements [f0, f0 + width) of the tile's doc rows from residual docs, decoded as ColBERT
-// decompresses them (x / norm) and rounded to fp16; rows past `tokens` and elements past dim as
+// decompresses them (x / ||x||) and rounded to fp16; rows past `tokens` and elements past dim as
 // zeros.
 __device__ inline void stage_residual(char* tile, int stride, const ResidualDocs& docs, int64_t first,
-                                      int64_t tokens, int64_t dim, int64_t f0, const float* norm, const Walk& walk) {
+                                      int64_t tokens, int64_t dim, int64_t f0, const float* inv_norm,
+                                      const Walk& walk) {
   walk.over(kCols, [&](int r, int c) {
     uint16_t value = 0;
     if (r < tokens && f0 + c < dim) {
-      value = __half_as_ushort(__float2half_rn(residual_value(docs, first + r, dim, f0 + c) / norm[r]));
+      value = __half_as_ushort(__float2half_rn(residual_value(docs, first + r, dim, f0 + c) * inv_norm[r]));
     }
     reinterpret_cast<uint16_t*>(tile + r * stride)[c] = value;
   });
@@ -232,14 +239,14 @@ struct Side {
 // in `residual`, HalfOperands only). width: the elements per feature chunk (a multiple of Op::kK;
 // all of d, rounded up, when it fits).
 template <typename Op, bool kWriteArgmax>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
     maxsim_serving_kernel(MaxSimView<char> v, Side q, Side d, ResidualDocs residual, Groups grp, int width,
                           bool vec, float* scores, int32_t* argmax) {
   KDOPS_DYNAMIC_SMEM(char, smem);
   __shared__ const char* q_src[kRows];      // each query row's source row (nullptr: zeros)
   __shared__ uint32_t col_mask[2];          // mma::column_masks of the tile
   __shared__ float col_scale[kCols];        // the tile's doc token scales (0 past the doc's end)
-  __shared__ float row_norm[kCols];         // residual docs: the norms of the tile's tokens
+  __shared__ float inv_norm[kCols];         // residual docs: the inverse norms of the tile's tokens
   __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
   __shared__ int32_t part_index[2][kRows];
   alignas(16) __shared__ float contrib[kRows];  // each row's max times its scale (0: masked, no token)
@@ -294,10 +301,10 @@ __global__ void __launch_bounds__(kThreads, 4)
           }
           if (std::is_same_v<Op, HalfOperands> && residual_docs) {  // decoded to fp16
             if (fc == 0) {
-              residual_norms(residual, first, tokens, v.dim, row_norm);
+              residual_norms(residual, first, tokens, v.dim, inv_norm);
               __syncthreads();  // (residual_docs is the same in the block)
             }
-            stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, row_norm, walk);
+            stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, inv_norm, walk);
           } else {
             stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
                       [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; });
