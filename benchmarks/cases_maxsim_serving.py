@@ -3,8 +3,9 @@ the reranking shape of cases_maxsim (one query against 1000 docs) and the per-qu
 layout. Each row holds the eager reference (decode, then the float einsum), torch.compile of it,
 kdops, and kdops.maxsim on the float32 tensors ("kdops float32") for the price of the format.
 No peer is installed here that scores these formats on the CPU (flash-maxsim's int8 and
-late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). CPU only: the CUDA kernels of
-these ops are deferred (issue #27).
+late-interaction-kernels' fp8 / PLAID paths are CUDA kernels). The same rows on CUDA, where the
+quantized rows' reference decodes the tokens and scores them in float32 (torch has no int64
+matmul on CUDA for the CPU rows' exact einsum).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _quantized(name: str, Q, Dd, query: str, docs: str, flops: float, shape: str
     d, d_scale = quantize[docs](Dd)
 
     def ref(q, d):
+        if q.is_cuda:  # decode, then the float32 MaxSim
+            return reference.maxsim(reference.dequantize(q, q_scale), reference.dequantize(d, d_scale))
         return reference.maxsim_quantized(q, d, q_scale, d_scale)
 
     impls = [
@@ -47,7 +50,7 @@ def _quantized(name: str, Q, Dd, query: str, docs: str, flops: float, shape: str
 
 def _residual(name: str, Q, Dd, gen, flops: float, shape: str) -> Case:
     tokens = Dd.reshape(-1, D)
-    centroids = tokens[torch.randperm(tokens.shape[0], generator=gen)[:1024]].clone()
+    centroids = tokens[torch.randperm(tokens.shape[0], generator=gen)[:1024].to(tokens.device)].clone()
     cutoffs, weights = kdops.residual_buckets(tokens - centroids[(tokens @ centroids.T).argmax(1)], NBITS)
     codes, residuals = kdops.residual_compress(Dd, centroids, cutoffs)
 
@@ -64,14 +67,12 @@ def _residual(name: str, Q, Dd, gen, flops: float, shape: str) -> Case:
 
 
 def cases(device: torch.device) -> list[Case]:
-    if device.type != "cpu":
-        return []  # CPU kernels only for now (issue #27)
     gen = torch.Generator().manual_seed(0)
     nd, lq, ld = 1000, 32, 300
-    Q, Dd = _tokens((1, lq, D), gen), _tokens((nd, ld, D), gen)
+    Q, Dd = _tokens((1, lq, D), gen).to(device), _tokens((nd, ld, D), gen).to(device)
     rerank = f"Nq=1 Nd={nd} Lq={lq} Ld={ld} d={D}"
     nq, k, ld_k = 8, 32, 180
-    Qk, Dk = _tokens((nq, lq, D), gen), _tokens((nq, k, ld_k, D), gen)
+    Qk, Dk = _tokens((nq, lq, D), gen).to(device), _tokens((nq, k, ld_k, D), gen).to(device)
     per_query = f"Nq={nq} K={k} Lq={lq} Ld={ld_k} d={D}"
     return [
         _quantized("reranking", Q, Dd, "int8", "int8", _flops(1, nd, lq, ld), rerank),

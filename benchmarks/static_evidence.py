@@ -5,7 +5,7 @@ shared and local memory per kernel and arch, and whether a kernel's SASS uses te
     python -m benchmarks.static_evidence    # writes benchmarks/results/static/kernels.{md,json}
 
 tests/test_static_evidence.py asserts on the same data: HMMA in the fp16/bf16/TF32 MaxSim kernels
-for every sm_80+ cubin, the fp16/bf16 inner loop fed by LDSM (no generic or global fragment loads),
+and IMMA in maxsim_quantized's int8 one for every sm_80+ cubin, their inner loops fed by LDSM (no generic or global fragment loads),
 no local memory (spills) in any kernel."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from benchmarks.gpu_perf.tools import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "static"
-# Tensor-core instructions: HMMA (mma.sync, sm_70+), HGMMA (wgmma, sm_90a), UTCHMMA & co (sm_100a).
-TENSOR_CORE = re.compile(r"\b(HMMA|HGMMA|UTC\w*MMA)\b")
+# Tensor-core instructions: HMMA (mma.sync on floats, sm_70+), IMMA (mma.sync on integers),
+# HGMMA (wgmma, sm_90a), UTCHMMA & co (sm_100a).
+TENSOR_CORE = re.compile(r"\b(HMMA|IMMA|HGMMA|UTC\w*MMA)\b")
 # A SASS instruction line: "/*3ba0*/  @P0 LDSM.16.M88.4 R56, [R21] ;" (address, instruction).
 INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(.+?)\s*;")
 BRANCH = re.compile(r"\bBRA\s+(0x[0-9a-f]+)")
@@ -134,8 +135,10 @@ def inner_tensor_core_loops(code: list[tuple[int, str]]) -> list[list[str]]:
 
 
 def tensor_core_kernels(usage: list[KernelUsage]) -> list[str]:
-    """The mangled names of the MaxSim tensor-core kernels: mma.sync (fp16/bf16) and WMMA (TF32)."""
-    return sorted({u.mangled for u in usage if "maxsim_mma_kernel" in u.kernel or "maxsim_tensor_core_kernel" in u.kernel})
+    """The mangled names of the MaxSim tensor-core kernels: mma.sync (fp16/bf16; maxsim_quantized's
+    int8 and fp16) and WMMA (TF32)."""
+    names = ("maxsim_mma_kernel", "maxsim_tensor_core_kernel", "maxsim_serving_kernel")
+    return sorted({u.mangled for u in usage if any(n in u.kernel for n in names)})
 
 
 def main() -> None:
@@ -151,7 +154,7 @@ def main() -> None:
         f"Library: kdops._C built for {', '.join(sorted({u.arch for u in usage}, key=_arch_number))}. Shared = static shared "
         "memory as cuobjdump reports it (from sm_90 on it adds the block's 1 KiB system reserve); the MaxSim forward kernels "
         "also take dynamic shared memory at launch. Local = bytes per thread of local memory (0: no spills). "
-        "TC = tensor-core SASS instructions (HMMA/HGMMA) in the MaxSim tensor-core kernels (- = not counted).",
+        "TC = tensor-core SASS instructions (HMMA/IMMA/HGMMA) in the MaxSim tensor-core kernels (- = not counted).",
         "",
         "| arch | kernel | registers | shared (B) | local (B) | stack (B) | TC |",
         "|---|---|---|---|---|---|---|",

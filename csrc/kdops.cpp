@@ -67,14 +67,13 @@ TORCH_LIBRARY(KDOPS_NS, m) {
   m.def(
       "maxsim_backward(Tensor grad, Tensor argmax, Tensor Q, Tensor D, Tensor? q_mask, "
       "Tensor? doc_offsets, bool length_normalize, bool grad_Q, bool grad_D) -> (Tensor, Tensor)");
-  // MaxSim for serving (inference only: the Autograd kernel refuses inputs that require grad),
-  // CPU kernels only for now (the CUDA kernels wait for the MaxSim GPU rework, issue #27).
+  // MaxSim for serving (inference only: the Autograd kernel refuses inputs that require grad).
   // Layouts of D as maxsim's padded ones: [Nd, Ld, d] (all pairs) or [Nq, K, Ld, d] (per query).
   // Scores are float32; argmax as maxsim's, an empty int32 [0] unless with_argmax.
   // maxsim_quantized: D int8 or float8_e4m3fn with a float32 scale per token (d_scale =
   // D.shape[:-1]); Q float32, or int8 / float8_e4m3fn with q_scale [Nq, Lq]. int8 x int8
   // accumulates exactly in int32; every other pair decodes tokens to float32 (x * scale) and
-  // accumulates in float32.
+  // accumulates in float32 on the CPU, to fp16 on CUDA (csrc/cuda/maxsim_quantized_cuda.cpp).
   m.def(
       "maxsim_quantized(Tensor Q, Tensor? q_scale, Tensor D, Tensor d_scale, Tensor? q_mask, "
       "Tensor? d_mask, bool length_normalize, bool with_argmax=False) -> (Tensor, Tensor)");

@@ -29,7 +29,7 @@ _C = load_extension()
 # Not built unless asked for; when its file exists, an import error is a real error.
 _C_sim = importlib.import_module("kdops._C_sim") if importlib.util.find_spec("kdops._C_sim") else None
 
-__all__ = ["CUDA_DEFERRED", "NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"]
+__all__ = ["NAMESPACES", "build_info", "built_with_cuda", "built_with_simulator"]
 
 NAMESPACES = ("kdops", "kdops_sim") if _C_sim is not None else ("kdops",)
 
@@ -251,11 +251,6 @@ def _(grad, argmax, Q, D, q_mask, doc_offsets, length_normalize, grad_Q, grad_D)
 
 
 # --- MaxSim for serving (kdops.serving) ----------------------------------------------------
-
-# Ops whose CUDA kernels are deferred (they come with the MaxSim GPU rework, issue #27): a CUDA
-# build has no CUDA kernel for them, and kdops.serving refuses CUDA tensors with that message.
-CUDA_DEFERRED = ("maxsim_quantized", "maxsim_residual")
-
 
 def _serving_outputs(Q, tokens, q_mask, d_mask, with_argmax):
     """Checks what maxsim_serving_inputs.h checks without values; the (scores, argmax) of docs

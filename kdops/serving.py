@@ -1,16 +1,16 @@
 """MaxSim for serving: scoring quantized (int8, float8 e4m3) and residual-compressed
 (ColBERT/PLAID) documents, and the helpers that make those formats. Inference only: the ops
-have no gradient and refuse inputs that require grad. CPU kernels only for now; the CUDA
-kernels come with the MaxSim GPU rework (issue #27), and CUDA tensors are refused, never moved.
-The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
+have no gradient and refuse inputs that require grad. Both run on the CPU and on CUDA (tensor
+cores). The formulas are spelled out in kdops.reference (maxsim_quantized, residual_decompress)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from kdops import functional as _functional
 from kdops import ops as _registrations  # noqa: F401  (registers fake kernels)
-from kdops._validate import check_tensor
+from kdops._validate import check_backend, check_tensor
 
 __all__ = [
     "maxsim_quantized",
@@ -21,19 +21,12 @@ __all__ = [
     "residual_compress",
 ]
 
-_NO_CUDA_YET = (
-    "{op} has no CUDA kernel yet (it comes with the MaxSim GPU rework, issue #27); got a tensor on {device}. "
-    "Score on the CPU (move the tensors with .cpu()), or use kdops.maxsim on decoded float tensors."
-)
-
-
 def _check_inputs(op: str, tensors: dict[str, Tensor | None]) -> None:
     for name, value in tensors.items():
         if value is None:
             continue
         check_tensor(value, name)
-        if value.is_cuda:
-            raise NotImplementedError(_NO_CUDA_YET.format(op=op, device=value.device))
+        check_backend(value, op)
 
 
 def _check_flag(value: object, name: str) -> None:
@@ -129,14 +122,18 @@ def maxsim_quantized(
     :func:`kdops.maxsim`.
 
     int8 Q and D: exact integer dot products (int32 accumulation; AVX-512 VNNI where the CPU
-    has it), ``sum_i q_scale[i] * max_j <Q_i, D_j> * d_scale[j]``. Every other pair: the tokens
-    are decoded to float32 (``x * scale``) a block at a time and scored in float32, the scores
-    equal to :func:`kdops.maxsim` of the decoded tensors.
+    has it, mma.sync m16n8k32 .s8 on CUDA), ``sum_i q_scale[i] * max_j <Q_i, D_j> * d_scale[j]``,
+    the same float32 scores on both. Every other pair: on the CPU the tokens are decoded to
+    float32 (``x * scale``) a block at a time and scored in float32, the scores equal to
+    :func:`kdops.maxsim` of the decoded tensors; on CUDA they are decoded to fp16 (int8 and e4m3
+    exactly, a float32 Q rounded to fp16, so within fp16's range) and multiplied on fp16 tensor
+    cores with fp32 sums, the scales applied outside the dot products, as for int8: the scores
+    agree with the CPU's to float32 rounding (plus a float32 Q's fp16 rounding).
     """
     tensors = {"Q": Q, "D": D, "d_scale": d_scale, "q_scale": q_scale, "q_mask": q_mask, "d_mask": d_mask}
     _check_inputs("kdops.maxsim_quantized", tensors)
     _check_flag(length_normalize, "length_normalize")
-    return torch.ops.kdops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, False)[0]
+    return _functional._ops.maxsim_quantized.default(Q, q_scale, D, d_scale, q_mask, d_mask, length_normalize, False)[0]
 
 
 def maxsim_residual(
@@ -157,12 +154,15 @@ def maxsim_residual(
     (uint8 ``codes.shape + [d * nbits / 8]``, nbits 1, 2 or 4), ``centroids`` float32
     ``[C, d]``, ``bucket_weights`` float32 ``[2^nbits]``. Each token is decoded on the fly, as
     ColBERT decompresses it (``normalize(centroids[code] + bucket_weights[b])``,
-    kdops.reference.residual_decompress), a block of tokens at a time, never the whole docs.
+    kdops.reference.residual_decompress), a block of tokens at a time, never the whole docs: on
+    the CPU to float32; on CUDA to fp16 in shared memory, a tile at a time, scored on fp16 tensor
+    cores with fp32 sums (Q rounded to fp16 too, so within fp16's range: the scores agree with the
+    CPU's to the two roundings, 2^-10 relative per product).
     ``Q [Nq, Lq, d]`` float32; masks and ``length_normalize`` as in :func:`kdops.maxsim`.
     """
     tensors = {"Q": Q, "codes": codes, "residuals": residuals, "centroids": centroids,
                "bucket_weights": bucket_weights, "q_mask": q_mask, "d_mask": d_mask}
     _check_inputs("kdops.maxsim_residual", tensors)
     _check_flag(length_normalize, "length_normalize")
-    return torch.ops.kdops.maxsim_residual.default(
+    return _functional._ops.maxsim_residual.default(
         Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask, length_normalize, False)[0]

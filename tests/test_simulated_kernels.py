@@ -18,7 +18,7 @@ import torch
 
 import kdops
 from kdops import reference
-from kdops.ops import CUDA_DEFERRED, built_with_simulator
+from kdops.ops import built_with_simulator
 from tests.helpers import assert_close, sim_schedule, simulated
 from tests.op_cases import OP_CASES
 
@@ -48,14 +48,13 @@ def test_sim_ops_have_exactly_the_schemas_of_the_kdops_ops():
 
 
 def test_every_sim_op_has_a_cpu_kernel_and_autograd():
-    """Every op with a CUDA kernel runs on the simulator; the ops whose CUDA kernels are deferred
-    (kdops.ops.CUDA_DEFERRED) have none to run."""
+    """Every op has a CUDA kernel, which runs on the simulator."""
     for name in _schemas("kdops_sim"):
         op = f"kdops_sim::{name}"
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU") != (name in CUDA_DEFERRED), op
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU"), op
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Autograd"), op
     ops = kdops.build_info()["ops"]
-    assert all("sim" in backends for name, backends in ops.items() if name not in CUDA_DEFERRED)
+    assert all("sim" in backends for backends in ops.values())
 
 
 @contextlib.contextmanager

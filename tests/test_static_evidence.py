@@ -1,6 +1,7 @@
 """Static evidence from the compiled CUDA kernels (cuobjdump; no GPU needed): the MaxSim forward
-runs on tensor cores on every sm_80+ arch, fp16/bf16 by HMMA.16816 fed by LDSM with no generic or
-global loads in its inner loop, and no kernel spills to local memory."""
+runs on tensor cores on every sm_80+ arch, fp16/bf16 by HMMA.16816 and maxsim_quantized's int8
+by IMMA.16832 (its other pairings by HMMA.16816 on fp16) fed by LDSM with no generic or global loads in their inner loops, and no kernel
+spills to local memory."""
 
 from __future__ import annotations
 
@@ -64,6 +65,30 @@ def test_16bit_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage):
             for loop in loops:
                 ops = [static_evidence.opcode(i) for i in loop]
                 assert any(op.startswith("HMMA.16816") for op in ops), (arch, ops)
+                assert any(op.startswith("LDSM") for op in ops), (arch, ops)
+                generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
+                assert not generic, (arch, mangled, generic)
+
+
+@pytest.mark.parametrize("operands, instruction, max_registers",
+                         [("Int8Operands", "IMMA.16832", 128), ("HalfOperands", "HMMA.16816", 168)])
+def test_quantized_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage, operands, instruction, max_registers):
+    """The serving forward (maxsim_quantized, maxsim_residual), with and without the argmax:
+    int8 x int8 by IMMA.16832 (mma.sync m16n8k32 .s8), the other pairings and residual docs by
+    HMMA.16816 on fp16, each fed by LDSM in its innermost tensor-core loops, no generic or global
+    loads there, no stack, and the registers its launch bounds allow (4 blocks of 128 threads per
+    SM for int8, 3 for the fp16 decoders)."""
+    kernels = [u for u in usage if "maxsim_serving_kernel<" in u.kernel and operands in u.kernel and _sm(u.arch) >= 80]
+    assert {u.kernel.rsplit(", ", 1)[1].rstrip(">") for u in kernels} == {"true", "false"}, {u.kernel for u in kernels}
+    for u in kernels:
+        assert u.stack_bytes == 0 and u.registers <= max_registers, (u.arch, u.kernel, u.stack_bytes, u.registers)
+    for mangled in {u.mangled for u in kernels}:
+        for arch, code in static_evidence.sass(mangled).items():
+            loops = static_evidence.inner_tensor_core_loops(code)
+            assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
+            for loop in loops:
+                ops = [static_evidence.opcode(i) for i in loop]
+                assert any(op.startswith(instruction) for op in ops), (arch, ops)
                 assert any(op.startswith("LDSM") for op in ops), (arch, ops)
                 generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
                 assert not generic, (arch, mangled, generic)

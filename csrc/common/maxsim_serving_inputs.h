@@ -1,6 +1,5 @@
 // Host side of the serving MaxSim ops (maxsim_quantized, maxsim_residual; schemas and formats in
-// csrc/kdops.cpp): argument checks and the doc layout, shared by their CPU kernels and by the
-// CUDA kernels to come (issue #27). The layouts are maxsim's padded ones (common/maxsim.h): the
+// csrc/kdops.cpp): argument checks and the doc layout, shared by their CPU and CUDA kernels. The layouts are maxsim's padded ones (common/maxsim.h): the
 // docs' per-token tensors (D without its last dimension, the scales, codes, mask) are [Nd, Ld]
 // (all pairs) or [Nq, K, Ld] (each query against its own K candidates).
 #pragma once
@@ -84,6 +83,94 @@ inline ServingArgs serving_args(const at::Tensor& Q, const c10::optional<at::Ten
   if (q_mask.has_value()) a.q_mask = checked_mask(*q_mask, {a.Nq, a.Lq}, Q, "q_mask", "[Nq, Lq]");
   if (d_mask.has_value()) a.d_mask = checked_mask(*d_mask, tokens, Q, "d_mask", "the docs' [..., Ld]");
   return a;
+}
+
+// maxsim_quantized's inputs, checked, for both backends: the query side and layout, D (int8 or
+// float8_e4m3fn, [Nd, Ld, d] or [Nq, K, Ld, d]) contiguous, and its scales.
+struct QuantizedArgs {
+  ServingArgs a;
+  at::Tensor D, d_scale;
+  bool int8() const { return a.Q.scalar_type() == at::kChar && D.scalar_type() == at::kChar; }
+};
+
+// int32 accumulation of int8 products stays exact up to this embedding size (|sum| <= d * 2^14,
+// with room for the +128 offset of the CPU's VNNI panels: 255 * 128 per dim).
+constexpr int64_t kInt8MaxDim = 65536;
+
+inline QuantizedArgs quantized_args(const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale,
+                                    const at::Tensor& D, const at::Tensor& d_scale,
+                                    const c10::optional<at::Tensor>& q_mask,
+                                    const c10::optional<at::Tensor>& d_mask) {
+  TORCH_CHECK_TYPE(is_quantized_type(D.scalar_type()), "D must be int8 or float8_e4m3fn (float "
+                   "docs: kdops.maxsim), got ", D.scalar_type());
+  check_same_device(D, Q, "D", "Q");
+  TORCH_CHECK_VALUE(D.dim() == 3 || D.dim() == 4, "D must be [Nd, Ld, d] (all pairs) or "
+                    "[Nq, K, Ld, d] (per-query candidates), got shape ", D.sizes());
+  const at::IntArrayRef tokens = D.sizes().slice(0, D.dim() - 1);
+  QuantizedArgs q{serving_args(Q, q_scale, true, tokens, "D", q_mask, d_mask), D.contiguous(), {}};
+  TORCH_CHECK_VALUE(D.size(-1) == q.a.dim, "D must have the embedding size d = ", q.a.dim,
+                    " of Q in its last dimension, got shape ", D.sizes());
+  q.d_scale = checked_scale(d_scale, tokens, Q, "d_scale", "D.shape[:-1]");
+  TORCH_CHECK_VALUE(!q.int8() || q.a.dim <= kInt8MaxDim, "int8 Q and D need an embedding size d <= ",
+                    kInt8MaxDim, " (exact int32 accumulation), got ", q.a.dim);
+  return q;
+}
+
+// maxsim_residual's inputs, checked, for both backends: the query side and layout, and the docs:
+// codes as int32 centroid ids, residuals, centroids and bucket weights contiguous, nbits.
+struct ResidualArgs {
+  ServingArgs a;
+  at::Tensor codes, residuals, centroids, weights;
+  int nbits;
+};
+
+inline ResidualArgs residual_args(const at::Tensor& Q, const at::Tensor& codes, const at::Tensor& residuals,
+                                  const at::Tensor& centroids, const at::Tensor& bucket_weights,
+                                  const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& d_mask) {
+  TORCH_CHECK_TYPE(codes.scalar_type() == at::kInt || codes.scalar_type() == at::kLong,
+                   "codes must be int32 or int64 (centroid ids), got ", codes.scalar_type());
+  TORCH_CHECK_TYPE(residuals.scalar_type() == at::kByte, "residuals must be uint8 (packed bits), got ",
+                   residuals.scalar_type());
+  TORCH_CHECK_TYPE(centroids.scalar_type() == at::kFloat, "centroids must be float32, got ", centroids.scalar_type());
+  TORCH_CHECK_TYPE(bucket_weights.scalar_type() == at::kFloat, "bucket_weights must be float32, got ",
+                   bucket_weights.scalar_type());
+  check_same_device(codes, Q, "codes", "Q");
+  check_same_device(residuals, Q, "residuals", "Q");
+  check_same_device(centroids, Q, "centroids", "Q");
+  check_same_device(bucket_weights, Q, "bucket_weights", "Q");
+  ResidualArgs r;
+  r.a = serving_args(Q, c10::nullopt, false, codes.sizes(), "codes", q_mask, d_mask);
+  const int64_t dim = r.a.dim;
+  check_dim(centroids, 2, "centroids", "[C, d]");
+  TORCH_CHECK_VALUE(centroids.size(1) == dim && centroids.size(0) >= 1, "centroids must be [C, d] with C >= 1 "
+                    "and the embedding size d = ", dim, " of Q, got shape ", centroids.sizes());
+  TORCH_CHECK_VALUE(residuals.dim() == codes.dim() + 1 && residuals.sizes().slice(0, codes.dim()) == codes.sizes(),
+                    "residuals must be codes.shape + [d * nbits / 8] = ", codes.sizes(), " + [...], got ",
+                    residuals.sizes());
+  const int64_t bytes = residuals.size(-1);
+  const int64_t nbits = bytes * 8 % dim == 0 ? bytes * 8 / dim : 0;
+  TORCH_CHECK_VALUE(nbits == 1 || nbits == 2 || nbits == 4, "residuals' last dimension must be d * nbits / 8 "
+                    "with nbits 1, 2 or 4 (d = ", dim, ": ", dim / 8, ", ", dim / 4, " or ", dim / 2,
+                    " bytes), got ", bytes);
+  TORCH_CHECK_VALUE(bucket_weights.dim() == 1 && bucket_weights.size(0) == (int64_t(1) << nbits),
+                    "bucket_weights must be [2^nbits] = [", int64_t(1) << nbits, "] for ", nbits,
+                    "-bit residuals, got shape ", bucket_weights.sizes());
+  r.codes = codes.to(at::kInt).contiguous();
+  if (r.codes.numel() > 0) {
+    // Read on the host for host tensors (naming the values found); a device-side assert in
+    // device memory (assert_on_device, as the scales).
+    const at::Tensor valid = r.codes.ge(0).logical_and_(r.codes.lt(centroids.size(0))).all();
+    const std::string range = "codes must be centroid ids in [0, " + std::to_string(centroids.size(0)) + ")";
+    if (!assert_on_device(valid, range)) {
+      const int64_t low = r.codes.min().item<int32_t>(), high = r.codes.max().item<int32_t>();
+      TORCH_CHECK_INDEX(low >= 0 && high < centroids.size(0), range, ", got values in [", low, ", ", high, "]");
+    }
+  }
+  r.residuals = residuals.contiguous();
+  r.centroids = centroids.contiguous();
+  r.weights = bucket_weights.contiguous();
+  r.nbits = static_cast<int>(nbits);
+  return r;
 }
 
 // The empty-or-[Nq, K, Lq] argmax and the [Nq, K] float32 scores of a serving op.

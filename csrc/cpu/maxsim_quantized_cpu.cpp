@@ -12,32 +12,19 @@
 namespace kdops::cpu {
 namespace {
 
-// int32 accumulation of 255 * 128 per dim (the +128 offset of maxsim_int8_panel.h) stays exact
-// up to this embedding size.
-constexpr int64_t kInt8MaxDim = 65536;
-
 std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cpu(
     const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale, const at::Tensor& D,
     const at::Tensor& d_scale, const c10::optional<at::Tensor>& q_mask,
     const c10::optional<at::Tensor>& d_mask, bool length_normalize, bool with_argmax) {
-  TORCH_CHECK_TYPE(is_quantized_type(D.scalar_type()), "D must be int8 or float8_e4m3fn (float "
-                   "docs: kdops.maxsim), got ", D.scalar_type());
-  check_same_device(D, Q, "D", "Q");
-  TORCH_CHECK_VALUE(D.dim() == 3 || D.dim() == 4, "D must be [Nd, Ld, d] (all pairs) or "
-                    "[Nq, K, Ld, d] (per-query candidates), got shape ", D.sizes());
-  const ServingArgs a = serving_args(Q, q_scale, true, D.sizes().slice(0, D.dim() - 1), "D", q_mask, d_mask);
-  TORCH_CHECK_VALUE(D.size(-1) == a.dim, "D must have the embedding size d = ", a.dim,
-                    " of Q in its last dimension, got shape ", D.sizes());
-  const at::Tensor docs = D.contiguous();
-  const at::Tensor scale = checked_scale(d_scale, D.sizes().slice(0, D.dim() - 1), Q, "d_scale", "D.shape[:-1]");
+  const QuantizedArgs in = quantized_args(Q, q_scale, D, d_scale, q_mask, d_mask);
+  const ServingArgs& a = in.a;
+  const at::Tensor &docs = in.D, &scale = in.d_scale;
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
   at::Tensor argmax = serving_argmax(a, with_argmax);
   float* out = scores.data_ptr<float>();
   int32_t* idx = with_argmax ? argmax.data_ptr<int32_t>() : nullptr;
   const CpuIsa isa = cpu_isa();
-  if (a.Q.scalar_type() == at::kChar && docs.scalar_type() == at::kChar) {
-    TORCH_CHECK_VALUE(a.dim <= kInt8MaxDim, "int8 Q and D need an embedding size d <= ", kInt8MaxDim,
-                      " (exact int32 accumulation), got ", a.dim);
+  if (in.int8()) {
     const int8_t* q = a.Q.data_ptr<int8_t>();
     const float* qs = a.q_scale.data_ptr<float>();
     const int8_t* d = docs.data_ptr<int8_t>();

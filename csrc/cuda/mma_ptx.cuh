@@ -1,7 +1,8 @@
-// ldmatrix and mma.sync m16n8k16 (sm_80+) behind device functions: under nvcc they emit the PTX
+// ldmatrix, mma.sync m16n8k16 (fp16/bf16) and m16n8k32 (int8) (sm_80+) behind device functions: under nvcc they emit the PTX
 // instructions, under the simulator they call its implementations of the PTX ISA's semantics and
 // fragment layouts (csrc/sim/mma_ptx.h, which states the layouts). Every lane of the warp must
-// make each call. Register i of a fragment is a .b32 of two 16-bit elements, low half first.
+// make each call. Register i of a fragment is a .b32 of two 16-bit elements, low half first (of
+// four int8 elements, lowest byte first, for m16n8k32).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -68,6 +69,22 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
           "f"(c[3]));
   }
+#endif
+}
+
+// d = a * b + c: mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 (exact integer products and
+// sums; no .satfinite, so a sum past int32 would wrap: callers keep d small enough).
+__device__ __forceinline__ void mma_m16n8k32_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                                const int32_t (&c)[4] KDOPS_CALLER) {
+#if defined(KDOPS_SIM)
+  ::kdops::sim::ptx::mma_m16n8k32_s8(d, a, b, c KDOPS_SITE);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};\n"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(c[0]), "r"(c[1]), "r"(c[2]),
+        "r"(c[3]));
 #endif
 }
 

@@ -14,10 +14,18 @@
 //     a[2] = A[g][2 tig + 8..], a[3] = A[g + 8][2 tig + 8..]; B (16x8) b[0] = B[2 tig..][g],
 //     b[1] = B[2 tig + 8..][g]; C and D (16x8 fp32) c[0], c[1] = C[g][2 tig], C[g][2 tig + 1],
 //     c[2], c[3] = C[g + 8][2 tig], C[g + 8][2 tig + 1].
+//   mma.m16n8k32.row.col.s32.s8.s8.s32 ("Matrix fragments for mma.m16n8k32" with .s8): registers
+//     hold four 8-bit elements, the lowest-indexed in the lowest byte. A (16x32) a[0] =
+//     A[g][4 tig..4 tig + 3], a[1] = A[g + 8][4 tig..], a[2] = A[g][4 tig + 16..], a[3] =
+//     A[g + 8][4 tig + 16..]; B (32x8) b[0] = B[4 tig..4 tig + 3][g], b[1] = B[4 tig + 16..][g];
+//     C and D (16x8 s32) as the fp32 C and D above. (So ldmatrix's b16 rows, read as 16 bytes,
+//     feed it as they feed m16n8k16: register i of a lane holds 4 consecutive bytes of a row.)
 // Arithmetic: the products of two fp16 or two bf16 values are exact in fp32; the simulator adds
 // them to C in fp32, k ascending, each sum rounded to nearest. The PTX ISA leaves the order and
 // the intermediate rounding of the tensor core's sum unspecified (they differ on real GPUs), so
-// results match a GPU's only to fp32 tolerances, not bit for bit.
+// results match a GPU's only to fp32 tolerances, not bit for bit. The s8 mma is integer
+// arithmetic: exact, and the same on every GPU (without .satfinite the s32 sum wraps modulo 2^32,
+// as the simulator's does).
 #pragma once
 
 #include <cstdint>
@@ -116,6 +124,55 @@ struct MmaCall {
   }
 };
 
+// Byte `index` (0 = lowest) of a register, as the signed 8-bit element it holds.
+inline int32_t s8_element(uint32_t reg, int index) {
+  return static_cast<int8_t>(static_cast<uint8_t>(reg >> (8 * index)));
+}
+
+struct MmaS8Call {
+  int32_t* d;
+  const uint32_t* a;
+  const uint32_t* b;
+  const int32_t* c;
+  static void complete(void* const* lane_data) {
+    int32_t A[16][32], B[32][8], C[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+      const MmaS8Call& call = *static_cast<MmaS8Call*>(lane_data[lane]);
+      const int g = lane / 4, tig = lane % 4;
+      for (int e = 0; e < 4; ++e) {
+        const int col = 4 * tig + e;
+        A[g][col] = s8_element(call.a[0], e);
+        A[g + 8][col] = s8_element(call.a[1], e);
+        A[g][col + 16] = s8_element(call.a[2], e);
+        A[g + 8][col + 16] = s8_element(call.a[3], e);
+        B[col][g] = s8_element(call.b[0], e);
+        B[col + 16][g] = s8_element(call.b[1], e);
+      }
+      for (int h = 0; h < 2; ++h) {
+        C[g][2 * tig + h] = call.c[h];
+        C[g + 8][2 * tig + h] = call.c[2 + h];
+      }
+    }
+    int32_t D[16][8];
+    for (int i = 0; i < 16; ++i) {
+      for (int j = 0; j < 8; ++j) {
+        uint32_t acc = static_cast<uint32_t>(C[i][j]);  // unsigned: the s32 sum wraps, as on the GPU
+        for (int k = 0; k < 32; ++k) acc += static_cast<uint32_t>(A[i][k] * B[k][j]);
+        D[i][j] = static_cast<int32_t>(acc);
+      }
+    }
+    // d may alias c: written only now, after every lane's c was read.
+    for (int lane = 0; lane < 32; ++lane) {
+      int32_t* d = static_cast<MmaS8Call*>(lane_data[lane])->d;
+      const int g = lane / 4, tig = lane % 4;
+      for (int h = 0; h < 2; ++h) {
+        d[h] = D[g][2 * tig + h];
+        d[2 + h] = D[g + 8][2 * tig + h];
+      }
+    }
+  }
+};
+
 }  // namespace detail
 
 // ldmatrix.sync.aligned.m8n8.x{kNum}{.trans if kTrans}.shared.b16 regs, [row]: a warp collective
@@ -146,6 +203,15 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
   using Call = detail::MmaCall<T>;
   Call call{d, a, b, c};
   kdops::sim::detail::warp_call("mma.sync.m16n8k16", &call, &Call::complete,
+                                detail::Site{file, line, caller_file, caller_line});
+}
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 d, a, b, c: a warp collective; d may be c.
+inline void mma_m16n8k32_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const int32_t (&c)[4],
+                            const char* file = __builtin_FILE(), int line = __builtin_LINE(),
+                            const char* caller_file = nullptr, int caller_line = 0) {
+  detail::MmaS8Call call{d, a, b, c};
+  kdops::sim::detail::warp_call("mma.sync.m16n8k32.s8", &call, &detail::MmaS8Call::complete,
                                 detail::Site{file, line, caller_file, caller_line});
 }
 

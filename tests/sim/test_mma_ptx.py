@@ -1,4 +1,4 @@
-"""The simulated ldmatrix and mma.sync m16n8k16 (csrc/sim/mma_ptx.h) against scalar references
+"""The simulated ldmatrix, mma.sync m16n8k16 (fp16/bf16) and m16n8k32 (s8) (csrc/sim/mma_ptx.h) against scalar references
 written from the PTX ISA's fragment tables, and kernels assuming another layout, which must get
 wrong results (tests/sim/programs/sim_mma_ptx.cu compares and prints "ok" or "differs")."""
 
@@ -23,6 +23,8 @@ DOCUMENTED = [
     "ldmatrix_mma_bf16",
     "ldmatrix_trans_mma_f16",  # B stored [k][n], by ldmatrix.x2.trans
     "ldmatrix_trans_mma_bf16",
+    "mma_s8",  # m16n8k32 .s8: 4 int8 a register, exact int32 sums (every int8 value, -128 included)
+    "ldmatrix_mma_s8",  # A by ldmatrix.x4, B (stored [n][k]) by ldmatrix.x2: the int8 MaxSim forward's feed
 ]
 
 
@@ -41,6 +43,8 @@ def test_instruction_matches_scalar_reference_in_every_order(mma_cases, case):
     "mma_wrong_accumulator_layout",  # D read as if lane t held columns t % 4 and t % 4 + 4 of row t / 4
     "mma_wrong_a_layout",  # a[1] taken as columns 8.. of row g (it is row g + 8)
     "ldmatrix_wrong_lane_order",  # A's four 8x8 blocks addressed column block first
+    "mma_s8_wrong_accumulator_layout",  # the s32 D read with the misreading above
+    "mma_s8_wrong_a_layout",  # a[1] taken as bytes 16.. of row g (it is row g + 8, bytes 4 tig..)
 ])
 def test_code_assuming_another_layout_gets_wrong_results(mma_cases, case):
     """The layouts are not symmetric by accident: each plausible misreading changes the product."""

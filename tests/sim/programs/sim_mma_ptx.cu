@@ -1,5 +1,5 @@
-// The simulated PTX matrix instructions (csrc/sim/mma_ptx.h, called through csrc/cuda/mma_ptx.cuh)
-// against scalar references written from the PTX ISA's fragment tables, and kernels that assume
+// The simulated PTX matrix instructions (csrc/sim/mma_ptx.h, called through csrc/cuda/mma_ptx.cuh:
+// ldmatrix, mma m16n8k16 fp16/bf16, mma m16n8k32 s8) against scalar references written from the PTX ISA's fragment tables, and kernels that assume
 // a wrong layout, which must give wrong results. Built by tests/sim/simbuild.py like sim_cases.
 //
 //   sim_mma_ptx <case> [seed] [t|r|w|p][b]
@@ -28,6 +28,7 @@ namespace sim_mma_ptx {  // named, so that error messages can name the kernels
 
 using kdops::cuda::ptx::ldmatrix;
 using kdops::cuda::ptx::mma_m16n8k16;
+using kdops::cuda::ptx::mma_m16n8k32_s8;
 
 // The ldmatrix test tile: 32 rows of 16 16-bit elements in shared memory, row stride 24 elements
 // (48 bytes: every row 16-byte aligned).
@@ -122,6 +123,65 @@ __global__ void ldmatrix_mma_kernel(const uint16_t* A, const uint16_t* B, float*
   D[(g + 8) * 8 + 2 * tig + 1] = d[3];
 }
 
+// Four int8 values as one register, p[0] in the lowest byte.
+__device__ inline uint32_t pack4(const int8_t* p) {
+  return uint32_t(uint8_t(p[0])) | (uint32_t(uint8_t(p[1])) << 8) | (uint32_t(uint8_t(p[2])) << 16) |
+         (uint32_t(uint8_t(p[3])) << 24);
+}
+
+// D (16x8 s32) = A (16x32 int8, row-major) * B + C, B given as Bt[n][k] (8 x 32), each lane
+// packing its registers from global memory by the m16n8k32 .s8 fragment tables.
+template <Variant kVariant>
+__global__ void mma_s8_kernel(const int8_t* A, const int8_t* Bt, const int32_t* C, int32_t* D) {
+  const int lane = threadIdx.x, g = lane / 4, tig = lane % 4;
+  uint32_t a[4] = {pack4(A + g * 32 + 4 * tig), pack4(A + (g + 8) * 32 + 4 * tig), pack4(A + g * 32 + 4 * tig + 16),
+                   pack4(A + (g + 8) * 32 + 4 * tig + 16)};
+  if (kVariant == Variant::kWrongA) {
+    const uint32_t t = a[1];
+    a[1] = a[2];
+    a[2] = t;
+  }
+  const uint32_t b[2] = {pack4(Bt + g * 32 + 4 * tig), pack4(Bt + g * 32 + 4 * tig + 16)};
+  const int32_t c[4] = {C[g * 8 + 2 * tig], C[g * 8 + 2 * tig + 1], C[(g + 8) * 8 + 2 * tig],
+                        C[(g + 8) * 8 + 2 * tig + 1]};
+  int32_t d[4];
+  mma_m16n8k32_s8(d, a, b, c);
+  if (kVariant == Variant::kWrongAccumulator) {
+    D[g * 8 + tig] = d[0];
+    D[g * 8 + tig + 4] = d[1];
+    D[(g + 8) * 8 + tig] = d[2];
+    D[(g + 8) * 8 + tig + 4] = d[3];
+  } else {
+    D[g * 8 + 2 * tig] = d[0];
+    D[g * 8 + 2 * tig + 1] = d[1];
+    D[(g + 8) * 8 + 2 * tig] = d[2];
+    D[(g + 8) * 8 + 2 * tig + 1] = d[3];
+  }
+}
+
+// The int8 MaxSim forward's feed: A (16x32 int8) by ldmatrix.x4 with lane l giving row l % 16 at
+// byte 16 (l / 16), Bt[n][k] (8x32) by ldmatrix.x2 with lanes 8-15 giving byte 16: the b16 rows
+// ldmatrix reads are 16 bytes, so its registers are the s8 fragments' (4 consecutive bytes each).
+__global__ void ldmatrix_mma_s8_kernel(const int8_t* A, const int8_t* Bt, int32_t* D) {
+  constexpr int kStride = 48;  // bytes: three 16-byte units
+  alignas(16) __shared__ int8_t a_tile[16 * kStride];
+  alignas(16) __shared__ int8_t b_tile[8 * kStride];
+  const int lane = threadIdx.x, g = lane / 4, tig = lane % 4;
+  for (int e = lane; e < 512; e += 32) a_tile[(e / 32) * kStride + e % 32] = A[e];
+  for (int e = lane; e < 256; e += 32) b_tile[(e / 32) * kStride + e % 32] = Bt[e];
+  __syncwarp();
+  uint32_t a[4], b[2];
+  ldmatrix<4>(a, a_tile + (lane % 16) * kStride + 16 * (lane / 16));
+  ldmatrix<2>(b, b_tile + (lane % 8) * kStride + 16 * ((lane / 8) % 2));
+  const int32_t zero[4] = {0, 0, 0, 0};
+  int32_t d[4];
+  mma_m16n8k32_s8(d, a, b, zero);
+  D[g * 8 + 2 * tig] = d[0];
+  D[g * 8 + 2 * tig + 1] = d[1];
+  D[(g + 8) * 8 + 2 * tig] = d[2];
+  D[(g + 8) * 8 + 2 * tig + 1] = d[3];
+}
+
 // Only half of the warp reaches the mma: a misuse (.sync.aligned needs all 32 lanes).
 __global__ void mma_half_warp(float* D) {
   const uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
@@ -153,6 +213,7 @@ template __global__ void mma_kernel<__nv_bfloat16, Variant::kDocumented>(const u
                                                                          float*);
 template __global__ void ldmatrix_mma_kernel<__half, Feed::kBtRows>(const uint16_t*, const uint16_t*, float*);
 template __global__ void ldmatrix_mma_kernel<__nv_bfloat16, Feed::kBRowsTrans>(const uint16_t*, const uint16_t*, float*);
+template __global__ void mma_s8_kernel<Variant::kDocumented>(const int8_t*, const int8_t*, const int32_t*, int32_t*);
 #endif
 }  // namespace sim_mma_ptx
 
@@ -285,6 +346,50 @@ void case_ldmatrix_mma() {
   report(bits_of(D) == bits_of(reference_mma<T>(A, Bt, std::vector<float>(128, 0.0f))), bits_of(D));
 }
 
+// D = A * B + C exactly (int64, then checked to fit int32): A[16][32], Bt[8][32], C and D [16][8].
+std::vector<int32_t> reference_mma_s8(const std::vector<int8_t>& A, const std::vector<int8_t>& Bt,
+                                      const std::vector<int32_t>& C) {
+  std::vector<int32_t> D(128);
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      int64_t acc = C[i * 8 + j];
+      for (int k = 0; k < 32; ++k) acc += int64_t(A[i * 32 + k]) * Bt[j * 32 + k];
+      if (acc != static_cast<int32_t>(acc)) {
+        std::printf("MISMATCH: the test's sums must fit int32\n");
+        std::exit(4);
+      }
+      D[i * 8 + j] = static_cast<int32_t>(acc);
+    }
+  }
+  return D;
+}
+
+// Every int8 value, -128 and 127 included.
+std::vector<int8_t> random_s8(int n) {
+  std::vector<int8_t> v(n);
+  for (int8_t& x : v) x = static_cast<int8_t>(next_random() >> 24);
+  return v;
+}
+
+std::vector<uint32_t> bits_of(const std::vector<int32_t>& v) { return std::vector<uint32_t>(v.begin(), v.end()); }
+
+template <Variant kVariant>
+void case_mma_s8() {
+  const std::vector<int8_t> A = random_s8(512), Bt = random_s8(256);
+  std::vector<int32_t> C(128);
+  for (int32_t& x : C) x = static_cast<int32_t>(next_random() % (1u << 24)) - (1 << 23);
+  std::vector<int32_t> D(128, 0);
+  launch(mma_s8_kernel<kVariant>, dim3(1), dim3(32), 0, nullptr, A.data(), Bt.data(), C.data(), D.data());
+  report(D == reference_mma_s8(A, Bt, C), bits_of(D));
+}
+
+void case_ldmatrix_mma_s8() {
+  const std::vector<int8_t> A = random_s8(512), Bt = random_s8(256);
+  std::vector<int32_t> D(128, 0);
+  launch(ldmatrix_mma_s8_kernel, dim3(1), dim3(32), 0, nullptr, A.data(), Bt.data(), D.data());
+  report(D == reference_mma_s8(A, Bt, std::vector<int32_t>(128, 0)), bits_of(D));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -303,6 +408,10 @@ int main(int argc, char** argv) {
       {"ldmatrix_mma_bf16", case_ldmatrix_mma<__nv_bfloat16, Feed::kBtRows>},
       {"ldmatrix_trans_mma_f16", case_ldmatrix_mma<__half, Feed::kBRowsTrans>},
       {"ldmatrix_trans_mma_bf16", case_ldmatrix_mma<__nv_bfloat16, Feed::kBRowsTrans>},
+      {"mma_s8", case_mma_s8<Variant::kDocumented>},
+      {"ldmatrix_mma_s8", case_ldmatrix_mma_s8},
+      {"mma_s8_wrong_accumulator_layout", case_mma_s8<Variant::kWrongAccumulator>},
+      {"mma_s8_wrong_a_layout", case_mma_s8<Variant::kWrongA>},
       {"mma_wrong_accumulator_layout", case_mma<__half, Variant::kWrongAccumulator>},
       {"mma_wrong_a_layout", case_mma<__nv_bfloat16, Variant::kWrongA>},
       {"ldmatrix_wrong_lane_order", case_ldmatrix_mma<__half, Feed::kWrongALanes>},

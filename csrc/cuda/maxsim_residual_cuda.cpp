@@ -1,0 +1,56 @@
+// maxsim_residual on CUDA (schema and format: csrc/kdops.cpp; checks shared with the CPU kernel:
+// common/maxsim_serving_inputs.h): each doc tile is decoded as it is staged in shared memory,
+// normalize(centroids[code] + bucket_weights[b]) rounded to fp16, and multiplied with the query
+// (rounded to fp16, so within fp16's range) on fp16 tensor cores with fp32 sums
+// (maxsim_serving_kernels.h): no decoded doc is ever written to global memory. The CPU decodes
+// to float32: the scores agree to the two fp16 roundings, 2^-10 relative per product.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "common/maxsim_serving_inputs.h"
+#include "cuda/device.h"
+#include "cuda/half_range.h"
+#include "cuda/maxsim_serving_kernels.h"
+
+namespace kdops::cuda {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> maxsim_residual_cuda(
+    const at::Tensor& Q, const at::Tensor& codes, const at::Tensor& residuals,
+    const at::Tensor& centroids, const at::Tensor& bucket_weights,
+    const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& d_mask,
+    bool length_normalize, bool with_argmax) {
+  const ResidualArgs in = residual_args(Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask);
+  const ServingArgs& a = in.a;
+  const DeviceGuard guard(a.Q.device());
+  check_half_range(a.Q);
+  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
+  at::Tensor argmax = serving_argmax(a, with_argmax);
+  if (scores.numel() == 0) return {scores, argmax};
+  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
+                           nullptr,  // the docs are in `docs`
+                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
+                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
+                           a.Nq,
+                           a.Lq,
+                           a.dim,
+                           a.layout};
+  const maxsim_serving::ResidualDocs docs{in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
+                                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), in.nbits};
+  using maxsim_serving::Format;
+  if (with_argmax) {
+    maxsim_serving::serving_forward<true>(v, Format::kFloat, nullptr, Format::kResidual, nullptr, docs,
+                                          scores.data_ptr<float>(), argmax.data_ptr<int32_t>(), launch_target());
+  } else {
+    maxsim_serving::serving_forward<false>(v, Format::kFloat, nullptr, Format::kResidual, nullptr, docs,
+                                           scores.data_ptr<float>(), nullptr, launch_target());
+  }
+  if (length_normalize) scores.div_(serving_query_lengths(a));
+  return {scores, argmax};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(KDOPS_NS, KDOPS_DEVICE_KEY, m) { m.impl("maxsim_residual", &maxsim_residual_cuda); }
+
+}  // namespace kdops::cuda
