@@ -28,10 +28,14 @@ void forward(int64_t Nq, int64_t Nd, int64_t Lq, int64_t Ld, int64_t dim) {
   float* scores = device_buffer<float>(Nq * Nd, 0.0f);
   const kdops::MaxSimLayout layout{nullptr, Ld, Nd, Nd, false, Nd * Ld};
   const kdops::MaxSimView<scalar_t> view{Q, D, nullptr, nullptr, Nq, Lq, dim, layout};
-  maxsim::tensor_core_forward<scalar_t, false>(view, scores, nullptr, LaunchTarget{nullptr, 132});
+  // The chunk sums of a long query split over blocks (none at the model's small shape, where the
+  // items fill the 132 SMs' worth of blocks the launcher is told of).
+  const int64_t partials = maxsim::tensor_core_partials<scalar_t, false>(view, 132);
+  float* partial = partials > 0 ? device_buffer<float>(partials, 0.0f) : nullptr;
+  maxsim::tensor_core_forward<scalar_t, false>(view, scores, nullptr, partial, LaunchTarget{nullptr, 132});
   std::printf("score[0] %g\n", static_cast<double>(scores[0]));
-  for (void* p : {static_cast<void*>(Q), static_cast<void*>(D), static_cast<void*>(scores)}) {
-    kdops::sim::guarded_free(p);
+  for (void* p : {static_cast<void*>(Q), static_cast<void*>(D), static_cast<void*>(scores), static_cast<void*>(partial)}) {
+    if (p != nullptr) kdops::sim::guarded_free(p);
   }
 }
 

@@ -250,6 +250,52 @@ extern "C" void __tsan_read_range(void* a, unsigned long size) {
 extern "C" void __tsan_write_range(void* a, unsigned long size) {
   plain(kdops::sim::record::Kind::kStore, a, size, __builtin_return_address(0));
 }
+// Atomics (the simulator's atomicAdd and friends are __atomic builtins, which the instrumentation
+// turns into these calls): done here, relaxed as the simulator does them, and not recorded (the
+// model counts the plain, ldmatrix, cp.async and cache-hinted accesses of the forward; a kernel's
+// atomics, such as the backward's hit counts, are not part of it).
+#define KDOPS_SIM_RECORD_ATOMIC(bits, type)                                                                   \
+  extern "C" type __tsan_atomic##bits##_load(const volatile type* a, int) {                                   \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                              \
+  }                                                                                                           \
+  extern "C" void __tsan_atomic##bits##_store(volatile type* a, type v, int) {                                \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                 \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_exchange(volatile type* a, type v, int) {                             \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                       \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_fetch_add(volatile type* a, type v, int) {                            \
+    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                        \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_fetch_sub(volatile type* a, type v, int) {                            \
+    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                        \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_fetch_and(volatile type* a, type v, int) {                            \
+    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                        \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_fetch_or(volatile type* a, type v, int) {                             \
+    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                         \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_fetch_xor(volatile type* a, type v, int) {                            \
+    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                        \
+  }                                                                                                           \
+  extern "C" int __tsan_atomic##bits##_compare_exchange_strong(volatile type* a, type* c, type v, int, int) { \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                   \
+  }                                                                                                           \
+  extern "C" int __tsan_atomic##bits##_compare_exchange_weak(volatile type* a, type* c, type v, int, int) {   \
+    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                    \
+  }                                                                                                           \
+  extern "C" type __tsan_atomic##bits##_compare_exchange_val(volatile type* a, type c, type v, int, int) {    \
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                         \
+    return c;                                                                                                 \
+  }
+KDOPS_SIM_RECORD_ATOMIC(8, unsigned char)
+KDOPS_SIM_RECORD_ATOMIC(16, unsigned short)
+KDOPS_SIM_RECORD_ATOMIC(32, unsigned int)
+KDOPS_SIM_RECORD_ATOMIC(64, unsigned long long)
+#undef KDOPS_SIM_RECORD_ATOMIC
+extern "C" void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+extern "C" void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 // The rest of the instrumentation's calls: nothing to record (function boundaries, vtable pointers).
 extern "C" void __tsan_init() {}
 extern "C" void __tsan_func_entry(void*) {}
