@@ -33,6 +33,23 @@
 #include "cuda/smem_limit.h"
 #include "sim/portable.h"
 
+namespace kdops::cuda::tensor_core::mma {
+
+// The scores of a split launch: scores[p] = the sum of partial[c][p] over chunks c in order, from
+// 0, as maxsim_mma_kernel adds its chunks' sums when it takes them all (no atomics: one thread a
+// score). Defined here, not in maxsim_mma.cuh, which the serving kernels include too: a
+// non-template kernel in a header would be defined once per file that includes it.
+__global__ void __launch_bounds__(kSumThreads)
+    maxsim_chunk_sum_kernel(const float* partial, int chunks, int64_t pairs, float* scores) {
+  for (int64_t p = blockIdx.x * int64_t(kSumThreads) + threadIdx.x; p < pairs; p += int64_t(gridDim.x) * kSumThreads) {
+    float score = 0;
+    for (int c = 0; c < chunks; ++c) score += partial[c * pairs + p];
+    scores[p] = score;
+  }
+}
+
+}  // namespace kdops::cuda::tensor_core::mma
+
 namespace kdops::cuda::maxsim {
 namespace {
 

@@ -7,7 +7,7 @@
 // query-token rows; only the m16 tiles that hold rows of real queries are computed. A query longer
 // than kRows is taken in chunks of kRows rows: all of them in series, or, split (few items: long
 // queries against few docs), consecutive chunks per block, each chunk's sum written to a partial
-// buffer that maxsim_chunk_sum_kernel adds up in chunk order. The doc
+// buffer that maxsim_chunk_sum_kernel (maxsim_kernels.cu) adds up in chunk order. The doc
 // streams through shared memory kCols = 64 tokens at a time in a kStages-deep cp.async pipeline
 // (16-byte copies; rows not 16-byte aligned are staged by plain loads, without the overlap). Four
 // warps in 2 x 2 each multiply 32 query rows with 32 of the tile's doc tokens: per 16 features,
@@ -359,17 +359,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
-// The scores of a split launch: scores[p] = the sum of partial[c][p] over chunks c in order, from
-// 0, as maxsim_mma_kernel adds its chunks' sums when it takes them all (no atomics: one thread a
-// score).
+// kSumThreads: the chunk sum's block size (maxsim_chunk_sum_kernel, maxsim_kernels.cu).
 constexpr int kSumThreads = 256;
-__global__ void __launch_bounds__(kSumThreads)
-    maxsim_chunk_sum_kernel(const float* partial, int chunks, int64_t pairs, float* scores) {
-  for (int64_t p = blockIdx.x * int64_t(kSumThreads) + threadIdx.x; p < pairs; p += int64_t(gridDim.x) * kSumThreads) {
-    float score = 0;
-    for (int c = 0; c < chunks; ++c) score += partial[c * pairs + p];
-    scores[p] = score;
-  }
-}
 
 }  // namespace kdops::cuda::tensor_core::mma
