@@ -89,7 +89,10 @@ def lik_residual(
     ``(Q, codes, residuals) -> [Nq, Nd]`` and its inputs, the query in float16 and kdops'
     ``residuals`` in the peer's bit order."""
     lengths = torch.full(codes.shape[:1], codes.shape[1], dtype=torch.int64, device=codes.device)
-    call = lambda q, c, r: _lik_plaid.maxsim_residual(q, c, r, lengths, centroids, weights, nbits)  # noqa: E731
+
+    def call(q: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return _lik_plaid.maxsim_residual(q, c, r, lengths, centroids, weights, nbits)
+
     return call, [Q.half(), codes, _bit_reversed_bytes(residuals)]
 
 
@@ -109,7 +112,7 @@ def _quantized(name: str, Q, Dd, query: str, docs: str, flops: float, shape: str
         Impl("kdops", forward_only(lambda q, d: kdops.maxsim_quantized(q, d, q_scale=q_scale, d_scale=d_scale), [q, d])),
         Impl("kdops float32", forward_only(kdops.maxsim, [Q, Dd])),
     ]
-    if Q.is_cuda and _flash_maxsim is not None and docs == "int8" and Dd.dim() == 3:
+    if Q.is_cuda and _flash_maxsim is not None and docs == "int8" and Q.shape[0] == 1 and Dd.dim() == 3:
         impls.append(Impl("flash-maxsim", forward_only(flash_maxsim_int8(q_scale, d_scale), [q, d])))
     if Q.is_cuda and _lik_fp8 is not None and query == docs == "fp8":
         impls.append(Impl("late-interaction-kernels", forward_only(lik_fp8(q_scale, d_scale), [q, d])))
