@@ -8,7 +8,7 @@
 #      model's shapes, measured beside predicted (python -m benchmarks.gpu_perf.measure), at most 240 s;
 #   4. MaxSim for serving (benchmarks/cases_maxsim_serving.py: kdops' int8 / fp8 / residual rows
 #      beside flash-maxsim's int8 and late-interaction-kernels' fp8 and PLAID kernels), --quick
-#      (no torch.compile, 0.1 s per implementation), at most 60 s, last so a cut loses only it.
+#      (no torch.compile, 0.1 s per implementation), at most 90 s, last so a cut loses only it.
 # Logs and results go to OUT_DIR (the serving tables in OUT_DIR/serving; the device tool brings back
 # folders up to 16 deep).
 #
@@ -64,7 +64,7 @@ timeout 240 $py -m benchmarks.gpu_perf.measure --device "$device" --out "$out" 2
 echo "measure done at $((SECONDS - start)) s" | tee -a "$out/summary.txt"
 
 echo "== MaxSim for serving" | tee -a "$out/summary.txt"
-timeout 60 $py -m benchmarks.run --device "$device" --ops maxsim_serving --quick --out "$out/serving" \
+timeout 90 $py -m benchmarks.run --device "$device" --ops maxsim_serving --quick --out "$out/serving" \
   > "$out/serving.log" 2>&1
 [ $? -eq 0 ] || status=1
 echo "serving done at $((SECONDS - start)) s" | tee -a "$out/summary.txt"
