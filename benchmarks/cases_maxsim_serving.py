@@ -13,7 +13,8 @@ is done once when the case is built, outside the timed call:
   ``flash_maxsim_int8_symmetric`` (float query, rounded to fp16 in the call, x int8 docs). Its
   symmetric int8 is kdops' ``quantize_int8`` (round(x / (max|x| / 127)) in [-127, 127]), the same
   int8 tensors; its doc scales are float16, so kdops' float32 ``d_scale`` is rounded to float16
-  once (2^-11 relative per doc token's scale); the query scales pass as float32.
+  once (2^-11 relative per doc token's scale); the query scales pass as float32. Its affine
+  uint8 ``flash_maxsim_int8`` (a zero point per token) is a format kdops has not: no row.
 - late-interaction-kernels 0.4.5: ``fp8.maxsim_inference_fp8`` takes e4m3 query and docs with
   float32 per-token scales, kdops' ``quantize_fp8`` format unchanged, but no float query: it gets
   its own row (fp8 query x fp8 docs, kdops on the same tensors). ``plaid.maxsim_residual`` reads
@@ -23,7 +24,7 @@ is done once when the case is built, outside the timed call:
   bit-reversed, is the peer's (one table lookup over the tensor, once). Its query is given in
   float16 (rounded once): it computes in the query's precision, float16 for float16 (as kdops'
   CUDA kernel does) and bfloat16 for anything else. It L2-normalises the query in the kernel (a
-  no-op on unit queries).
+  no-op on unit queries). Its nbits are 2, 4 or 8 (kdops': 1, 2 or 4; the rows use 2).
 """
 
 from __future__ import annotations

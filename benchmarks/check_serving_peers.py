@@ -2,7 +2,7 @@
 by the row's own builder (the conversions included), runs on tiny CPU tensors under Triton's
 interpreter and its scores are compared with kdops.reference on the same format.
 
-    TRITON_INTERPRET=1 PYTHONPATH=/tmp/peers python -m benchmarks.check_serving_peers
+    make peer-check    # or: TRITON_INTERPRET=1 PYTHONPATH=/tmp/peers python -m benchmarks.check_serving_peers
 
 (the peers' wheels from ``make peer-wheels``, ``pip install --no-deps --target /tmp/peers``).
 TRITON_INTERPRET must be set before triton is imported, hence a process of its own
