@@ -28,7 +28,7 @@ export KDOPS_SIM ?= 1
 export KDOPS_SIM_COVERAGE ?= 1
 
 .PHONY: bench test test-lane-pytest test-lane-sanitizers build build-cpu-cuda build-sim pytest sim-asan sim-tsan coverage \
-	mutants sdist wheel test-wheel clean peer-wheels
+	mutants sdist wheel test-wheel clean peer-wheels peer-check
 
 bench: build
 	$(PY) -m benchmarks.run
@@ -151,6 +151,12 @@ AUDITWHEEL_EXCLUDES := $(foreach lib,libtorch.so libtorch_cpu.so libtorch_cuda.s
 # device tool).
 peer-wheels: $(DEPS)
 	PYTHON=$(PY) benchmarks/peer_wheels.sh
+
+# The GPU peers' serving calls (benchmarks/cases_maxsim_serving.py) under Triton's interpreter on the
+# CPU, against kdops.reference (benchmarks/check_serving_peers.py), the wheels in a private target.
+peer-check: peer-wheels
+	$(PY) -m pip install -q --upgrade --no-deps --target /tmp/kdops-peers .whl/*.whl
+	TRITON_INTERPRET=1 PYTHONPATH=/tmp/kdops-peers $(PY) -m benchmarks.check_serving_peers
 
 sdist: $(DEPS)
 	rm -f $(SDIST)

@@ -5,8 +5,12 @@
 #      without the simulator extension;
 #   2. the CUDA test cases (pytest -k cuda; the CPU and simulated ones are CI's), at most 150 s;
 #   3. MaxSim forward and forward + backward of kdops and of both peers, timed at the performance
-#      model's shapes, measured beside predicted (python -m benchmarks.gpu_perf.measure), at most 240 s.
-# Logs and results go to OUT_DIR (one level deep, so the device tool brings them back).
+#      model's shapes, measured beside predicted (python -m benchmarks.gpu_perf.measure), at most 240 s;
+#   4. MaxSim for serving (benchmarks/cases_maxsim_serving.py: kdops' int8 / fp8 / residual rows
+#      beside flash-maxsim's int8 and late-interaction-kernels' fp8 and PLAID kernels), --quick
+#      (no torch.compile, 0.1 s per implementation), at most 90 s, last so a cut loses only it.
+# Logs and results go to OUT_DIR (the serving tables in OUT_DIR/serving; the device tool brings back
+# folders up to 16 deep).
 #
 #   benchmarks/gpu_check.sh OUT_DIR
 #   KDOPS_CHECK_DEVICE=cpu benchmarks/gpu_check.sh OUT_DIR    # dry run on a CPU: skips the build
@@ -58,4 +62,10 @@ echo "== MaxSim measured vs predicted" | tee -a "$out/summary.txt"
 timeout 240 $py -m benchmarks.gpu_perf.measure --device "$device" --out "$out" 2> "$out/measure.log" | tail -20
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "measure done at $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+
+echo "== MaxSim for serving" | tee -a "$out/summary.txt"
+timeout 90 $py -m benchmarks.run --device "$device" --ops maxsim_serving --quick --out "$out/serving" \
+  > "$out/serving.log" 2>&1
+[ $? -eq 0 ] || status=1
+echo "serving done at $((SECONDS - start)) s" | tee -a "$out/summary.txt"
 exit $status
