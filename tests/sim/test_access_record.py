@@ -9,7 +9,6 @@ import pytest
 
 from tests.sim.simbuild import Builder, Program, access_report, line_of
 
-pytestmark = pytest.mark.sim
 
 
 @pytest.fixture(scope="module")
