@@ -177,13 +177,9 @@ def test_int8_extremes_stay_exact(device):
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("pair", ["f32-int8", "f32-fp8", "fp8-fp8", "int8-fp8", "fp8-int8"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkeypatch):
-    """Every pair but int8 x int8 decodes tokens to float32 (x * scale) and runs kdops.maxsim's
-    kernel: the same scores and argmax, bit for bit, as kdops.maxsim on the decoded tensors."""
-    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+def _decoded_pair_case(pair: str, layout: str):
+    """(Q, D, q_scale, d_scale, q_mask, d_mask) of a pairing "query-docs" (f32, int8 or fp8) in
+    `layout`, the same tensors for every backend's test of the decoded pairs."""
     gen = torch.Generator().manual_seed(4)
     nq, lq, k, ld, dim = 2, 19, 3, 23, 24
     x = torch.randn(nq, lq, dim, generator=gen)
@@ -193,6 +189,17 @@ def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkey
     Q, q_scale = kinds[q_kind](x)
     D, d_scale = kinds[d_kind](y)
     q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1])
+    return Q, D, q_scale, d_scale, q_mask, d_mask
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pair", ["f32-int8", "f32-fp8", "fp8-fp8", "int8-fp8", "fp8-int8"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkeypatch):
+    """Every pair but int8 x int8 decodes tokens to float32 (x * scale) and runs kdops.maxsim's
+    kernel: the same scores and argmax, bit for bit, as kdops.maxsim on the decoded tensors."""
+    monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+    Q, D, q_scale, d_scale, q_mask, d_mask = _decoded_pair_case(pair, layout)
     scores, argmax = _raw(Q, D, q_scale, d_scale, q_mask, d_mask, length_normalize=True)
     Qf = Q if q_scale is None else reference.dequantize(Q, q_scale)
     Df = reference.dequantize(D, d_scale)
@@ -213,15 +220,7 @@ def test_cuda_decoded_pairs_match_decode_then_score(device, pair, layout):
     reference (1e-5). A float32 Q is rounded to fp16 first, so it is compared (1) with the
     reference of that rounded Q, to the same tolerance, and (2) with the CPU's scores of the
     unrounded Q, within the rounding's bound: 2^-11 * sum_i max_j sum_e |Q_ie * D_je| (plus 1e-5)."""
-    gen = torch.Generator().manual_seed(4)
-    nq, lq, k, ld, dim = 2, 19, 3, 23, 24
-    x = torch.randn(nq, lq, dim, generator=gen)
-    y = torch.randn(_docs_shape(layout, nq, k, ld, dim), generator=gen)
-    kinds = {"f32": lambda t: (t, None), "int8": kdops.quantize_int8, "fp8": kdops.quantize_fp8}
-    q_kind, d_kind = pair.split("-")
-    Q, q_scale = kinds[q_kind](x)
-    D, d_scale = kinds[d_kind](y)
-    q_mask, d_mask = _masks(gen, nq, lq, D.shape[:-1])
+    Q, D, q_scale, d_scale, q_mask, d_mask = _decoded_pair_case(pair, layout)
     scores, argmax = (t.cpu() for t in _raw(*_to(device, Q, D, q_scale, d_scale, q_mask, d_mask), length_normalize=True))
     taken = Q if q_scale is not None else Q.half().float()  # Q as the tensor cores take it
     expected = reference.maxsim_quantized(taken, D, q_scale, d_scale, q_mask, d_mask, length_normalize=True)

@@ -26,6 +26,21 @@ def _sm(arch: str) -> int:
     return int(re.fullmatch(r"sm_(\d+)a?", arch).group(1))
 
 
+def _assert_inner_loops_are_mma_fed_by_ldmatrix(kernels, instruction: str) -> None:
+    """In every arch's SASS of each kernel, every innermost loop around the tensor-core
+    instructions holds `instruction` and LDSM, and no generic or global load (LD.E, LDG)."""
+    for mangled in {u.mangled for u in kernels}:
+        for arch, code in static_evidence.sass(mangled).items():
+            loops = static_evidence.inner_tensor_core_loops(code)
+            assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
+            for loop in loops:
+                ops = [static_evidence.opcode(i) for i in loop]
+                assert any(op.startswith(instruction) for op in ops), (arch, ops)
+                assert any(op.startswith("LDSM") for op in ops), (arch, ops)
+                generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
+                assert not generic, (arch, mangled, generic)
+
+
 def test_every_built_arch_has_a_cubin_of_every_kernel(usage):
     archs = {u.arch for u in usage}
     assert archs == {a for a in kdops.build_info()["cuda_archs"] if a.startswith("sm_")}
@@ -58,16 +73,7 @@ def test_16bit_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage):
     assert {u.kernel.split("<")[1].split(",")[0] for u in kernels} == {"c10::Half", "c10::BFloat16"}
     for u in kernels:
         assert u.stack_bytes == 0 and u.registers <= 128, (u.arch, u.kernel, u.stack_bytes, u.registers)
-    for mangled in {u.mangled for u in kernels}:
-        for arch, code in static_evidence.sass(mangled).items():
-            loops = static_evidence.inner_tensor_core_loops(code)
-            assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
-            for loop in loops:
-                ops = [static_evidence.opcode(i) for i in loop]
-                assert any(op.startswith("HMMA.16816") for op in ops), (arch, ops)
-                assert any(op.startswith("LDSM") for op in ops), (arch, ops)
-                generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
-                assert not generic, (arch, mangled, generic)
+    _assert_inner_loops_are_mma_fed_by_ldmatrix(kernels, "HMMA.16816")
 
 
 @pytest.mark.parametrize("operands, instruction, max_registers",
@@ -82,16 +88,7 @@ def test_quantized_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage, ope
     assert {u.kernel.rsplit(", ", 1)[1].rstrip(">") for u in kernels} == {"true", "false"}, {u.kernel for u in kernels}
     for u in kernels:
         assert u.stack_bytes == 0 and u.registers <= max_registers, (u.arch, u.kernel, u.stack_bytes, u.registers)
-    for mangled in {u.mangled for u in kernels}:
-        for arch, code in static_evidence.sass(mangled).items():
-            loops = static_evidence.inner_tensor_core_loops(code)
-            assert loops, f"no loop around the tensor-core instructions of {mangled} ({arch})"
-            for loop in loops:
-                ops = [static_evidence.opcode(i) for i in loop]
-                assert any(op.startswith(instruction) for op in ops), (arch, ops)
-                assert any(op.startswith("LDSM") for op in ops), (arch, ops)
-                generic = [op for op in ops if re.fullmatch(r"LD(G|\.|$).*", op)]
-                assert not generic, (arch, mangled, generic)
+    _assert_inner_loops_are_mma_fed_by_ldmatrix(kernels, instruction)
 
 
 def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
