@@ -780,6 +780,45 @@ def test_hot_doc_rows_are_bit_identical_across_schedules(device):
     assert all(torch.equal(a, b) for g in grads[1:] for a, b in zip(grads[0], g))
 
 
+def _two_hot_rows(dtype, device):
+    """15 queries of 37 tokens (555 entries per doc: 2 slots of packed partials per doc, 3 parts)
+    against 3 docs of 20 tokens: doc 0 is the argmax of the even query tokens at token 2 (285
+    hits) and of the odd ones at token 13 (270), two hot groups, ranks 0 and 1; doc 1 of every
+    token at 17 (555 hits, group 2, rank 0: its group 1 is cold); doc 2 random (no hot group)."""
+    g = _generator(11)
+    Q = torch.rand(15, 37, 8, generator=g, dtype=torch.float64) + 0.5
+    Q[:, 0::2, 0] += 10.0
+    Q[:, 1::2, 1] += 10.0
+    D = torch.rand(3, 20, 8, generator=g, dtype=torch.float64) * 2 - 1
+    D[0, 2] = torch.tensor([5.0, 1, 1, 1, 1, 1, 1, 1])
+    D[0, 13] = torch.tensor([1.0, 5, 1, 1, 1, 1, 1, 1])
+    D[1, 17] = 5.0
+    return Q.to(device=device, dtype=dtype), D.to(device=device, dtype=dtype)
+
+
+@devices
+def test_packed_partials_of_hot_groups_in_several_docs(device):
+    """The hot groups' partials are packed into slots per doc by the group's rank among its doc's
+    hot groups: two hot groups in one doc (distinct slots) and one in another (the next doc's
+    first slot, each part strided past every doc's slots) give the reference's dD, the cold rows
+    between them included."""
+    Q, D = _two_hot_rows(torch.float64, device)
+    _check_against_reference(kdops.maxsim, reference.maxsim, Q, D, 2, torch.float64)
+
+
+@cuda_kernel_devices
+def test_packed_partials_are_bit_identical_across_schedules(device):
+    """fp32 sums of the packed slots, added part by part: the same bits under every schedule."""
+    Q, D = _two_hot_rows(torch.float32, device)
+    grads = []
+    for threads, seed in [("in_order", 0), ("random", 1), ("run_ahead", 2), ("pct", 3)]:
+        with sim_schedule(threads, seed) if on_simulator() else contextlib.nullcontext():
+            q, d = leaf(Q), leaf(D)
+            (kdops.maxsim(q, d) * torch.linspace(0.5, 1.5, 45, device=device).view(15, 3)).sum().backward()
+            grads.append((q.grad, d.grad))
+    assert all(torch.equal(a, b) for g in grads[1:] for a, b in zip(grads[0], g))
+
+
 @pytest.mark.sim
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["fp16", "bf16"])
 def test_long_queries_split_over_blocks_give_the_unsplit_bits(dtype):

@@ -90,14 +90,16 @@ std::tuple<at::Tensor, at::Tensor> maxsim_backward_cuda(
       }
       if (grad_D && a.layout.num_docs > 0) {
         // Hot rows of dD are summed in parts (maxsim_doc_grad.cuh): per-row hit counts and the
-        // parts' fp32 (fp64) sums, when the shapes let any row group be hot.
+        // parts' fp32 (fp64) sums of the hot row groups a doc can have, when the shapes let any
+        // row group be hot.
         const int64_t T = a.tokens.size(0), slices = maxsim::doc_grad_slices(a.layout, a.Nq, a.Lq);
         const bool split = slices > 1;
+        const int64_t slot_rows = split ? maxsim::doc_grad_slot_rows(a.layout, a.Nq, a.Lq) : 0;
         const at::Tensor counts = split ? at::zeros({T}, a.Q.options().dtype(at::kInt)) : at::Tensor();
-        const at::Tensor hot = split ? at::zeros({T}, a.Q.options().dtype(at::kByte)) : at::Tensor();
-        const at::Tensor partial = split ? at::empty({slices, T, a.dim}, w.options()) : at::Tensor();
+        const at::Tensor rows_of = split ? at::full({slot_rows}, -1, a.Q.options().dtype(at::kLong)) : at::Tensor();
+        const at::Tensor partial = split ? at::empty({slices, slot_rows, a.dim}, w.options()) : at::Tensor();
         const maxsim::DocGradScratch<acc_t> scratch{slices, split ? counts.data_ptr<int32_t>() : nullptr,
-                                                    split ? hot.data_ptr<uint8_t>() : nullptr,
+                                                    split ? rows_of.data_ptr<int64_t>() : nullptr,
                                                     split ? partial.data_ptr<acc_t>() : nullptr};
         maxsim::doc_gradient<scalar_t, acc_t>(v, T, w.data_ptr<acc_t>(), idx.data_ptr<int32_t>(), scratch,
                                               dD.data_ptr<scalar_t>(), on);

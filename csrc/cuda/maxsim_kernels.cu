@@ -251,6 +251,9 @@ void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t
 }
 
 int64_t doc_grad_slices(const MaxSimLayout& l, int64_t Nq, int64_t Lq) { return doc_grad::slices_for(l, Nq, Lq); }
+int64_t doc_grad_slot_rows(const MaxSimLayout& l, int64_t Nq, int64_t Lq) {
+  return l.num_docs * doc_grad::hot_groups_per_doc(l, Nq, Lq) * doc_grad::kRowsPerWarp;
+}
 
 template <typename scalar_t, typename acc_t>
 void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc_t* w, const int32_t* argmax,
@@ -260,14 +263,15 @@ void doc_gradient(const MaxSimView<scalar_t>& v, int64_t total_tokens, const acc
     launch(doc_grad::maxsim_count_hits_kernel<scalar_t>, blocks_for((v.Nq * v.layout.K * v.Lq + 255) / 256, on.sms),
            256, 0, on.stream, v, argmax, scratch.counts);
   }
+  const int64_t hot_per_doc = scratch.slices > 1 ? doc_grad::hot_groups_per_doc(v.layout, v.Nq, v.Lq) : 0;
   launch(doc_grad::maxsim_doc_grad_kernel<scalar_t, acc_t>, blocks_for(items * scratch.slices, on.sms),
-         doc_grad::kThreads, 0, on.stream, v, tiles, scratch.slices, w, argmax, scratch.counts, scratch.hot, dD,
-         scratch.partial);
+         doc_grad::kThreads, 0, on.stream, v, tiles, scratch.slices, hot_per_doc, w, argmax, scratch.counts,
+         scratch.rows_of, dD, scratch.partial);
   if (scratch.slices > 1) {
-    const int64_t T = v.layout.T;
+    const int64_t slot_rows = v.layout.num_docs * hot_per_doc * doc_grad::kRowsPerWarp;
     launch(doc_grad::maxsim_doc_grad_combine_kernel<scalar_t, acc_t>,
-           blocks_for((T + doc_grad::kWarps - 1) / doc_grad::kWarps, on.sms), doc_grad::kThreads, 0, on.stream, T,
-           v.dim, scratch.slices, scratch.hot, scratch.partial, dD);
+           blocks_for((slot_rows + doc_grad::kWarps - 1) / doc_grad::kWarps, on.sms), doc_grad::kThreads, 0,
+           on.stream, slot_rows, v.dim, scratch.slices, scratch.rows_of, scratch.partial, dD);
   }
 }
 

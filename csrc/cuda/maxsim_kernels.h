@@ -40,14 +40,17 @@ void query_gradient(const MaxSimView<scalar_t>& v, const acc_t* w, const int32_t
 // Parts the entries of a hot row group of dD are split into: 1 when the shapes let no row group
 // pass the hot threshold (then doc_gradient needs no scratch).
 int64_t doc_grad_slices(const MaxSimLayout& l, int64_t Nq, int64_t Lq);
+// Slot rows of the hot groups' partials: num_docs x (the hot groups a doc can have) x 8 rows.
+int64_t doc_grad_slot_rows(const MaxSimLayout& l, int64_t Nq, int64_t Lq);
 
-// doc_gradient's device scratch when slices > 1: counts int32 [T] and hot uint8 [T] zero-filled,
-// partial acc_t [slices, T, d] (uninitialised); all nullptr when slices == 1.
+// doc_gradient's device scratch when slices > 1: counts int32 [T] zero-filled, rows_of int64
+// [slot_rows] filled with -1, partial acc_t [slices, slot_rows, d] (uninitialised); all nullptr
+// when slices == 1.
 template <typename acc_t>
 struct DocGradScratch {
   int64_t slices;
   int32_t* counts;
-  uint8_t* hot;
+  int64_t* rows_of;
   acc_t* partial;
 };
 
