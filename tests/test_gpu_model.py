@@ -16,7 +16,7 @@ import torch
 
 from benchmarks import gpu_model_lists
 from benchmarks.gpu_perf import __main__ as cli
-from benchmarks.gpu_perf import accesses, hw, kdops_profile, kernels, model, report, sass
+from benchmarks.gpu_perf import accesses, backward, hw, kdops_profile, kernels, model, report, sass
 from benchmarks.gpu_perf.compile_all import PROFILES
 
 # A loop (0x0020..0x0080) holding an inner loop (0x0040..0x0060), then straight-line code; two
@@ -56,6 +56,28 @@ def test_parser_classes_loops_and_bytes():
     assert s["loops"] == 1 and s["loop"]["all"] == 7 and s["straight"]["all"] == 6 and s["straight"]["hgmma"] == 1
 
 
+# A loop (0x10..0x30) whose shuffle has a divergence fallback after EXIT (0x60) that branches back
+# to the loop's head: as parsed, that head's loop stretches to 0x70; without fallbacks it ends at 0x30.
+FALLBACK_LISTING = """
+        Function : shuffled
+        /*0000*/                   S2R R0, SR_TID.X ;
+        /*0010*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0020*/                   SHFL.IDX PT, R5, R4, RZ, 0x1f ;
+        /*0030*/               @P0 BRA 0x10 ;
+        /*0040*/                   STG.E desc[UR4][R2.64], R5 ;
+        /*0050*/                   EXIT ;
+        /*0060*/                   WARPSYNC R6 ;
+        /*0070*/                   BRA 0x10 ;
+"""
+
+
+def test_divergence_fallbacks_are_not_loops():
+    f = sass.parse(FALLBACK_LISTING)["shuffled"]
+    assert [(l.start, l.end) for l in f.loops] == [(0x10, 0x70)]
+    g = sass.without_fallbacks(f)
+    assert [(l.start, l.end) for l in g.loops] == [(0x10, 0x30)] and g.body(g.loops[0])["all"] == 3
+
+
 @pytest.fixture(scope="module")
 def profiles():
     return json.loads(PROFILES.read_text())
@@ -74,6 +96,36 @@ def test_cached_access_counts_match_the_kernel_source(profiles):
     counted = {k: v for k, v in profiles.items() if k.startswith("accesses|kdops|")}
     assert set(counted) == {f"accesses|kdops|{d}" for d in accesses.DTYPES}
     assert {v["source"] for v in counted.values()} == {kdops_profile.source_hash()}
+
+
+def test_cached_backward_profiles_match_the_kernel_source(profiles):
+    """The backward's SASS summaries (backward.py) are of the current dQ and dD kernels."""
+    ours = {k: v for k, v in profiles.items() if k.startswith("kdops-bwd|")}
+    assert set(ours) == {f"kdops-bwd|sm_{a}|{k}" for a in (80, 90) for k in ("dq", "dd")}
+    assert {v["source"] for v in ours.values()} == {kdops_profile.source_hash()}
+
+
+def test_backward_work_units_are_the_loops_the_source_describes(profiles):
+    """The loops backward.py picks hold what the kernels' source puts there, on both archs: a dQ
+    column step issues kInFlight = 4 sixteen-byte D-row loads per lane and 4 x 8 FMAs; a dD scan
+    step loads one int32 index per lane; a dD hit batch adds 4 hits x d / 32 = 16 FMAs per lane
+    (bf16 rows, fp32 sums)."""
+    for arch in (80, 90):
+        dq, dd = profiles[f"kdops-bwd|sm_{arch}|dq"], profiles[f"kdops-bwd|sm_{arch}|dd"]
+        assert dq["step"]["gmem_bytes"] == 4 * 512 and dq["step"]["fp"] >= 32
+        assert dd["scan"]["gmem_bytes"] == 32 * 4 and dd["batch"]["fp"] >= 16
+        assert dq["registers"] <= 128 and dd["registers"] <= 128  # launch bounds: 4 blocks of 128 threads
+
+
+def test_backward_predictions_are_at_least_the_memory_minimum(profiles):
+    """Every predicted backward time is at or above its memory minimum (the model's HBM term moves
+    the same bytes at a share of the peak); dD adds the count and combine kernels (every case has
+    1,024 entries per doc, past the 256 that split)."""
+    for g in hw.GPUS.values():
+        for c in backward.CASES:
+            assert backward.query_grad(profiles, c, g).seconds >= backward.query_grad_bytes(c) / g.hbm_bytes_per_s
+            kernel, total = backward.doc_grad(profiles, c, g)
+            assert total > kernel.seconds >= backward.doc_grad_bytes(c) / g.hbm_bytes_per_s
 
 
 def test_counted_conflicts(profiles):
@@ -200,10 +252,14 @@ def test_a_peer_kernel_compiles_without_a_gpu():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"), reason="no nvcc")
 def test_fresh_kdops_profiles_equal_the_cache(profiles):
-    """The cache holds what the compiler gives today (nvcc of maxsim_kernels.cu for sm_80/sm_90)."""
+    """The cache holds what the compiler gives today (nvcc of maxsim_kernels.cu for sm_80/sm_90):
+    the forward's tile and the backward's work units."""
     fresh = kdops_profile.fresh()
     for k, v in fresh.items():
-        assert v["tile_hi"] == pytest.approx(profiles[k]["tile_hi"]) and v["registers"] == profiles[k]["registers"], k
+        units = ("step", "group", "row", "scan", "batch") if k.startswith("kdops-bwd|") else ("tile_hi",)
+        assert v["registers"] == profiles[k]["registers"], k
+        for u in (u for u in units if u in v):
+            assert v[u] == pytest.approx(profiles[k][u]), (k, u)
 
 
 def test_model_splits_long_queries_where_the_launcher_does():

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import sass
+from . import backward, sass
 from .tools import cuobjdump_sass, registers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,10 +98,12 @@ def tile_profile(func: sass.Function) -> dict:
 
 
 def profiles(cubins: dict[int, str]) -> dict:
-    """{'kdops|sm_90|bf16|argmax0': {...}} for the 16-bit tensor-core kernels of each cubin."""
+    """{'kdops|sm_90|bf16|argmax0': {...}} for the 16-bit tensor-core kernels of each cubin, and the
+    backward's bf16 kernels ('kdops-bwd|sm_90|dq', '...|dd': backward.py)."""
     out = {}
     for arch, path in cubins.items():
         funcs, regs = sass.parse(cuobjdump_sass(path)), registers(path)
+        out.update(backward.profiles(funcs, regs, arch, source_hash()))
         for name, func in funcs.items():
             if "maxsim_mma_kernel" not in name:
                 continue

@@ -9,7 +9,7 @@ import math
 import statistics
 from pathlib import Path
 
-from . import accesses, kernels
+from . import accesses, backward, kernels
 from .hw import GPUS
 
 PUBLISHED = Path(__file__).with_name("published.json")
@@ -177,4 +177,5 @@ def markdown(profiles: dict) -> str:
             out.append(f"| {s.name} | " + " | ".join(cells) + f" | {k['bf16'][1].seconds * 1e6 / best:.2f} |")
     if any(k.startswith("accesses|") for k in profiles):
         out += [""] + accesses_markdown(profiles)
+    out += [""] + backward.markdown(profiles, err)
     return "\n".join(out) + "\n"

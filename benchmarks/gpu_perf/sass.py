@@ -144,6 +144,19 @@ def parse(text: str) -> dict[str, Function]:
     return funcs
 
 
+def without_fallbacks(func: Function) -> Function:
+    """`func` with only the loops of its own code: the backward branches before its last EXIT.
+    After it sit the shuffles' divergence fallbacks (BRA.DIV targets), which branch back into the
+    loops; their spans overlap the real loops (or stretch them, where they share a head)."""
+    last_exit = max(i.addr for i in func.instrs if i.opcode.split(".")[0] == "EXIT")
+    spans = []
+    for i in func.instrs:
+        target = re.search(r"0x([0-9a-f]+)", i.operands) if i.opcode.split(".")[0] == "BRA" else None
+        if target and int(target.group(1), 16) < i.addr < last_exit:
+            spans.append((int(target.group(1), 16), i.addr))
+    return Function(func.name, func.instrs, _nest(spans))
+
+
 # Bytes a warp moves per instruction, by width modifier (32 lanes x the element): a plain 32-bit
 # access is 128 B. LDSM .x4/.x2/.x1 move 4/2/1 8x8 matrices of 16-bit values (512/256/128 B).
 _WIDTH = {"128": 512, "64": 256, "U16": 64, "S16": 64, "U8": 32, "S8": 32}
