@@ -1,15 +1,14 @@
 """kdops' MaxSim backward (bf16, d = 128) in the model: dQ (csrc/cuda/maxsim_query_grad.cuh) and dD
 (csrc/cuda/maxsim_doc_grad.cuh) from their SASS, beside each one's memory minimum.
 
-Work units found in the SASS (sass.py's loops, told apart by what they hold), trip counts from the
-source:
-  dQ  column step : the innermost loop with the 16-byte D-row loads (LDG.E.128) and the fewest
-                    instructions (the other span is a shuffle's divergence fallback): kInFlight = 4
+Work units found in the SASS (sass.py's loops without the shuffles' divergence fallbacks, told
+apart by what they hold), trip counts from the source:
+  dQ  column step : the innermost loop with the 16-byte D-row loads (LDG.E.128): kInFlight = 4
                     columns of the warp's 32 / G rows (G = 16 lanes per row at d = 128)
       column group: the loop around it, without it (argmax and weight loads, G columns)
       row         : the loops around that one, without it (once per warp row iteration)
   dD  scan step   : the smallest loop holding the ballot (VOTE): 32 entries of the doc
-      hit batch   : each hit loop nested in it (nvcc makes two versions; the costlier is used)
+      hit batch   : the hit loop nested in it (the costliest, where nvcc makes several versions)
                     plus its inner feature loop for the feature steps its body does not cover:
                     kHitsInFlight = 4 hits, d / 32 features per lane
       group       : the loop around the scan, without it: zero fill, rank, stores (their loops
@@ -17,7 +16,8 @@ source:
 The hit-count and combine kernels (when a doc has more than 256 entries) are counted as their
 compulsory bytes at the HBM rate plus a launch each, not from SASS. Global sectors per request are
 1 (assumed: each dQ row is a 16-lane group's 256 contiguous bytes, each dD hit a warp's 256
-contiguous bytes of a Q row; the scan reads a warp's 32 consecutive int32 indices). No peer's
+contiguous bytes of a Q row; the scan reads a warp's 32 consecutive int32 indices). One load wait
+(hw.py's global latency) per dQ column step and group, per dD scan step and hit batch. No peer's
 backward kernel is compiled here, so the backward has no calibration of its own: its figures carry
 the forward's (the peers' published forward times).
 """
@@ -36,10 +36,6 @@ DG_WARPS, DG_ROWS, DG_HITS, DG_HOT, DG_SLICES = 4, 8, 4, 256, 4  # maxsim_doc_gr
 DG_SHARED = DG_WARPS * DG_ROWS * (512 // 4) * 4  # static sums: kRowsPerWarp x kFeatures fp32 per warp
 
 
-def _inside(inner: sass.Loop, outer: sass.Loop) -> bool:
-    return inner is not outer and outer.start <= inner.start and inner.end <= outer.end
-
-
 def _ops(func: sass.Function, l: sass.Loop, prefix: str, exclude: tuple[sass.Loop, ...] = ()) -> int:
     """Instructions of `l` whose opcode starts with `prefix`, without those of `exclude`."""
     return sum(1 for i in func.instrs if l.contains(i.addr) and i.opcode.startswith(prefix)
@@ -48,14 +44,7 @@ def _ops(func: sass.Function, l: sass.Loop, prefix: str, exclude: tuple[sass.Loo
 
 def _enclosing(func: sass.Function, inner: sass.Loop) -> list[sass.Loop]:
     """The loops around `inner`, innermost first."""
-    return sorted((l for l in func.all_loops() if _inside(inner, l)), key=lambda l: l.end - l.start)
-
-
-def _plus(a: dict, b: dict, times: float = 1.0) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v * times
-    return out
+    return sorted((l for l in func.all_loops() if sass.inside(inner, l)), key=lambda l: l.end - l.start)
 
 
 def query_grad_profile(func: sass.Function) -> dict:
@@ -77,7 +66,7 @@ def doc_grad_profile(func: sass.Function) -> dict:
         left = D // 32 - _ops(func, l, "FFMA", tuple(l.children)) // DG_HITS
         for inner in (c for c in l.children if _ops(func, c, "FFMA")):
             trips = math.ceil(max(0, left) / (_ops(func, inner, "FFMA") // DG_HITS))
-            batch = _plus(batch, sass.totals(func, inner.start, inner.end), trips)
+            batch = model.plus(batch, sass.totals(func, inner.start, inner.end), trips)
         batches.append(batch)
     group = _enclosing(func, scan)[0]
     return {"scan": sass.totals(func, scan.start, scan.end, tuple(scan.children)),
@@ -142,7 +131,7 @@ def query_grad(profiles: dict, c: Case, g: Gpu) -> model.Prediction:
     iterations = math.ceil(c.nq * c.lq / (programs * QG_WARPS * rows_per_warp))  # row iterations per warp
     groups = math.ceil(c.nd / lanes)
     steps = sum(math.ceil(min(lanes, c.nd - k0) / QG_IN_FLIGHT) for k0 in range(0, c.nd, lanes))
-    per_row = _plus(_plus(p["row"], p["group"], groups), p["step"], steps)
+    per_row = model.plus(model.plus(p["row"], p["group"], groups), p["step"], steps)
     launch = model.Launch(programs=programs, warps=QG_WARPS, registers=p["registers"], shared=0,
                           per_program={k: v * iterations for k, v in per_row.items()},
                           iterations=iterations * (groups + steps), stages=2, hbm_bytes=query_grad_bytes(c))
@@ -161,13 +150,13 @@ def doc_grad(profiles: dict, c: Case, g: Gpu) -> tuple[model.Prediction, float]:
     # blocks of parts s > 0 have none unless their tile holds a hot group.
     if c.hot:  # one hot group per doc split into `slices` parts; the others scan and find nothing
         hot_scan, hot_batches = math.ceil(entries / slices / 32), math.ceil(entries / slices / DG_HITS)
-        work = _plus(_plus(p["group"], p["scan"], hot_scan), p["batch"], hot_batches)
-        per_doc = _plus({k: v * slices for k, v in work.items()}, _plus(p["group"], p["scan"], scan), groups - 1)
+        work = model.plus(model.plus(p["group"], p["scan"], hot_scan), p["batch"], hot_batches)
+        per_doc = model.plus({k: v * slices for k, v in work.items()}, model.plus(p["group"], p["scan"], scan), groups - 1)
         longest = max(scan, hot_scan + hot_batches)
         waits = (tiles - 1) * scan + longest + (slices - 1) * (hot_scan + hot_batches)
     else:
         batches = math.ceil(entries * DG_ROWS / c.ld / DG_HITS)
-        per_group = _plus(_plus(p["group"], p["scan"], scan), p["batch"], batches)
+        per_group = model.plus(model.plus(p["group"], p["scan"], scan), p["batch"], batches)
         per_doc = {k: v * groups for k, v in per_group.items()}
         longest = scan + batches
         waits = tiles * longest

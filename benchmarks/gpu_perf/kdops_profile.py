@@ -64,28 +64,24 @@ def _add(*parts: dict) -> dict:
     return out
 
 
-def _inside(inner: sass.Loop, outer: sass.Loop) -> bool:
-    return inner is not outer and outer.start <= inner.start and inner.end <= outer.end
-
-
 def tile_profile(func: sass.Function) -> dict:
     """{'tile_lo', 'tile_hi', 'chunk'}: per-warp totals of one doc tile and of one chunk's fixed work."""
     spans = func.all_loops()
-    innermost = [l for l in spans if not any(_inside(o, l) for o in spans)]
+    innermost = [l for l in spans if not any(sass.inside(o, l) for o in spans)]
     count = lambda l, op: sum(v for o, v in func.opcodes(l.start, l.end).items() if o.startswith(op))  # noqa: E731
     # Two m16 tiles: 8 HMMA per 4 LDSM (one: 4 per 3); the fewest HMMA is the 4-step unrolling.
     mma = min((l for l in innermost if count(l, "HMMA") and count(l, "HMMA") == 2 * count(l, "LDSM")),
               key=lambda l: count(l, "HMMA"))
     staging = [l for l in innermost if count(l, "LDGSTS")]
-    tile_loop = min((l for l in spans if _inside(mma, l) and any(_inside(s, l) for s in staging)),
+    tile_loop = min((l for l in spans if sass.inside(mma, l) and any(sass.inside(s, l) for s in staging)),
                     key=lambda l: l.end - l.start)
-    chunk_loop = min((l for l in spans if _inside(tile_loop, l)), key=lambda l: l.end - l.start)
-    copies = [l for l in staging if _inside(l, tile_loop)]
+    chunk_loop = min((l for l in spans if sass.inside(tile_loop, l)), key=lambda l: l.end - l.start)
+    copies = [l for l in staging if sass.inside(l, tile_loop)]
     body = sass.totals(func, mma.start, mma.end)
     loops = _add(_scaled(body, WARP_ROWS * WARP_COLS * D / body["fma"]),
                  *(_scaled(sass.totals(func, l.start, l.end), (COLS * D // 8 // THREADS) / count(l, "LDGSTS"))
                    for l in copies))
-    nested = tuple(l for l in innermost if _inside(l, tile_loop))
+    nested = tuple(l for l in innermost if sass.inside(l, tile_loop))
     fold = sass.totals(func, mma.end + 1, tile_loop.end, nested)
     leftover = [i for i in func.instrs if mma.end < i.addr <= tile_loop.end and i.cls in ("tensor", "ldsm")
                 and not any(l.contains(i.addr) for l in nested)]

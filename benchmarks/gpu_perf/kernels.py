@@ -22,13 +22,6 @@ class Shape:
     ld: int
 
 
-def _sum(a: dict, b: dict, times: float = 1.0) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v * times
-    return out
-
-
 def _hbm(s: Shape, elem: int) -> float:
     return (s.b * s.ld + s.nq * s.lq) * D * elem + s.nq * s.b * 4
 
@@ -37,7 +30,7 @@ def triton_launch(prof: dict, programs: int, ld: int, hbm: float) -> model.Launc
     trips = math.ceil(ld / prof["block_d"])
     return model.Launch(
         programs=programs, warps=prof["num_warps"], registers=prof["registers"], shared=prof["shared"],
-        per_program=_sum(prof["straight"], prof["loop"], trips), iterations=trips * prof["loops"],
+        per_program=model.plus(prof["straight"], prof["loop"], trips), iterations=trips * prof["loops"],
         stages=prof["num_stages"], hbm_bytes=hbm, hgmma=prof["loop"].get("hgmma", 0) > 0)
 
 
@@ -95,7 +88,7 @@ def kdops(profiles: dict, dtype: str, s: Shape, g: Gpu, bound: str = "hi") -> mo
     chunks = math.ceil(s.lq / seg)
     splits, per = split_chunks(s.b * groups, chunks, g.sms)
     tiles = math.ceil(s.ld / 64)
-    per_program = {k: v * per for k, v in _sum(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
+    per_program = {k: v * per for k, v in model.plus(prof["chunk"], prof[f"tile_{bound}"], tiles).items()}
     wavefronts, sectors = accesses.ratios(profiles, dtype)
     launch = model.Launch(programs=s.b * groups * splits, warps=4, registers=prof["registers"], shared=prof["shared"],
                           per_program=per_program, iterations=per * tiles, stages=3, hbm_bytes=_hbm(s, 2),

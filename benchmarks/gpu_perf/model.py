@@ -22,6 +22,14 @@ from dataclasses import dataclass
 from .hw import Gpu
 
 
+def plus(a: dict, b: dict, times: float = 1.0) -> dict:
+    """a + times * b, key by key (instruction counts of work units)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v * times
+    return out
+
+
 @dataclass(frozen=True)
 class Launch:
     programs: int  # blocks in the grid

@@ -144,6 +144,11 @@ def parse(text: str) -> dict[str, Function]:
     return funcs
 
 
+def inside(inner: Loop, outer: Loop) -> bool:
+    """Whether `inner` is a loop nested in `outer` (a loop is not inside itself)."""
+    return inner is not outer and outer.start <= inner.start and inner.end <= outer.end
+
+
 def without_fallbacks(func: Function) -> Function:
     """`func` with only the loops of its own code: the backward branches before its last EXIT.
     After it sit the shuffles' divergence fallbacks (BRA.DIV targets), which branch back into the
