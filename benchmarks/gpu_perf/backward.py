@@ -151,7 +151,8 @@ def doc_grad(profiles: dict, c: Case, g: Gpu) -> tuple[model.Prediction, float]:
     if c.hot:  # one hot group per doc split into `slices` parts; the others scan and find nothing
         hot_scan, hot_batches = math.ceil(entries / slices / 32), math.ceil(entries / slices / DG_HITS)
         work = model.plus(model.plus(p["group"], p["scan"], hot_scan), p["batch"], hot_batches)
-        per_doc = model.plus({k: v * slices for k, v in work.items()}, model.plus(p["group"], p["scan"], scan), groups - 1)
+        cold = model.plus(p["group"], p["scan"], scan)
+        per_doc = model.plus({k: v * slices for k, v in work.items()}, cold, groups - 1)
         longest = max(scan, hot_scan + hot_batches)
         waits = (tiles - 1) * scan + longest + (slices - 1) * (hot_scan + hot_batches)
     else:
@@ -170,7 +171,8 @@ def doc_grad(profiles: dict, c: Case, g: Gpu) -> tuple[model.Prediction, float]:
     # No program ends before its slowest block's waits: a floor the per-SM averages can miss.
     critical = longest * g.global_latency_cycles / g.clock_hz + g.launch_s
     if critical > pred.seconds:
-        pred = model.Prediction(critical, "slowest block", pred.resident, dict(pred.parts, **{"slowest block": critical}))
+        parts = dict(pred.parts, **{"slowest block": critical})
+        pred = model.Prediction(critical, "slowest block", pred.resident, parts)
     seconds = pred.seconds
     if slices > 1:  # counts [T] int32 (zeroed, atomics on argmax), combine: slices x hot rows fp32 -> dD
         hot_rows = c.nd * DG_ROWS if c.hot else 0
@@ -205,6 +207,7 @@ def markdown(profiles: dict, errors: dict) -> list[str]:
             q = query_grad(profiles, c, g)
             d, d_total = doc_grad(profiles, c, g)
             q_min, d_min = query_grad_bytes(c) / g.hbm_bytes_per_s, doc_grad_bytes(c) / g.hbm_bytes_per_s
-            out.append(f"| {c.name} | {q.seconds * 1e6:.1f} [{q.bound}] | {q_min * 1e6:.2f} | {q.seconds / q_min:.1f} | "
+            out.append(f"| {c.name} | {q.seconds * 1e6:.1f} [{q.bound}] | {q_min * 1e6:.2f} | "
+                       f"{q.seconds / q_min:.1f} | "
                        f"{d_total * 1e6:.1f} [{d.bound}] | {d_min * 1e6:.2f} | {d_total / d_min:.1f} |")
     return out
