@@ -35,14 +35,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cuda(
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
   at::Tensor argmax = serving_argmax(a, with_argmax);
   if (scores.numel() == 0) return {scores, argmax};
-  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
-                           static_cast<const char*>(in.D.data_ptr()),
-                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
-                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
-                           a.Nq,
-                           a.Lq,
-                           a.dim,
-                           a.layout};
+  const MaxSimView<char> v = a.view(in.D.data_ptr());
   const Format qf = format_of(a.Q.scalar_type()), df = format_of(in.D.scalar_type());
   const float* qs = a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr;
   const float* ds = in.d_scale.data_ptr<float>();

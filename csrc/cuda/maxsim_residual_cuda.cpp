@@ -27,14 +27,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_residual_cuda(
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
   at::Tensor argmax = serving_argmax(a, with_argmax);
   if (scores.numel() == 0) return {scores, argmax};
-  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
-                           nullptr,  // the docs are in `docs`
-                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
-                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
-                           a.Nq,
-                           a.Lq,
-                           a.dim,
-                           a.layout};
+  const MaxSimView<char> v = a.view(nullptr);  // the docs are in `docs`
   const maxsim_serving::ResidualDocs docs{in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
                                           in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), in.nbits};
   using maxsim_serving::Format;
