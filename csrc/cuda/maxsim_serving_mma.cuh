@@ -8,7 +8,9 @@
 //     m16n8k32 .s8; the similarity is float(sum) * ds, the CPU's Int8Policy's value.
 //   HalfOperands (every other pairing): tokens decoded to fp16 as they are staged (int8 and e4m3
 //     values are exact in fp16; a float32 query is rounded to fp16), fp32 sums by mma.sync
-//     m16n8k16 (products of fp16 values are exact in fp32).
+//     m16n8k16 (products of fp16 values are exact in fp32). A finite float32 value past fp16's
+//     range is flagged as it is staged, and the grid's answer written at the kernel's end
+//     (grid_none.cuh), for the op to assert: the range check costs no launch of its own.
 // Both are fed by ldmatrix (mma_ptx.cuh): it reads 16-byte rows whatever the element, and
 // register i of a lane holds 4 bytes of one row, which is both mma's fragment (two fp16, or four
 // int8). A mma step takes 32 bytes of features (16 fp16 or 32 int8) in either case.
@@ -32,12 +34,14 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <type_traits>
 
 #include <c10/util/Float8_e4m3fn.h>
 
 #include "common/maxsim.h"
+#include "cuda/grid_none.cuh"
 #include "cuda/maxsim_groups.cuh"
 #include "cuda/maxsim_mma.cuh"
 #include "cuda/maxsim_serving_kernels.h"
@@ -98,9 +102,13 @@ int64_t smem_bytes(int64_t width) {
   return int64_t(kRows + kCols) * tile_stride<Op>(width);
 }
 
+// fp16's largest finite value: a finite float32 past it would round to an infinity.
+constexpr float kHalfMax = 65504.0f;
+
 // Element f of a token row in `format`, as the fp16 the mma takes (int8 and e4m3 exactly; a
-// float32 rounded to nearest).
-__device__ inline uint16_t half_bits(const void* row, int64_t f, Format format) {
+// float32 rounded to nearest, `beyond` set if it is finite and past kHalfMax: the ops refuse it
+// through the kernel's range flag; infinities and NaN are fp16 values and pass).
+__device__ inline uint16_t half_bits(const void* row, int64_t f, Format format, bool& beyond) {
   float x;
   if (format == Format::kInt8) {
     x = static_cast<const int8_t*>(row)[f];
@@ -108,6 +116,7 @@ __device__ inline uint16_t half_bits(const void* row, int64_t f, Format format) 
     x = static_cast<float>(c10::Float8_e4m3fn(static_cast<const uint8_t*>(row)[f], c10::Float8_e4m3fn::from_bits()));
   } else {
     x = static_cast<const float*>(row)[f];
+    beyond |= fabsf(x) > kHalfMax && fabsf(x) <= FLT_MAX;
   }
   return __half_as_ushort(__float2half_rn(x));
 }
@@ -116,9 +125,10 @@ __device__ inline uint16_t half_bits(const void* row, int64_t f, Format format) 
 // from src_of(r) (its first element, in `format`; nullptr: zeros), elements past dim as zeros.
 // Int8Operands with vec (d and every row start 16-byte aligned: a load is then all in or all
 // past d): 16-byte loads; else an element at a time (walk over chunks or elements accordingly).
+// beyond: set by a float32 element past fp16's range (half_bits).
 template <typename Op, typename RowSrc>
 __device__ void stage(char* tile, int stride, int rows, int64_t dim, int64_t f0, Format format, bool vec,
-                      const Walk& walk, RowSrc src_of) {
+                      const Walk& walk, RowSrc src_of, bool& beyond) {
   using stored = typename Op::stored;
   if constexpr (std::is_same_v<Op, Int8Operands>) {
     if (vec) {
@@ -140,7 +150,7 @@ __device__ void stage(char* tile, int stride, int rows, int64_t dim, int64_t f0,
       if constexpr (std::is_same_v<Op, Int8Operands>) {
         value = static_cast<const int8_t*>(src)[f0 + c];
       } else {
-        value = half_bits(src, f0 + c, format);
+        value = half_bits(src, f0 + c, format, beyond);
       }
     }
     reinterpret_cast<stored*>(tile + r * stride)[c] = value;
@@ -237,11 +247,13 @@ struct Side {
 
 // v: Q and D as bytes (rows of dim elements in q.format / d.format; d.format kResidual: the docs
 // in `residual`, HalfOperands only). width: the elements per feature chunk (a multiple of Op::kK;
-// all of d, rounded up, when it fits).
+// all of d, rounded up, when it fits). in_half_range (float32 tokens, HalfOperands; else nullptr):
+// set to whether every float32 element staged lies within fp16's range (grid_none, its two zero
+// words in grid_words), which the op asserts on the device: the check costs no pass of its own.
 template <typename Op, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
     maxsim_serving_kernel(MaxSimView<char> v, Side q, Side d, ResidualDocs residual, Groups grp, int width,
-                          bool vec, float* scores, int32_t* argmax) {
+                          bool vec, float* scores, int32_t* argmax, unsigned int* grid_words, bool* in_half_range) {
   KDOPS_DYNAMIC_SMEM(char, smem);
   __shared__ const char* q_src[kRows];      // each query row's source row (nullptr: zeros)
   __shared__ uint32_t col_mask[2];          // mma::column_masks of the tile
@@ -264,6 +276,7 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
   // The lane's ldmatrix row (byte offset in a tile), as maxsim_mma.cuh's with 16-byte halves.
   const int a_offset = (wr * kWarpRows + lane % 16) * stride + kVec * (lane / 16);
   const int b_offset = (wc * kWarpCols + 8 * (lane / 16) + lane % 8) * stride + kVec * ((lane / 8) % 2);
+  bool beyond = false;  // a float32 element this thread staged lies past fp16's range
 
   for (int64_t item = blockIdx.x; item < grp.items; item += gridDim.x) {
     const int64_t u = item / grp.groups_per_doc;
@@ -297,7 +310,8 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
           __syncthreads();  // the row table is written; the last chunk's or tile's tiles are no longer read
           // One feature chunk: the query rows stay staged across the doc's tiles.
           if (feature_chunks > 1 || t == 0) {
-            stage<Op>(q_tile, stride, real_rows, v.dim, f0, q.format, vec_loads, walk, [&](int r) { return q_src[r]; });
+            stage<Op>(q_tile, stride, real_rows, v.dim, f0, q.format, vec_loads, walk, [&](int r) { return q_src[r]; },
+                      beyond);
           }
           if (std::is_same_v<Op, HalfOperands> && residual_docs) {  // decoded to fp16
             if (fc == 0) {
@@ -307,7 +321,8 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
             stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, inv_norm, walk);
           } else {
             stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
-                      [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; });
+                      [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; },
+                      beyond);
           }
           if (fc == 0) {
             if (warp == 0) mma::column_masks(v, first, tokens, col_mask);
@@ -383,6 +398,7 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
     }
     if (tid < nq) scores[(q0 + tid) * l.K + k] = score;
   }
+  if (in_half_range != nullptr) grid_none(beyond, grid_words, in_half_range);  // the same in the grid
 }
 
 }  // namespace kdops::cuda::tensor_core::serving
