@@ -105,8 +105,10 @@ def test_int8_equals_decode_then_score_exactly(device, layout):
 
 # (nq, lq, k, ld, d, per_query): groups of several queries per block (lq <= 32), a query in
 # row chunks (lq > 64), docs over several 64-token tiles, d by bytes (odd, not 16-aligned) and by
-# 16-byte loads, d past one mma step (32), per-query candidates.
-CUDA_SHAPES = [(5, 9, 3, 70, 33, False), (2, 70, 2, 130, 48, False), (3, 17, 4, 21, 7, True), (1, 64, 2, 64, 96, True)]
+# 16-byte cp.async copies, d past one mma step (32), per-query candidates, and docs of more tiles
+# than the pipeline has buffers (5 > kStages = 3: each buffer reused).
+CUDA_SHAPES = [(5, 9, 3, 70, 33, False), (2, 70, 2, 130, 48, False), (3, 17, 4, 21, 7, True), (1, 64, 2, 64, 96, True),
+               (3, 20, 2, 300, 64, False)]
 
 
 @pytest.mark.parametrize("device", CUDA_KERNEL_BACKENDS, indirect=True)
