@@ -40,16 +40,20 @@ inline std::tuple<at::Tensor, at::Tensor> serving_op(const ServingArgs& a, const
   if (scores.numel() == 0) return {scores, argmax};
   const MaxSimView<char> v = a.view(in.docs);
   const bool float_query = in.q_format == Format::kFloat;  // the docs are never float32
-  const GridWords words(float_query ? maxsim_serving::serving_blocks(v) : 0, a.Q.options());
   const at::Tensor in_range = float_query ? at::empty({}, a.Q.options().dtype(at::kBool)) : at::Tensor();
-  const maxsim_serving::HalfRangeFlag range{words.words(), float_query ? in_range.data_ptr<bool>() : nullptr};
-  if (with_argmax) {
-    maxsim_serving::serving_forward<true>(v, in.q_format, in.q_scale, in.d_format, in.d_scale, in.residual,
-                                          scores.data_ptr<float>(), argmax.data_ptr<int32_t>(), range,
-                                          launch_target());
-  } else {
-    maxsim_serving::serving_forward<false>(v, in.q_format, in.q_scale, in.d_format, in.d_scale, in.residual,
-                                           scores.data_ptr<float>(), nullptr, range, launch_target());
+  {
+    // The stream's words, zeroed by the guard only if the launch itself fails; the kernel's last
+    // block leaves them at zero, before the flag is asserted below.
+    const GridWords words(float_query ? maxsim_serving::serving_blocks(v) : 0, a.Q.options());
+    const maxsim_serving::HalfRangeFlag range{words.words(), float_query ? in_range.data_ptr<bool>() : nullptr};
+    if (with_argmax) {
+      maxsim_serving::serving_forward<true>(v, in.q_format, in.q_scale, in.d_format, in.d_scale, in.residual,
+                                            scores.data_ptr<float>(), argmax.data_ptr<int32_t>(), range,
+                                            launch_target());
+    } else {
+      maxsim_serving::serving_forward<false>(v, in.q_format, in.q_scale, in.d_format, in.d_scale, in.residual,
+                                             scores.data_ptr<float>(), nullptr, range, launch_target());
+    }
   }
   if (float_query) {
     at::_assert_async(in_range, "Q (float32) must hold values within fp16's range |x| <= 65504 on CUDA, where it "
