@@ -1,7 +1,7 @@
-"""Kernel launches and torch ops per call of the Margin-MSE and Plackett-Luce family CUDA ops,
-counted on the simulator: the kernels by its launch counter (kdops._C_sim.launch_count()), the
-torch ops by the profiler (the ATen ops the op's host code dispatches, each a launch on a GPU,
-views, allocations and no-op `to` left out). The table says why each is needed; a change that
+"""Kernel launches and torch ops per call of the Margin-MSE, Plackett-Luce family and serving
+MaxSim CUDA ops, counted on the simulator: the kernels by its launch counter
+(kdops._C_sim.launch_count()), the torch ops by the profiler (the ATen ops the op's host code
+dispatches, each a launch on a GPU, views, allocations and no-op `to` left out). The table says why each is needed; a change that
 adds one must change the table, and say why."""
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ SL, TL = torch.randn(B, LONG, generator=g), torch.randn(B, LONG, generator=g)
 PERML = torch.stack([torch.randperm(LONG, generator=g) for _ in range(B)])
 
 # name: (call, kernels, torch ops). Why each is there:
-#   zeros (margin_mse): the grid sum's arrival counter, zeroed before the one kernel, where the
-#     terms (B*N) need more than one block of 2048 (one block sums them itself).
+#   margin_mse: one kernel computes the per-term losses and, where the terms (B*N) need more than
+#     one block of 2048, reduces them over the grid (grid_sum.cuh) on the stream's arrival
+#     counter, which the kernel leaves at zero (cuda/grid_scratch.h): no launch zeroes it.
 #   Plackett-Luce family: one kernel computes everything a call asks for (ListMLE's / PLD's
 #     ranking, sorted in a warp's registers up to 256 items, else in a block's shared memory; the
 #     loss; the gradients; *_and_grads is the forward's call plus the gradients) and, at its end,
@@ -72,11 +73,25 @@ PERML = torch.stack([torch.randperm(LONG, generator=g) for _ in range(B)])
 #     [0, n] and PLD's target in [0, C) (one flag), a user's ranking a permutation (another), each
 #     temperature given as a tensor (read by the kernel in device memory) positive and finite.
 #   tensor_temperature *_and_grads: the temperatures' gradients come from the same kernel.
+#   Serving MaxSim (maxsim_quantized, maxsim_residual): one kernel, whatever the pairing. Each
+#     per-token scale tensor's values are checked on the device (>= 0 and finite: ge, isfinite,
+#     logical_and_, all, _assert_async), and residual codes' range (ge, lt, logical_and_, all,
+#     _assert_async). A float32 query is rounded to fp16 by the kernel, which flags a value past
+#     fp16's range as it stages it (grid_none.cuh, on the stream's words the kernel leaves at
+#     zero): one more _assert_async, no pass of its own over Q.
 ASSERT = ["aten::_assert_async"]
+SCALE_CHECK = ["aten::ge", "aten::isfinite", "aten::logical_and_", "aten::all", *ASSERT]
+CODES_CHECK = ["aten::ge", "aten::lt", "aten::logical_and_", "aten::all", *ASSERT]
+QF, QS = torch.randn(10, 1, 8, generator=g), torch.rand(10, 1, generator=g)  # Lq = 1: 3 groups of 4 queries
+QI = torch.randint(-127, 128, (10, 1, 8), generator=g).to(torch.int8)
+DI, DS = torch.randint(-127, 128, (5, 3, 8), generator=g).to(torch.int8), torch.rand(5, 3, generator=g)  # x 5 docs: 15 blocks
+CODES = torch.randint(0, 4, (5, 3), generator=g, dtype=torch.int32)
+RESIDUALS = torch.randint(0, 256, (5, 3, 2), generator=g).to(torch.uint8)
+CENTROIDS, BUCKETS = torch.randn(4, 8, generator=g), torch.randn(4, generator=g)
 CASES = {
     "margin_mse mean": (lambda: ops.margin_mse(S, T, None, "mean"), 1, []),
     "margin_mse none": (lambda: ops.margin_mse(S, T, None, "none"), 1, []),
-    "margin_mse many blocks mean": (lambda: ops.margin_mse(SM, TM, None, "mean"), 1, ["aten::zeros"]),
+    "margin_mse many blocks mean": (lambda: ops.margin_mse(SM, TM, None, "mean"), 1, []),
     "margin_mse_backward mean": (lambda: ops.margin_mse_backward(ONE, S, T, None, torch.tensor(B * (N - 1)), "mean"), 1, []),
     "margin_mse_pairwise sum": (lambda: ops.margin_mse_pairwise(SP, SN, TP, TN, "sum"), 1, []),
     "margin_mse_pairwise_backward mean": (lambda: ops.margin_mse_pairwise_backward(ONE, SP, SN, TP, TN, "mean"), 1, []),
@@ -112,6 +127,12 @@ CASES = {
     "listwise_kd_loss_and_grads learned temperatures long rows sum": (
         lambda: ops.listwise_kd_loss_and_grads.tensor_temperature(SL, TL, None, TWO, TWO, "sum", False), 1,
         ASSERT + ASSERT),
+    "maxsim_quantized float query": (lambda: ops.maxsim_quantized(QF, None, DI, DS, None, None, False, True), 1,
+                                     SCALE_CHECK + ASSERT),
+    "maxsim_quantized int8": (lambda: ops.maxsim_quantized(QI, QS, DI, DS, None, None, False, False), 1,
+                              SCALE_CHECK + SCALE_CHECK),
+    "maxsim_residual": (lambda: ops.maxsim_residual(QF, CODES, RESIDUALS, CENTROIDS, BUCKETS, None, None, False, True), 1,
+                        CODES_CHECK + ASSERT),
 }
 
 

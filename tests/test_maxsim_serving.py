@@ -105,8 +105,10 @@ def test_int8_equals_decode_then_score_exactly(device, layout):
 
 # (nq, lq, k, ld, d, per_query): groups of several queries per block (lq <= 32), a query in
 # row chunks (lq > 64), docs over several 64-token tiles, d by bytes (odd, not 16-aligned) and by
-# 16-byte loads, d past one mma step (32), per-query candidates.
-CUDA_SHAPES = [(5, 9, 3, 70, 33, False), (2, 70, 2, 130, 48, False), (3, 17, 4, 21, 7, True), (1, 64, 2, 64, 96, True)]
+# 16-byte cp.async copies, d past one mma step (32), per-query candidates, and docs of more tiles
+# than the pipeline has buffers (5 > kStages = 3: each buffer reused).
+CUDA_SHAPES = [(5, 9, 3, 70, 33, False), (2, 70, 2, 130, 48, False), (3, 17, 4, 21, 7, True), (1, 64, 2, 64, 96, True),
+               (3, 20, 2, 300, 64, False)]
 
 
 @pytest.mark.parametrize("device", CUDA_KERNEL_BACKENDS, indirect=True)
@@ -444,8 +446,9 @@ def test_inference_only_refuses_requires_grad():
 
 def test_cuda_kernels_and_the_fp16_range_of_a_float_query():
     """Both ops have CUDA kernels (and run on the simulator when it is built). On CUDA a float32 Q
-    is rounded to fp16, so a finite |Q| > 65504 is refused (a device-side assert, raised at once
-    by the simulator); infinities are fp16 values and are scored."""
+    is rounded to fp16, so a finite |Q| > 65504 is refused (the kernel flags it as it stages Q,
+    the op asserts the flag on the device; the simulator raises at once); infinities are fp16
+    values and are scored."""
     backends = kdops.build_info()["ops"]
     for op in ("maxsim_quantized", "maxsim_residual"):
         assert ("CUDA" in backends[op]) == built_with_cuda(), backends[op]
@@ -464,6 +467,35 @@ def test_cuda_kernels_and_the_fp16_range_of_a_float_query():
         Qf[0, 0, 3] = float("inf")  # scored: inf * 0 = NaN in the int8 doc's product
         assert kdops.maxsim_quantized(Qf, D, d_scale=ds).isnan().all()
         assert kdops.maxsim_residual(Qf, codes, residuals, centroids, weights).isinf().all()
+
+
+@pytest.mark.sim
+def test_cuda_fp16_range_flag_across_blocks():
+    """The range flag is combined over the grid in the kernel's own launch (cuda/grid_none.cuh,
+    on the stream's two words that each launch leaves at zero): a value staged by one block of
+    many is refused, 65504 itself and -65504 are not, and the calls after a refusal see clean
+    words (a good call passes, a bad one is refused again). Skipped without the simulator."""
+    if "sim" not in DEVICES:
+        pytest.skip("kdops._C_sim not built")
+    gen = torch.Generator().manual_seed(31)
+    # Lq = 1: groups of 4 queries, so 3 groups x 5 docs = 15 blocks; query 5 is in the second group.
+    Q, D, ds = torch.randn(10, 1, 8, generator=gen), _int8(gen, (5, 3, 8)), _scale(gen, (5, 3))
+    codes, residuals = torch.randint(0, 4, (5, 3), generator=gen, dtype=torch.int32), torch.zeros(5, 3, 2, dtype=torch.uint8)
+    centroids, weights = torch.randn(4, 8, generator=gen), torch.randn(4, generator=gen)
+    with on_backend("sim"):
+        good = kdops.maxsim_quantized(Q, D, d_scale=ds)
+        bad = Q.clone()
+        bad[5, 0, 7] = -65520.0
+        for _ in range(2):
+            with raises_value_check("sim", "within fp16's range"):
+                kdops.maxsim_quantized(bad, D, d_scale=ds)
+            with raises_value_check("sim", "within fp16's range"):
+                kdops.maxsim_residual(bad, codes, residuals, centroids, weights)
+            assert torch.equal(kdops.maxsim_quantized(Q, D, d_scale=ds), good)
+        edge = Q.clone()
+        edge[5, 0, 7], edge[9, 0, 0] = 65504.0, -65504.0
+        assert kdops.maxsim_quantized(edge, D, d_scale=ds).isfinite().all()
+        assert kdops.maxsim_residual(edge, codes, residuals, centroids, weights).isfinite().all()
 
 
 def test_opcheck_and_compile():

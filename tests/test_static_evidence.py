@@ -91,6 +91,23 @@ def test_quantized_maxsim_forward_inner_loop_is_ldmatrix_and_mma_only(usage, ope
     _assert_inner_loops_are_mma_fed_by_ldmatrix(kernels, instruction)
 
 
+def test_int8_serving_forward_stages_tiles_by_cp_async_in_its_tile_loop(usage):
+    """int8 x int8 tokens are copied as they are stored: by cp.async (LDGSTS), inside a loop that
+    also holds the IMMA (the loop over the doc's tiles, which keeps the next tiles' copies in
+    flight), on every sm_80+ cubin, with and without the argmax."""
+    kernels = [u for u in usage if "maxsim_serving_kernel<" in u.kernel and "Int8Operands" in u.kernel and _sm(u.arch) >= 80]
+    assert kernels
+    for mangled in {u.mangled for u in kernels}:
+        for arch, code in static_evidence.sass(mangled).items():
+            loops = []
+            for address, instruction in code:
+                m = static_evidence.BRANCH.search(instruction)
+                if m and int(m.group(1), 16) <= address:
+                    loops.append([static_evidence.opcode(i) for a, i in code if int(m.group(1), 16) <= a <= address])
+            assert any(any(op.startswith("LDGSTS") for op in ops) and any(op.startswith("IMMA") for op in ops)
+                       for ops in loops), (arch, mangled)
+
+
 def test_no_kernel_uses_local_memory_and_maxsim_kernels_no_stack(usage):
     """LOCAL (local memory per thread) is 0 everywhere; the MaxSim kernels also keep no stack frame
     (spills land there). A few other kernels keep an 8-16 byte frame on some archs (see

@@ -17,6 +17,19 @@ struct ServingArgs {
   at::Tensor q_mask, d_mask;  // undefined, or bool contiguous ([Nq, Lq] / the docs' token shape)
   int64_t Nq, Lq, dim;
   MaxSimLayout layout;        // offsets always nullptr: no packed layout here
+
+  // The kernels' view: Q and `docs` as bytes (rows of dim elements in their stored format;
+  // nullptr where the docs are not token rows, e.g. residual codes), the masks' data.
+  MaxSimView<char> view(const void* docs) const {
+    return {static_cast<const char*>(Q.data_ptr()),
+            static_cast<const char*>(docs),
+            q_mask.defined() ? q_mask.data_ptr<bool>() : nullptr,
+            d_mask.defined() ? d_mask.data_ptr<bool>() : nullptr,
+            Nq,
+            Lq,
+            dim,
+            layout};
+  }
 };
 
 inline bool is_quantized_type(at::ScalarType s) { return s == at::kChar || s == at::kFloat8_e4m3fn; }

@@ -39,8 +39,7 @@ void serving_forward(const ServingArgs& a, MakePolicy make_policy, float* scores
   const int64_t query_items = (Nq + queries_per_item - 1) / queries_per_item;
   const int64_t column_items = (K + columns_per_item - 1) / columns_per_item;
   const int64_t block = std::max<int64_t>(1, kServingBlockElems / a.dim);
-  const bool* q_mask = a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr;
-  const bool* d_mask = a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr;
+  const MaxSimView<char> v = a.view(nullptr);  // the masks (the policies read the tokens)
   const double item_ns = decltype(make_policy())::kMacNs * static_cast<double>(queries_per_item * Lq) *
                          static_cast<double>(columns_per_item * Ld) * static_cast<double>(a.dim);
   at::parallel_for(0, query_items * column_items, parallel_grain(item_ns), [&](int64_t begin, int64_t end) {
@@ -59,14 +58,14 @@ void serving_forward(const ServingArgs& a, MakePolicy make_policy, float* scores
         const int64_t start = l.start(l.doc(q0, k));  // every query of the item reads doc(q0, k)
         for (int64_t j0 = 0; j0 < Ld && R > 0; j0 += block) {
           const int64_t n = std::min(block, Ld - j0);
-          policy.fold(start + j0, n, d_mask != nullptr ? d_mask + start + j0 : nullptr,
+          policy.fold(start + j0, n, v.d_mask != nullptr ? v.d_mask + start + j0 : nullptr,
                       static_cast<int32_t>(j0), best.data(), arg.data());
         }
         for (int64_t q = q0; q < q1; ++q) {
           float score = 0;
           for (int64_t i = 0; i < Lq; ++i) {
             const int64_t r = (q - q0) * Lq + i;
-            const bool valid = q_mask == nullptr || q_mask[q * Lq + i];
+            const bool valid = v.query_token_valid(q, i);
             const RunningMax<float> m{best[r], valid ? arg[r] : -1};
             if (argmax != nullptr) argmax[(q * K + k) * Lq + i] = m.index;
             if (m.index >= 0) score += policy.contribution(q, i, m.value);

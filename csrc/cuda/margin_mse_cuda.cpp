@@ -3,12 +3,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "common/margin_mse_inputs.h"
 #include "common/reduction.h"
 #include "cuda/device.h"
+#include "cuda/grid_scratch.h"
 #include "cuda/margin_mse_kernels.h"
 
 namespace kdops::cuda {
@@ -31,23 +31,16 @@ std::tuple<at::Tensor, at::Tensor> forward(const MarginMSEArgs& a, Reduction red
   at::Tensor loss = at::empty({}, opts);
   at::Tensor count = at::empty({}, opts.dtype(at::kLong));
   const int64_t blocks = margin_mse::forward_blocks(a.B * a.N);
-  // The grid sum's partials and arrival counter (zeroed: a launch); a grid of one block (up to
-  // 2048 terms) needs neither.
-  const bool grid = blocks > 1;
-  at::Tensor done = grid ? at::zeros({1}, opts.dtype(at::kInt)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "margin_mse_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    at::Tensor partial_sum, partial_count;
-    if (grid) {
-      partial_sum = at::empty({blocks}, opts.dtype(c10::CppTypeToScalarType<acc_t>::value));
-      partial_count = at::empty({blocks}, opts.dtype(at::kLong));
-    }
-    margin_mse::forward<scalar_t, acc_t>(
-        a.view<scalar_t>(), reduction, data_or_null<scalar_t>(per_term), data_or_null<acc_t>(partial_sum),
-        reinterpret_cast<long long*>(data_or_null<int64_t>(partial_count)),
-        reinterpret_cast<unsigned int*>(data_or_null<int>(done)), loss.data_ptr<scalar_t>(),
-        count.data_ptr<int64_t>(), blocks, launch_target());
+    // The grid sum's partials and the stream's arrival counter, zero between launches (no memset
+    // launch); a grid of one block (up to 2048 terms) needs neither.
+    const GridScratch<acc_t> scratch(blocks, 1, opts);
+    margin_mse::forward<scalar_t, acc_t>(a.view<scalar_t>(), reduction, data_or_null<scalar_t>(per_term),
+                                         scratch.partial_sum(), scratch.partial_count(), scratch.done(),
+                                         loss.data_ptr<scalar_t>(), count.data_ptr<int64_t>(), blocks,
+                                         launch_target());
   });
   return {reduction == Reduction::None ? per_term : loss, count};
 }

@@ -14,8 +14,8 @@ namespace kdops::cuda::margin_mse {
 int64_t forward_blocks(int64_t terms);
 
 // Per-term losses into per_term (nullptr: not kept) and, through the grid sum over `blocks`
-// partials (partial_sum, partial_count [blocks], done: one zeroed counter; all three nullptr
-// when blocks is 1), the reduced loss and the valid-term count.
+// partials (partial_sum, partial_count [blocks], done: a zero counter the kernel leaves zero,
+// grid_scratch.h; all three nullptr when blocks is 1), the reduced loss and the valid-term count.
 template <typename scalar_t, typename acc_t>
 void forward(const MarginMSEView<scalar_t>& v, Reduction reduction, scalar_t* per_term,
              acc_t* partial_sum, long long* partial_count, unsigned int* done, scalar_t* loss,

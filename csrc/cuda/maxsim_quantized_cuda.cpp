@@ -7,13 +7,10 @@
 //     its values must lie within fp16's range), fp32 sums (mma.sync m16n8k16), the scales applied
 //     outside the dot products. The CPU decodes x * scale to float32 instead: the scores agree to
 //     float32 rounding (and, for a float32 Q, its fp16 rounding: a relative 2^-11 per element).
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "common/maxsim_serving_inputs.h"
-#include "cuda/device.h"
-#include "cuda/half_range.h"
-#include "cuda/maxsim_serving_kernels.h"
+#include "cuda/maxsim_serving_op.h"
 
 namespace kdops::cuda {
 namespace {
@@ -30,32 +27,13 @@ std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cuda(
     const c10::optional<at::Tensor>& d_mask, bool length_normalize, bool with_argmax) {
   const QuantizedArgs in = quantized_args(Q, q_scale, D, d_scale, q_mask, d_mask);
   const ServingArgs& a = in.a;
-  const DeviceGuard guard(a.Q.device());
-  if (a.Q.scalar_type() == at::kFloat) check_half_range(a.Q);
-  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
-  at::Tensor argmax = serving_argmax(a, with_argmax);
-  if (scores.numel() == 0) return {scores, argmax};
-  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
-                           static_cast<const char*>(in.D.data_ptr()),
-                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
-                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
-                           a.Nq,
-                           a.Lq,
-                           a.dim,
-                           a.layout};
-  const Format qf = format_of(a.Q.scalar_type()), df = format_of(in.D.scalar_type());
-  const float* qs = a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr;
-  const float* ds = in.d_scale.data_ptr<float>();
-  const maxsim_serving::ResidualDocs none{};
-  if (with_argmax) {
-    maxsim_serving::serving_forward<true>(v, qf, qs, df, ds, none, scores.data_ptr<float>(),
-                                          argmax.data_ptr<int32_t>(), launch_target());
-  } else {
-    maxsim_serving::serving_forward<false>(v, qf, qs, df, ds, none, scores.data_ptr<float>(), nullptr,
-                                           launch_target());
-  }
-  if (length_normalize) scores.div_(serving_query_lengths(a));
-  return {scores, argmax};
+  const ServingOperands operands{in.D.data_ptr(),
+                                 format_of(a.Q.scalar_type()),
+                                 a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr,
+                                 format_of(in.D.scalar_type()),
+                                 in.d_scale.data_ptr<float>(),
+                                 {}};
+  return serving_op(a, operands, length_normalize, with_argmax);
 }
 
 }  // namespace

@@ -4,13 +4,10 @@
 // (rounded to fp16, so within fp16's range) on fp16 tensor cores with fp32 sums
 // (maxsim_serving_kernels.h): no decoded doc is ever written to global memory. The CPU decodes
 // to float32: the scores agree to the two fp16 roundings, 2^-10 relative per product.
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "common/maxsim_serving_inputs.h"
-#include "cuda/device.h"
-#include "cuda/half_range.h"
-#include "cuda/maxsim_serving_kernels.h"
+#include "cuda/maxsim_serving_op.h"
 
 namespace kdops::cuda {
 namespace {
@@ -21,32 +18,15 @@ std::tuple<at::Tensor, at::Tensor> maxsim_residual_cuda(
     const c10::optional<at::Tensor>& q_mask, const c10::optional<at::Tensor>& d_mask,
     bool length_normalize, bool with_argmax) {
   const ResidualArgs in = residual_args(Q, codes, residuals, centroids, bucket_weights, q_mask, d_mask);
-  const ServingArgs& a = in.a;
-  const DeviceGuard guard(a.Q.device());
-  check_half_range(a.Q);
-  at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
-  at::Tensor argmax = serving_argmax(a, with_argmax);
-  if (scores.numel() == 0) return {scores, argmax};
-  const MaxSimView<char> v{static_cast<const char*>(a.Q.data_ptr()),
-                           nullptr,  // the docs are in `docs`
-                           a.q_mask.defined() ? a.q_mask.data_ptr<bool>() : nullptr,
-                           a.d_mask.defined() ? a.d_mask.data_ptr<bool>() : nullptr,
-                           a.Nq,
-                           a.Lq,
-                           a.dim,
-                           a.layout};
-  const maxsim_serving::ResidualDocs docs{in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
-                                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), in.nbits};
   using maxsim_serving::Format;
-  if (with_argmax) {
-    maxsim_serving::serving_forward<true>(v, Format::kFloat, nullptr, Format::kResidual, nullptr, docs,
-                                          scores.data_ptr<float>(), argmax.data_ptr<int32_t>(), launch_target());
-  } else {
-    maxsim_serving::serving_forward<false>(v, Format::kFloat, nullptr, Format::kResidual, nullptr, docs,
-                                           scores.data_ptr<float>(), nullptr, launch_target());
-  }
-  if (length_normalize) scores.div_(serving_query_lengths(a));
-  return {scores, argmax};
+  const ServingOperands operands{nullptr,  // the docs are in `residual`
+                                 Format::kFloat,
+                                 nullptr,
+                                 Format::kResidual,
+                                 nullptr,
+                                 {in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
+                                  in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), in.nbits}};
+  return serving_op(in.a, operands, length_normalize, with_argmax);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 //     m16n8k32 .s8; the similarity is float(sum) * ds, the CPU's Int8Policy's value.
 //   HalfOperands (every other pairing): tokens decoded to fp16 as they are staged (int8 and e4m3
 //     values are exact in fp16; a float32 query is rounded to fp16), fp32 sums by mma.sync
-//     m16n8k16 (products of fp16 values are exact in fp32).
+//     m16n8k16 (products of fp16 values are exact in fp32). A finite float32 value past fp16's
+//     range is flagged as it is staged, and the grid's answer written at the kernel's end
+//     (grid_none.cuh), for the op to assert: the range check costs no launch of its own.
 // Both are fed by ldmatrix (mma_ptx.cuh): it reads 16-byte rows whatever the element, and
 // register i of a lane holds 4 bytes of one row, which is both mma's fragment (two fp16, or four
 // int8). A mma step takes 32 bytes of features (16 fp16 or 32 int8) in either case.
@@ -17,9 +19,14 @@
 // and column_masks this reuses): a block takes a doc and a group of whole queries
 // (maxsim_groups.cuh, kRows = 64 query rows), the doc streams through shared memory kCols = 64
 // tokens at a time, and four warps in 2 x 2 each multiply 32 query rows with 32 of the tile's
-// tokens, the accumulators staying in registers. Tiles are staged by plain loads (int8: 16 bytes
-// at a time where aligned), not cp.async. A d too wide for shared memory is taken in feature
-// chunks of `width` elements (a multiple of the mma's k), the sums carried across the chunks.
+// tokens, the accumulators staying in registers. A d too wide for shared memory is taken in
+// feature chunks of `width` elements (a multiple of the mma's k), the sums carried across the
+// chunks. Staging: tokens copied as they are (int8 x int8, d and the rows 16-byte aligned) go
+// by 16-byte cp.async copies, and when all of d fits in one chunk with kStages doc tiles, the doc
+// streams through a kStages-deep pipeline as in maxsim_mma.cuh (the next tiles' copies in flight
+// while a tile is multiplied); else one tile at a time (`stages` = 1), by cp.async or, for the
+// decoded pairings (fp16 from int8, e4m3, float32 or residual codes), plain loads decoded in
+// registers.
 //
 // Shared-memory rows: width elements + 16 bytes, an odd number of 16-byte units, so each
 // ldmatrix phase's 8 row addresses fall in distinct bank groups.
@@ -32,12 +39,15 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <type_traits>
 
 #include <c10/util/Float8_e4m3fn.h>
+#include <cuda_pipeline.h>
 
 #include "common/maxsim.h"
+#include "cuda/grid_none.cuh"
 #include "cuda/maxsim_groups.cuh"
 #include "cuda/maxsim_mma.cuh"
 #include "cuda/maxsim_serving_kernels.h"
@@ -57,6 +67,7 @@ using mma::Walk;
 
 constexpr int kStep = 32;  // bytes of features per mma step
 constexpr int kVec = 16;   // bytes per vector load, and the row padding
+constexpr int kStages = mma::kStages;  // doc tiles in flight in the cp.async pipeline
 
 using maxsim_serving::element_bytes;
 using maxsim_serving::Format;
@@ -92,15 +103,19 @@ KDOPS_HD int tile_stride(int64_t width) {
   return static_cast<int>(width * int64_t(sizeof(typename Op::stored))) + kVec;
 }
 
-// Dynamic shared memory: the query rows and one doc tile.
+// Dynamic shared memory: the query rows and `stages` doc tiles.
 template <typename Op>
-int64_t smem_bytes(int64_t width) {
-  return int64_t(kRows + kCols) * tile_stride<Op>(width);
+int64_t smem_bytes(int64_t width, int stages) {
+  return int64_t(kRows + stages * kCols) * tile_stride<Op>(width);
 }
 
+// fp16's largest finite value: a finite float32 past it would round to an infinity.
+constexpr float kHalfMax = 65504.0f;
+
 // Element f of a token row in `format`, as the fp16 the mma takes (int8 and e4m3 exactly; a
-// float32 rounded to nearest).
-__device__ inline uint16_t half_bits(const void* row, int64_t f, Format format) {
+// float32 rounded to nearest, `beyond` set if it is finite and past kHalfMax: the ops refuse it
+// through the kernel's range flag; infinities and NaN are fp16 values and pass).
+__device__ inline uint16_t half_bits(const void* row, int64_t f, Format format, bool& beyond) {
   float x;
   if (format == Format::kInt8) {
     x = static_cast<const int8_t*>(row)[f];
@@ -108,27 +123,32 @@ __device__ inline uint16_t half_bits(const void* row, int64_t f, Format format) 
     x = static_cast<float>(c10::Float8_e4m3fn(static_cast<const uint8_t*>(row)[f], c10::Float8_e4m3fn::from_bits()));
   } else {
     x = static_cast<const float*>(row)[f];
+    beyond |= fabsf(x) > kHalfMax && fabsf(x) <= FLT_MAX;
   }
   return __half_as_ushort(__float2half_rn(x));
 }
 
 // Stages elements [f0, f0 + width) of rows [0, rows) of a tile (row stride `stride` bytes): row r
 // from src_of(r) (its first element, in `format`; nullptr: zeros), elements past dim as zeros.
-// Int8Operands with vec (d and every row start 16-byte aligned: a load is then all in or all
-// past d): 16-byte loads; else an element at a time (walk over chunks or elements accordingly).
+// Int8Operands with vec (d and every row start 16-byte aligned: a copy is then all in or all
+// past d): 16-byte cp.async copies, which land at the caller's wait; else an element at a time
+// (walk over chunks or elements accordingly).
+// beyond: set by a float32 element past fp16's range (half_bits).
 template <typename Op, typename RowSrc>
 __device__ void stage(char* tile, int stride, int rows, int64_t dim, int64_t f0, Format format, bool vec,
-                      const Walk& walk, RowSrc src_of) {
+                      const Walk& walk, RowSrc src_of, bool& beyond) {
   using stored = typename Op::stored;
   if constexpr (std::is_same_v<Op, Int8Operands>) {
     if (vec) {
       walk.over(rows, [&](int r, int c) {
-        const void* row = src_of(r);
-        const int8_t* src = static_cast<const int8_t*>(row);
+        const char* src = src_of(r);
         const int64_t f = f0 + int64_t(c) * kVec;
-        uint4 value = make_uint4(0u, 0u, 0u, 0u);
-        if (src != nullptr && f < dim) value = *reinterpret_cast<const uint4*>(src + f);
-        *reinterpret_cast<uint4*>(tile + r * stride + c * kVec) = value;
+        char* dst = tile + r * stride + c * kVec;
+        if (src != nullptr && f < dim) {
+          __pipeline_memcpy_async(dst, src + f, 16);
+        } else {
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+        }
       });
       return;
     }
@@ -140,7 +160,7 @@ __device__ void stage(char* tile, int stride, int rows, int64_t dim, int64_t f0,
       if constexpr (std::is_same_v<Op, Int8Operands>) {
         value = static_cast<const int8_t*>(src)[f0 + c];
       } else {
-        value = half_bits(src, f0 + c, format);
+        value = half_bits(src, f0 + c, format, beyond);
       }
     }
     reinterpret_cast<stored*>(tile + r * stride)[c] = value;
@@ -237,15 +257,19 @@ struct Side {
 
 // v: Q and D as bytes (rows of dim elements in q.format / d.format; d.format kResidual: the docs
 // in `residual`, HalfOperands only). width: the elements per feature chunk (a multiple of Op::kK;
-// all of d, rounded up, when it fits).
+// all of d, rounded up, when it fits). pipeline_stages: doc tiles in flight, kStages (vec
+// Int8Operands, one feature chunk) or 1. in_half_range (float32 tokens, HalfOperands; else nullptr):
+// set to whether every float32 element staged lies within fp16's range (grid_none, its two zero
+// words in grid_words), which the op asserts on the device: the check costs no pass of its own.
 template <typename Op, bool kWriteArgmax>
 __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
     maxsim_serving_kernel(MaxSimView<char> v, Side q, Side d, ResidualDocs residual, Groups grp, int width,
-                          bool vec, float* scores, int32_t* argmax) {
+                          int pipeline_stages, bool vec, float* scores, int32_t* argmax, unsigned int* grid_words,
+                          bool* in_half_range) {
   KDOPS_DYNAMIC_SMEM(char, smem);
   __shared__ const char* q_src[kRows];      // each query row's source row (nullptr: zeros)
-  __shared__ uint32_t col_mask[2];          // mma::column_masks of the tile
-  __shared__ float col_scale[kCols];        // the tile's doc token scales (0 past the doc's end)
+  __shared__ uint32_t col_mask[kStages][2];    // mma::column_masks of the tile in each stage
+  __shared__ float col_scale[kStages][kCols];  // its doc token scales (0 past the doc's end)
   __shared__ float inv_norm[kCols];         // residual docs: the inverse norms of the tile's tokens
   __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
   __shared__ int32_t part_index[2][kRows];
@@ -255,8 +279,10 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
   const int64_t feature_chunks = (v.dim + width - 1) / width;
   const int64_t q_row_bytes = v.dim * element_bytes(q.format), d_row_bytes = v.dim * element_bytes(d.format);
   const bool residual_docs = d.format == Format::kResidual;
+  // 1 at compile time for the decoders, which keep their registers for decoding.
+  const int stages = std::is_same_v<Op, Int8Operands> ? pipeline_stages : 1;
   char* q_tile = smem;
-  char* d_tile = q_tile + kRows * stride;
+  char* d_tiles = q_tile + kRows * stride;  // `stages` buffers of kCols rows: step s in s % stages
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, wr = warp / 2, wc = warp % 2;
   const int g = lane / 4, tig = lane % 4;  // the lane's row and column pair in the accumulators
   const bool vec_loads = vec && std::is_same_v<Op, Int8Operands>;
@@ -264,6 +290,7 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
   // The lane's ldmatrix row (byte offset in a tile), as maxsim_mma.cuh's with 16-byte halves.
   const int a_offset = (wr * kWarpRows + lane % 16) * stride + kVec * (lane / 16);
   const int b_offset = (wc * kWarpCols + 8 * (lane / 16) + lane % 8) * stride + kVec * ((lane / 8) % 2);
+  bool beyond = false;  // a float32 element this thread staged lies past fp16's range
 
   for (int64_t item = blockIdx.x; item < grp.items; item += gridDim.x) {
     const int64_t u = item / grp.groups_per_doc;
@@ -289,49 +316,79 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
         const int64_t ri = int64_t(chunk) * grp.seg + (r - rq * grp.seg);
         q_src[r] = r < real_rows && ri < v.Lq ? v.Q + ((q0 + rq) * v.Lq + ri) * q_row_bytes : nullptr;
       }
-      for (int64_t t = 0; t < tiles; ++t) {
+      // Step s stages feature chunk s % feature_chunks of doc tile s / feature_chunks (and that
+      // chunk of the query rows, which with one chunk stay staged across the doc's tiles) into
+      // buffer s % stages, and the tile's column masks and scales with its first chunk.
+      const int64_t steps = tiles * feature_chunks;
+      const auto start_step = [&](int64_t s) {
+        const int64_t t = s / feature_chunks, fc = s - t * feature_chunks, f0 = fc * width;
+        const int slot = static_cast<int>(s % stages);
         const int64_t first = start + t * kCols, tokens = std::min<int64_t>(kCols, length - t * kCols);
+        char* d_tile = d_tiles + slot * kCols * stride;
+        if (feature_chunks > 1 || s == 0) {
+          stage<Op>(q_tile, stride, real_rows, v.dim, f0, q.format, vec_loads, walk, [&](int r) { return q_src[r]; },
+                    beyond);
+        }
+        if (std::is_same_v<Op, HalfOperands> && residual_docs) {  // decoded to fp16 (stages is 1)
+          if (fc == 0) {
+            residual_norms(residual, first, tokens, v.dim, inv_norm);
+            __syncthreads();  // (residual_docs is the same in the block)
+          }
+          stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, inv_norm, walk);
+        } else {
+          stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
+                    [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; },
+                    beyond);
+        }
+        if (fc == 0) {
+          if (warp == 0) mma::column_masks(v, first, tokens, col_mask[slot]);
+          if (tid < kCols) col_scale[slot][tid] = tid >= tokens ? 0.0f : d.scale != nullptr ? d.scale[first + tid] : 1.0f;
+        }
+      };
+      // One cp.async batch per step, empty past the last; stages - 1 steps ahead of the one
+      // multiplied, so waiting until stages - 1 batches are in flight means step s has landed.
+      if (stages > 1) {
+        __syncthreads();  // the row table is written
+        for (int p = 0; p < stages - 1; ++p) {
+          if (p < steps) start_step(p);
+          __pipeline_commit();
+        }
+      }
+      for (int64_t t = 0; t < tiles; ++t) {
         typename Op::acc_t acc[kMTiles][kNTiles][4] = {};
         for (int64_t fc = 0; fc < feature_chunks; ++fc) {
-          const int64_t f0 = fc * width;
-          __syncthreads();  // the row table is written; the last chunk's or tile's tiles are no longer read
-          // One feature chunk: the query rows stay staged across the doc's tiles.
-          if (feature_chunks > 1 || t == 0) {
-            stage<Op>(q_tile, stride, real_rows, v.dim, f0, q.format, vec_loads, walk, [&](int r) { return q_src[r]; });
-          }
-          if (std::is_same_v<Op, HalfOperands> && residual_docs) {  // decoded to fp16
-            if (fc == 0) {
-              residual_norms(residual, first, tokens, v.dim, inv_norm);
-              __syncthreads();  // (residual_docs is the same in the block)
-            }
-            stage_residual(d_tile, stride, residual, first, tokens, v.dim, f0, inv_norm, walk);
-          } else {
-            stage<Op>(d_tile, stride, kCols, v.dim, f0, d.format, vec_loads, walk,
-                      [&](int r) -> const char* { return r < tokens ? v.D + (first + r) * d_row_bytes : nullptr; });
-          }
-          if (fc == 0) {
-            if (warp == 0) mma::column_masks(v, first, tokens, col_mask);
-            if (tid < kCols) col_scale[tid] = tid >= tokens ? 0.0f : d.scale != nullptr ? d.scale[first + tid] : 1.0f;
-          }
+          const int64_t s = t * feature_chunks + fc;
+          // The row table is written; the buffers step s + stages - 1 reuses (step s - 1's, and
+          // with them tile t - 1's masks and scales) are no longer read.
           __syncthreads();
+          if (s + stages - 1 < steps) start_step(s + stages - 1);
+          __pipeline_commit();
+          if (stages > 1) {
+            __pipeline_wait_prior(kStages - 1);
+          } else {
+            __pipeline_wait_prior(0);
+          }
+          __syncthreads();  // every thread's copies and stores of step s are in place
+          const char* b_rows = d_tiles + static_cast<int>(s % stages) * kCols * stride + b_offset;
           // A branch per chunk, none inside the loop over features (m_tiles is the same in the warp).
           if (m_tiles == kMTiles) {
-            multiply<Op, kMTiles>(q_tile + a_offset, d_tile + b_offset, stride, width_bytes, acc);
+            multiply<Op, kMTiles>(q_tile + a_offset, b_rows, stride, width_bytes, acc);
           } else if (m_tiles == 1) {
-            multiply<Op, 1>(q_tile + a_offset, d_tile + b_offset, stride, width_bytes, acc);
+            multiply<Op, 1>(q_tile + a_offset, b_rows, stride, width_bytes, acc);
           }  // else this warp's rows hold no real query token
         }
         // acc[mi][ni][e] is row g (e < 2) or g + 8 of m16 tile mi, column 8 ni + 2 tig + e % 2 of
         // the warp's 32: each lane visits its columns in increasing j. The similarity is the dot
         // product (int8: exact, in float32) times the doc token's scale.
-        const uint32_t bits = col_mask[wc] >> (2 * tig);
+        const int slot = static_cast<int>(t * feature_chunks % stages);  // where the tile's first chunk went
+        const uint32_t bits = col_mask[slot][wc] >> (2 * tig);
         const int32_t j_first = static_cast<int32_t>(t * kCols + wc * kWarpCols + 2 * tig);
 #pragma unroll
         for (int ni = 0; ni < kNTiles; ++ni) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             if ((bits >> (8 * ni + e)) & 1u) {
-              const float s = col_scale[wc * kWarpCols + 8 * ni + 2 * tig + e];
+              const float s = col_scale[slot][wc * kWarpCols + 8 * ni + 2 * tig + e];
 #pragma unroll
               for (int mi = 0; mi < kMTiles; ++mi) {
                 m[mi][0].update(static_cast<float>(acc[mi][ni][e]) * s, j_first + 8 * ni + e);
@@ -383,6 +440,7 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
     }
     if (tid < nq) scores[(q0 + tid) * l.K + k] = score;
   }
+  if (in_half_range != nullptr) grid_none(beyond, grid_words, in_half_range);  // the same in the grid
 }
 
 }  // namespace kdops::cuda::tensor_core::serving

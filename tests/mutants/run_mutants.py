@@ -37,6 +37,7 @@ SCHEDULES = ["tests/test_sim_schedules.py", "tests/test_simulated_kernels.py"]
 MARGIN = ["tests/test_margin_mse.py"]
 MAXSIM = ["tests/test_maxsim.py", "tests/test_maxsim_tf32.py"]
 LISTS = ["tests/test_plackett_luce.py", "tests/test_learned_temperature.py"]
+SERVING = ["tests/test_maxsim_serving.py"]
 HELPERS = ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *MAXSIM, *LISTS]
 FILE_TESTS = {
     "block_reduce.cuh": HELPERS,
@@ -61,6 +62,9 @@ FILE_TESTS = {
     "plackett_luce_device.cuh": [*SCHEDULES, *LISTS],
     "plackett_luce_cuda.cpp": [*SCHEDULES, *LISTS],
     "listwise_kd_kernels.cu": [*SCHEDULES, *LISTS],
+    "grid_none.cuh": SERVING,
+    "maxsim_serving_mma.cuh": SERVING,
+    "maxsim_serving_kernels.cu": SERVING,
 }
 
 
