@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <vector>
 
 #include "cpu/maxsim_int8_panel.h"
+#include "stream_rate.h"
 
 namespace {
 
@@ -24,36 +24,16 @@ constexpr int64_t kBlock = 16384 / kDim;  // maxsim_serving_driver.h's token blo
 alignas(64) int8_t panel[kDim * kRows];
 int32_t row_start[kRows];
 
-double process_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
 // GOP/s of `passes` passes over the first `docs` docs (best of 5).
 double run(const kdops::cpu::MaxSimInt8PanelKernel& kernel, const std::vector<int8_t>& docs_rows,
            const std::vector<float>& scale, int64_t docs, int64_t passes, float& sink) {
-  double best_rate = 0;
-  for (int repeat = 0; repeat < 5; ++repeat) {
-    const double start = process_seconds();
-    for (int64_t p = 0; p < passes; ++p) {
-      for (int64_t k = 0; k < docs; ++k) {
-        float max[kRows] = {};
-        int32_t arg[kRows];
-        for (int32_t& a : arg) a = -1;
-        for (int64_t j0 = 0; j0 < kLength; j0 += kBlock) {
-          const int64_t n = kLength - j0 < kBlock ? kLength - j0 : kBlock;
-          const int64_t row = k * kLength + j0;
-          kernel.fn(panel, row_start, docs_rows.data() + row * kDim, n, kDim, scale.data() + row, nullptr,
-                    static_cast<int32_t>(j0), max, arg);
-        }
-        for (int64_t r = 0; r < kRows; ++r) sink += max[r] + arg[r];  // every row's result is used
-      }
-    }
-    const double rate = 2.0 * passes * docs * kLength * kRows * kDim / (process_seconds() - start) / 1e9;
-    if (rate > best_rate) best_rate = rate;
-  }
-  return best_rate;
+  return kdops_bench::best_rate(docs, passes, 2.0 * kLength * kRows * kDim, [&](int64_t k) {
+    sink += kdops_bench::doc_maxima<kRows>(kLength, kBlock, [&](int64_t j0, int64_t n, float* max, int32_t* arg) {
+      const int64_t row = k * kLength + j0;
+      kernel.fn(panel, row_start, docs_rows.data() + row * kDim, n, kDim, scale.data() + row, nullptr,
+                static_cast<int32_t>(j0), max, arg);
+    });
+  });
 }
 
 }  // namespace
