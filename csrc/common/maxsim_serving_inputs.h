@@ -100,8 +100,9 @@ struct QuantizedArgs {
   bool int8() const { return a.Q.scalar_type() == at::kChar && D.scalar_type() == at::kChar; }
 };
 
-// int32 accumulation of int8 products stays exact up to this embedding size (|sum| <= d * 2^14,
-// with room for the +128 offset of the CPU's VNNI panels: 255 * 128 per dim).
+// int32 accumulation of int8 products stays exact up to this embedding size (|sum| <= d * 2^14;
+// the CPU kernels' partial sums with the +128 doc offset, up to 255 * 128 per dim past their
+// start value, wrap in int32, and the result fits).
 constexpr int64_t kInt8MaxDim = 65536;
 
 inline QuantizedArgs quantized_args(const at::Tensor& Q, const c10::optional<at::Tensor>& q_scale,

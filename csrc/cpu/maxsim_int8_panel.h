@@ -42,8 +42,8 @@ struct MaxSimInt8PanelKernel {
 // AVX-512 VNNI (vpdpbusd) when `isa` is avx512 and the CPU has VNNI, else the generic loop.
 MaxSimInt8PanelKernel maxsim_int8_panel_kernel(CpuIsa isa);
 
-// The panel of query rows [rows][dim] int8 (rows <= kInt8PanelRows; the missing rows zero) and
-// its rows' start values.
+// The panel of `count` query rows [count][dim] int8 (count <= kInt8PanelRows; the missing rows
+// zero) and its rows' start values.
 void int8_pack_panel(const int8_t* rows, int64_t count, int64_t dim, int8_t* panel, int32_t* start);
 
 }  // namespace kdops::cpu
