@@ -153,8 +153,8 @@ def test_vnni_equals_generic_bit_for_bit(monkeypatch):
     if "avx512" not in ISAS:
         pytest.skip("no AVX-512 on this CPU")
     gen = torch.Generator().manual_seed(3)
-    for dim in (1, 3, 4, 7, 33, 128):
-        Q, D = _int8(gen, (2, 35, dim)), _int8(gen, (2, 6, 9, dim))
+    for ld, dim in enumerate((1, 3, 4, 7, 33, 128), start=6):  # doc lengths 6..11: every tile remainder
+        Q, D = _int8(gen, (2, 35, dim)), _int8(gen, (2, 6, ld, dim))
         q_scale, d_scale = _scale(gen, (2, 35)), _scale(gen, D.shape[:-1])
         q_mask, d_mask = _masks(gen, 2, 35, D.shape[:-1])
         out = {}
@@ -407,6 +407,19 @@ def test_cuda_residual_matches_decode_then_score(device, nbits, layout):
 
 
 # --- errors, inference only, torch.compile -----------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", ["q_scale", "d_scale"])
+def test_non_finite_scales_are_refused(name, bad):
+    """The scale check compares the scales' min and max (a NaN becomes both) with 0 and float32's
+    largest: a NaN or an infinity anywhere (here the last value) is refused."""
+    gen = torch.Generator().manual_seed(16)
+    Q, D = _int8(gen, (1, 3, 8)), _int8(gen, (3, 101, 8))
+    scales = dict(q_scale=_scale(gen, (1, 3)), d_scale=_scale(gen, (3, 101)))
+    scales[name].view(-1)[-1] = bad
+    with pytest.raises(ValueError, match=f"{name} must hold finite values >= 0"):
+        kdops.maxsim_quantized(Q, D, **scales)
 
 
 def test_bad_arguments_are_refused_by_name():

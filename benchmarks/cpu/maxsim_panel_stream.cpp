@@ -9,12 +9,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <vector>
 
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
 #pragma GCC optimize("fp-contract=fast")
 #include "cpu/maxsim_panel_body.h"
+#include "stream_rate.h"
 
 namespace {
 
@@ -24,35 +24,14 @@ constexpr int64_t kBlock = 16384 / kDim;  // maxsim_cpu.cpp's token block (kBloc
 // The query panel [d][32 rows], on a cache line as maxsim_cpu.cpp places it.
 alignas(64) float panel[kDim * kRows];
 
-double process_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
 // GFLOP/s of `passes` passes over the first `docs` docs (best of 5).
-double run(const std::vector<float>& docs_rows, int64_t docs,
-           int64_t passes, float& sink) {
-  double best = 0;
-  for (int repeat = 0; repeat < 5; ++repeat) {
-    const double start = process_seconds();
-    for (int64_t p = 0; p < passes; ++p) {
-      for (int64_t k = 0; k < docs; ++k) {
-        float max[kRows] = {};
-        int32_t arg[kRows];
-        for (int32_t& a : arg) a = -1;
-        for (int64_t j0 = 0; j0 < kLength; j0 += kBlock) {
-          const int64_t n = kLength - j0 < kBlock ? kLength - j0 : kBlock;
-          kdops::cpu::panel_body<float, 16>(panel, docs_rows.data() + (k * kLength + j0) * kDim, n, kDim,
-                                            nullptr, static_cast<int32_t>(j0), max, arg);
-        }
-        for (int64_t r = 0; r < kRows; ++r) sink += max[r] + arg[r];  // every row's result is used
-      }
-    }
-    const double gflops = 2.0 * passes * docs * kLength * kRows * kDim / (process_seconds() - start) / 1e9;
-    if (gflops > best) best = gflops;
-  }
-  return best;
+double run(const std::vector<float>& docs_rows, int64_t docs, int64_t passes, float& sink) {
+  return kdops_bench::best_rate(docs, passes, 2.0 * kLength * kRows * kDim, [&](int64_t k) {
+    sink += kdops_bench::doc_maxima<kRows>(kLength, kBlock, [&](int64_t j0, int64_t n, float* max, int32_t* arg) {
+      kdops::cpu::panel_body<float, 16>(panel, docs_rows.data() + (k * kLength + j0) * kDim, n, kDim, nullptr,
+                                        static_cast<int32_t>(j0), max, arg);
+    });
+  });
 }
 
 }  // namespace

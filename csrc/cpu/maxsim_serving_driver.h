@@ -47,11 +47,17 @@ void serving_forward(const ServingArgs& a, MakePolicy make_policy, float* scores
     const int64_t rows = policy.rows();
     std::vector<float> best;
     std::vector<int32_t> arg;
+    int64_t packed_q0 = -1;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t q0 = (item / column_items) * queries_per_item, q1 = std::min(Nq, q0 + queries_per_item);
       const int64_t k0 = (item % column_items) * columns_per_item, k1 = std::min(K, k0 + columns_per_item);
       const int64_t R = (q1 - q0) * Lq, panels = (R + rows - 1) / rows;
-      if (R > 0 && Ld > 0) policy.pack(q0, q1);
+      // Consecutive items of a query block (its runs of columns) pack its rows once: at Nq = 1 the
+      // reranking call's 77 items repacked the same 32 rows, 6% of the int8 kernel's time.
+      if (R > 0 && Ld > 0 && q0 != packed_q0) {
+        policy.pack(q0, q1);
+        packed_q0 = q0;
+      }
       for (int64_t k = k0; k < k1; ++k) {
         best.assign(panels * rows, 0.0f);
         arg.assign(panels * rows, -1);
