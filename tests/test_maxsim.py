@@ -225,6 +225,40 @@ def test_without_argmax_autograd_still_records_it(device, layout):
 
 
 @devices
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("with_argmax", [False, True], ids=["scores-only", "argmax"])
+def test_half_nan_and_minus_inf_maxima_with_and_without_argmax(device, dtype, with_argmax):
+    """The fold's special values on the fp16/bf16 kernels (tensor cores on CUDA), in the
+    score-only kernel and the one that writes the argmax: a NaN doc token (second tile, the second
+    column of a lane's pair) makes every row's max NaN, the first NaN token its argmax; a NaN
+    token masked out takes no part; a doc whose one valid token has similarity -inf with every
+    query token adds -inf (not the 0 of a doc with no valid token, which adds 0), and that token
+    is the argmax, not a masked one before it (tokens 66, 67, 74 share a lane's columns with 75)."""
+    g = _generator(41)
+    Q = (torch.rand(2, 5, 16, generator=g) + 0.5).to(dtype)  # positive: a -inf feature gives -inf
+    D = torch.randn(4, 100, 16, generator=g).to(dtype)
+    d_mask = torch.ones(4, 100, dtype=torch.bool)
+    D[0, 73, 3] = D[0, 90, 5] = float("nan")  # doc 0: first NaN at token 73
+    D[1, 9, 0] = float("nan")
+    d_mask[1, 9] = False  # doc 1: its NaN masked out
+    d_mask[2] = False
+    d_mask[2, 75] = True
+    D[2, 75, 0] = -float("inf")  # doc 2: one valid token, similarity -inf, after masked ones in its lane's columns
+    d_mask[3] = False  # doc 3: no valid token
+    scores, argmax = ops().maxsim(Q.to(device), D.to(device), None, d_mask.to(device), None, False, with_argmax)
+    scores = scores.cpu()
+    expected = reference.maxsim(as_reference(Q), as_reference(D), None, d_mask)
+    assert torch.isnan(scores[:, 0]).all() and torch.isfinite(scores[:, 1]).all()
+    assert torch.equal(scores[:, 2], torch.full((2,), -float("inf"))) and torch.equal(scores[:, 3], torch.zeros(2))
+    assert torch.isnan(expected[:, 0]).all()
+    assert_close(scores[:, 1:], expected[:, 1:], torch.float32, scale=5 * 16)
+    if with_argmax:
+        argmax = argmax.cpu()
+        assert (argmax[:, 0] == 73).all() and (argmax[:, 2] == 75).all() and (argmax[:, 3] == -1).all()
+        assert (argmax[:, 1] != 9).all()
+
+
+@devices
 def test_ties_take_the_first_maximal_doc_token(cpu_isa, device):
     # Doc tokens 0 and 2 are equal and both maximal for the query token: only token 0 wins.
     Q = torch.tensor([[[1.0, 0.0]]], device=device, requires_grad=True)

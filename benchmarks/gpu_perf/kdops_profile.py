@@ -13,8 +13,9 @@ cp.async path):
   chunk loop (the smallest span around the tile loop)
 The fold is straight-line code after the MMA loop. The tile loop's straight-line code holds the
 one-m16-tile path too and both sides of its branches: `lo` counts the code from the two-tile MMA
-loop's end to the tile loop's end (that path's fold) without its HMMA and LDSM (the leftover
-feature steps when d / 16 is not a multiple of 4: none at d = 128), `hi` all of it. The divergence fallbacks of
+loop's end to the tile loop's end (that path's fold), `hi` all of it; both without the
+straight-line HMMA and LDSM (the leftover feature steps when d / 16 is not a multiple of the
+unrolling: none at d = 128). The divergence fallbacks of
 the shuffles (BRA.DIV targets at the function's end) branch back into the loops; their spans
 overlap the real loops and are not used.
 """
@@ -35,7 +36,8 @@ D, COLS, ROWS, THREADS = 128, 64, 64, 128
 WARP_ROWS = WARP_COLS = 32
 # maxsim_mma.cuh's smem_bytes(128) (64 query rows + 3 stages x 64 doc rows, stride 136 x 2 B), plus
 # its static arrays (q_src 512 B, col_mask 24 B, part_value/part_index 1024 B, contrib 256 B: 1824
-# as ptxas reports them, aligned).
+# as ptxas reports them, aligned; 1312 without the argmax, whose part_index is unused: the same
+# blocks per SM).
 SHARED_16BIT = (64 + 3 * 64) * 136 * 2 + 1824
 
 
@@ -64,6 +66,16 @@ def _add(*parts: dict) -> dict:
     return out
 
 
+def _without_leftover_steps(func: sass.Function, totals: dict, lo: int, hi: int, nested: tuple) -> dict:
+    """totals of [lo, hi] less its straight-line HMMA and LDSM: the leftover feature steps of the
+    unrolled MMA loops (d / 16 not a multiple of the unrolling), which do not run at d = 128."""
+    for i in func.instrs:
+        if lo <= i.addr <= hi and i.cls in ("tensor", "ldsm") and not any(l.contains(i.addr) for l in nested):
+            totals = _add(totals, {"all": -1, i.cls: -1, "fma": -sass.tensor_fma(i.opcode)},
+                          {"shared": -1, "smem_bytes": -sass.access_bytes(i.opcode)} if i.cls == "ldsm" else {})
+    return totals
+
+
 def tile_profile(func: sass.Function) -> dict:
     """{'tile_lo', 'tile_hi', 'chunk'}: per-warp totals of one doc tile and of one chunk's fixed work."""
     spans = func.all_loops()
@@ -82,13 +94,10 @@ def tile_profile(func: sass.Function) -> dict:
                  *(_scaled(sass.totals(func, l.start, l.end), (COLS * D // 8 // THREADS) / count(l, "LDGSTS"))
                    for l in copies))
     nested = tuple(l for l in innermost if sass.inside(l, tile_loop))
-    fold = sass.totals(func, mma.end + 1, tile_loop.end, nested)
-    leftover = [i for i in func.instrs if mma.end < i.addr <= tile_loop.end and i.cls in ("tensor", "ldsm")
-                and not any(l.contains(i.addr) for l in nested)]
-    for i in leftover:
-        fold = _add(fold, {"all": -1, i.cls: -1, "fma": -sass.tensor_fma(i.opcode)},
-                    {"shared": -1, "smem_bytes": -sass.access_bytes(i.opcode)} if i.cls == "ldsm" else {})
-    straight = sass.totals(func, tile_loop.start, tile_loop.end, nested)
+    fold = _without_leftover_steps(func, sass.totals(func, mma.end + 1, tile_loop.end, nested), mma.end + 1,
+                                   tile_loop.end, nested)
+    straight = _without_leftover_steps(func, sass.totals(func, tile_loop.start, tile_loop.end, nested),
+                                       tile_loop.start, tile_loop.end, nested)
     chunk = sass.totals(func, chunk_loop.start, chunk_loop.end, (tile_loop,))
     return {"tile_lo": _add(loops, fold), "tile_hi": _add(loops, straight), "chunk": chunk}
 

@@ -17,13 +17,17 @@
 // Shared memory: rows padded by 8 elements (tile_stride), so each ldmatrix phase's 8 row
 // addresses fall in 8 distinct 16-byte bank groups (no swizzle needed). Doc masks: warp 0 turns
 // each tile's d_mask bytes and its end into two 32-bit column masks as the tile is staged; the
-// fold tests bits of one register instead of loading a byte per column.
+// fold tests bits of one register instead of loading a byte per column, and a warp whose 32
+// columns are all valid (every tile but a doc's last, without d_mask) skips the test.
 //
-// Determinism and ties: lane (g, tig) of a warp holds columns 2 tig, 2 tig + 1 of each n8 tile
-// for rows g and g + 8 of each m16 tile (the PTX accumulator layout) and visits its columns in
-// increasing j, keeping the first maximum (RunningMax::update). The quad's four lanes, then the
-// two column warps, merge value first, then the lower index (RunningMax::merge): the argmax is
-// the first maximal doc token, as on the CPU. Scores add the query's rows in row order; no
+// The fold (fold_tile): a row's max over a lane's 8 columns of a tile is a tree of max.NaN
+// (NaN above every number, masked columns as -inf). Without an argmax (ValueMax) that is all; with
+// one (IndexMax) the index is searched only where a row's max rises. Determinism and ties: lane
+// (g, tig) of a warp holds columns 2 tig, 2 tig + 1 of each n8 tile for rows g and g + 8 of each
+// m16 tile (the PTX accumulator layout); its running max per row is what visiting its columns in
+// increasing j and keeping the first maximum (RunningMax::update) gives. The quad's four lanes,
+// then the two column warps, merge value first, then the lower index (RunningMax::merge): the
+// argmax is the first maximal doc token, as on the CPU. Scores add the query's rows in row order; no
 // atomics. Masks: a masked or past-the-end doc token never enters the max; a masked query token
 // gets argmax -1 and adds 0; zero-padded rows and features add exact zeros to every product.
 // A score is the sum over its chunks, in chunk order, of each chunk's rows summed in row order
@@ -40,6 +44,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "common/maxsim.h"
 #include "cuda/maxsim_groups.cuh"
@@ -57,6 +63,7 @@ constexpr int kNTiles = kWarpCols / 8;      // n8 tiles per warp
 constexpr int kStages = 3;                  // doc tiles staged ahead (the pipeline's depth)
 constexpr int kVec = 8;                     // 16-bit elements per 16-byte copy
 constexpr int kMinBlocks = 4;               // resident blocks per SM the launch bounds ask for
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 static_assert(2 * kWarpRows == kRows && 2 * kWarpCols == kCols && kThreads == 4 * 32, "2 x 2 warps cover the tile");
 static_assert(kWarpCols == 32, "a warp's tile columns are the 32 bits of one column mask word");
 
@@ -169,14 +176,112 @@ __device__ void column_masks(const MaxSimView<scalar_t>& v, int64_t first, int64
   }
 }
 
+// Lane column c = 2 ni + e (0..7, increasing j) of a warp's tile columns: column 8 ni + 2 tig + e,
+// whose accumulators are acc[mi][ni][e] (row g) and acc[mi][ni][2 + e] (row g + 8).
+constexpr int column_offset(int c) { return 8 * (c / 2) + c % 2; }
+constexpr uint32_t kLaneColumns = 0x03030303u;  // the bits column_offset(0..7) of a shifted mask
+
+// The max of a row's values at the lane's 8 columns of a tile (masked ones already -inf), in
+// common/maxsim.h's order (NaN above every number): max.NaN on a tree.
+__device__ __forceinline__ float tile_max(const float (&x)[8]) {
+  float y[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) y[c] = x[c];
+#pragma unroll
+  for (int w = 4; w >= 1; w /= 2) {
+#pragma unroll
+    for (int c = 0; c < w; ++c) y[c] = ptx::max_nan(y[c], y[c + w]);
+  }
+  return y[0];
+}
+
+// A row's max when only the score is wanted (no argmax written): the value alone, -inf before
+// any valid column. Whether the row has seen a valid doc token does not depend on the row (it is
+// a property of the columns), so the kernel keeps that once (doc_seen), not per row: a valid token
+// whose similarity is -inf gives -inf, no token gives 0, as on the CPU.
+struct ValueMax {
+  float value;
+  static __device__ ValueMax empty() { return {kNegInf}; }
+  __device__ void fold(const float (&x)[8], bool, uint32_t, int32_t) { value = ptx::max_nan(value, tile_max(x)); }
+  __device__ void merge_lane(int offset) { value = ptx::max_nan(value, __shfl_xor_sync(0xffffffffu, value, offset)); }
+};
+
+// A row's RunningMax (argmax written). A tile's columns leave it as RunningMax::update taking them
+// one by one in increasing j would: unchanged unless the lane has a valid column there and the
+// tile's max t ranks above the running value (or none was seen yet); then t, at the first valid
+// column t does not rank above (the first maximal index). Masked columns hold -inf, so they can
+// only tie with a t of -inf, where every valid column is -inf too: the first valid column, from
+// the mask bits. The index search runs only where the max rises. The value kept is t (max.NaN's
+// canonical NaN for a NaN; accumulators start at +0 and never become -0, so there is no zero sign
+// to keep); the argmax is exactly the sequential one.
+struct IndexMax {
+  RunningMax<float> m;
+  static __device__ IndexMax empty() { return {empty_running_max<float>()}; }
+  // any_valid: the lane has a valid column in the tile; bits: its mask bits (bit column_offset(c)).
+  __device__ void fold(const float (&x)[8], bool any_valid, uint32_t bits, int32_t j_first) {
+    const float t = tile_max(x);
+    if (any_valid && (m.index < 0 || ranks_above(t, m.value))) {
+      int offset;
+      if (t == kNegInf) {
+        offset = __ffs(bits & kLaneColumns) - 1;
+      } else {
+        int first = 7;
+#pragma unroll
+        for (int c = 7; c >= 0; --c) {
+          if (!ranks_above(t, x[c])) first = c;
+        }
+        offset = column_offset(first);
+      }
+      m.value = t;
+      m.index = j_first + offset;
+    }
+  }
+  __device__ void merge_lane(int offset) {  // RunningMax::merge: value first, then the lower index
+    const float other_value = __shfl_xor_sync(0xffffffffu, m.value, offset);
+    const int32_t other_index = __shfl_xor_sync(0xffffffffu, m.index, offset);
+    m.merge(other_value, other_index);
+  }
+};
+
+// One tile's accumulators folded into the lane's row maxima: rows 16 mi + g (h = 0) and + 8
+// (h = 1) of its first kM m16 tiles. bits: the warp's column mask shifted by 2 tig (bit
+// column_offset(c) for lane column c); all_valid: every one of the warp's 32 columns is valid (a
+// full tile without d_mask's gaps; the same in the whole warp), when the masking is skipped.
+template <int kM, typename Row>
+__device__ __forceinline__ void fold_tile(float (&acc)[kM][kNTiles][4], bool all_valid, uint32_t bits,
+                                          int32_t j_first, Row (&rows)[kMTiles][2]) {
+  if (!all_valid) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      if (!((bits >> column_offset(c)) & 1u)) {
+#pragma unroll
+        for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) acc[mi][c / 2][2 * h + c % 2] = kNegInf;
+        }
+      }
+    }
+  }
+  const bool any_valid = (bits & kLaneColumns) != 0u;
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float x[8];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) x[c] = acc[mi][c / 2][2 * h + c % 2];
+      rows[mi][h].fold(x, any_valid, bits, j_first);
+    }
+  }
+}
+
 // One warp's share of a doc tile: its first kM m16 tiles of query rows (A rows from a_rows, this
-// lane's ldmatrix row) times its 32 doc tokens (B rows from b_rows), folded into the running
-// maxima m. bits: the warp's column mask shifted by 2 tig (bit 8 ni + e: column 8 ni + 2 tig + e);
-// j_first: the doc index of column 2 tig.
-template <int kM, typename T>
+// lane's ldmatrix row) times its 32 doc tokens (B rows from b_rows), folded into the row maxima
+// (fold_tile).
+template <int kM, typename T, typename Row>
 __device__ __forceinline__ void multiply_and_fold(const uint16_t* a_rows, const uint16_t* b_rows, int stride,
-                                                  int width, uint32_t bits, int32_t j_first,
-                                                  RunningMax<float> (&m)[kMTiles][2]) {
+                                                  int width, bool all_valid, uint32_t bits, int32_t j_first,
+                                                  Row (&rows)[kMTiles][2]) {
   float acc[kM][kNTiles][4] = {};
   for (int kk = 0; kk < width; kk += kFrag) {
     uint32_t a[kM][4], b[kNTiles][2];
@@ -197,21 +302,7 @@ __device__ __forceinline__ void multiply_and_fold(const uint16_t* a_rows, const 
       for (int ni = 0; ni < kNTiles; ++ni) ptx::mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
     }
   }
-  // acc[mi][ni][e] is row g (e < 2) or g + 8 of m16 tile mi, column 8 ni + 2 tig + e % 2 of the
-  // warp's 32: each lane visits its columns in increasing j.
-#pragma unroll
-  for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-    for (int ni = 0; ni < kNTiles; ++ni) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        if ((bits >> (8 * ni + e)) & 1u) {
-          m[mi][0].update(acc[mi][ni][e], j_first + 8 * ni + e);
-          m[mi][1].update(acc[mi][ni][2 + e], j_first + 8 * ni + e);
-        }
-      }
-    }
-  }
+  fold_tile<kM>(acc, all_valid, bits, j_first, rows);
 }
 
 // kWriteArgmax false (no gradient wanted, argmax nullptr): only the scores are written. partial
@@ -221,6 +312,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     maxsim_mma_kernel(MaxSimView<scalar_t> v, Groups grp, bool vec, float* scores, int32_t* argmax,
                       float* partial) {
   using T = typename Operand<scalar_t>::type;
+  using Row = std::conditional_t<kWriteArgmax, IndexMax, ValueMax>;
   KDOPS_DYNAMIC_SMEM(uint16_t, smem);
   __shared__ const uint16_t* q_src[kRows];  // each query row's source row (nullptr: zeros)
   __shared__ uint32_t col_mask[kStages][2];  // column_masks of the tile in each stage
@@ -272,9 +364,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       const int real_rows = (nq - 1) * grp.seg + round_up(last_rows, kFrag);
       const int warp_real = (real_rows - wr * kWarpRows) / kFrag;  // the warp's m16 tiles with real rows
       const int m_tiles = warp_real < 0 ? 0 : (warp_real > kMTiles ? kMTiles : warp_real);
-      RunningMax<float> m[kMTiles][2];  // rows 16 mi + g (+ 8 for [1]) of the warp, over its columns
+      Row m[kMTiles][2];  // rows 16 mi + g (+ 8 for [1]) of the warp, over its columns
 #pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi) m[mi][0] = m[mi][1] = empty_running_max<float>();
+      for (int mi = 0; mi < kMTiles; ++mi) m[mi][0] = m[mi][1] = Row::empty();
+      [[maybe_unused]] bool doc_seen = false;  // ValueMax: whether the doc has a valid token (in a tile folded so far)
       __syncthreads();  // the previous chunk's tiles, row table, maxima and contributions are no longer read
       if (tiles > 0) {
         if (tid < kRows) {  // the row table: one division per row and chunk
@@ -300,31 +393,35 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
         __pipeline_commit();
         const int slot = static_cast<int>(t % kStages);
         const uint16_t* b_rows = d_tiles + slot * kCols * stride + b_offset;
-        const uint32_t bits = col_mask[slot][wc] >> (2 * tig);
+        const uint32_t word = col_mask[slot][wc];
+        if constexpr (!kWriteArgmax) doc_seen = doc_seen || (col_mask[slot][0] | col_mask[slot][1]) != 0u;
+        const bool all_valid = word == 0xffffffffu;
+        const uint32_t bits = word >> (2 * tig);
         const int32_t j_first = static_cast<int32_t>(t * kCols + wc * kWarpCols + 2 * tig);
-        // A branch per tile, none inside the loop over features (m_tiles is the same in the warp).
+        // Branches per tile, none inside the loop over features (m_tiles and word are the same in
+        // the warp).
         if (m_tiles == kMTiles) {
-          multiply_and_fold<kMTiles, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+          multiply_and_fold<kMTiles, T>(q_tile + a_offset, b_rows, stride, width, all_valid, bits, j_first, m);
         } else if (m_tiles == 1) {
-          multiply_and_fold<1, T>(q_tile + a_offset, b_rows, stride, width, bits, j_first, m);
+          multiply_and_fold<1, T>(q_tile + a_offset, b_rows, stride, width, all_valid, bits, j_first, m);
         }  // else this warp's rows hold no real query token
       }
-      // Each row's max over the warp's 32 columns: the quad's lanes (xor 1, 2) merge, value
-      // first, then the lower index; lane tig = 0 hands it to the cross-warp merge.
+      // Each row's max over the warp's 32 columns: the quad's lanes (xor 1, 2) merge (with the
+      // index: value first, then the lower index); lane tig = 0 hands it to the cross-warp merge.
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
 #pragma unroll
-          for (int offset = 1; offset < 4; offset *= 2) {
-            const float other_value = __shfl_xor_sync(0xffffffffu, m[mi][h].value, offset);
-            const int32_t other_index = __shfl_xor_sync(0xffffffffu, m[mi][h].index, offset);
-            m[mi][h].merge(other_value, other_index);
-          }
+          for (int offset = 1; offset < 4; offset *= 2) m[mi][h].merge_lane(offset);
           if (tig == 0) {
             const int row = wr * kWarpRows + mi * kFrag + 8 * h + g;
-            part_value[wc][row] = m[mi][h].value;
-            part_index[wc][row] = m[mi][h].index;
+            if constexpr (kWriteArgmax) {
+              part_value[wc][row] = m[mi][h].m.value;
+              part_index[wc][row] = m[mi][h].m.index;
+            } else {
+              part_value[wc][row] = m[mi][h].value;
+            }
           }
         }
       }
@@ -333,13 +430,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
         // Row r holds token i of query q0 + r / seg, or zeros past the query's end.
         const int row = tid, qr = row / grp.seg;
         const int64_t i = int64_t(chunk) * grp.seg + (row - qr * grp.seg);
-        RunningMax<float> r{part_value[0][row], part_index[0][row]};
-        r.merge(part_value[1][row], part_index[1][row]);
         float c = 0;
         if (row < real_rows && i < v.Lq) {
-          if (!v.query_token_valid(q0 + qr, i)) r.index = -1;
-          if constexpr (kWriteArgmax) argmax[v.argmax_index(q0 + qr, k, i)] = r.index;
-          c = r.contribution();
+          if constexpr (kWriteArgmax) {
+            RunningMax<float> r{part_value[0][row], part_index[0][row]};
+            r.merge(part_value[1][row], part_index[1][row]);
+            if (!v.query_token_valid(q0 + qr, i)) r.index = -1;
+            argmax[v.argmax_index(q0 + qr, k, i)] = r.index;
+            c = r.contribution();
+          } else if (doc_seen && v.query_token_valid(q0 + qr, i)) {
+            c = ptx::max_nan(part_value[0][row], part_value[1][row]);
+          }
         }
         contrib[row] = c;
       }

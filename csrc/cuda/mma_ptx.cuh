@@ -1,7 +1,8 @@
-// ldmatrix, mma.sync m16n8k16 (fp16/bf16) and m16n8k32 (int8) (sm_80+) behind device functions: under nvcc they emit the PTX
-// instructions, under the simulator they call its implementations of the PTX ISA's semantics and
-// fragment layouts (csrc/sim/mma_ptx.h, which states the layouts). Every lane of the warp must
-// make each call. Register i of a fragment is a .b32 of two 16-bit elements, low half first (of
+// ldmatrix, mma.sync m16n8k16 (fp16/bf16) and m16n8k32 (int8) (sm_80+), and the per-thread
+// max.NaN.f32, behind device functions: under nvcc they emit the PTX instructions, under the
+// simulator they call its implementations of the PTX ISA's semantics and fragment layouts
+// (csrc/sim/mma_ptx.h, which states the layouts). Every lane of the warp must make each ldmatrix
+// and mma call. Register i of a fragment is a .b32 of two 16-bit elements, low half first (of
 // four int8 elements, lowest byte first, for m16n8k32).
 #pragma once
 
@@ -85,6 +86,19 @@ __device__ __forceinline__ void mma_m16n8k32_s8(int32_t (&d)[4], const uint32_t 
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(c[0]), "r"(c[1]), "r"(c[2]),
         "r"(c[3]));
+#endif
+}
+
+// max.NaN.f32 (sm_80+): the larger of a and b, +0 above -0, and the canonical NaN when either is
+// NaN: one instruction for the max under common/maxsim.h's order, where NaN ranks above every
+// number (fmaxf would drop the NaN).
+__device__ __forceinline__ float max_nan(float a, float b) {
+#if defined(KDOPS_SIM)
+  return ::kdops::sim::ptx::max_nan(a, b);
+#else
+  float d;
+  asm("max.NaN.f32 %0, %1, %2;\n" : "=f"(d) : "f"(a), "f"(b));
+  return d;
 #endif
 }
 

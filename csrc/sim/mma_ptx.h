@@ -1,4 +1,4 @@
-// The PTX warp-level matrix instructions for the simulator (part of cuda_sim.h), with the fragment
+// The PTX warp-level matrix instructions for the simulator (part of cuda_sim.h; also max.NaN.f32), with the fragment
 // layouts the PTX ISA documents ("Warp-level matrix load instruction: ldmatrix" and "Matrix
 // fragments for mma.m16n8k16 with floating point type"); csrc/cuda/mma_ptx.cuh calls these under
 // KDOPS_SIM and emits the instructions themselves under nvcc. Unlike wmma.h (whole tile in every
@@ -28,6 +28,7 @@
 // as the simulator's does).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -213,6 +214,20 @@ inline void mma_m16n8k32_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uint3
   detail::MmaS8Call call{d, a, b, c};
   kdops::sim::detail::warp_call("mma.sync.m16n8k32.s8", &call, &detail::MmaS8Call::complete,
                                 detail::Site{file, line, caller_file, caller_line});
+}
+
+// max.NaN.f32 d, a, b (sm_80+; "Floating Point Instructions: max"): a per-thread instruction.
+// With .NaN the result is the canonical NaN (0x7fffffff) when either input is NaN; otherwise the
+// larger input, +0.0 above -0.0 (IEEE 754-2019 maximum, which LLVM lowers to this instruction).
+inline float max_nan(float a, float b) {
+  if (a != a || b != b) {
+    const uint32_t canonical = 0x7fffffffu;
+    float nan;
+    std::memcpy(&nan, &canonical, 4);
+    return nan;
+  }
+  if (a == b) return std::signbit(a) ? b : a;  // equal: only +0 and -0 differ in bits
+  return a > b ? a : b;
 }
 
 }  // namespace kdops::sim::ptx

@@ -1,4 +1,4 @@
-"""The simulated ldmatrix, mma.sync m16n8k16 (fp16/bf16) and m16n8k32 (s8) (csrc/sim/mma_ptx.h) against scalar references
+"""The simulated ldmatrix, mma.sync m16n8k16 (fp16/bf16), m16n8k32 (s8) and max.NaN.f32 (csrc/sim/mma_ptx.h) against scalar references
 written from the PTX ISA's fragment tables, and kernels assuming another layout, which must get
 wrong results (tests/sim/programs/sim_mma_ptx.cu compares and prints "ok" or "differs")."""
 
@@ -25,6 +25,7 @@ DOCUMENTED = [
     "ldmatrix_trans_mma_bf16",
     "mma_s8",  # m16n8k32 .s8: 4 int8 a register, exact int32 sums (every int8 value, -128 included)
     "ldmatrix_mma_s8",  # A by ldmatrix.x4, B (stored [n][k]) by ldmatrix.x2: the int8 MaxSim forward's feed
+    "max_nan",  # max.NaN.f32 on special-value pairs (NaNs, infinities, signed zeros) and random ones, bit for bit
 ]
 
 

@@ -1,5 +1,5 @@
 // The simulated PTX matrix instructions (csrc/sim/mma_ptx.h, called through csrc/cuda/mma_ptx.cuh:
-// ldmatrix, mma m16n8k16 fp16/bf16, mma m16n8k32 s8) against scalar references written from the PTX ISA's fragment tables, and kernels that assume
+// ldmatrix, mma m16n8k16 fp16/bf16, mma m16n8k32 s8; also the per-thread max.NaN.f32) against scalar references written from the PTX ISA's fragment tables, and kernels that assume
 // a wrong layout, which must give wrong results. Built by tests/sim/simbuild.py like sim_cases.
 //
 //   sim_mma_ptx <case> [seed] [t|r|w|p][b]
@@ -27,6 +27,7 @@
 namespace sim_mma_ptx {  // named, so that error messages can name the kernels
 
 using kdops::cuda::ptx::ldmatrix;
+using kdops::cuda::ptx::max_nan;
 using kdops::cuda::ptx::mma_m16n8k16;
 using kdops::cuda::ptx::mma_m16n8k32_s8;
 
@@ -199,6 +200,11 @@ __global__ void ldmatrix_misaligned(uint32_t* out) {
   uint32_t r[1];
   ldmatrix<1>(r, smem + (threadIdx.x % 8) * 16 + 4);  // @misaligned-ldmatrix
   out[threadIdx.x] = r[0];
+}
+
+// d[i] = max.NaN.f32(a[i], b[i]), each thread taking every 32nd pair.
+__global__ void max_nan_kernel(const float* a, const float* b, float* d, int n) {
+  for (int i = threadIdx.x; i < n; i += 32) d[i] = max_nan(a[i], b[i]);
 }
 
 #if !defined(KDOPS_SIM)  // nvcc: instantiate the templates so that their code (and its PTX) is compiled
@@ -390,6 +396,47 @@ void case_ldmatrix_mma_s8() {
   report(D == reference_mma_s8(A, Bt, std::vector<int32_t>(128, 0)), bits_of(D));
 }
 
+// max.NaN.f32 on every pair of special values (NaNs of either sign and other payloads, infinities,
+// zeros of both signs, a subnormal, the largest float, ordinary numbers) and random pairs, bit for
+// bit against the PTX ISA's rule: any NaN in gives the canonical NaN 0x7fffffff, otherwise the
+// larger input, and of two zeros -0 only when both are -0.
+float from_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint32_t reference_max_nan(float a, float b) {
+  uint32_t out;
+  if (std::isnan(a) || std::isnan(b)) return 0x7fffffffu;
+  const float larger = a == 0.0f && b == 0.0f ? (std::signbit(a) && std::signbit(b) ? -0.0f : 0.0f) : (b > a ? b : a);
+  std::memcpy(&out, &larger, 4);
+  return out;
+}
+
+void case_max_nan() {
+  const std::vector<uint32_t> special = {0x7fc00000u, 0xffc00000u, 0x7fa00001u, 0x7f800000u, 0xff800000u, 0x00000000u,
+                                         0x80000000u, 0x00000001u, 0x7f7fffffu, 0x3fc00000u, 0xc0100000u, 0x3fc00001u};
+  std::vector<float> a, b;
+  for (uint32_t x : special) {
+    for (uint32_t y : special) {
+      a.push_back(from_bits(x));
+      b.push_back(from_bits(y));
+    }
+  }
+  const std::vector<float> r = random_floats(64);
+  for (int i = 0; i < 32; ++i) {
+    a.push_back(r[i]);
+    b.push_back(r[32 + i]);
+  }
+  std::vector<float> d(a.size());
+  launch(max_nan_kernel, dim3(1), dim3(32), 0, nullptr, a.data(), b.data(), d.data(), static_cast<int>(a.size()));
+  const std::vector<uint32_t> bits = bits_of(d);
+  bool equal = true;
+  for (size_t i = 0; i < a.size(); ++i) equal = equal && bits[i] == reference_max_nan(a[i], b[i]);
+  report(equal, bits);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -415,6 +462,7 @@ int main(int argc, char** argv) {
       {"mma_wrong_accumulator_layout", case_mma<__half, Variant::kWrongAccumulator>},
       {"mma_wrong_a_layout", case_mma<__nv_bfloat16, Variant::kWrongA>},
       {"ldmatrix_wrong_lane_order", case_ldmatrix_mma<__half, Feed::kWrongALanes>},
+      {"max_nan", case_max_nan},
       {"mma_half_warp", [] {
          std::vector<float> D(32);
          launch(mma_half_warp, dim3(1), dim3(32), 0, nullptr, D.data());
