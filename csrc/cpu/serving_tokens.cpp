@@ -37,16 +37,15 @@ inline float e4m3_to_float(uint8_t code) {
 }
 
 // Rows of int8 / e4m3 codes times their scales, one rounding each (x and scale are exact in
-// float32). Cloned per ISA (cpu_clones.h): at the baseline's 16-byte vectors (SSE2 has no
-// sign-extending byte load) and with a table lookup per element, the decode of float32 x int8
-// docs took a fifth of the op's time at the reranking shape; the AVX-512 clone converts 16
-// codes per few instructions.
-KDOPS_CPU_CLONES void decode_int8(const int8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
+// float32). Cloned per ISA (cpu_clones.h), and noinline: GCC 12 inlined the baseline (SSE2)
+// clone of these file-local functions into TokenRows::decode, which then never reached the
+// AVX-512 one (perf showed punpck/cvtdq2ps on xmm registers).
+__attribute__((noinline)) KDOPS_CPU_CLONES void decode_int8(const int8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = static_cast<float>(x[t * dim + e]) * scale[t];
 }
 
-KDOPS_CPU_CLONES void decode_e4m3(const uint8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
+__attribute__((noinline)) KDOPS_CPU_CLONES void decode_e4m3(const uint8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = e4m3_to_float(x[t * dim + e]) * scale[t];
 }
