@@ -2,10 +2,8 @@
 #include "cpu/serving_tokens.h"
 
 #include <c10/util/Exception.h>
-#include <c10/util/Float8_e4m3fn.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -13,35 +11,58 @@
 
 namespace kdops::cpu {
 
-const float* e4m3_to_float_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int bits = 0; bits < 256; ++bits)
-      t[bits] = static_cast<float>(c10::Float8_e4m3fn(static_cast<uint8_t>(bits), c10::Float8_e4m3fn::from_bits()));
-    return t;
-  }();
-  return table.data();
+namespace {
+
+// float8_e4m3fn bits -> float32: the same bits as c10::Float8_e4m3fn's conversion for all 256
+// codes, NaNs included (tests compare them). Branch free, with masks rather than selects, so GCC
+// vectorises the loops that inline it (it turned selects into branches, lane by lane, and
+// widened GCC vector types' bytes one at a time).
+inline float e4m3_to_float(uint8_t code) {
+  const uint32_t magnitude = code & 0x7fu;
+  // Normal (exponent field > 0): the exponent and mantissa fields move into float32's, the
+  // exponent rebased from e4m3's bias 7 to float32's 127.
+  const uint32_t normal = (magnitude << 20) + (120u << 23);
+  // Subnormal (exponent field 0): mantissa * 2^-9, exact.
+  const float subnormal = static_cast<float>(static_cast<int32_t>(magnitude)) * 0x1p-9f;
+  uint32_t subnormal_bits;
+  std::memcpy(&subnormal_bits, &subnormal, sizeof(subnormal_bits));
+  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(magnitude < 8);
+  const uint32_t is_nan = 0u - static_cast<uint32_t>(magnitude == 0x7f);  // no infinity: S.1111.111 is NaN
+  uint32_t bits = (subnormal_bits & is_subnormal) | (normal & ~is_subnormal);
+  bits = (bits & ~is_nan) | (0x7ff00000u & is_nan);
+  bits |= static_cast<uint32_t>(code & 0x80u) << 24;
+  float x;
+  std::memcpy(&x, &bits, sizeof(x));
+  return x;
 }
 
+// Rows of int8 / e4m3 codes times their scales, one rounding each (x and scale are exact in
+// float32). Cloned per ISA (cpu_clones.h), and noinline: GCC 12 inlined the baseline (SSE2)
+// clone of these file-local functions into TokenRows::decode, which then never reached the
+// AVX-512 one (perf showed punpck/cvtdq2ps on xmm registers).
+__attribute__((noinline)) KDOPS_CPU_CLONES void decode_int8(const int8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = static_cast<float>(x[t * dim + e]) * scale[t];
+}
+
+__attribute__((noinline)) KDOPS_CPU_CLONES void decode_e4m3(const uint8_t* x, const float* scale, int64_t n, int64_t dim, float* out) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = e4m3_to_float(x[t * dim + e]) * scale[t];
+}
+
+}  // namespace
+
 void TokenRows::decode(int64_t row, int64_t n, float* out) const {
-  const int64_t count = n * dim;
   switch (type) {
     case at::kFloat:
-      std::memcpy(out, static_cast<const float*>(data) + row * dim, count * sizeof(float));
+      std::memcpy(out, static_cast<const float*>(data) + row * dim, n * dim * sizeof(float));
       return;
-    case at::kChar: {
-      const int8_t* x = static_cast<const int8_t*>(data) + row * dim;
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = static_cast<float>(x[t * dim + e]) * scale[row + t];
+    case at::kChar:
+      decode_int8(static_cast<const int8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
-    }
-    case at::kFloat8_e4m3fn: {
-      const uint8_t* x = static_cast<const uint8_t*>(data) + row * dim;
-      const float* table = e4m3_to_float_table();
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t e = 0; e < dim; ++e) out[t * dim + e] = table[x[t * dim + e]] * scale[row + t];
+    case at::kFloat8_e4m3fn:
+      decode_e4m3(static_cast<const uint8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
-    }
     default:
       TORCH_CHECK(false, "TokenRows: no decoder for ", type);
   }

@@ -13,9 +13,6 @@
 
 namespace kdops::cpu {
 
-// float8_e4m3fn bits -> float32, all 256 codes (exact; 0x7f / 0xff are NaN).
-const float* e4m3_to_float_table();
-
 struct TokenRows {
   const void* data;    // [rows, dim] of `type`
   at::ScalarType type;  // kFloat, kChar or kFloat8_e4m3fn
