@@ -94,9 +94,14 @@ typedef float Floats16 __attribute__((vector_size(64)));
 template <int kPerByte>
 KDOPS_CPU_CLONES void decode_residual(const float* centroid, const uint8_t* packed, const float* weight_of_byte,
                                       int64_t dim, float* x) {
+  // A byte's kPerByte dimensions as one vector (GCC added them one scalar at a time).
+  typedef float Floats __attribute__((vector_size(kPerByte * sizeof(float))));
   for (int64_t b = 0; b < dim / kPerByte; ++b) {
-    const float* w = weight_of_byte + packed[b] * kPerByte;
-    for (int p = 0; p < kPerByte; ++p) x[b * kPerByte + p] = centroid[b * kPerByte + p] + w[p];
+    Floats c, w;
+    std::memcpy(&c, centroid + b * kPerByte, sizeof(c));
+    std::memcpy(&w, weight_of_byte + packed[b] * kPerByte, sizeof(w));
+    c += w;
+    std::memcpy(x + b * kPerByte, &c, sizeof(c));
   }
   constexpr int kPartial = 16;
   Floats16 partial = {};
