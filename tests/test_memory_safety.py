@@ -12,6 +12,8 @@ count only scales 'mean' (tests/raw_calls.py: skip_bad_indices)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from tests.helpers import DEVICES
@@ -75,15 +77,22 @@ UNCHECKED_ON_CUDA = ("maxsim_backward argmax", "plackett_luce_loss_backward rank
 
 @pytest.fixture(scope="module")
 def results():
-    cases = list(CASES.values())
-    return {device: dict(zip(CASES, run_batch([c for c, _ in cases], device))) for device in DEVICES}
+    """Each device's batch, run once when its first test asks (a run selecting one backend, as
+    `-m sim` does, starts no worker for the other)."""
+    cases = [c for c, _ in CASES.values()]
+
+    @functools.cache
+    def of(device: str) -> dict[str, dict]:
+        return dict(zip(CASES, run_batch(cases, device)))
+
+    return of
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_index_raises_naming_it_or_is_handled(results, device, name):
     _, raises = CASES[name]
-    result = results[device][name]
+    result = results(device)[name]
     assert result["outcome"] != "fail", result["detail"]
     if raises is None:
         assert result["outcome"] == "matched", result["detail"]

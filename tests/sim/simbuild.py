@@ -107,24 +107,39 @@ class Builder:
         return ""
 
     @functools.lru_cache(maxsize=None)
+    def runtime(self, mode: str) -> tuple[str, ...]:
+        """csrc/sim's sources compiled once per mode, as objects every program of that mode links
+        (they are most of a program's compile time, and the same in every program)."""
+        out = self.out / f"runtime-{mode}"
+        out.mkdir()
+        objects = []
+        for source in RUNTIME_SOURCES:
+            obj = out / f"{source.stem}.o"
+            _compile(["g++", *MODES[mode], *SIM_FLAGS, "-c", str(source), "-o", str(obj)], f"{source.name} ({mode})")
+            objects.append(str(obj))
+        return tuple(objects)
+
+    @functools.lru_cache(maxsize=None)
     def program(self, name: str, mode: str, source: Path | None = None, compile_flags: tuple[str, ...] = (),
                 link_flags: tuple[str, ...] = ()) -> Program:
         """programs/<name>.cu (or `source`) built in `mode`; the extra flags are for programs that
-        include more than the simulator (benchmarks/gpu_perf/accesses.py: c10's headers)."""
+        include more than the simulator (benchmarks/gpu_perf/accesses.py: c10's headers). In
+        "record" mode only the .cu file is instrumented (RECORD_FLAGS), not the runtime."""
         exe = self.out / f"{name}-{mode}"
+        obj = self.out / f"{name}-{mode}.o"
         source = source or PROGRAMS / f"{name}.cu"
-        link = [*link_flags, "-o", str(exe), "-pthread", "-ldl", "-rdynamic"]
-        if mode == "record":  # the .cu instrumented, the runtime not: two compiles, one link
-            obj = self.out / f"{name}-record.o"
-            cmds = [["g++", *MODES[mode], *RECORD_FLAGS, *SIM_FLAGS, *compile_flags, "-c", str(source), "-o", str(obj)],
-                    ["g++", *MODES[mode], *SIM_FLAGS, *map(str, RUNTIME_SOURCES), "-x", "none", str(obj), *link]]
-        else:
-            cmds = [["g++", *MODES[mode], *SIM_FLAGS, *compile_flags, str(source), *map(str, RUNTIME_SOURCES), *link]]
-        for cmd in cmds:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"building {name} ({mode}) failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        record = RECORD_FLAGS if mode == "record" else []
+        _compile(["g++", *MODES[mode], *record, *SIM_FLAGS, *compile_flags, "-c", str(source), "-o", str(obj)],
+                 f"{name} ({mode})")
+        _compile(["g++", *MODES[mode], str(obj), *self.runtime(mode), *link_flags, "-o", str(exe), "-pthread",
+                  "-ldl", "-rdynamic"], f"{name} ({mode}), linking")
         return Program(exe)
+
+
+def _compile(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {what} failed:\n{' '.join(cmd)}\n{proc.stderr}")
 
 
 def line_of(marker: str, name: str = "sim_cases") -> str:
