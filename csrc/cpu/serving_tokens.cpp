@@ -61,6 +61,12 @@ void TokenRows::decode(int64_t row, int64_t n, float* out) const {
       decode_int8(static_cast<const int8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
     case at::kFloat8_e4m3fn:
+#if defined(__x86_64__) || defined(__i386__)
+      if (isa == CpuIsa::avx512) {
+        decode_e4m3_avx512(static_cast<const uint8_t*>(data) + row * dim, scale + row, n, dim, out);
+        return;
+      }
+#endif
       decode_e4m3(static_cast<const uint8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
     default:
