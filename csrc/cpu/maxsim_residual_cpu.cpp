@@ -24,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> maxsim_residual_cpu(
   const CpuIsa isa = cpu_isa();
   const TokenRows query{a.Q.data_ptr(), at::kFloat, nullptr, a.dim, isa};
   const ResidualRows docs(in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
-                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), a.dim, in.nbits);
+                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), a.dim, in.nbits, isa);
   serving_forward(a, [&] { return DecodedPolicy<ResidualRows>(query, a.Lq, docs, isa); },
                   scores.data_ptr<float>(), with_argmax ? argmax.data_ptr<int32_t>() : nullptr);
   if (length_normalize) scores.div_(serving_query_lengths(a));

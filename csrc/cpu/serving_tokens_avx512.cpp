@@ -1,7 +1,9 @@
-// float8_e4m3fn token rows decoded for AVX-512 (serving_tokens.h decode_e4m3_avx512), 16 codes a
-// step through the half-to-float conversion (vcvtph2ps), where the generic decoder
-// (serving_tokens.cpp) builds float32's fields in integer arithmetic: 9 instructions a step
-// instead of about 15, which perf showed the decode spending.
+// The serving token decoders (serving_tokens.h) for AVX-512, each giving the bits of its cloned
+// loop in serving_tokens.cpp (the tests compare them, KDOPS_CPU_ISA=avx512 against generic).
+//
+// float8_e4m3fn rows (decode_e4m3_avx512): 16 codes a step through the half-to-float conversion
+// (vcvtph2ps), where the generic decoder builds float32's fields in integer arithmetic: 9
+// instructions a step instead of about 15, which perf showed the decode spending.
 //
 // An e4m3 code's fields moved into a binary16's (the sign to bit 15, exponent and mantissa to
 // bits 14..7) make a half of the same fields, whose exponent bias is 15 instead of 7: the code's
@@ -10,6 +12,11 @@
 // infinity), lands on the half 1.875 and is set to the generic decoder's NaN, 0x7ff00000 with
 // the sign. Then times the row's scale, the one rounding: the generic decoder's bits for all 256
 // codes (tests/test_maxsim_serving.py reads each back on every ISA path).
+//
+// Residual rows (decode_residual_avx512): 16 dimensions a step, each one's bucket bits moved to its
+// lane (a byte shuffle, a shift per lane) and looked up in a register holding the 2^nbits weights
+// (vpermps), where the cloned loop loads a byte's weights from a 256-entry table and adds them 2-8
+// floats at a time.
 #if defined(__x86_64__) || defined(__i386__)
 #include <cstdint>
 
@@ -30,7 +37,7 @@ inline void decode16(const uint8_t* x, __mmask16 lanes, __m512 scale, float* out
   __m256i half = _mm256_cvtepu8_epi16(code);
   // (c + (c & 0x80)) << 7: the magnitude to bits 13..7; the sign, added to itself, carries to 15.
   half = _mm256_slli_epi16(_mm256_add_epi16(half, _mm256_and_si256(half, _mm256_set1_epi16(0x80))), 7);
-  // maskz: _mm512_cvtph_ps passes an undefined vector that GCC 12 warns about (-Wall).
+  // maskz: _mm512_cvtph_ps passes an undefined vector GCC 12 warns about (-Wall).
   __m512i bits = _mm512_castps_si512(_mm512_maskz_cvtph_ps(lanes, half));
   const __mmask16 nan = _mm_cmpeq_epi8_mask(_mm_or_si128(code, _mm_set1_epi8(-128)), _mm_set1_epi8(-1));
   bits = _mm512_mask_or_epi32(bits, nan, bits, _mm512_set1_epi32(0x7ff00000));
@@ -47,6 +54,61 @@ void decode_e4m3_avx512(const uint8_t* x, const float* scale, int64_t n, int64_t
     int64_t e = 0;
     for (; e + 16 <= dim; e += 16) decode16(x + t * dim + e, 0xffff, s, out + t * dim + e);
     if (e < dim) decode16(x + t * dim + e, tail, s, out + t * dim + e);
+  }
+}
+
+void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, float* out) {
+  const int nbits = rows.nbits;
+  const int64_t dim = rows.dim, bytes = dim * nbits / 8, full = dim / 16 * 16;
+  // Lane i's bits are those of byte i * nbits / 8 (a dimension's bits never straddle two bytes),
+  // 8 - nbits - i * nbits % 8 bits up: the shuffle puts that byte (of the 16-dim step's 2 * nbits
+  // bytes, broadcast to each 128-bit lane) at the bottom of lane i, zeros above it (index -128).
+  alignas(64) int8_t byte_of_lane[64];
+  alignas(64) int32_t shift_of_lane[16];
+  for (int i = 0; i < 16; ++i) {
+    for (int b = 0; b < 4; ++b) byte_of_lane[4 * i + b] = static_cast<int8_t>(b == 0 ? i * nbits / 8 : -128);
+    shift_of_lane[i] = 8 - nbits - i * nbits % 8;
+  }
+  const __m512i select = _mm512_load_si512(byte_of_lane), shift = _mm512_load_si512(shift_of_lane);
+  const __m512i field_mask = _mm512_set1_epi32((1 << nbits) - 1);
+  const __m512 weights = _mm512_loadu_ps(rows.weight_of_field.data());
+  const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
+  const __mmask16 tail_bytes = static_cast<__mmask16>((1u << ((dim - full) * nbits / 8)) - 1);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* centroid = rows.centroids + int64_t(rows.codes[row + t]) * dim;
+    const uint8_t* packed = rows.residuals + (row + t) * bytes;
+    float* x = out + t * dim;
+    // Dims e .. e + 15 (the lanes in `lanes`): centroid + weight.
+    const auto step = [&](int64_t e, __mmask16 lanes, __mmask16 lane_bytes) {
+      const __m128i step_bytes = _mm_maskz_loadu_epi8(lane_bytes, packed + e * nbits / 8);
+      // maskz forms: the plain ones pass an undefined vector GCC 12 warns about (-Wall).
+      const __m512i by_lane = _mm512_shuffle_epi8(_mm512_maskz_broadcast_i32x4(lanes, step_bytes), select);
+      const __m512i fields = _mm512_and_si512(_mm512_maskz_srlv_epi32(lanes, by_lane, shift), field_mask);
+      return _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, centroid + e), _mm512_maskz_permutexvar_ps(lanes, fields, weights));
+    };
+    // The squares summed into 16 partial sums as the clone does: lane e % 16 takes x_e^2 in order
+    // of e, one FMA each; lanes past dim are neither stored nor summed. Whole steps stored and
+    // reloaded unmasked: a masked store does not forward to the load (the division below waited
+    // on it: perf).
+    __m512 partial = _mm512_setzero_ps();
+    for (int64_t e = 0; e < full; e += 16) {
+      const __m512 v = step(e, 0xffff, static_cast<__mmask16>((1u << (2 * nbits)) - 1));
+      _mm512_storeu_ps(x + e, v);
+      partial = _mm512_fmadd_ps(v, v, partial);
+    }
+    __m512 last = _mm512_setzero_ps();
+    if (full < dim) {
+      last = step(full, tail, tail_bytes);
+      partial = _mm512_mask3_fmadd_ps(last, last, partial, tail);
+    }
+    alignas(64) float partials[16];
+    _mm512_store_ps(partials, partial);
+    float squares = 0;
+    for (int r = 0; r < 16; ++r) squares += partials[r];
+    const float length = __builtin_sqrtf(squares);
+    const __m512 norm = _mm512_set1_ps(length < 1e-12f ? 1e-12f : length);  // std::max(length, 1e-12f)
+    for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
+    if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(last, norm));
   }
 }
 
