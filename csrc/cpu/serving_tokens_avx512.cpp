@@ -74,41 +74,52 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
   const __m512 weights = _mm512_loadu_ps(rows.weight_of_field.data());
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
   const __mmask16 tail_bytes = static_cast<__mmask16>((1u << ((dim - full) * nbits / 8)) - 1);
-  for (int64_t t = 0; t < n; ++t) {
-    const float* centroid = rows.centroids + int64_t(rows.codes[row + t]) * dim;
-    const uint8_t* packed = rows.residuals + (row + t) * bytes;
-    float* x = out + t * dim;
-    // Dims e .. e + 15 (the lanes in `lanes`): centroid + weight.
-    const auto step = [&](int64_t e, __mmask16 lanes, __mmask16 lane_bytes) {
-      const __m128i step_bytes = _mm_maskz_loadu_epi8(lane_bytes, packed + e * nbits / 8);
-      // maskz forms: the plain ones pass an undefined vector GCC 12 warns about (-Wall).
-      const __m512i by_lane = _mm512_shuffle_epi8(_mm512_maskz_broadcast_i32x4(lanes, step_bytes), select);
-      const __m512i fields = _mm512_and_si512(_mm512_maskz_srlv_epi32(lanes, by_lane, shift), field_mask);
-      return _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, centroid + e), _mm512_maskz_permutexvar_ps(lanes, fields, weights));
-    };
-    // The squares summed into 16 partial sums as the clone does: lane e % 16 takes x_e^2 in order
-    // of e, one FMA each; lanes past dim are neither stored nor summed. Whole steps stored and
-    // reloaded unmasked: a masked store does not forward to the load (the division below waited
-    // on it: perf).
-    __m512 partial = _mm512_setzero_ps();
-    for (int64_t e = 0; e < full; e += 16) {
-      const __m512 v = step(e, 0xffff, static_cast<__mmask16>((1u << (2 * nbits)) - 1));
-      _mm512_storeu_ps(x + e, v);
-      partial = _mm512_fmadd_ps(v, v, partial);
+  // A group of tokens a pass at a time: their sums, then their norms, then their divisions. Token
+  // by token, each waited on its own chain (16 partial sums added in order, sqrt, division).
+  constexpr int64_t kGroup = 16;
+  for (int64_t t0 = 0; t0 < n; t0 += kGroup) {
+    const int64_t m = n - t0 < kGroup ? n - t0 : kGroup;
+    alignas(64) float partials[kGroup][16];
+    float norms[kGroup];
+    for (int64_t t = t0; t < t0 + m; ++t) {
+      const float* centroid = rows.centroids + int64_t(rows.codes[row + t]) * dim;
+      const uint8_t* packed = rows.residuals + (row + t) * bytes;
+      float* x = out + t * dim;
+      // Dims e .. e + 15 (the lanes in `lanes`): centroid + weight.
+      const auto step = [&](int64_t e, __mmask16 lanes, __mmask16 lane_bytes) {
+        const __m128i step_bytes = _mm_maskz_loadu_epi8(lane_bytes, packed + e * nbits / 8);
+        // maskz forms: the plain ones pass an undefined vector GCC 12 warns about (-Wall).
+        const __m512i by_lane = _mm512_shuffle_epi8(_mm512_maskz_broadcast_i32x4(lanes, step_bytes), select);
+        const __m512i fields = _mm512_and_si512(_mm512_maskz_srlv_epi32(lanes, by_lane, shift), field_mask);
+        return _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, centroid + e), _mm512_maskz_permutexvar_ps(lanes, fields, weights));
+      };
+      // The squares summed into 16 partial sums as the clone does: lane e % 16 takes x_e^2 in
+      // order of e, one FMA each; lanes past dim are neither stored nor summed.
+      __m512 partial = _mm512_setzero_ps();
+      for (int64_t e = 0; e < full; e += 16) {
+        const __m512 v = step(e, 0xffff, static_cast<__mmask16>((1u << (2 * nbits)) - 1));
+        _mm512_storeu_ps(x + e, v);
+        partial = _mm512_fmadd_ps(v, v, partial);
+      }
+      if (full < dim) {
+        const __m512 v = step(full, tail, tail_bytes);
+        _mm512_mask_storeu_ps(x + full, tail, v);
+        partial = _mm512_mask3_fmadd_ps(v, v, partial, tail);
+      }
+      _mm512_store_ps(partials[t - t0], partial);
     }
-    __m512 last = _mm512_setzero_ps();
-    if (full < dim) {
-      last = step(full, tail, tail_bytes);
-      partial = _mm512_mask3_fmadd_ps(last, last, partial, tail);
+    for (int64_t t = 0; t < m; ++t) {
+      float squares = 0;
+      for (int r = 0; r < 16; ++r) squares += partials[t][r];
+      const float length = __builtin_sqrtf(squares);
+      norms[t] = length < 1e-12f ? 1e-12f : length;  // std::max(length, 1e-12f)
     }
-    alignas(64) float partials[16];
-    _mm512_store_ps(partials, partial);
-    float squares = 0;
-    for (int r = 0; r < 16; ++r) squares += partials[r];
-    const float length = __builtin_sqrtf(squares);
-    const __m512 norm = _mm512_set1_ps(length < 1e-12f ? 1e-12f : length);  // std::max(length, 1e-12f)
-    for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
-    if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(last, norm));
+    for (int64_t t = t0; t < t0 + m; ++t) {
+      float* x = out + t * dim;
+      const __m512 norm = _mm512_set1_ps(norms[t - t0]);
+      for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
+      if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + full), norm));
+    }
   }
 }
 
