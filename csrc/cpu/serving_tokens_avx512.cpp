@@ -2,8 +2,8 @@
 // loop in serving_tokens.cpp (the tests compare them, KDOPS_CPU_ISA=avx512 against generic).
 //
 // float8_e4m3fn rows (decode_e4m3_avx512): 16 codes a step through the half-to-float conversion
-// (vcvtph2ps), where the generic decoder builds float32's fields in integer arithmetic: 9
-// instructions a step instead of about 15, which perf showed the decode spending.
+// (vcvtph2ps), where the generic decoder builds float32's fields in integer arithmetic: 12 vector
+// instructions a step, against 84 per 4 steps in GCC 12's AVX-512 clone of that loop.
 //
 // An e4m3 code's fields moved into a binary16's (the sign to bit 15, exponent and mantissa to
 // bits 14..7) make a half of the same fields, whose exponent bias is 15 instead of 7: the code's
