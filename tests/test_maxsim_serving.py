@@ -213,20 +213,22 @@ def test_decoded_pairs_equal_maxsim_of_decoded_tensors(isa, pair, layout, monkey
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.int8, torch.float8_e4m3fn])
-def test_every_code_decodes_to_the_bits_of_torchs_conversion(isa, dtype, monkeypatch):
+@pytest.mark.parametrize("dim", [16, 24])
+def test_every_code_decodes_to_the_bits_of_torchs_conversion(isa, dtype, dim, monkeypatch):
     """All 256 int8 / e4m3 codes (e4m3 subnormals, zeros of both signs and its two NaNs among
     them) decode as torch's x.float() * scale, bit for bit: query q is the one-hot token e_q, so
     score[q, k] is element q of doc k's only token (a doc holding a NaN scores NaN throughout:
-    0 * NaN), and every score has the bits of kdops.maxsim on the decoded tensors."""
+    0 * NaN), and every score has the bits of kdops.maxsim on the decoded tensors. Each code is
+    there 3 times; at dim 24 (a vector of 16 and a tail of 8 on AVX-512) once in the tail."""
     monkeypatch.setenv("KDOPS_CPU_ISA", isa)
     gen = torch.Generator().manual_seed(11)
-    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8)
-    D = codes.view(torch.int8 if dtype == torch.int8 else torch.uint8).view(dtype).reshape(16, 1, 16)
-    d_scale = _scale(gen, (16, 1))
-    Q = torch.eye(16).reshape(16, 1, 16)
+    codes = (torch.arange(768, dtype=torch.int32) % 256).to(torch.uint8)
+    D = codes.view(torch.int8 if dtype == torch.int8 else torch.uint8).view(dtype).reshape(-1, 1, dim)
+    d_scale = _scale(gen, (D.shape[0], 1))
+    Q = torch.eye(dim).reshape(dim, 1, dim)
     scores, _ = _raw(Q, D, None, d_scale)
     decoded = reference.dequantize(D, d_scale)
-    assert decoded.isnan().sum() == (2 if dtype == torch.float8_e4m3fn else 0)
+    assert decoded.isnan().sum() == (6 if dtype == torch.float8_e4m3fn else 0)
     finite = ~decoded.isnan().any(-1)[:, 0]
     assert torch.equal(scores[:, finite], decoded[finite, 0, :].T)
     expected, _ = torch.ops.kdops.maxsim.default(Q, decoded, None, None, None, False, True)
@@ -396,6 +398,28 @@ def test_residual_equals_decode_then_score(isa, nbits, layout, monkeypatch):
     torch.testing.assert_close(got, kdops.maxsim(Q, decoded, q_mask, d_mask, length_normalize=True), rtol=1e-6, atol=1e-6)
     assert torch.equal(got, kdops.maxsim_residual(Q, codes.long(), residuals, centroids, weights, q_mask, d_mask,
                                                   length_normalize=True))
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one ISA path on this CPU")
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@pytest.mark.parametrize("dim", [128, 40, 24])
+def test_residual_decoder_gives_the_same_bits_on_every_isa_path(nbits, dim, monkeypatch):
+    """The AVX-512 residual decoder (table lookups in a register) and the cloned loops give the
+    same decoded tokens, bit for bit, at dims with and without a tail of the 16-lane steps: query
+    q is the one-hot token e_q and each doc one token, so score[q, k] is element q of decoded
+    token k exactly (the products with 0 and the sums with 0 are exact on every path)."""
+    gen = torch.Generator().manual_seed(12)
+    docs = _normalised(gen, (48, 1, dim))
+    centroids, cutoffs, weights = _colbert_index(gen, docs.reshape(-1, dim), nbits)
+    codes, residuals = kdops.residual_compress(docs, centroids, cutoffs)
+    Q = torch.eye(dim).reshape(dim, 1, dim)
+    decoded = {}
+    for isa in ISAS:
+        monkeypatch.setenv("KDOPS_CPU_ISA", isa)
+        decoded[isa] = kdops.maxsim_residual(Q, codes, residuals, centroids, weights).T
+    assert torch.equal(decoded["avx512"].view(torch.int32), decoded["generic"].view(torch.int32))
+    expected = reference.residual_decompress(codes, residuals, centroids, weights)[:, 0]
+    torch.testing.assert_close(decoded["avx512"], expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("device", CUDA_KERNEL_BACKENDS, indirect=True)

@@ -29,7 +29,7 @@ double run(const std::vector<float>& docs_rows, int64_t docs, int64_t passes, fl
   return kdops_bench::best_rate(docs, passes, 2.0 * kLength * kRows * kDim, [&](int64_t k) {
     sink += kdops_bench::doc_maxima<kRows>(kLength, kBlock, [&](int64_t j0, int64_t n, float* max, int32_t* arg) {
       kdops::cpu::panel_body<float, 16>(panel, docs_rows.data() + (k * kLength + j0) * kDim, n, kDim, nullptr,
-                                        static_cast<int32_t>(j0), max, arg);
+                                        static_cast<int32_t>(j0), max, arg, kdops::cpu::PrefetchRows{nullptr, 0});
     });
   });
 }

@@ -113,7 +113,8 @@ void forward_item(const MaxSimView<scalar_t>& v, const MaxSimPanelKernel<acc_t>&
         for (int64_t p = 0; p < panels; ++p) {
           const int64_t out = (c * panels + p) * rows;
           kernel.fn(packed + p * dim * rows, tokens + (start + j0 - first_row) * dim, n,
-                    dim, valid, static_cast<int32_t>(j0), s.best.data() + out, s.arg.data() + out);
+                    dim, valid, static_cast<int32_t>(j0), s.best.data() + out, s.arg.data() + out,
+                    PrefetchRows{nullptr, 0});
         }
       }
     }

@@ -12,7 +12,7 @@ namespace kdops::cpu {
 
 template <typename acc_t>
 void panel_generic(KDOPS_PANEL_PARAMS(acc_t)) {
-  panel_body<acc_t, 16 / sizeof(acc_t)>(panel, doc, length, dim, valid, first, best_io, arg_io);
+  panel_body<acc_t, 16 / sizeof(acc_t)>(panel, doc, length, dim, valid, first, best_io, arg_io, stream);
 }
 
 template <typename acc_t>

@@ -11,17 +11,20 @@
 #include <cstdint>
 
 #include "cpu/cpu_isa.h"
+#include "cpu/stream_prefetch.h"
 
 namespace kdops::cpu {
 
 // panel: [dim][rows] query rows transposed; doc: [length][dim] token rows, the doc's tokens
 // first .. first + length - 1; valid: [length] or nullptr. best / arg: [rows], the running max
 // and first maximal token so far (arg -1: no valid token yet), updated with these tokens.
+// stream: rows prefetched as the kernel goes, one per doc row (PrefetchRows{nullptr, 0}: the doc's
+// own rows ahead).
 template <typename acc_t>
 struct MaxSimPanelKernel {
   int64_t rows;
   void (*fn)(const acc_t* panel, const acc_t* doc, int64_t length, int64_t dim, const bool* valid,
-             int32_t first, acc_t* best, int32_t* arg);
+             int32_t first, acc_t* best, int32_t* arg, PrefetchRows stream);
 };
 
 template <typename acc_t>

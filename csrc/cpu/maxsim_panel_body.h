@@ -7,7 +7,8 @@
 // with the two query vectors, running maxima and argmaxes 14 registers (of AVX2's 16). Wider
 // tiles did not pay on AVX-512 either (32 registers): 6 or 8 tokens ran 3-6% slower than 4 at
 // the reranking shape, 12 tokens 20% (Zen 4, docs/performance.md). Each doc row is read once
-// per panel, the tile kPrefetchTiles ahead prefetched as it goes (stream_prefetch.h).
+// per panel, the tile kPrefetchTiles ahead (or the caller's stream) prefetched as it goes
+// (stream_prefetch.h).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,7 @@ namespace kdops::cpu {
 // definitions and explicit instantiations.
 #define KDOPS_PANEL_PARAMS(T)                                                        \
   const T *panel, const T *doc, int64_t length, int64_t dim, const bool *valid, int32_t first, \
-      T *best_io, int32_t *arg_io
+      T *best_io, int32_t *arg_io, PrefetchRows stream
 
 template <typename acc_t> void panel_generic(KDOPS_PANEL_PARAMS(acc_t));
 template <typename acc_t> void panel_avx2(KDOPS_PANEL_PARAMS(acc_t));
@@ -48,6 +49,12 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
   using V = typename Vec<acc_t, kLanes>::type;
   using M = decltype(V{} > V{});  // the lane mask: signed integers of acc_t's width
   constexpr int64_t rows = 2 * kLanes;
+  // The rows prefetched alongside tile t0: the stream's rows t0 .., or the doc's own kPrefetchTiles
+  // tiles ahead.
+  const bool own = stream.rows == nullptr;
+  const int64_t ahead_row_bytes = own ? dim * int64_t(sizeof(acc_t)) : stream.row_bytes;
+  const void* ahead_rows = own ? bytes_ahead(doc, kPrefetchTiles * kTokens * ahead_row_bytes) : stream.rows;
+  const int shift = prefetch_shift(kTokens, ahead_row_bytes, dim);
   V best[2];
   M arg[2];
   std::memcpy(best, best_io, sizeof(best));
@@ -58,10 +65,10 @@ inline void panel_body(KDOPS_PANEL_PARAMS(acc_t)) {
     const int64_t n = length - t0 < kTokens ? length - t0 : kTokens;
     const acc_t* token[kTokens];
     for (int t = 0; t < kTokens; ++t) token[t] = doc + (t0 + (t < n ? t : n - 1)) * dim;
-    const char* ahead = bytes_ahead(doc, (t0 + kPrefetchTiles * kTokens) * dim * int64_t(sizeof(acc_t)));
+    const char* ahead = bytes_ahead(ahead_rows, t0 * ahead_row_bytes);
     V acc[kTokens][2] = {};
     for (int64_t e = 0; e < dim; ++e) {
-      prefetch_step<kTokens * sizeof(acc_t)>(ahead, e);
+      prefetch_step(ahead, e, shift);
       V q[2];
       std::memcpy(&q[0], panel + e * rows, sizeof(V));
       std::memcpy(&q[1], panel + e * rows + kLanes, sizeof(V));

@@ -32,8 +32,8 @@ std::tuple<at::Tensor, at::Tensor> maxsim_quantized_cpu(
     serving_forward(a, [&] { return Int8Policy(q, qs, a.Lq, a.dim, d, ds, isa); }, out, idx);
   } else {
     const TokenRows query{a.Q.data_ptr(), a.Q.scalar_type(),
-                          a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr, a.dim};
-    const TokenRows doc_rows{docs.data_ptr(), docs.scalar_type(), scale.data_ptr<float>(), a.dim};
+                          a.q_scale.defined() ? a.q_scale.data_ptr<float>() : nullptr, a.dim, isa};
+    const TokenRows doc_rows{docs.data_ptr(), docs.scalar_type(), scale.data_ptr<float>(), a.dim, isa};
     serving_forward(a, [&] { return DecodedPolicy<TokenRows>(query, a.Lq, doc_rows, isa); }, out, idx);
   }
   if (length_normalize) scores.div_(serving_query_lengths(a));

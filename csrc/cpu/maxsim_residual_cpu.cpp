@@ -21,10 +21,10 @@ std::tuple<at::Tensor, at::Tensor> maxsim_residual_cpu(
   const ServingArgs& a = in.a;
   at::Tensor scores = at::empty({a.Nq, a.layout.K}, a.Q.options().dtype(at::kFloat));
   at::Tensor argmax = serving_argmax(a, with_argmax);
-  const TokenRows query{a.Q.data_ptr(), at::kFloat, nullptr, a.dim};
-  const ResidualRows docs(in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
-                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), a.dim, in.nbits);
   const CpuIsa isa = cpu_isa();
+  const TokenRows query{a.Q.data_ptr(), at::kFloat, nullptr, a.dim, isa};
+  const ResidualRows docs(in.codes.data_ptr<int32_t>(), in.residuals.data_ptr<uint8_t>(),
+                          in.centroids.data_ptr<float>(), in.weights.data_ptr<float>(), a.dim, in.nbits, isa);
   serving_forward(a, [&] { return DecodedPolicy<ResidualRows>(query, a.Lq, docs, isa); },
                   scores.data_ptr<float>(), with_argmax ? argmax.data_ptr<int32_t>() : nullptr);
   if (length_normalize) scores.div_(serving_query_lengths(a));

@@ -39,12 +39,14 @@ class DecodedPolicy {
     }
   }
 
+  // The kernel prefetches the codes of the next block (the rows after these: usually the next
+  // fold's) as it folds this one, so the next decode finds them in cache.
   void fold(int64_t row, int64_t n, const bool* valid, int32_t first, float* best, int32_t* arg) {
     decoded_.resize(n * dim_);
     docs_.decode(row, n, decoded_.data());
     for (int64_t p = 0; p < panels_; ++p)
       kernel_.fn(packed_.data() + p * dim_ * kernel_.rows, decoded_.data(), n, dim_, valid, first,
-                 best + p * kernel_.rows, arg + p * kernel_.rows);
+                 best + p * kernel_.rows, arg + p * kernel_.rows, docs_.code_rows(row + n));
   }
 
   float contribution(int64_t, int64_t, float max) const { return max; }

@@ -61,6 +61,12 @@ void TokenRows::decode(int64_t row, int64_t n, float* out) const {
       decode_int8(static_cast<const int8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
     case at::kFloat8_e4m3fn:
+#if defined(__x86_64__) || defined(__i386__)
+      if (isa == CpuIsa::avx512) {
+        decode_e4m3_avx512(static_cast<const uint8_t*>(data) + row * dim, scale + row, n, dim, out);
+        return;
+      }
+#endif
       decode_e4m3(static_cast<const uint8_t*>(data) + row * dim, scale + row, n, dim, out);
       return;
     default:
@@ -69,8 +75,8 @@ void TokenRows::decode(int64_t row, int64_t n, float* out) const {
 }
 
 ResidualRows::ResidualRows(const int32_t* codes, const uint8_t* residuals, const float* centroids,
-                           const float* bucket_weights, int64_t dim, int nbits)
-    : codes(codes), residuals(residuals), centroids(centroids), dim(dim), nbits(nbits) {
+                           const float* bucket_weights, int64_t dim, int nbits, CpuIsa isa)
+    : codes(codes), residuals(residuals), centroids(centroids), dim(dim), nbits(nbits), isa(isa) {
   const int per_byte = 8 / nbits;
   weight_of_byte.resize(256 * per_byte);
   for (int byte = 0; byte < 256; ++byte) {
@@ -80,6 +86,9 @@ ResidualRows::ResidualRows(const int32_t* codes, const uint8_t* residuals, const
       weight_of_byte[byte * per_byte + p] = bucket_weights[bucket];
     }
   }
+  // A byte whose first dimension's bits are f: f << (8 - nbits).
+  weight_of_field.assign(16, 0.0f);
+  for (int f = 0; f < (1 << nbits); ++f) weight_of_field[f] = weight_of_byte[(f << (8 - nbits)) * per_byte];
 }
 
 namespace {
@@ -121,6 +130,12 @@ KDOPS_CPU_CLONES void decode_residual(const float* centroid, const uint8_t* pack
 }  // namespace
 
 void ResidualRows::decode(int64_t row, int64_t n, float* out) const {
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == CpuIsa::avx512) {
+    decode_residual_avx512(*this, row, n, out);
+    return;
+  }
+#endif
   const int64_t bytes = dim * nbits / 8;
   for (int64_t t = 0; t < n; ++t) {
     const float* centroid = centroids + int64_t(codes[row + t]) * dim;

@@ -1,5 +1,6 @@
 // Software prefetch for a kernel that streams doc token rows once, a tile of consecutive rows at a
-// time (the MaxSim panel kernel; a quantized variant of it can use the same helper).
+// time (the MaxSim panel kernel; a quantized variant of it can use the same helper), or that
+// reads rows decoded from a stream of codes it prefetches alongside (the serving ops' next block).
 //
 // Why: such a kernel reads a tile's rows side by side (kTokens rows, one element column after
 // the next), not one address after the next, and the hardware prefetchers do not run far enough
@@ -24,16 +25,30 @@ inline const char* bytes_ahead(const void* p, int64_t bytes) {
   return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes));
 }
 
-// Step `step` of a loop over a tile of contiguous rows that reads kStepBytes bytes of it per step
-// (a tile of kTokens rows, one element of each row a step: kStepBytes = kTokens * element size):
-// walks the bytes of the tile at `ahead` (one that runs some tiles later) at the same pace,
-// prefetching into L1 one line every kCacheLine / kStepBytes steps, so that tile has arrived
-// when its turn comes.
-template <int64_t kStepBytes>
-inline void prefetch_step(const char* ahead, int64_t step) {
-  static_assert(kStepBytes > 0 && kCacheLine % kStepBytes == 0,
-                "a step must read a whole fraction of a cache line of the tile");
-  if (step % (kCacheLine / kStepBytes) == 0) __builtin_prefetch(ahead + step * kStepBytes, 0, 3);
+// Rows a kernel prefetches as it goes, one row per row it reads (rows: nullptr where the kernel
+// prefetches its own rows ahead). The serving ops decode a block of doc tokens, then fold it: the
+// kernel that folds block b prefetches the codes of block b + 1, so its decode does not wait on
+// DRAM (a burst of them before the kernel ran slower than none: docs/performance.md).
+struct PrefetchRows {
+  const void* rows;
+  int64_t row_bytes;
+};
+
+// How a loop over a tile of `tokens` rows, `dim` steps (one element of each row a step), spreads
+// the prefetch of `tokens` rows of `row_bytes`: one line every 2^shift steps, the longest
+// power-of-two spacing that keeps pace with the bytes (where the pace is not a power of two, up
+// to twice the tile's lines: the next tile's, early).
+inline int prefetch_shift(int64_t tokens, int64_t row_bytes, int64_t dim) {
+  int shift = 0;
+  while (shift < 30 && (int64_t(2) << shift) * tokens * row_bytes <= kCacheLine * dim) ++shift;
+  return shift;
+}
+
+// Step `step` of that loop: walks the tile's bytes at `ahead` (the tile of the stream, or of the
+// rows some tiles later) at the same pace, prefetching into L1 one line every 2^shift steps, so
+// they have arrived when their turn comes.
+inline void prefetch_step(const char* ahead, int64_t step, int shift) {
+  if ((step & ((int64_t(1) << shift) - 1)) == 0) __builtin_prefetch(ahead + (step >> shift) * kCacheLine, 0, 3);
 }
 
 }  // namespace kdops::cpu
