@@ -12,7 +12,8 @@
 // (16-byte copies; rows not 16-byte aligned are staged by plain loads, without the overlap). Four
 // warps in 2 x 2 each multiply 32 query rows with 32 of the tile's doc tokens: per 16 features,
 // two ldmatrix.x4 for A (one per m16 tile), two ldmatrix.x4 for B (two n8 tiles each) and 8 mma.
-// Staging addresses advance by a fixed step and a carry (Walk), with no division per copy.
+// Staging addresses advance by fixed steps, with no division per copy: the query rows' by a step
+// and a carry (Walk), the doc rows' by a constant (stage_doc_rows).
 //
 // Shared memory: rows padded by 8 elements (tile_stride), so each ldmatrix phase's 8 row
 // addresses fall in 8 distinct 16-byte bank groups (no swizzle needed). Doc masks: warp 0 turns
@@ -132,35 +133,26 @@ __device__ void stage(uint16_t* tile, int stride, int rows, int dim, bool vec, c
   }
 }
 
-// The doc tile's cp.async path: its rows are consecutive rows of D (first_row on), so the source
-// and destination of the thread's next 16-byte chunk follow from the last by fixed steps (one more
-// on a row carry): per copy, two compares, the copy and a few adds, no 64-bit multiply. Rows past
-// `tokens` and chunks past d are stored as zeros.
-__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int64_t dim,
-                                      int64_t tokens, const Walk& walk) {
-  const int dim_chunks = static_cast<int>(dim / kVec);  // d is a multiple of kVec here (vector_loads)
-  const int64_t src_step = walk.step_row * dim + walk.step_col * kVec, src_carry = dim - walk.per_row * kVec;
-  const int dst_step = walk.step_row * stride + walk.step_col * kVec, dst_carry = stride - walk.per_row * kVec;
-  const uint16_t* src = first_row + walk.first_row * dim + walk.first_col * kVec;
-  uint16_t* dst = tile + walk.first_row * stride + walk.first_col * kVec;
-  int r = walk.first_row, c = walk.first_col;
-  while (r < kCols) {
-    if (r < tokens && c < dim_chunks) {
-      __pipeline_memcpy_async(dst, src, 16);
-    } else {
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-    }
-    r += walk.step_row;
-    c += walk.step_col;
-    src += src_step;
-    dst += dst_step;
-    if (c >= walk.per_row) {
-      c -= walk.per_row;
-      ++r;
-      src += src_carry;
-      dst += dst_carry;
-    }
+// The doc tile's cp.async path. Its rows are consecutive rows of D, so a thread copies one
+// 16-byte column chunk (walk.first_col) of rows walk.first_row, + step_row, ...: the walk's own
+// items where per_row divides kThreads (d = 128: 16 chunks a row, 8 rows of threads), and where
+// it does not, the threads past the last whole row of threads copy nothing (there is always one:
+// the shared memory smem_bytes needs bounds d, at most 54 chunks a row). Each copy's source
+// and destination are the last one's plus a constant: per copy the cp.async, a 64-bit and a
+// 32-bit add, the row count and its test (about 12 SASS instructions on sm_90, against 27 for the
+// walk's step-and-carry, whose column changes from copy to copy). Rows from `tokens` on, and the
+// padding chunk past d, are stored as zeros.
+__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int dim, int tokens,
+                                      const Walk& walk) {
+  if (walk.first_row >= walk.step_row) return;
+  const int src_step = walk.step_row * dim, dst_step = walk.step_row * stride;
+  const uint16_t* src = first_row + (walk.first_row * dim + walk.first_col * kVec);
+  uint16_t* dst = tile + (walk.first_row * stride + walk.first_col * kVec);
+  int r = walk.first_row;
+  if (walk.first_col * kVec < dim) {  // d is a multiple of kVec here (vector_loads)
+    for (; r < tokens; r += walk.step_row, src += src_step, dst += dst_step) __pipeline_memcpy_async(dst, src, 16);
   }
+  for (; r < kCols; r += walk.step_row, dst += dst_step) *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
 }
 
 // Warp 0: bit c of mask[h] says whether tile column 32 h + c is a valid doc token (before the
@@ -388,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       const int slot = static_cast<int>(t % kStages);
       const int64_t first = start + t * kCols, tokens = std::min<int64_t>(kCols, length - t * kCols);
       if (vec) {
-        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, v.dim, tokens, walk);
+        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, dim, static_cast<int>(tokens), walk);
       } else {
         stage(d_tiles + slot * kCols * stride, stride, kCols, dim, false, walk,
               [&](int r) -> const uint16_t* { return r < tokens ? D + (first + r) * v.dim : nullptr; });
