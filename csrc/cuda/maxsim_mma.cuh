@@ -198,14 +198,14 @@ struct ValueMax {
   __device__ void merge_lane(int offset) { value = ptx::max_nan(value, __shfl_xor_sync(0xffffffffu, value, offset)); }
 };
 
-// A row's RunningMax, a tile at a time (argmax written). A tile's columns leave it as RunningMax::update taking them
-// one by one in increasing j would: unchanged unless the lane has a valid column there and the
-// tile's max t ranks above the running value (or none was seen yet); then t, at the first valid
-// column t does not rank above (the first maximal index). Masked columns hold -inf, so they can
-// only tie with a t of -inf, where every valid column is -inf too: the first valid column, from
-// the mask bits. The index search runs only where the max rises. The value kept is t (max.NaN's
-// canonical NaN for a NaN; accumulators start at +0 and never become -0, so there is no zero sign
-// to keep); the argmax is exactly the sequential one.
+// A row's RunningMax, a tile at a time (argmax written). A tile's columns leave it as
+// RunningMax::update taking them one by one in increasing j would: unchanged unless the lane has a
+// valid column there and the tile's max t ranks above the running value (or none was seen yet);
+// then t, at the first valid column t does not rank above (the first maximal index). Masked columns
+// hold -inf, so they can only tie with a t of -inf, where every valid column is -inf too: the first
+// valid column, from the mask bits. The index search runs only where the max rises. The value kept
+// is t (max.NaN's canonical NaN for a NaN; accumulators start at +0 and never become -0, so there
+// is no zero sign to keep); the argmax is exactly the sequential one.
 struct IndexMax : RunningMax<float> {
   static __device__ IndexMax empty() { return {empty_running_max<float>()}; }
   // any_valid: the lane has a valid column in the tile; bits: its mask bits (bit column_offset(c)).
