@@ -1,10 +1,11 @@
 // Whether any thread of a grid found something (a value check's failure), known in the same
 // launch: each block combines its threads' findings with one barrier, counts itself in words[1]
-// if it found any, and the last block to arrive (words[0], as grid_sum.cuh's arrival counter)
-// writes the grid's answer and puts words[1] back to zero. The kernel then reports a bad input
-// through a flag the op asserts on the device (no host read, no second pass over the input).
+// if it found any, and the last block to arrive (words[0], grid_sum.cuh's arrives_last) writes
+// the grid's answer and puts words[1] back to zero. The kernel then reports a bad input through a
+// flag the op asserts on the device (no host read, no second pass over the input).
 #pragma once
 
+#include "cuda/grid_sum.cuh"
 #include "sim/portable.h"
 
 namespace kdops::cuda {
@@ -20,11 +21,7 @@ __device__ inline void grid_none(bool found, unsigned int* words, bool* none KDO
     return;
   }
   if (block_found) atomicAdd(words + 1, 1u);
-  __threadfence();  // release: this block's count comes before its arrival
-  if (atomicInc(words, gridDim.x - 1) == gridDim.x - 1) {  // the last wraps the counter to 0
-    __threadfence();  // acquire: every block's count, made before its arrival, is seen
-    *none = atomicExch(words + 1, 0u) == 0;
-  }
+  if (arrives_last(words)) *none = atomicExch(words + 1, 0u) == 0;  // every block's count is in
 }
 
 }  // namespace kdops::cuda

@@ -8,6 +8,26 @@
 
 namespace kdops::cuda {
 
+// The last-block arrival of a grid that combines its blocks' results in one launch: counts the
+// calling block in `done` and returns true in exactly one block, the last one counted. Call it
+// from one thread per block (thread 0 in grid_sums and grid_none), once per launch, after that
+// thread's stores of what the last block reads (other threads' stores: after a barrier). `done`
+// is zero before the launch and again after it (atomicInc wraps at gridDim.x - 1), so a counter
+// kept for the next launch on the stream needs no zeroing (grid_scratch.h).
+// Ordering, under the PTX memory model, where the atomic alone is relaxed: a fence before it
+// makes a release pattern (the caller's stores are visible to whoever observes its count), a
+// fence after it an acquire pattern (the last block's later loads see what every other block
+// released before its own, earlier increment: the increments of `done` are totally ordered).
+// Only the last block reads, so only it takes the second fence. Without the first a block can be
+// counted before its stores are visible; without the second the last block can see the count
+// but not yet the values. The simulator checks both (csrc/sim/global_memory.h).
+__device__ inline bool arrives_last(unsigned int* done) {
+  __threadfence();  // release: the caller's stores are visible before the block is counted
+  const bool last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;  // the last wraps it to 0
+  if (last) __threadfence();  // acquire: what the earlier blocks released is visible to the last
+  return last;
+}
+
 // Call from every thread of every block with the block's totals (valid in thread 0, e.g. from
 // block_sum): kSums sums and a count. Returns true in exactly one block, the last to arrive,
 // whose thread 0 then holds the grid totals in sums and count. partial_sums holds kSums rows of
@@ -26,13 +46,7 @@ __device__ bool grid_sums(acc_t (&sums)[kSums], long long& count, acc_t* partial
 #pragma unroll
     for (int k = 0; k < kSums; ++k) __stcg(partial_sums + k * gridDim.x + blockIdx.x, sums[k] KDOPS_SITE);
     __stcg(partial_count + blockIdx.x, count KDOPS_SITE);
-    __threadfence();  // release: the partial is visible before the block is counted
-    const bool last = atomicInc(done, gridDim.x - 1) == gridDim.x - 1;  // the last wraps it to 0
-    // acquire: the other blocks' partials, counted before this block, are visible to it. Without
-    // this fence the reads below may see partials the counter says are there, but not yet
-    // their values (PTX memory model: a fence after the atomic makes an acquire pattern).
-    if (last) __threadfence();
-    is_last = last;
+    is_last = arrives_last(done);  // the last block sees every partial
   }
   __syncthreads(KDOPS_SITE_ONLY);
   if (!is_last) return false;

@@ -12,7 +12,8 @@
 // (16-byte copies; rows not 16-byte aligned are staged by plain loads, without the overlap). Four
 // warps in 2 x 2 each multiply 32 query rows with 32 of the tile's doc tokens: per 16 features,
 // two ldmatrix.x4 for A (one per m16 tile), two ldmatrix.x4 for B (two n8 tiles each) and 8 mma.
-// Staging addresses advance by a fixed step and a carry (Walk), with no division per copy.
+// Staging addresses advance by fixed steps, with no division per copy: the query rows' by a step
+// and a carry (Walk), the doc rows' by a constant (stage_doc_rows).
 //
 // Shared memory: rows padded by 8 elements (tile_stride), so each ldmatrix phase's 8 row
 // addresses fall in 8 distinct 16-byte bank groups (no swizzle needed). Doc masks: warp 0 turns
@@ -132,35 +133,26 @@ __device__ void stage(uint16_t* tile, int stride, int rows, int dim, bool vec, c
   }
 }
 
-// The doc tile's cp.async path: its rows are consecutive rows of D (first_row on), so the source
-// and destination of the thread's next 16-byte chunk follow from the last by fixed steps (one more
-// on a row carry): per copy, two compares, the copy and a few adds, no 64-bit multiply. Rows past
-// `tokens` and chunks past d are stored as zeros.
-__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int64_t dim,
-                                      int64_t tokens, const Walk& walk) {
-  const int dim_chunks = static_cast<int>(dim / kVec);  // d is a multiple of kVec here (vector_loads)
-  const int64_t src_step = walk.step_row * dim + walk.step_col * kVec, src_carry = dim - walk.per_row * kVec;
-  const int dst_step = walk.step_row * stride + walk.step_col * kVec, dst_carry = stride - walk.per_row * kVec;
-  const uint16_t* src = first_row + walk.first_row * dim + walk.first_col * kVec;
-  uint16_t* dst = tile + walk.first_row * stride + walk.first_col * kVec;
-  int r = walk.first_row, c = walk.first_col;
-  while (r < kCols) {
-    if (r < tokens && c < dim_chunks) {
-      __pipeline_memcpy_async(dst, src, 16);
-    } else {
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-    }
-    r += walk.step_row;
-    c += walk.step_col;
-    src += src_step;
-    dst += dst_step;
-    if (c >= walk.per_row) {
-      c -= walk.per_row;
-      ++r;
-      src += src_carry;
-      dst += dst_carry;
-    }
+// The doc tile's cp.async path. Its rows are consecutive rows of D, so a thread copies one
+// 16-byte column chunk (walk.first_col) of rows walk.first_row, + step_row, ...: the walk's own
+// items where per_row divides kThreads (d = 128: 16 chunks a row, 8 rows of threads), and where
+// it does not, the threads past the last whole row of threads copy nothing (there is always one:
+// the shared memory smem_bytes needs bounds d, at most 54 chunks a row). Each copy's source
+// and destination are the last one's plus a constant: per copy the cp.async, a 64-bit and a
+// 32-bit add, the row count and its test (about 12 SASS instructions on sm_90, against 27 for the
+// walk's step-and-carry, whose column changes from copy to copy). Rows from `tokens` on, and the
+// padding chunk past d, are stored as zeros.
+__device__ inline void stage_doc_rows(uint16_t* tile, int stride, const uint16_t* first_row, int dim, int tokens,
+                                      const Walk& walk) {
+  if (walk.first_row >= walk.step_row) return;
+  const int src_step = walk.step_row * dim, dst_step = walk.step_row * stride;
+  const uint16_t* src = first_row + (walk.first_row * dim + walk.first_col * kVec);
+  uint16_t* dst = tile + (walk.first_row * stride + walk.first_col * kVec);
+  int r = walk.first_row;
+  if (walk.first_col * kVec < dim) {  // d is a multiple of kVec here (vector_loads)
+    for (; r < tokens; r += walk.step_row, src += src_step, dst += dst_step) __pipeline_memcpy_async(dst, src, 16);
   }
+  for (; r < kCols; r += walk.step_row, dst += dst_step) *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
 }
 
 // Warp 0: bit c of mask[h] says whether tile column 32 h + c is a valid doc token (before the
@@ -206,21 +198,20 @@ struct ValueMax {
   __device__ void merge_lane(int offset) { value = ptx::max_nan(value, __shfl_xor_sync(0xffffffffu, value, offset)); }
 };
 
-// A row's RunningMax (argmax written). A tile's columns leave it as RunningMax::update taking them
-// one by one in increasing j would: unchanged unless the lane has a valid column there and the
-// tile's max t ranks above the running value (or none was seen yet); then t, at the first valid
-// column t does not rank above (the first maximal index). Masked columns hold -inf, so they can
-// only tie with a t of -inf, where every valid column is -inf too: the first valid column, from
-// the mask bits. The index search runs only where the max rises. The value kept is t (max.NaN's
-// canonical NaN for a NaN; accumulators start at +0 and never become -0, so there is no zero sign
-// to keep); the argmax is exactly the sequential one.
-struct IndexMax {
-  RunningMax<float> m;
+// A row's RunningMax, a tile at a time (argmax written). A tile's columns leave it as
+// RunningMax::update taking them one by one in increasing j would: unchanged unless the lane has a
+// valid column there and the tile's max t ranks above the running value (or none was seen yet);
+// then t, at the first valid column t does not rank above (the first maximal index). Masked columns
+// hold -inf, so they can only tie with a t of -inf, where every valid column is -inf too: the first
+// valid column, from the mask bits. The index search runs only where the max rises. The value kept
+// is t (max.NaN's canonical NaN for a NaN; accumulators start at +0 and never become -0, so there
+// is no zero sign to keep); the argmax is exactly the sequential one.
+struct IndexMax : RunningMax<float> {
   static __device__ IndexMax empty() { return {empty_running_max<float>()}; }
   // any_valid: the lane has a valid column in the tile; bits: its mask bits (bit column_offset(c)).
   __device__ void fold(const float (&x)[8], bool any_valid, uint32_t bits, int32_t j_first) {
     const float t = tile_max(x);
-    if (any_valid && (m.index < 0 || ranks_above(t, m.value))) {
+    if (any_valid && (index < 0 || ranks_above(t, value))) {
       int offset;
       if (t == kNegInf) {
         offset = __ffs(bits & kLaneColumns) - 1;
@@ -232,14 +223,54 @@ struct IndexMax {
         }
         offset = column_offset(first);
       }
-      m.value = t;
-      m.index = j_first + offset;
+      value = t;
+      index = j_first + offset;
     }
   }
-  __device__ void merge_lane(int offset) {  // RunningMax::merge: value first, then the lower index
-    const float other_value = __shfl_xor_sync(0xffffffffu, m.value, offset);
-    const int32_t other_index = __shfl_xor_sync(0xffffffffu, m.index, offset);
-    m.merge(other_value, other_index);
+};
+
+// Each of the block's kRows rows' argmax over the tile columns its lanes folded, for this kernel
+// and maxsim_serving_mma.cuh, through part_* (the kernel's shared arrays: a row's max over each
+// column warp). gather, from every thread of the block: thread tid is lane (g, tig) of warp (wr,
+// wc) (the kernel's own values: recomputing them here costs registers, a spill on sm_90), and
+// rows[mi][h] its running max (RunningMax or a Row derived from it) of row 16 mi + 8 h + g of the
+// warp's rows over its columns of the warp's 32 (the accumulator layout); the quad's four lanes
+// merge (xor 1, 2), lane tig = 0 writes the warp's max, and a barrier ends it. row(r), after
+// gather: row r's two column halves merged (read where the caller uses it, which keeps the
+// kernels' register counts). Every merge is RunningMax::merge, value first (NaN above every
+// number), then the lower index: the argmax is the first maximal doc token, as on the CPU.
+// part_* may be rewritten after the caller's next barrier.
+struct RowArgmax {
+  float (&part_value)[2][kRows];
+  int32_t (&part_index)[2][kRows];
+
+  template <typename Row>
+  __device__ __forceinline__ void gather(Row (&rows)[kMTiles][2], int wr, int wc, int g, int tig) const {
+    static_assert(std::is_base_of_v<RunningMax<float>, Row>, "a lane's row maxima are RunningMax");
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        RunningMax<float>& m = rows[mi][h];
+#pragma unroll
+        for (int offset = 1; offset < 4; offset *= 2) {
+          const float other_value = __shfl_xor_sync(0xffffffffu, m.value, offset);
+          const int32_t other_index = __shfl_xor_sync(0xffffffffu, m.index, offset);
+          m.merge(other_value, other_index);
+        }
+        if (tig == 0) {
+          const int row = wr * kWarpRows + mi * kFrag + 8 * h + g;
+          part_value[wc][row] = m.value;
+          part_index[wc][row] = m.index;
+        }
+      }
+    }
+    __syncthreads();
+  }
+  __device__ __forceinline__ RunningMax<float> row(int r) const {
+    RunningMax<float> best{part_value[0][r], part_index[0][r]};
+    best.merge(part_value[1][r], part_index[1][r]);
+    return best;
   }
 };
 
@@ -319,6 +350,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
   __shared__ int32_t part_index[2][kRows];
   alignas(16) __shared__ float contrib[kRows];  // each row's max (0 when masked or no token)
+  [[maybe_unused]] const RowArgmax argmax_rows{part_value, part_index};
   const MaxSimLayout& l = v.layout;
   const int dim = static_cast<int>(v.dim), stride = tile_stride(dim), width = round_up(dim, kFrag);
   uint16_t* q_tile = smem;
@@ -348,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       const int slot = static_cast<int>(t % kStages);
       const int64_t first = start + t * kCols, tokens = std::min<int64_t>(kCols, length - t * kCols);
       if (vec) {
-        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, v.dim, tokens, walk);
+        stage_doc_rows(d_tiles + slot * kCols * stride, stride, D + first * v.dim, dim, static_cast<int>(tokens), walk);
       } else {
         stage(d_tiles + slot * kCols * stride, stride, kCols, dim, false, walk,
               [&](int r) -> const uint16_t* { return r < tokens ? D + (first + r) * v.dim : nullptr; });
@@ -406,26 +438,22 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
           multiply_and_fold<1, T>(q_tile + a_offset, b_rows, stride, width, all_valid, bits, j_first, m);
         }  // else this warp's rows hold no real query token
       }
-      // Each row's max over the warp's 32 columns: the quad's lanes (xor 1, 2) merge (with the
-      // index: value first, then the lower index); lane tig = 0 hands it to the cross-warp merge.
+      // Each row's max over the block's columns: the quad's lanes (xor 1, 2), then the two column
+      // warps through part_*; with the argmax, RowArgmax.
+      if constexpr (kWriteArgmax) {
+        argmax_rows.gather(m, wr, wc, g, tig);
+      } else {
 #pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi) {
+        for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+          for (int h = 0; h < 2; ++h) {
 #pragma unroll
-          for (int offset = 1; offset < 4; offset *= 2) m[mi][h].merge_lane(offset);
-          if (tig == 0) {
-            const int row = wr * kWarpRows + mi * kFrag + 8 * h + g;
-            if constexpr (kWriteArgmax) {
-              part_value[wc][row] = m[mi][h].m.value;
-              part_index[wc][row] = m[mi][h].m.index;
-            } else {
-              part_value[wc][row] = m[mi][h].value;
-            }
+            for (int offset = 1; offset < 4; offset *= 2) m[mi][h].merge_lane(offset);
+            if (tig == 0) part_value[wc][wr * kWarpRows + mi * kFrag + 8 * h + g] = m[mi][h].value;
           }
         }
+        __syncthreads();
       }
-      __syncthreads();
       if (tid < kRows) {
         // Row r holds token i of query q0 + r / seg, or zeros past the query's end.
         const int row = tid, qr = row / grp.seg;
@@ -433,11 +461,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
         float c = 0;
         if (row < real_rows && i < v.Lq) {
           if constexpr (kWriteArgmax) {
-            RunningMax<float> r{part_value[0][row], part_index[0][row]};
-            r.merge(part_value[1][row], part_index[1][row]);
-            if (!v.query_token_valid(q0 + qr, i)) r.index = -1;
-            argmax[v.argmax_index(q0 + qr, k, i)] = r.index;
-            c = r.contribution();
+            RunningMax<float> best = argmax_rows.row(row);
+            if (!v.query_token_valid(q0 + qr, i)) best.index = -1;
+            argmax[v.argmax_index(q0 + qr, k, i)] = best.index;
+            c = best.contribution();
           } else if (doc_seen && v.query_token_valid(q0 + qr, i)) {
             c = ptx::max_nan(part_value[0][row], part_value[1][row]);
           }

@@ -273,6 +273,7 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
   __shared__ float inv_norm[kCols];         // residual docs: the inverse norms of the tile's tokens
   __shared__ float part_value[2][kRows];     // each row's max over a column half (warp column wc)
   __shared__ int32_t part_index[2][kRows];
+  const mma::RowArgmax argmax_rows{part_value, part_index};
   alignas(16) __shared__ float contrib[kRows];  // each row's max times its scale (0: masked, no token)
   const MaxSimLayout& l = v.layout;
   const int stride = tile_stride<Op>(width), width_bytes = width * static_cast<int>(sizeof(typename Op::stored));
@@ -398,37 +399,18 @@ __global__ void __launch_bounds__(kThreads, Op::kMinBlocks)
           }
         }
       }
-      // Each row's max over the warp's 32 columns (the quad's lanes merge), then over the two
-      // column warps, as in maxsim_mma.cuh.
-#pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-#pragma unroll
-          for (int offset = 1; offset < 4; offset *= 2) {
-            const float other_value = __shfl_xor_sync(0xffffffffu, m[mi][h].value, offset);
-            const int32_t other_index = __shfl_xor_sync(0xffffffffu, m[mi][h].index, offset);
-            m[mi][h].merge(other_value, other_index);
-          }
-          if (tig == 0) {
-            const int row = wr * kWarpRows + mi * kFrag + 8 * h + g;
-            part_value[wc][row] = m[mi][h].value;
-            part_index[wc][row] = m[mi][h].index;
-          }
-        }
-      }
-      __syncthreads();
+      // Each row's max over the block's columns (the quad's lanes, then the two column warps).
+      argmax_rows.gather(m, wr, wc, g, tig);
       if (tid < kRows) {
         // Row r holds token i of query q0 + r / seg, or zeros past the query's end.
         const int row = tid, qr = row / grp.seg;
         const int64_t i = int64_t(chunk) * grp.seg + (row - qr * grp.seg);
-        RunningMax<float> r{part_value[0][row], part_index[0][row]};
-        r.merge(part_value[1][row], part_index[1][row]);
+        RunningMax<float> best = argmax_rows.row(row);
         float c = 0;
         if (row < real_rows && i < v.Lq) {
-          if (!v.query_token_valid(q0 + qr, i)) r.index = -1;
-          if constexpr (kWriteArgmax) argmax[v.argmax_index(q0 + qr, k, i)] = r.index;
-          if (r.index >= 0) c = q.scale != nullptr ? r.value * q.scale[(q0 + qr) * v.Lq + i] : r.value;
+          if (!v.query_token_valid(q0 + qr, i)) best.index = -1;
+          if constexpr (kWriteArgmax) argmax[v.argmax_index(q0 + qr, k, i)] = best.index;
+          if (best.index >= 0) c = q.scale != nullptr ? best.value * q.scale[(q0 + qr) * v.Lq + i] : best.value;
         }
         contrib[row] = c;
       }

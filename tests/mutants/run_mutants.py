@@ -42,7 +42,7 @@ HELPERS = ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *MAXSIM, *LISTS]
 FILE_TESTS = {
     "block_reduce.cuh": HELPERS,
     "block_scan.cuh": HELPERS,
-    "grid_sum.cuh": ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *LISTS],
+    "grid_sum.cuh": ["tests/sim/test_schedules.py", *SCHEDULES, *MARGIN, *LISTS, *SERVING],  # grid_none: arrives_last
     "warp_shuffle.cuh": HELPERS,
     "warp_scan.cuh": HELPERS,
     "warp_sort.cuh": [*SCHEDULES, *LISTS],
