@@ -27,6 +27,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,f16c")
 #include <immintrin.h>
 
+#include "cpu/divide_avx512.h"
+
 namespace kdops::cpu {
 
 namespace {
@@ -75,7 +77,8 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
   const __mmask16 tail_bytes = static_cast<__mmask16>((1u << ((dim - full) * nbits / 8)) - 1);
   // A group of tokens a pass at a time: their sums, then their norms, then their divisions. Token
-  // by token, each waited on its own chain (16 partial sums added in order, sqrt, division).
+  // by token, each waited on its own chain (16 partial sums added in order, sqrt, division). The
+  // divisions by one reciprocal a token (divide_avx512.h), vdivps's bits.
   constexpr int64_t kGroup = 16;
   for (int64_t t0 = 0; t0 < n; t0 += kGroup) {
     const int64_t m = n - t0 < kGroup ? n - t0 : kGroup;
@@ -116,9 +119,9 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
     }
     for (int64_t t = t0; t < t0 + m; ++t) {
       float* x = out + t * dim;
-      const __m512 norm = _mm512_set1_ps(norms[t - t0]);
-      for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
-      if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + full), norm));
+      const DivideAvx512 divide(norms[t - t0]);
+      for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, divide(_mm512_loadu_ps(x + e)));
+      if (full < dim) _mm512_mask_storeu_ps(x + full, tail, divide(_mm512_maskz_loadu_ps(tail, x + full), tail));
     }
   }
 }
