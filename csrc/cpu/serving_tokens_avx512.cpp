@@ -27,8 +27,6 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,f16c")
 #include <immintrin.h>
 
-#include "cpu/divide_avx512.h"
-
 namespace kdops::cpu {
 
 namespace {
@@ -77,14 +75,11 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
   const __mmask16 tail = static_cast<__mmask16>((1u << (dim - full)) - 1);
   const __mmask16 tail_bytes = static_cast<__mmask16>((1u << ((dim - full) * nbits / 8)) - 1);
   // A group of tokens a pass at a time: their sums, then their norms, then their divisions. Token
-  // by token, each waited on its own chain (16 partial sums added in order, sqrt, division). The
-  // divisions by one reciprocal a token (divide_avx512.h), vdivps's bits; vdivps itself for the
-  // rare token with an element below reciprocal_floor (zeros, tiny magnitudes, norms out of range).
+  // by token, each waited on its own chain (16 partial sums added in order, sqrt, division).
   constexpr int64_t kGroup = 16;
   for (int64_t t0 = 0; t0 < n; t0 += kGroup) {
     const int64_t m = n - t0 < kGroup ? n - t0 : kGroup;
     alignas(64) float partials[kGroup][16];
-    alignas(64) float smallest[kGroup][16];  // each lane's smallest |x_e| (+inf past dim)
     float norms[kGroup];
     for (int64_t t = t0; t < t0 + m; ++t) {
       const float* centroid = rows.centroids + int64_t(rows.codes[row + t]) * dim;
@@ -100,22 +95,18 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
       };
       // The squares summed into 16 partial sums as the clone does: lane e % 16 takes x_e^2 in
       // order of e, one FMA each; lanes past dim are neither stored nor summed.
-      // The smallest magnitude decides whether the division may go through the reciprocal.
-      __m512 partial = _mm512_setzero_ps(), least = _mm512_set1_ps(__builtin_inff());
+      __m512 partial = _mm512_setzero_ps();
       for (int64_t e = 0; e < full; e += 16) {
         const __m512 v = step(e, 0xffff, static_cast<__mmask16>((1u << (2 * nbits)) - 1));
         _mm512_storeu_ps(x + e, v);
         partial = _mm512_fmadd_ps(v, v, partial);
-        least = _mm512_maskz_min_ps(0xffff, least, _mm512_abs_ps(v));  // maskz: as above (-Wall)
       }
       if (full < dim) {
         const __m512 v = step(full, tail, tail_bytes);
         _mm512_mask_storeu_ps(x + full, tail, v);
         partial = _mm512_mask3_fmadd_ps(v, v, partial, tail);
-        least = _mm512_mask_min_ps(least, tail, least, _mm512_abs_ps(v));
       }
       _mm512_store_ps(partials[t - t0], partial);
-      _mm512_store_ps(smallest[t - t0], least);
     }
     for (int64_t t = 0; t < m; ++t) {
       float squares = 0;
@@ -125,17 +116,9 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
     }
     for (int64_t t = t0; t < t0 + m; ++t) {
       float* x = out + t * dim;
-      const float b = norms[t - t0];
-      const __m512 norm = _mm512_set1_ps(b);
-      const __mmask16 below = _mm512_cmp_ps_mask(_mm512_load_ps(smallest[t - t0]), _mm512_set1_ps(reciprocal_floor(b)), _CMP_LT_OQ);
-      if (__builtin_expect(below == 0, 1)) {
-        const __m512 y = _mm512_set1_ps(1.0f / b);
-        for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, divide_by_reciprocal(_mm512_loadu_ps(x + e), norm, y));
-        if (full < dim) _mm512_mask_storeu_ps(x + full, tail, divide_by_reciprocal(_mm512_maskz_loadu_ps(tail, x + full), norm, y));
-      } else {
-        for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
-        if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + full), norm));
-      }
+      const __m512 norm = _mm512_set1_ps(norms[t - t0]);
+      for (int64_t e = 0; e < full; e += 16) _mm512_storeu_ps(x + e, _mm512_div_ps(_mm512_loadu_ps(x + e), norm));
+      if (full < dim) _mm512_mask_storeu_ps(x + full, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + full), norm));
     }
   }
 }
