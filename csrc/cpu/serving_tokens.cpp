@@ -96,7 +96,7 @@ namespace {
 typedef float Floats16 __attribute__((vector_size(64)));
 
 // One token: x = centroid + the weights of its packed buckets (8 / nbits per byte), then
-// x / max(||x||, 1e-12). The squares are summed in 16 interleaved partial sums (a fixed order;
+// x / max(||x||, kNormEps). The squares are summed in 16 interleaved partial sums (a fixed order;
 // a single running sum would chain every add on the last one's latency), held in one vector:
 // as a float array, GCC kept them on the stack, one scalar FMA through memory per element, the
 // bulk of the decoding time (perf).
@@ -123,7 +123,7 @@ KDOPS_CPU_CLONES void decode_residual(const float* centroid, const uint8_t* pack
   for (; e < dim; ++e) partial[e % kPartial] += x[e] * x[e];
   float squares = 0;
   for (int r = 0; r < kPartial; ++r) squares += partial[r];
-  const float norm = std::max(std::sqrt(squares), 1e-12f);  // torch.nn.functional.normalize's eps
+  const float norm = std::max(std::sqrt(squares), kNormEps);
   for (int64_t e = 0; e < dim; ++e) x[e] /= norm;
 }
 

@@ -16,6 +16,10 @@
 
 namespace kdops::cpu {
 
+// The smallest norm a residual token is divided by: torch.nn.functional.normalize's eps, as
+// ColBERT's decompress uses it.
+constexpr float kNormEps = 1e-12f;
+
 struct TokenRows {
   const void* data;    // [rows, dim] of `type`
   at::ScalarType type;  // kFloat, kChar or kFloat8_e4m3fn
@@ -37,7 +41,7 @@ struct TokenRows {
 // packbits order: the bits of dimension e are stream bits e * nbits + k (k = 0 the bucket's
 // least significant bit), and each byte holds 8 stream bits, the first in its most significant
 // bit. Decoded as ColBERT's decompress does: x = centroids[code] + bucket_weights[b], then
-// x / max(||x||, 1e-12).
+// x / max(||x||, kNormEps).
 struct ResidualRows {
   const int32_t* codes;      // [rows]
   const uint8_t* residuals;  // [rows, dim * nbits / 8]

@@ -112,7 +112,7 @@ void decode_residual_avx512(const ResidualRows& rows, int64_t row, int64_t n, fl
       float squares = 0;
       for (int r = 0; r < 16; ++r) squares += partials[t][r];
       const float length = __builtin_sqrtf(squares);
-      norms[t] = length < 1e-12f ? 1e-12f : length;  // std::max(length, 1e-12f)
+      norms[t] = length < kNormEps ? kNormEps : length;  // std::max(length, kNormEps)
     }
     for (int64_t t = t0; t < t0 + m; ++t) {
       float* x = out + t * dim;
